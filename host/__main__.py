@@ -1,0 +1,5 @@
+import sys
+
+from routeiq.cli import main
+
+sys.exit(main())

@@ -1,0 +1,206 @@
+"""The gateway's configuration file: schema, defaults, and errors that name file and field.
+
+Every setting and its default is documented in docs/configuration.md; keep both in step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from routeiq.abi.proxy_wasm import LogLevel
+from routeiq.dispatch.plugin import PluginSpec
+from routeiq.runtime.engine import EngineSettings
+from routeiq.runtime.limits import SandboxLimits
+
+
+class ConfigError(Exception):
+    """A configuration problem, phrased for the operator: file, field, what is wrong."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    log_level: Literal["trace", "debug", "info", "warn", "error", "critical"] = "info"
+
+
+class UpstreamConfig(_Strict):
+    url: str
+    timeout_s: float = Field(60.0, gt=0)
+    connect_timeout_s: float = Field(5.0, gt=0)
+    max_connections: int = Field(100, ge=1)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+
+class RuntimeConfig(_Strict):
+    cache_dir: str | None = None  # default: $XDG_CACHE_HOME/routeiq/modules
+    cache: bool = True
+    epoch_tick_ms: int = Field(5, ge=1, le=1000)
+    max_wasm_stack_kb: int = Field(512, ge=64, le=65536)
+
+
+class LimitsConfig(_Strict):
+    fuel: int = Field(20_000_000, ge=1000)
+    memory_mb: int = Field(16, ge=1, le=4096)
+    timeout_ms: int = Field(100, ge=1, le=600_000)
+    pause_timeout_ms: int = Field(30_000, ge=1)
+
+
+class PluginConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    wasm: str
+    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    root_id: str = ""
+    vm_id: str = ""
+    config: Union[str, dict[str, Any], list[Any], None] = None
+    vm_config: Union[str, dict[str, Any], list[Any], None] = None
+    fail_open: bool = False
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    env: dict[str, str] = Field(default_factory=dict)
+    log_level: Literal["trace", "debug", "info", "warn", "error", "critical"] | None = None
+
+
+class GatewayConfig(_Strict):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    upstream: Union[Literal["embedded"], UpstreamConfig] = "embedded"
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    plugins: list[PluginConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "GatewayConfig":
+        seen: set[str] = set()
+        for plugin in self.plugins:
+            if plugin.name in seen:
+                raise ValueError(f"plugin name {plugin.name!r} is used twice")
+            seen.add(plugin.name)
+        return self
+
+
+class LoadedConfig:
+    """A validated config plus where it came from (relative module paths resolve there)."""
+
+    def __init__(self, model: GatewayConfig, path: Path | None) -> None:
+        self.model = model
+        self.path = path
+        self.base_dir = path.parent if path is not None else Path.cwd()
+
+    def engine_settings(self) -> EngineSettings:
+        rt = self.model.runtime
+        return EngineSettings(epoch_tick_ms=rt.epoch_tick_ms, max_wasm_stack_bytes=rt.max_wasm_stack_kb * 1024)
+
+    def cache_dir(self) -> Path | None:
+        rt = self.model.runtime
+        if not rt.cache:
+            return None
+        if rt.cache_dir:
+            return self._resolve(rt.cache_dir)
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        return Path(base) / "routeiq" / "modules"
+
+    def _resolve(self, value: str) -> Path:
+        p = Path(os.path.expanduser(value))
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    def plugin_specs(self) -> list[PluginSpec]:
+        server_level = LogLevel[self.model.server.log_level.upper()]
+        specs = []
+        for p in self.model.plugins:
+            level = LogLevel[p.log_level.upper()] if p.log_level else server_level
+            specs.append(
+                PluginSpec(
+                    name=p.name,
+                    wasm_path=self._resolve(p.wasm),
+                    sha256=p.sha256,
+                    root_id=p.root_id,
+                    vm_id=p.vm_id,
+                    plugin_config=_config_bytes(p.config),
+                    vm_config=_config_bytes(p.vm_config),
+                    fail_open=p.fail_open,
+                    limits=SandboxLimits(
+                        fuel=p.limits.fuel,
+                        memory_bytes=p.limits.memory_mb * 1024 * 1024,
+                        timeout_ms=p.limits.timeout_ms,
+                    ),
+                    environment=tuple(sorted(p.env.items())),
+                    log_level=level,
+                    pause_timeout_ms=p.limits.pause_timeout_ms,
+                )
+            )
+        return specs
+
+
+def _config_bytes(value: Any) -> bytes:
+    """A string is passed as is; a mapping or list as compact JSON (as Envoy does)."""
+    if value is None:
+        return b""
+    if isinstance(value, str):
+        return value.encode()
+    return json.dumps(value, separators=(",", ":"), sort_keys=False).encode()
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("str", "dict[str,any]", "list[any]", "UpstreamConfig", "literal['embedded']"):
+            continue  # union branch names are noise for an operator
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def parse_config(data: Any, source: str = "<config>", path: Path | None = None) -> LoadedConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
+    try:
+        model = GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        seen = set()
+        for err in exc.errors():
+            where = _field_path(tuple(err["loc"]))
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown setting"
+            key = (where, msg)
+            if key in seen:
+                continue
+            seen.add(key)
+            lines.append(f"{source}: {where}: {msg}")
+        raise ConfigError("\n".join(lines)) from None
+    return LoadedConfig(model, path)
+
+
+def load_config(path: str | os.PathLike[str]) -> LoadedConfig:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read config file: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{p}{where}: invalid YAML: {problem}") from None
+    return parse_config(data, str(p), p.resolve())

@@ -1,0 +1,321 @@
+"""The proxy-wasm callbacks of one HTTP exchange across an ordered chain of plugins.
+
+Request callbacks run in configured order, response callbacks in reverse order (the
+onion model Envoy uses for its HTTP filters). Each step returns a Verdict; the gateway
+acts on it (forward, answer locally, wait for proxy_continue_stream, fail).
+
+Body semantics follow Envoy: a plugin that returns Pause from a body callback before
+end_of_stream asks the host to buffer; it is called again with the grown buffer when
+more data arrives. A plugin that returns Continue lets each chunk through as it comes,
+so a chain with no buffering plugin keeps a streaming body streaming.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+
+from routeiq.abi.proxy_wasm import Action, StreamType
+from routeiq.hostcalls.state import ContextState, HeaderMap, HttpStream
+from routeiq.runtime.errors import GuestTrap, PluginError
+
+from .plugin import PluginVM, ProxyWasmPlugin
+
+log = logging.getLogger("routeiq.dispatch")
+
+REQUEST = 0
+RESPONSE = 1
+
+
+class Step(enum.Enum):
+    CONTINUE = "continue"  # go on with the exchange
+    LOCAL = "local"  # stream.local_response is set: answer it instead
+    PAUSED = "paused"  # a plugin paused; wait for proxy_continue_stream
+    BUFFERING = "buffering"  # body consumed into a plugin's buffer; wait for more data
+    CLOSED = "closed"  # a plugin called proxy_close_stream
+    FAILED = "failed"  # a plugin failed and is not fail_open
+
+
+@dataclass
+class Verdict:
+    step: Step
+    position: int = -1  # index into the phase order where the chain stopped
+    data: bytes = b""  # body bytes that passed the whole chain
+    member: "Member | None" = None
+    error: PluginError | None = None
+
+
+CONTINUE = Verdict(Step.CONTINUE)
+
+
+class Member:
+    """One plugin's context for this exchange."""
+
+    __slots__ = ("plugin", "vm", "context", "failed", "buffers", "finished")
+
+    def __init__(self, plugin: ProxyWasmPlugin, vm: PluginVM | None, context: ContextState | None) -> None:
+        self.plugin = plugin
+        self.vm = vm
+        self.context = context
+        self.failed = vm is None
+        self.buffers = (bytearray(), bytearray())
+        self.finished = False
+
+
+class ChainStream:
+    def __init__(self, plugins: list[ProxyWasmPlugin], stream: HttpStream) -> None:
+        self.stream = stream
+        self.members: list[Member] = []
+        self.failure: PluginError | None = None
+        self._request_order = list(range(len(plugins)))
+        self._response_order = self._request_order[::-1]
+        for plugin in plugins:
+            self.members.append(self._open(plugin))
+
+    # ------------------------------------------------------------- plumbing
+    def _open(self, plugin: ProxyWasmPlugin) -> Member:
+        try:
+            vm = plugin.current_vm()
+        except PluginError as exc:
+            member = Member(plugin, None, None)
+            self._note_failure(member, exc)
+            return member
+        context = vm.new_context(self.stream)
+        member = Member(plugin, vm, context)
+        try:
+            vm.call("proxy_on_context_create", context, context.context_id, vm.root.context_id)
+        except GuestTrap as exc:
+            self._fail(member, exc)
+        return member
+
+    def _note_failure(self, member: Member, error: PluginError) -> None:
+        member.failed = True
+        if not member.plugin.spec.fail_open and self.failure is None:
+            self.failure = error
+
+    def _fail(self, member: Member, error: GuestTrap) -> None:
+        if member.vm is not None:
+            member.plugin.discard(member.vm, error)
+        self._note_failure(member, error)
+
+    def _live(self, member: Member) -> bool:
+        if member.failed:
+            return False
+        if member.vm is None or member.vm.vm.closed:
+            # Another exchange made this VM trap: this context died with it.
+            self._note_failure(member, GuestTrap(f"plugin {member.plugin.spec.name} VM was restarted mid-request"))
+            return False
+        return True
+
+    def _call(self, member: Member, name: str, *args: int) -> int | None | GuestTrap:
+        vm = member.vm
+        assert vm is not None and member.context is not None
+        try:
+            return vm.call(name, member.context, member.context.context_id, *args)
+        except GuestTrap as exc:
+            if not exc.callback:
+                exc.callback = name
+            self._fail(member, exc)
+            return exc
+
+    def has_failure_verdict(self) -> Verdict | None:
+        if self.failure is not None:
+            return Verdict(Step.FAILED, error=self.failure)
+        return None
+
+    def wants(self, callback: str) -> bool:
+        """Does any live plugin export this callback? (Unexported ones are never called.)"""
+        return any(not m.failed and m.vm is not None and m.vm.exports(callback) for m in self.members)
+
+    def _after_callback(self, member: Member, action: int | None, position: int, stream_type: StreamType) -> Verdict | None:
+        """Turn what a callback did into a verdict, or None to go on to the next plugin."""
+        context = member.context
+        assert context is not None
+        if self.failure is not None:
+            return Verdict(Step.FAILED, position, member=member, error=self.failure)
+        if self.stream.local_response is not None:
+            return Verdict(Step.LOCAL, position, member=member)
+        if int(stream_type) in context.close_requested:
+            return Verdict(Step.CLOSED, position, member=member)
+        if action == Action.PAUSE:
+            if int(stream_type) in context.resume_requested:
+                context.resume_requested.discard(int(stream_type))
+                return None
+            return Verdict(Step.PAUSED, position, member=member)
+        return None
+
+    def resume_check(self, member: Member, stream_type: StreamType) -> Verdict | None:
+        """After a wakeup: what did the paused plugin ask for? None means keep waiting."""
+        context = member.context
+        assert context is not None
+        if self.stream.local_response is not None:
+            return Verdict(Step.LOCAL, member=member)
+        if int(stream_type) in context.close_requested:
+            return Verdict(Step.CLOSED, member=member)
+        if int(stream_type) in context.resume_requested:
+            context.resume_requested.discard(int(stream_type))
+            return CONTINUE
+        if self.failure is not None or not self._live(member):
+            return self.has_failure_verdict() or CONTINUE
+        return None
+
+    # ------------------------------------------------------------- headers
+    def _headers(self, order: list[int], start: int, callback: str, count: int, eos: bool, st: StreamType) -> Verdict:
+        failure = self.has_failure_verdict()
+        if failure:
+            return failure
+        for position in range(start, len(order)):
+            member = self.members[order[position]]
+            if not self._live(member):
+                if self.failure is not None:
+                    return Verdict(Step.FAILED, position, error=self.failure)
+                continue
+            action = self._call(member, callback, count, int(eos))
+            if isinstance(action, GuestTrap):
+                action = None
+            verdict = self._after_callback(member, action, position, st)
+            if verdict is not None:
+                return verdict
+        return CONTINUE
+
+    def request_headers(self, end_of_stream: bool, start: int = 0) -> Verdict:
+        count = len(self.stream.request_headers)
+        return self._headers(self._request_order, start, "proxy_on_request_headers", count, end_of_stream, StreamType.HTTP_REQUEST)
+
+    def response_headers(self, end_of_stream: bool, start: int = 0) -> Verdict:
+        headers = self.stream.response_headers
+        count = len(headers) if headers is not None else 0
+        return self._headers(self._response_order, start, "proxy_on_response_headers", count, end_of_stream, StreamType.HTTP_RESPONSE)
+
+    def request_trailers(self, start: int = 0) -> Verdict:
+        trailers = self.stream.request_trailers
+        count = len(trailers) if trailers is not None else 0
+        return self._trailers(self._request_order, start, "proxy_on_request_trailers", count, StreamType.HTTP_REQUEST)
+
+    def response_trailers(self, start: int = 0) -> Verdict:
+        trailers = self.stream.response_trailers
+        count = len(trailers) if trailers is not None else 0
+        return self._trailers(self._response_order, start, "proxy_on_response_trailers", count, StreamType.HTTP_RESPONSE)
+
+    def _trailers(self, order: list[int], start: int, callback: str, count: int, st: StreamType) -> Verdict:
+        failure = self.has_failure_verdict()
+        if failure:
+            return failure
+        for position in range(start, len(order)):
+            member = self.members[order[position]]
+            if not self._live(member):
+                if self.failure is not None:
+                    return Verdict(Step.FAILED, position, error=self.failure)
+                continue
+            action = self._call(member, callback, count)
+            if isinstance(action, GuestTrap):
+                action = None
+            verdict = self._after_callback(member, action, position, st)
+            if verdict is not None:
+                return verdict
+        return CONTINUE
+
+    # ---------------------------------------------------------------- bodies
+    def request_body(self, chunk: bytes, end_of_stream: bool, start: int = 0) -> Verdict:
+        return self._body(REQUEST, chunk, end_of_stream, start)
+
+    def response_body(self, chunk: bytes, end_of_stream: bool, start: int = 0) -> Verdict:
+        return self._body(RESPONSE, chunk, end_of_stream, start)
+
+    def drain(self, direction: int, position: int) -> bytes:
+        """Take what a paused plugin holds, to pass it on once it resumes."""
+        order = self._request_order if direction == REQUEST else self._response_order
+        buffer = self.members[order[position]].buffers[direction]
+        data = bytes(buffer)
+        buffer.clear()
+        return data
+
+    def _body(self, direction: int, data: bytes, eos: bool, start: int) -> Verdict:
+        failure = self.has_failure_verdict()
+        if failure:
+            return failure
+        stream = self.stream
+        if direction == REQUEST:
+            order, callback, st = self._request_order, "proxy_on_request_body", StreamType.HTTP_REQUEST
+        else:
+            order, callback, st = self._response_order, "proxy_on_response_body", StreamType.HTTP_RESPONSE
+        for position in range(start, len(order)):
+            member = self.members[order[position]]
+            if not self._live(member):
+                if self.failure is not None:
+                    return Verdict(Step.FAILED, position, error=self.failure)
+                continue
+            if member.vm is None or not member.vm.exports(callback):
+                continue
+            buffer = member.buffers[direction]
+            buffer.extend(data)
+            if direction == REQUEST:
+                stream.request_body = buffer
+            else:
+                stream.response_body = buffer
+            try:
+                action = self._call(member, callback, len(buffer), int(eos))
+            finally:
+                stream.request_body = None
+                stream.response_body = None
+            if isinstance(action, GuestTrap):
+                if self.failure is not None:
+                    return Verdict(Step.FAILED, position, error=self.failure)
+                action = None  # fail_open: pass what it held through unchanged
+            if action == Action.PAUSE and not eos and self.failure is None and stream.local_response is None:
+                context = member.context
+                assert context is not None
+                if int(st) not in context.close_requested and int(st) not in context.resume_requested:
+                    return Verdict(Step.BUFFERING, position)
+            verdict = self._after_callback(member, action, position, st)
+            if verdict is not None:
+                return verdict
+            data = bytes(buffer)
+            buffer.clear()
+        return Verdict(Step.CONTINUE, data=data)
+
+    # ------------------------------------------------------------------- end
+    def finish(self) -> list[Member]:
+        """proxy_on_done, then proxy_on_log and proxy_on_delete for every context.
+        Returns members whose plugin answered false from proxy_on_done (finalized later
+        by `finalize` once the plugin calls proxy_done or the grace period ends)."""
+        waiting: list[Member] = []
+        for member in self.members:
+            if not self._live(member):
+                continue
+            done = self._call(member, "proxy_on_done")
+            if isinstance(done, GuestTrap):
+                continue
+            if done == 0:
+                assert member.context is not None
+                if not member.context.done_called:
+                    member.context.awaiting_done = True
+                    waiting.append(member)
+                    continue
+            self.finalize(member)
+        return waiting
+
+    def finalize(self, member: Member) -> None:
+        if member.finished:
+            return
+        member.finished = True
+        if not self._live(member):
+            return
+        for callback in ("proxy_on_log", "proxy_on_delete"):
+            if isinstance(self._call(member, callback), GuestTrap):
+                return
+        assert member.vm is not None and member.context is not None
+        member.vm.drop_context(member.context)
+
+    def close_all(self) -> None:
+        """Forget every context without callbacks (exchange aborted by the client)."""
+        for member in self.members:
+            if member.vm is not None and member.context is not None:
+                member.vm.drop_context(member.context)
+
+
+def request_header_map(method: str, path: str, authority: str, scheme: str, headers: list[tuple[bytes, bytes]]) -> HeaderMap:
+    pairs = [(b":method", method.encode()), (b":path", path.encode()), (b":authority", authority.encode()), (b":scheme", scheme.encode())]
+    pairs.extend((k.lower(), v) for k, v in headers if k.lower() != b"host")
+    return HeaderMap(pairs)

@@ -1,0 +1,1 @@
+"""Gateway: the ASGI app, the plugin filter middleware and the upstreams."""

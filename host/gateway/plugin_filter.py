@@ -1,0 +1,362 @@
+"""Pure-ASGI middleware running the proxy-wasm filter chain around an upstream app.
+
+request headers -> request body (buffered only while a plugin asks for it) -> upstream
+-> response headers -> response body chunks as they stream -> on_done/on_log/on_delete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any, Awaitable, Callable
+
+from routeiq.abi.proxy_wasm import StreamType
+from routeiq.dispatch.chain import REQUEST, RESPONSE, ChainStream, Member, Step, Verdict, request_header_map
+from routeiq.dispatch.plugin import ProxyWasmPlugin
+from routeiq.hostcalls.state import HeaderMap, HttpStream, LocalResponse
+from routeiq.runtime.errors import PluginError
+
+from .errors import error_body, send_bytes
+
+log = logging.getLogger("routeiq.gateway")
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class PauseTimeout(PluginError):
+    kind = "pause_timeout"
+
+
+class StreamAborted(Exception):
+    """The exchange must end now (local response, close_stream or failure mid-body)."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(verdict.step.value)
+        self.verdict = verdict
+
+
+class PluginFilter:
+    def __init__(self, app: ASGIApp, plugins: list[ProxyWasmPlugin]) -> None:
+        self.app = app
+        self.plugins = plugins
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.plugins:
+            await self.app(scope, receive, send)
+            return
+        await _Exchange(self, scope, receive, send).run()
+
+    def keep(self, task: asyncio.Task[None]) -> None:
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    for k, v in headers:
+        if k == b"content-length":
+            return v.strip() not in (b"", b"0")
+        if k == b"transfer-encoding":
+            return True
+    return False
+
+
+class _Exchange:
+    def __init__(self, owner: PluginFilter, scope: Scope, receive: Receive, send: Send) -> None:
+        self.owner = owner
+        self.scope = scope
+        self.receive = receive
+        self.send = send
+        raw_headers: list[tuple[bytes, bytes]] = [(k.lower(), v) for k, v in scope["headers"]]
+        request_id = next((v.decode("latin-1") for k, v in raw_headers if k == b"x-request-id"), "") or uuid.uuid4().hex
+        if not any(k == b"x-request-id" for k, _ in raw_headers):
+            raw_headers.append((b"x-request-id", request_id.encode()))
+        authority = next((v.decode("latin-1") for k, v in raw_headers if k == b"host"), "")
+        path = scope.get("raw_path") or scope["path"].encode()
+        path_text = path.decode("latin-1") if isinstance(path, bytes) else path
+        if scope.get("query_string"):
+            path_text += "?" + scope["query_string"].decode("latin-1")
+        self.has_body = _has_body(raw_headers)
+        self.stream = HttpStream(
+            request_headers=request_header_map(scope["method"], path_text, authority, scope.get("scheme", "http"), raw_headers),
+            request_id=request_id,
+            client=tuple(scope["client"]) if scope.get("client") else None,  # type: ignore[arg-type]
+            server=tuple(scope["server"]) if scope.get("server") else None,  # type: ignore[arg-type]
+            scheme=scope.get("scheme", "http"),
+            protocol=f"HTTP/{scope.get('http_version', '1.1')}",
+        )
+        self.chain = ChainStream(owner.plugins, self.stream)
+        self.response_sent = False  # http.response.start went to the client
+        self.response_done = False
+        self.replaced = False  # the upstream response was replaced; drop its messages
+
+    # -------------------------------------------------------------- driver
+    async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            waiting = self.chain.finish()
+            if waiting:
+                self.owner.keep(asyncio.ensure_future(self._await_done(waiting)))
+
+    async def _run(self) -> None:
+        verdict = await self._settle(self.chain.request_headers(not self.has_body), StreamType.HTTP_REQUEST, self.chain.request_headers, not self.has_body)
+        if verdict.step is not Step.CONTINUE:
+            await self._answer(verdict)
+            return
+        self.stream.request_headers.writable = False
+        receive: Receive = self.receive
+        headers = self._upstream_request_headers()
+        if self.has_body and self.chain.wants("proxy_on_request_body"):
+            first = await self.receive()
+            if first["type"] == "http.disconnect":
+                return
+            if not first.get("more_body", False):
+                # The whole body is here: run it through the chain now, so a plugin can
+                # still answer locally and the upstream gets an exact content-length.
+                try:
+                    body = await self._request_body_chunk(first.get("body", b""), True)
+                except StreamAborted as aborted:
+                    await self._answer(aborted.verdict)
+                    return
+                headers = [(k, v) for k, v in headers if k != b"content-length"]
+                headers.append((b"content-length", str(len(body)).encode()))
+                receive = _replay(body, self.receive)
+            else:
+                headers = [(k, v) for k, v in headers if k != b"content-length"]
+                receive = self._streaming_request_body(first)
+        scope = dict(self.scope)
+        req = self.stream.request_headers
+        scope["method"] = (req.get(b":method") or b"GET").decode("latin-1")
+        full_path = (req.get(b":path") or b"/").decode("latin-1")
+        path, _, query = full_path.partition("?")
+        scope["path"] = path
+        scope["raw_path"] = path.encode("latin-1")
+        scope["query_string"] = query.encode("latin-1")
+        scope["headers"] = headers
+        try:
+            await self.owner.app(scope, receive, self._filtered_send)
+        except StreamAborted as aborted:
+            await self._answer(aborted.verdict)
+            return
+        if not self.response_done and self.response_sent:
+            raise RuntimeError("upstream app ended without finishing its response")
+
+    def _upstream_request_headers(self) -> list[tuple[bytes, bytes]]:
+        req = self.stream.request_headers
+        headers = [(k, v) for k, v in req.pairs if not k.startswith(b":")]
+        authority = req.get(b":authority")
+        if authority:
+            headers.insert(0, (b"host", authority))
+        return headers
+
+    # ----------------------------------------------------------- pausing
+    async def _settle(self, verdict: Verdict, stream_type: StreamType, rerun: Callable[..., Verdict], *args: Any) -> Verdict:
+        """Wait out PAUSED verdicts: resume the chain after the paused plugin once it
+        calls proxy_continue_stream, or apply what it did instead."""
+        while verdict.step is Step.PAUSED:
+            member = verdict.member
+            assert member is not None
+            outcome = await self._wait(member, stream_type)
+            if outcome.step is not Step.CONTINUE:
+                return outcome
+            verdict = rerun(*args, start=verdict.position + 1)
+        return verdict
+
+    async def _wait(self, member: Member, stream_type: StreamType) -> Verdict:
+        context = member.context
+        assert context is not None
+        event = asyncio.Event()
+        context.wakeup = event.set
+        timeout = member.plugin.spec.pause_timeout_ms / 1000.0
+        try:
+            while True:
+                outcome = self.chain.resume_check(member, stream_type)
+                if outcome is not None:
+                    return outcome
+                event.clear()
+                try:
+                    await asyncio.wait_for(event.wait(), timeout)
+                except asyncio.TimeoutError:
+                    error = PauseTimeout(f"plugin {member.plugin.spec.name} paused the stream for more than {timeout:g} s")
+                    self.chain._note_failure(member, error)
+                    return self.chain.has_failure_verdict() or Verdict(Step.CONTINUE)
+        finally:
+            context.wakeup = None
+
+    # ------------------------------------------------------------- bodies
+    async def _body_chunk(self, direction: int, chunk: bytes, eos: bool) -> bytes | None:
+        """Run one chunk through the chain: bytes to forward, or None while buffering."""
+        run = self.chain.request_body if direction == REQUEST else self.chain.response_body
+        stream_type = StreamType.HTTP_REQUEST if direction == REQUEST else StreamType.HTTP_RESPONSE
+        verdict = run(chunk, eos)
+        while verdict.step is Step.PAUSED:
+            assert verdict.member is not None
+            outcome = await self._wait(verdict.member, stream_type)
+            if outcome.step is not Step.CONTINUE:
+                raise StreamAborted(outcome)
+            verdict = run(self.chain.drain(direction, verdict.position), eos, start=verdict.position + 1)
+        if verdict.step is Step.BUFFERING:
+            return None
+        if verdict.step is not Step.CONTINUE:
+            raise StreamAborted(verdict)
+        return verdict.data
+
+    async def _request_body_chunk(self, chunk: bytes, eos: bool) -> bytes:
+        self.stream.request_body_size += len(chunk)
+        data = await self._body_chunk(REQUEST, chunk, eos)
+        return data or b""
+
+    def _streaming_request_body(self, first: Message) -> Receive:
+        pending: list[Message] = [first]
+        finished = False
+
+        async def receive() -> Message:
+            nonlocal finished
+            while True:
+                if finished:
+                    return await self.receive()
+                message = pending.pop() if pending else await self.receive()
+                if message["type"] != "http.request":
+                    return message
+                eos = not message.get("more_body", False)
+                self.stream.request_body_size += len(message.get("body", b""))
+                data = await self._body_chunk(REQUEST, message.get("body", b""), eos)
+                if data is None and not eos:
+                    continue
+                finished = eos
+                return {"type": "http.request", "body": data or b"", "more_body": not eos}
+
+        return receive
+
+    # ----------------------------------------------------------- response
+    async def _filtered_send(self, message: Message) -> None:
+        if self.replaced:
+            return
+        kind = message["type"]
+        if kind == "http.response.start":
+            await self._response_start(message)
+        elif kind == "http.response.body":
+            await self._response_body(message)
+        else:
+            await self.send(message)
+
+    async def _response_start(self, message: Message) -> None:
+        status = int(message["status"])
+        upstream = [(k.lower(), v) for k, v in message.get("headers", [])]
+        stream = self.stream
+        stream.response_code = status
+        stream.response_headers = HeaderMap([(b":status", str(status).encode())] + upstream)
+        verdict = await self._settle(self.chain.response_headers(False), StreamType.HTTP_RESPONSE, self.chain.response_headers, False)
+        if verdict.step is not Step.CONTINUE:
+            self.replaced = True
+            await self._answer(verdict)
+            return
+        headers = stream.response_headers
+        headers.writable = False
+        try:
+            status = int(headers.get(b":status") or status)
+        except ValueError:
+            pass
+        stream.response_code = status
+        out = [(k, v) for k, v in headers.pairs if not k.startswith(b":")]
+        if self.chain.wants("proxy_on_response_body"):
+            # A plugin may rewrite the body, so its length is not known in advance.
+            out = [(k, v) for k, v in out if k != b"content-length"]
+        stream.response_started = True
+        self.response_sent = True
+        await self.send({"type": "http.response.start", "status": status, "headers": out})
+
+    async def _response_body(self, message: Message) -> None:
+        chunk = message.get("body", b"")
+        eos = not message.get("more_body", False)
+        self.stream.response_body_size += len(chunk)
+        if self.chain.wants("proxy_on_response_body"):
+            try:
+                data = await self._body_chunk(RESPONSE, chunk, eos)
+            except StreamAborted as aborted:
+                error = aborted.verdict.error
+                log.warning("request %s: response aborted mid-body (%s): %s", self.stream.request_id, aborted.verdict.step.value, error)
+                raise ConnectionAbortedError("response aborted by a plugin") from None
+            if data is None:
+                return
+            chunk = data
+        if eos:
+            self.response_done = True
+        await self.send({"type": "http.response.body", "body": chunk, "more_body": not eos})
+
+    # ------------------------------------------------------------ answers
+    async def _answer(self, verdict: Verdict) -> None:
+        stream = self.stream
+        if self.response_sent:
+            raise ConnectionAbortedError(f"cannot answer after the response started ({verdict.step.value})")
+        self.response_sent = True
+        self.response_done = True
+        stream.response_started = True
+        rid = [(b"x-request-id", stream.request_id.encode())]
+        if verdict.step is Step.LOCAL:
+            local = stream.local_response
+            assert local is not None
+            stream.response_code = local.status
+            await self._send_local(local, rid)
+        elif verdict.step is Step.CLOSED:
+            name = verdict.member.plugin.spec.name if verdict.member else "a plugin"
+            stream.response_code = 503
+            body = error_body(f"plugin {name} closed the stream", "plugin_error", "stream_closed", plugin=name)
+            await send_bytes(self.send, 503, body, rid + [(b"connection", b"close"), (b"x-routeiq-plugin-error", name.encode())])
+        else:
+            error = verdict.error or self.chain.failure
+            name = _plugin_of(error, verdict, self.chain)
+            kind = error.kind if error is not None else "plugin_error"
+            stream.response_code = 503
+            body = error_body(f"plugin {name} failed ({kind})", "plugin_error", kind, plugin=name)
+            await send_bytes(self.send, 503, body, rid + [(b"x-routeiq-plugin-error", name.encode())])
+
+    async def _send_local(self, local: LocalResponse, extra: list[tuple[bytes, bytes]]) -> None:
+        headers = [(k, v) for k, v in local.headers if not k.startswith(b":")]
+        if not any(k == b"x-request-id" for k, _ in headers):
+            headers += extra
+        await send_bytes(self.send, local.status, local.body, headers, content_type=b"text/plain")
+
+    async def _await_done(self, members: list[Member]) -> None:
+        """Finalize contexts whose plugin answered false from proxy_on_done."""
+        for member in members:
+            context = member.context
+            assert context is not None
+            if not context.done_called:
+                event = asyncio.Event()
+                context.wakeup = event.set
+                try:
+                    await asyncio.wait_for(event.wait(), member.plugin.spec.pause_timeout_ms / 1000.0)
+                except asyncio.TimeoutError:
+                    log.warning("plugin %s never called proxy_done; finalizing its context", member.plugin.spec.name)
+                finally:
+                    context.wakeup = None
+            self.chain.finalize(member)
+
+
+def _plugin_of(error: PluginError | None, verdict: Verdict, chain: ChainStream) -> str:
+    if verdict.member is not None:
+        return verdict.member.plugin.spec.name
+    for member in chain.members:
+        if member.failed and not member.plugin.spec.fail_open:
+            return member.plugin.spec.name
+    return "unknown"
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

@@ -1,0 +1,81 @@
+"""Stream control host calls: proxy_send_local_response, proxy_continue_stream,
+proxy_close_stream, and the v0.2.0 names proxy_continue_request/proxy_continue_response."""
+
+from __future__ import annotations
+
+from routeiq.abi.proxy_wasm import MapFormatError, Status, StreamType, decode_map
+
+from .state import HostEnv, LocalResponse
+
+_HTTP_STREAMS = (StreamType.HTTP_REQUEST, StreamType.HTTP_RESPONSE)
+_TCP_STREAMS = (StreamType.DOWNSTREAM, StreamType.UPSTREAM)
+
+
+class StreamCalls:
+    def __init__(self, env: HostEnv) -> None:
+        self.env = env
+
+    def proxy_send_local_response(
+        self,
+        status_code: int,
+        details: int,
+        details_size: int,
+        body: int,
+        body_size: int,
+        headers: int,
+        headers_size: int,
+        _grpc_status: int,
+    ) -> int:
+        vm = self.env.vm
+        detail_bytes = vm.read(details, details_size)
+        body_bytes = vm.read(body, body_size)
+        raw_headers = vm.read(headers, headers_size)
+        stream = self.env.stream
+        if stream is None or stream.response_started:
+            return Status.BAD_ARGUMENT
+        if not 200 <= status_code <= 599:
+            return Status.BAD_ARGUMENT
+        try:
+            pairs = decode_map(raw_headers)
+        except MapFormatError:
+            return Status.BAD_ARGUMENT
+        stream.local_response = LocalResponse(
+            status=status_code,
+            body=body_bytes,
+            headers=[(k.lower(), v) for k, v in pairs],
+            details=detail_bytes.decode("utf-8", "replace"),
+            plugin=self.env.plugin.name,
+        )
+        return Status.OK
+
+    def _context_for_stream(self, stream_type: int) -> int | None:
+        if stream_type in _TCP_STREAMS:
+            return Status.UNIMPLEMENTED
+        if stream_type not in _HTTP_STREAMS:
+            return Status.BAD_ARGUMENT
+        if self.env.active is None or self.env.active.stream is None:
+            return Status.NOT_FOUND
+        return None
+
+    def proxy_continue_stream(self, stream_type: int) -> int:
+        problem = self._context_for_stream(stream_type)
+        if problem is not None:
+            return problem
+        self.env.active.request_resume(StreamType(stream_type))  # type: ignore[union-attr]
+        return Status.OK
+
+    def proxy_close_stream(self, stream_type: int) -> int:
+        problem = self._context_for_stream(stream_type)
+        if problem is not None:
+            return problem
+        self.env.active.request_close(StreamType(stream_type))  # type: ignore[union-attr]
+        return Status.OK
+
+    def proxy_continue_request(self) -> int:
+        return self.proxy_continue_stream(StreamType.HTTP_REQUEST)
+
+    def proxy_continue_response(self) -> int:
+        return self.proxy_continue_stream(StreamType.HTTP_RESPONSE)
+
+    def proxy_clear_route_cache(self) -> int:
+        return Status.OK  # routes are not cached per stream here; nothing to clear

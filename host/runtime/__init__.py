@@ -1,0 +1,1 @@
+"""Wasm runtime: one engine per process, compiled-module cache, sandboxed VMs."""

@@ -1,0 +1,411 @@
+"""One sandboxed instance of a module: store, limits, unchecked calls, guest memory.
+
+Everything on the per-callback path goes through the raw C API (see capi.py): guest
+exports are called with `wasmtime_func_call_unchecked` on preallocated value arrays and
+host functions are linked with `wasmtime_linker_define_func_unchecked`. Linear memory is
+configured never to move, so its base address is read once; only its size is refreshed,
+and only when an access falls beyond the last size seen (memory never shrinks).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import struct
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+import wasmtime
+
+from . import capi
+from .errors import (
+    DeadlineExceeded,
+    FuelExhausted,
+    GuestTrap,
+    HostCallFailure,
+    MemoryLimitExceeded,
+    MemoryOutOfBounds,
+    PluginLoadError,
+    StackOverflow,
+    Unreachable,
+)
+from .limits import SandboxLimits
+
+log = logging.getLogger("routeiq.runtime")
+
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_STRIDE = capi.VAL_RAW_SIZE
+_VALTYPES = {"i32": wasmtime.ValType.i32, "i64": wasmtime.ValType.i64}
+
+
+class GuestMemoryError(Exception):
+    """A guest-supplied pointer or length is outside its linear memory."""
+
+
+class TrapRequest(Exception):
+    """Raised by a host function to make the calling guest trap with a typed error."""
+
+    def __init__(self, error: GuestTrap) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@dataclass(frozen=True)
+class HostFunction:
+    """A host function as the runtime links it: signature plus implementation.
+
+    `impl` receives the raw integer arguments and returns the integer result (or None
+    for functions without results). Raising TrapRequest traps the guest; any other
+    exception is a host bug, logged, and answered with `error_result`.
+    """
+
+    module: str
+    name: str
+    params: tuple[str, ...]
+    results: tuple[str, ...]
+    impl: Callable[..., int | None]
+    error_result: int = 10  # INTERNAL_FAILURE
+    memory_error_result: int = 6  # INVALID_MEMORY_ACCESS (WASI functions use FAULT)
+
+
+HostFunctionTable = Mapping[tuple[str, str], HostFunction]
+
+
+def _valtype_name(vt: wasmtime.ValType) -> str:
+    return str(vt)
+
+
+def check_imports(module: wasmtime.Module, table: HostFunctionTable) -> None:
+    """Refuse a module whose imports the host cannot satisfy, naming each of them."""
+    problems = []
+    for imp in module.imports:
+        key = (imp.module, imp.name or "")
+        ty = imp.type
+        if not isinstance(ty, wasmtime.FuncType):
+            problems.append(f"{imp.module}.{imp.name} (a {type(ty).__name__}; only functions can be imported)")
+            continue
+        fn = table.get(key)
+        if fn is None:
+            problems.append(f"{imp.module}.{imp.name} (unknown host function)")
+            continue
+        want_params = tuple(_valtype_name(v) for v in ty.params)
+        want_results = tuple(_valtype_name(v) for v in ty.results)
+        if want_params != fn.params or want_results != fn.results:
+            problems.append(
+                f"{imp.module}.{imp.name} (imported as ({', '.join(want_params)}) -> ({', '.join(want_results)}), "
+                f"host provides ({', '.join(fn.params)}) -> ({', '.join(fn.results)}))"
+            )
+    if problems:
+        raise PluginLoadError("module imports what the host does not provide: " + "; ".join(problems))
+
+
+class GuestFunction:
+    """A guest export prepared for unchecked calls."""
+
+    __slots__ = ("name", "_vm", "_func", "_func_addr", "_raw", "_raw_addr", "_nparams", "_nresults", "_slots")
+
+    def __init__(self, vm: "WasmVM", name: str, func: wasmtime.Func, ty: wasmtime.FuncType) -> None:
+        self.name = name
+        self._vm = vm
+        self._func = func
+        self._func_addr = ctypes.addressof(func._func)
+        self._nparams = len(ty.params)
+        self._nresults = len(ty.results)
+        self._slots = max(self._nparams, self._nresults, 1)
+        self._raw = (capi.ValRaw * self._slots)()
+        self._raw_addr = ctypes.addressof(self._raw)
+
+    def __call__(self, *args: int) -> int | None:
+        return self._vm.invoke(self, args)
+
+
+class WasmVM:
+    """A store plus an instance of one module under SandboxLimits."""
+
+    def __init__(
+        self,
+        engine: wasmtime.Engine,
+        module: wasmtime.Module,
+        limits: SandboxLimits,
+        host_functions: HostFunctionTable,
+        epoch_tick_ms: int,
+    ) -> None:
+        self.limits = limits
+        self._deadline_ticks = max(1, -(-limits.timeout_ms // epoch_tick_ms)) + 1
+        self.store = wasmtime.Store(engine)
+        self.store.set_limits(
+            memory_size=limits.memory_bytes,
+            table_elements=limits.table_elements,
+            instances=limits.instances,
+            tables=limits.tables,
+            memories=limits.memories,
+        )
+        self._ctx = capi.address_of_context(self.store)
+        self._fuel_out = ctypes.c_uint64()
+        self._trap_out = ctypes.c_void_p()
+        self._trap_out_addr = ctypes.addressof(self._trap_out)
+        self._pending: GuestTrap | None = None
+        self._callbacks: list[object] = []  # keep ctypes thunks alive as long as the store
+        self._depth = 0
+        self.closed = False
+        self._memory: wasmtime.Memory | None = None
+        self._mem_addr = 0
+        self._mem_base = 0
+        self._mem_size = 0
+        self._view: memoryview = memoryview(b"")
+        self._allocator: GuestFunction | None = None
+
+        self._linker = wasmtime.Linker(engine)
+        linker_addr = ctypes.cast(self._linker.ptr(), ctypes.c_void_p).value
+        for imp in module.imports:
+            self._define(linker_addr, host_functions[(imp.module, imp.name or "")])
+        self._module = module
+        self.instance: wasmtime.Instance | None = None
+        self._export_names: frozenset[str] = frozenset(e.name for e in module.exports)
+
+    def instantiate(self) -> None:
+        """Instantiate under the limits: a start function that never ends hits its deadline."""
+        self._begin_callback()
+        try:
+            self.instance = self._linker.instantiate(self.store, self._module)
+        except wasmtime.Trap as trap:
+            raise self._classify(trap, "instantiate") from None
+        except wasmtime.WasmtimeError as exc:
+            if self._pending is not None:
+                raise self._take_pending("instantiate") from None
+            raise PluginLoadError(f"instantiation failed: {exc}") from None
+        self._exports = self.instance.exports(self.store)
+        memory = self._exports["memory"] if "memory" in self._export_names else None
+        self._memory = memory if isinstance(memory, wasmtime.Memory) else None
+        self._mem_addr = ctypes.addressof(self._memory._memory) if self._memory is not None else 0
+        self._refresh_memory()
+
+    # ----------------------------------------------------------------- exports
+    def export_names(self) -> list[str]:
+        return sorted(self._export_names)
+
+    def function(self, name: str) -> GuestFunction | None:
+        """A prepared guest export, or None if the module does not export it."""
+        if name not in self._export_names:
+            return None
+        item = self._exports[name]
+        if not isinstance(item, wasmtime.Func):
+            return None
+        return GuestFunction(self, name, item, item.type(self.store))
+
+    def set_allocator(self, fn: GuestFunction) -> None:
+        self._allocator = fn
+
+    # ------------------------------------------------------------------- calls
+    def _begin_callback(self) -> None:
+        ctx = self._ctx
+        err = capi.context_set_fuel(ctx, self.limits.fuel)
+        if err:
+            raise HostCallFailure(capi.error_message(err))
+        capi.context_set_epoch_deadline(ctx, self._deadline_ticks)
+
+    def invoke(self, fn: GuestFunction, args: Sequence[int]) -> int | None:
+        """Call a guest export. A top-level call gets fresh fuel and a fresh deadline;
+        a nested call (the host allocating guest memory inside a host call) shares them."""
+        if self.closed:
+            raise GuestTrap(f"{fn.name}: the VM was discarded", callback=fn.name)
+        raw = fn._raw
+        for i, value in enumerate(args):
+            raw[i].i32 = value
+        if self._depth == 0:
+            self._begin_callback()
+            self._pending = None
+        self._depth += 1
+        try:
+            err = capi.func_call_unchecked(self._ctx, fn._func_addr, fn._raw_addr, fn._slots, self._trap_out_addr)
+        finally:
+            self._depth -= 1
+        trap = self._trap_out.value
+        if trap or err:
+            self._trap_out.value = None
+            raise self._failure(fn.name, trap, err)
+        if fn._nresults:
+            return raw[0].i32 & 0xFFFFFFFF
+        return None
+
+    def _failure(self, callback: str, trap: int | None, err: int | None) -> GuestTrap:
+        if trap:
+            t = capi.take_trap(trap)
+            if self._pending is not None:
+                return self._take_pending(callback)
+            return self._classify(t, callback)
+        message = capi.error_message(err) if err else "unknown failure"
+        if self._pending is not None:
+            return self._take_pending(callback)
+        return GuestTrap(f"{callback}: {message}", callback=callback, detail=message)
+
+    def _take_pending(self, callback: str = "") -> GuestTrap:
+        error = self._pending
+        assert error is not None
+        self._pending = None
+        if callback and not error.callback:
+            error.callback = callback
+        return error
+
+    def _classify(self, trap: "wasmtime.Trap", callback: str) -> GuestTrap:
+        code = trap.trap_code
+        message = trap.message
+        first_line = message.splitlines()[0] if message else "trap"
+        TrapCode = wasmtime.TrapCode
+        if code == TrapCode.OUT_OF_FUEL:
+            cls: type[GuestTrap] = FuelExhausted
+            text = f"ran out of fuel ({self.limits.fuel} units) in {callback}"
+        elif code == TrapCode.INTERRUPT:
+            cls = DeadlineExceeded
+            text = f"exceeded its {self.limits.timeout_ms} ms deadline in {callback}"
+        elif code == TrapCode.STACK_OVERFLOW:
+            cls = StackOverflow
+            text = f"overflowed its stack in {callback}"
+        elif code == TrapCode.MEMORY_OUT_OF_BOUNDS:
+            cls = MemoryOutOfBounds
+            text = f"accessed memory out of bounds in {callback}"
+        elif code == TrapCode.UNREACHABLE and self._near_memory_limit():
+            cls = MemoryLimitExceeded
+            text = f"hit its {self.limits.memory_bytes // (1024 * 1024)} MiB memory limit in {callback}"
+        elif code == TrapCode.UNREACHABLE:
+            cls = Unreachable
+            text = f"trapped (unreachable) in {callback}"
+        else:
+            cls = GuestTrap
+            text = f"trapped in {callback}: {first_line}"
+        return cls(text, callback=callback, detail=message)
+
+    def _near_memory_limit(self) -> bool:
+        if self._memory is None:
+            return False
+        size = capi.memory_data_size(self._ctx, self._mem_addr)
+        return size + 64 * 1024 * 16 >= self.limits.memory_bytes
+
+    # ------------------------------------------------------------ host links
+    def _define(self, linker_addr: int, fn: HostFunction) -> None:
+        ty = wasmtime.FuncType([_VALTYPES[p]() for p in fn.params], [_VALTYPES[r]() for r in fn.results])
+        thunk = capi.UncheckedCallback(self._make_thunk(fn))
+        self._callbacks.append(thunk)
+        self._callbacks.append(ty)
+        mod = fn.module.encode()
+        name = fn.name.encode()
+        err = capi.linker_define_func_unchecked(
+            linker_addr,
+            mod,
+            len(mod),
+            name,
+            len(name),
+            ctypes.cast(ty.ptr(), ctypes.c_void_p).value,
+            thunk,
+            None,
+            capi.NO_FINALIZER,
+        )
+        if err:
+            raise PluginLoadError(f"cannot link {fn.module}.{fn.name}: {capi.error_message(err)}")
+
+    def _make_thunk(self, fn: HostFunction) -> Callable[[int, int, int, int], int]:
+        fmt = "<" + "".join("I12x" if p == "i32" else "q8x" for p in fn.params)
+        unpack = struct.Struct(fmt).unpack
+        size = _STRIDE * len(fn.params)
+        impl = fn.impl
+        has_result = bool(fn.results)
+        error_result = fn.error_result
+        memory_error_result = fn.memory_error_result
+        string_at = ctypes.string_at
+        set_u32 = ctypes.c_uint32.from_address
+        qualname = f"{fn.module}.{fn.name}"
+        vm = self
+
+        def thunk(_env: int, _caller: int, args: int, _n: int) -> int:
+            try:
+                result = impl(*unpack(string_at(args, size))) if size else impl()
+            except GuestMemoryError:
+                result = memory_error_result
+            except TrapRequest as req:
+                vm._pending = req.error
+                return capi.trap_new(str(req.error).encode(), len(str(req.error).encode())) or 0
+            except GuestTrap as nested:  # a nested guest call (allocation) trapped
+                vm._pending = nested
+                msg = str(nested).encode()
+                return capi.trap_new(msg, len(msg)) or 0
+            except Exception:  # a host bug must never take the gateway down
+                log.exception("host function %s failed", qualname)
+                result = error_result
+            if has_result:
+                set_u32(args).value = result & 0xFFFFFFFF
+            return 0
+
+        return thunk
+
+    # ------------------------------------------------------------------ memory
+    def _refresh_memory(self) -> None:
+        if self._memory is None:
+            return
+        size = capi.memory_data_size(self._ctx, self._mem_addr)
+        if size != self._mem_size or not self._mem_base:
+            self._mem_base = capi.memory_data(self._ctx, self._mem_addr) or 0
+            self._mem_size = size
+            self._view = memoryview((ctypes.c_ubyte * size).from_address(self._mem_base)).cast("B") if size else memoryview(b"")
+
+    def _check(self, ptr: int, length: int) -> None:
+        end = ptr + length
+        if end > self._mem_size:
+            self._refresh_memory()
+            if end > self._mem_size:
+                raise GuestMemoryError(f"[{ptr}, {end}) is outside linear memory of {self._mem_size} bytes")
+
+    def read(self, ptr: int, length: int) -> bytes:
+        self._check(ptr, length)
+        return self._view[ptr : ptr + length].tobytes()
+
+    def write(self, ptr: int, data: bytes) -> None:
+        self._check(ptr, len(data))
+        self._view[ptr : ptr + len(data)] = data
+
+    def read_u32(self, ptr: int) -> int:
+        self._check(ptr, 4)
+        return _U32.unpack_from(self._view, ptr)[0]
+
+    def write_u32(self, ptr: int, value: int) -> None:
+        self._check(ptr, 4)
+        _U32.pack_into(self._view, ptr, value & 0xFFFFFFFF)
+
+    def write_u64(self, ptr: int, value: int) -> None:
+        self._check(ptr, 8)
+        _U64.pack_into(self._view, ptr, value & 0xFFFFFFFFFFFFFFFF)
+
+    def check_writable(self, *ptrs_and_sizes: tuple[int, int]) -> None:
+        for ptr, size in ptrs_and_sizes:
+            self._check(ptr, size)
+
+    def allocate(self, size: int) -> int:
+        """Allocate `size` bytes with the guest's own allocator; 0 means it refused."""
+        if self._allocator is None:
+            raise GuestMemoryError("module exports no allocator (proxy_on_memory_allocate or malloc)")
+        ptr = self._allocator(size) or 0
+        if ptr:
+            self._check(ptr, size)  # also refreshes the view if the allocator grew memory
+        return ptr
+
+    def memory_size(self) -> int:
+        self._refresh_memory()
+        return self._mem_size
+
+    def fuel_remaining(self) -> int:
+        capi.context_get_fuel(self._ctx, ctypes.addressof(self._fuel_out))
+        return self._fuel_out.value
+
+    def close(self) -> None:
+        """Free the store and its linear memory now, not whenever the GC finds the cycle
+        between the VM and its host-function thunks. The VM cannot be called afterwards."""
+        if self.closed:
+            return
+        self.closed = True
+        self._view = memoryview(b"")
+        self._exports = None  # type: ignore[assignment]
+        self.instance = None
+        self._allocator = None
+        self.store.close()
+        self._linker.close()
+        self._callbacks.clear()

@@ -1,0 +1,133 @@
+"""Build Rust guests without cargo or crates.io: rustc, the in-repo SDK, a content-hash cache.
+
+Any rustc whose sysroot has the wasm32-unknown-unknown standard library works: a rustup
+toolchain with the target added, or Debian's rustc with libstd-rust-dev-wasm32.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+TARGET = "wasm32-unknown-unknown"
+SDK_CRATE = "routeiq_guest"
+COMMON_FLAGS = ["--edition", "2021", "--target", TARGET, "-C", "opt-level=3", "-C", "panic=abort"]
+
+
+class ToolchainMissing(Exception):
+    """No usable compiler; the message says what to install."""
+
+
+class BuildFailed(ToolchainMissing):
+    """The compiler ran and rejected a guest."""
+
+
+@dataclass(frozen=True)
+class Rustc:
+    path: str
+    version: str
+
+
+def _candidates() -> Iterable[str]:
+    explicit = os.environ.get("ROUTEIQ_RUSTC")
+    if explicit:
+        yield explicit
+    on_path = shutil.which("rustc")
+    if on_path:
+        yield on_path
+    yield "/usr/bin/rustc"
+
+
+def find_rustc() -> Rustc | None:
+    """The first rustc that can build for wasm32-unknown-unknown."""
+    seen = set()
+    for candidate in _candidates():
+        if candidate in seen or not Path(candidate).exists():
+            continue
+        seen.add(candidate)
+        try:
+            sysroot = subprocess.run([candidate, "--print", "sysroot"], capture_output=True, text=True, check=True).stdout.strip()
+            version = subprocess.run([candidate, "--version"], capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            continue
+        libdir = Path(sysroot) / "lib" / "rustlib" / TARGET / "lib"
+        if any(libdir.glob("libcore-*.rlib")):
+            return Rustc(candidate, version)
+    return None
+
+
+def _hash_tree(digest: "hashlib._Hash", root: Path) -> None:
+    for path in sorted(root.rglob("*.rs")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+
+
+def guest_crates(root: Path) -> list[Path]:
+    base = root / "guest-examples" / "rust"
+    return sorted(p for p in base.iterdir() if (p / "src" / "lib.rs").exists()) if base.exists() else []
+
+
+def build_rust_guests(root: Path, progress: Callable[[str], None] = lambda _: None) -> list[Path]:
+    """Build the SDK and every crate under guest-examples/rust into guest-examples/rust/build.
+
+    Outputs are cached under .cache/guests keyed by rustc version, flags and sources.
+    """
+    rustc = find_rustc()
+    if rustc is None:
+        raise ToolchainMissing(
+            "no rustc with the wasm32-unknown-unknown target found. Install one of: "
+            "`rustup target add wasm32-unknown-unknown`, or on Debian/Ubuntu "
+            "`apt-get install rustc libstd-rust-dev-wasm32` (set ROUTEIQ_RUSTC to pick a specific rustc)"
+        )
+    sdk_dir = root / "abi" / "sdk" / "rust"
+    sdk_digest = hashlib.sha256((rustc.version + " ".join(COMMON_FLAGS)).encode())
+    _hash_tree(sdk_digest, sdk_dir / "src")
+    sdk_key = sdk_digest.hexdigest()[:20]
+    cache = root / ".cache" / "guests"
+    sdk_out = cache / f"sdk-{sdk_key}"
+    sdk_rlib = sdk_out / f"lib{SDK_CRATE}.rlib"
+    if not sdk_rlib.exists():
+        progress(f"building Rust guest SDK with {rustc.version}")
+        tmp = sdk_out.with_suffix(".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        _run([rustc.path, *COMMON_FLAGS, "--crate-name", SDK_CRATE, "--crate-type", "rlib", str(sdk_dir / "src" / "lib.rs"), "--out-dir", str(tmp)])
+        shutil.rmtree(sdk_out, ignore_errors=True)
+        tmp.rename(sdk_out)
+
+    out_dir = root / "guest-examples" / "rust" / "build"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    built = []
+    for crate in guest_crates(root):
+        name = crate.name
+        digest = hashlib.sha256(sdk_key.encode())
+        _hash_tree(digest, crate / "src")
+        cached = cache / f"{name}-{digest.hexdigest()[:20]}.wasm"
+        if not cached.exists():
+            progress(f"building {name}.wasm")
+            tmp = cached.with_suffix(".tmp")
+            _run(
+                [
+                    rustc.path, *COMMON_FLAGS, "-C", "strip=debuginfo",
+                    "--crate-name", name, "--crate-type", "cdylib",
+                    "-L", str(sdk_out), "--extern", f"{SDK_CRATE}={sdk_rlib}",
+                    str(crate / "src" / "lib.rs"), "-o", str(tmp),
+                ]
+            )
+            tmp.rename(cached)
+        target = out_dir / f"{name}.wasm"
+        if not target.exists() or target.read_bytes() != cached.read_bytes():
+            shutil.copyfile(cached, target)
+        built.append(target)
+    return built
+
+
+def _run(cmd: list[str]) -> None:
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise BuildFailed(f"rustc failed ({' '.join(cmd[:1])} ... {cmd[-1]}):\n{result.stderr.strip()}")

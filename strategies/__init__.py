@@ -1,0 +1,1 @@
+"""Native routing strategies (populated by the LLM-path issue)."""
