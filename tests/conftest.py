@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import socket
-import threading
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
 import pytest
-import uvicorn
 
 from routeiq.config import parse_config
 from routeiq.gateway.app import create_app
 from routeiq.toolchain.rust import build_rust_guests
+from support import serve
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,10 +26,6 @@ def guests() -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def module_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("module-cache")
-
-
-def plugin(name: str, wasm: Path, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "wasm": str(wasm), **extra}
 
 
 @pytest.fixture
@@ -49,32 +42,6 @@ def make_app(tmp_path: Path, module_cache_dir: Path):  # type: ignore[no-untyped
     yield build
     for app in apps:
         app.state.gateway.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """Run `app` under a real uvicorn on loopback in a thread; yield its base URL."""
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture
