@@ -23,27 +23,19 @@ _IOVEC = struct.Struct("<II")
 class WasiCalls:
     def __init__(self, env: HostEnv) -> None:
         self.env = env
-        self._line_buffers: dict[int, bytearray] = {WasiFd.STDOUT: bytearray(), WasiFd.STDERR: bytearray()}
 
     def fd_write(self, fd: int, iovs: int, iovs_len: int, ret_written: int) -> int:
         vm = self.env.vm
-        if fd not in self._line_buffers:
+        if fd not in (WasiFd.STDOUT, WasiFd.STDERR):
             return WasiErrno.BADF
-        chunks = []
         table = vm.read(iovs, 8 * iovs_len)
-        for i in range(iovs_len):
-            ptr, size = _IOVEC.unpack_from(table, 8 * i)
-            chunks.append(vm.read(ptr, size))
-        vm.write_u32(ret_written, sum(len(c) for c in chunks))
-        buffer = self._line_buffers[fd]
-        buffer.extend(b"".join(chunks))
-        level = LogLevel.INFO if fd == WasiFd.STDOUT else LogLevel.ERROR
-        # Log whole lines; a partial line waits for its newline (or 4 KiB).
-        while b"\n" in buffer or len(buffer) > 4096:
-            cut = buffer.find(b"\n")
-            line, rest = (buffer[:cut], buffer[cut + 1 :]) if cut >= 0 else (buffer[:4096], buffer[4096:])
-            self.env.emit_log(level, line.decode("utf-8", "replace"))
-            buffer[:] = rest
+        chunks = [vm.read(*_IOVEC.unpack_from(table, 8 * i)) for i in range(iovs_len)]
+        data = b"".join(chunks)
+        vm.write_u32(ret_written, len(data))
+        # Each write is one log record (as Envoy does); a trailing newline is dropped.
+        if data:
+            level = LogLevel.INFO if fd == WasiFd.STDOUT else LogLevel.ERROR
+            self.env.emit_log(level, data.decode("utf-8", "replace").removesuffix("\n"))
         return WasiErrno.SUCCESS
 
     def clock_time_get(self, clock_id: int, _precision: int, ret_time: int) -> int:

@@ -1,0 +1,95 @@
+//! # routeiq_guest — a dependency-free proxy-wasm (ABI v0.2.1) guest SDK
+//!
+//! Build target: `wasm32-unknown-unknown`, `-C panic=abort`, rustc >= 1.63.
+//!
+//! Layout:
+//! * [`types`]      — ABI enums with the spec's numeric values.
+//! * [`sys`]        — raw `extern "C"` imports (`env.proxy_*`, WASI subset).
+//! * [`hostcalls`]  — one safe wrapper per host call + map (de)serialization.
+//! * [`wasi`]       — safe WASI wrappers (fd_write, clocks, random, environ).
+//! * [`traits`]     — [`RootContext`] and [`HttpContext`].
+//! * [`dispatcher`] — context registry and all exported `proxy_on_*`.
+//! * [`memory`]     — `proxy_on_memory_allocate` and buffer ownership.
+//!
+//! ## Registration
+//!
+//! A filter registers its root-context factory from the module's exported
+//! `_initialize` function, which the host calls once right after
+//! instantiation (before any `proxy_on_*` callback):
+//!
+//! ```ignore
+//! routeiq_guest::main! {
+//!     routeiq_guest::set_root_context(|context_id| -> Box<dyn routeiq_guest::RootContext> {
+//!         Box::new(MyRoot::new(context_id))
+//!     });
+//! }
+//! ```
+//!
+//! If `_initialize` was never called, root contexts are placeholders whose
+//! `on_vm_start`/`on_configure` log at CRITICAL and return `false`.
+//!
+//! ## Exports provided by this crate
+//!
+//! `proxy_abi_version_0_2_1`, `proxy_on_memory_allocate`,
+//! `proxy_on_context_create`, `proxy_on_vm_start`, `proxy_on_configure`,
+//! `proxy_on_tick`, `proxy_on_queue_ready`, `proxy_on_http_call_response`,
+//! `proxy_on_request_headers/_body/_trailers`,
+//! `proxy_on_response_headers/_body/_trailers`, `proxy_on_done`,
+//! `proxy_on_log`, `proxy_on_delete`.
+
+pub mod dispatcher;
+pub mod hostcalls;
+pub mod memory;
+pub mod sys;
+pub mod traits;
+pub mod types;
+pub mod wasi;
+
+pub use dispatcher::{current_context_id, set_root_context};
+pub use traits::{HttpContext, RootContext};
+pub use types::{Action, BufferType, LogLevel, MapType, MetricType, PeerType, Status, StreamType};
+
+/// ABI marker export; never called.
+#[no_mangle]
+pub extern "C" fn proxy_abi_version_0_2_1() {}
+
+/// Defines the module's exported `_initialize` with the given body. Use it
+/// exactly once per filter crate, to call [`set_root_context`].
+#[macro_export]
+macro_rules! main {
+    ($($body:tt)*) => {
+        #[no_mangle]
+        pub extern "C" fn _initialize() {
+            $($body)*
+        }
+    };
+}
+
+/// Logs `message` at `level`, ignoring the host status.
+pub fn log(level: LogLevel, message: &str) {
+    let _ = hostcalls::log(level, message);
+}
+
+pub fn log_trace(message: &str) {
+    log(LogLevel::Trace, message)
+}
+
+pub fn log_debug(message: &str) {
+    log(LogLevel::Debug, message)
+}
+
+pub fn log_info(message: &str) {
+    log(LogLevel::Info, message)
+}
+
+pub fn log_warn(message: &str) {
+    log(LogLevel::Warn, message)
+}
+
+pub fn log_error(message: &str) {
+    log(LogLevel::Error, message)
+}
+
+pub fn log_critical(message: &str) {
+    log(LogLevel::Critical, message)
+}
