@@ -1,0 +1,63 @@
+"""Plugin ordering, short-circuits, and request rewriting through the chain."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.testclient import TestClient
+
+from support import eventually, plugin
+
+
+def test_request_callbacks_run_in_configured_order(make_app, guests: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
+    app = make_app([plugin("first", guests["tagger"], config={"tag": "first"}), plugin("second", guests["tagger"], config={"tag": "second"})])
+    with TestClient(app) as client:
+        headers = client.get("/echo").json()["headers"]
+    assert [v for k, v in headers if k == "x-routeiq-tagged"] == ["first", "second"]
+
+
+def test_response_callbacks_run_in_reverse_order(make_app, guests: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
+    # probe (headers_write) rewrites the whole response map with set_header_map_pairs and
+    # appends x-set-pairs; tagger adds x-routeiq-plugin. Reverse order means tagger's
+    # header is already there when the probe rewrites the map.
+    app = make_app([plugin("probe", guests["hostcall_probe"]), plugin("tagger", guests["tagger"])])
+    with TestClient(app) as client:
+        response = client.get("/echo", headers={"x-probe": "headers_write"})
+    names = [k.decode() for k, _ in response.headers.raw]
+    assert names.index("x-routeiq-plugin") < names.index("x-set-pairs") < names.index("x-probe-seen")
+
+
+def test_local_response_short_circuits_later_plugins(make_app, guests: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
+    app = make_app([plugin("tagger", guests["tagger"]), plugin("probe", guests["hostcall_probe"])])
+    with TestClient(app) as client:
+        response = client.get("/echo", headers={"x-block": "1", "x-probe": "local_response"})
+        assert response.status_code == 403  # the probe's 418 never happened
+    # Every context still completes its lifecycle.
+    assert eventually(lambda: "probe on_log path=/echo" in app.state.gateway.logs.messages("probe"))
+
+    swapped = make_app([plugin("probe", guests["hostcall_probe"]), plugin("tagger", guests["tagger"])])
+    with TestClient(swapped) as client:
+        assert client.get("/echo", headers={"x-block": "1", "x-probe": "local_response"}).status_code == 418
+
+
+def test_no_plugins_is_a_plain_proxy(make_app) -> None:  # type: ignore[no-untyped-def]
+    with TestClient(make_app([])) as client:
+        response = client.post("/echo?a=1", content=b"raw")
+        assert response.status_code == 200
+        assert response.json()["body"] == "raw" and response.json()["query"] == "a=1"
+        assert client.get("/health").json() == {"status": "ok", "version": "0.1.0", "upstream": "embedded", "plugins": []}
+
+
+def test_models_and_chat_completions_through_the_chain(make_app, guests: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
+    app = make_app([plugin("tagger", guests["tagger"]), plugin("redactor", guests["redactor"])])
+    with TestClient(app) as client:
+        models = client.get("/v1/models").json()
+        assert [m["id"] for m in models["data"]] == ["routeiq-mock", "routeiq-mock-large"]
+        answer = client.post(
+            "/v1/chat/completions",
+            json={"model": "routeiq-mock", "messages": [{"role": "system", "content": "be nice"}, {"role": "user", "content": "AKIAABCDEFGHIJKLMNOP please"}]},
+        ).json()
+        assert answer["choices"][0]["message"]["content"] == "You said: [REDACTED_KEY] please"
+        assert answer["usage"]["total_tokens"] == answer["usage"]["prompt_tokens"] + answer["usage"]["completion_tokens"]
+        bad = client.post("/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
+        assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
