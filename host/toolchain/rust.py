@@ -67,6 +67,9 @@ def _hash_tree(digest: "hashlib._Hash", root: Path) -> None:
         digest.update(path.read_bytes())
 
 
+SHARED_DIR = "shared"  # sources guests include with #[path]; not a crate itself
+
+
 def guest_crates(root: Path) -> list[Path]:
     base = root / "guest-examples" / "rust"
     return sorted(p for p in base.iterdir() if (p / "src" / "lib.rs").exists()) if base.exists() else []
@@ -102,10 +105,13 @@ def build_rust_guests(root: Path, progress: Callable[[str], None] = lambda _: No
 
     out_dir = root / "guest-examples" / "rust" / "build"
     out_dir.mkdir(parents=True, exist_ok=True)
+    shared = hashlib.sha256()
+    if (root / "guest-examples" / "rust" / SHARED_DIR).exists():
+        _hash_tree(shared, root / "guest-examples" / "rust" / SHARED_DIR)
     built = []
     for crate in guest_crates(root):
         name = crate.name
-        digest = hashlib.sha256(sdk_key.encode())
+        digest = hashlib.sha256((sdk_key + shared.hexdigest()).encode())
         _hash_tree(digest, crate / "src")
         cached = cache / f"{name}-{digest.hexdigest()[:20]}.wasm"
         if not cached.exists():

@@ -1,61 +1,21 @@
 //! # hostile_loop — never returns from `proxy_on_request_headers`
 //!
-//! Sandbox test guest (no SDK). Every callback is benign (`Continue` /
-//! `true`) except `proxy_on_request_headers`, and that one only misbehaves
+//! Sandbox test guest (no SDK). Exports only `proxy_on_request_headers`
+//! (besides the ABI marker and allocator), and it only misbehaves
 //! when the current request carries the request header `x-hostile` (any
 //! value, even empty; looked up with `proxy_get_header_map_value(0, ...)`).
 //! Then it spins forever incrementing a counter through volatile memory
 //! accesses, so the optimizer cannot remove the loop. The host must
 //! interrupt it (fuel / epoch deadline) and fail the request. Without
 //! `x-hostile` it returns `Continue` (0), so a clean request after a hostile
-//! one is served normally. Loading, `proxy_on_vm_start` and
-//! `proxy_on_configure` complete normally. Configuration: none.
+//! one is served normally. Loading completes normally. Configuration: none.
 
-use std::ptr::{addr_of_mut, null_mut, read_volatile, write_volatile};
+#[path = "../../shared/raw_guest.rs"]
+mod raw_guest;
+use raw_guest::request_is_hostile;
+use std::ptr::{addr_of_mut, read_volatile, write_volatile};
 
 static mut SPIN: u64 = 0;
-
-#[link(wasm_import_module = "env")]
-extern "C" {
-    fn proxy_get_header_map_value(
-        map_type: u32,
-        key_data: *const u8,
-        key_size: usize,
-        return_value_data: *mut *mut u8,
-        return_value_size: *mut usize,
-    ) -> u32;
-}
-
-/// `HTTP_REQUEST_HEADERS` map type.
-const HTTP_REQUEST_HEADERS: u32 = 0;
-/// Request header that arms the hostile behaviour (any value, even empty).
-const HOSTILE_HEADER: &[u8] = b"x-hostile";
-
-/// True when the current HTTP request carries `x-hostile` (status 0 = found).
-/// Any other status (NOT_FOUND, BAD_ARGUMENT, ...) means "not hostile".
-fn request_is_hostile() -> bool {
-    let mut data: *mut u8 = null_mut();
-    let mut len: usize = 0;
-    let rc = unsafe {
-        proxy_get_header_map_value(
-            HTTP_REQUEST_HEADERS,
-            HOSTILE_HEADER.as_ptr(),
-            HOSTILE_HEADER.len(),
-            &mut data,
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return false;
-    }
-    if !data.is_null() && len != 0 {
-        // The host allocated `len` bytes through `proxy_on_memory_allocate(len)`,
-        // i.e. `alloc(Layout { size: len, align: 1 })`; a `Vec<u8>` with
-        // capacity `len` frees exactly that layout.
-        drop(unsafe { Vec::from_raw_parts(data, len, len) });
-    }
-    true
-}
 
 #[no_mangle]
 pub extern "C" fn proxy_on_request_headers(_context_id: u32, _num_headers: usize, _end_of_stream: u32) -> u32 {
@@ -70,71 +30,3 @@ pub extern "C" fn proxy_on_request_headers(_context_id: u32, _num_headers: usize
     }
 }
 
-// ---------------------------------------------------------------------------
-// Raw proxy-wasm skeleton (no SDK): benign defaults for every other callback.
-// ---------------------------------------------------------------------------
-
-#[no_mangle]
-pub extern "C" fn proxy_abi_version_0_2_1() {}
-
-/// Host-facing allocator: `Layout { size, align: 1 }`, which is what
-/// `request_is_hostile` frees the returned header value with.
-#[no_mangle]
-pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
-    if size == 0 {
-        return std::ptr::NonNull::<u8>::dangling().as_ptr();
-    }
-    match std::alloc::Layout::from_size_align(size, 1) {
-        Ok(layout) => unsafe { std::alloc::alloc(layout) },
-        Err(_) => std::ptr::null_mut(),
-    }
-}
-
-#[no_mangle]
-pub extern "C" fn proxy_on_context_create(_context_id: u32, _parent_context_id: u32) {}
-
-#[no_mangle]
-pub extern "C" fn proxy_on_vm_start(_context_id: u32, _size: usize) -> u32 {
-    1
-}
-
-#[no_mangle]
-pub extern "C" fn proxy_on_configure(_context_id: u32, _size: usize) -> u32 {
-    1
-}
-
-#[no_mangle]
-pub extern "C" fn proxy_on_request_body(_context_id: u32, _body_size: usize, _end_of_stream: u32) -> u32 {
-    0
-}
-
-#[no_mangle]
-pub extern "C" fn proxy_on_request_trailers(_context_id: u32, _num_trailers: usize) -> u32 {
-    0
-}
-
-#[no_mangle]
-pub extern "C" fn proxy_on_response_headers(_context_id: u32, _num_headers: usize, _end_of_stream: u32) -> u32 {
-    0
-}
-
-#[no_mangle]
-pub extern "C" fn proxy_on_response_body(_context_id: u32, _body_size: usize, _end_of_stream: u32) -> u32 {
-    0
-}
-
-#[no_mangle]
-pub extern "C" fn proxy_on_response_trailers(_context_id: u32, _num_trailers: usize) -> u32 {
-    0
-}
-
-#[no_mangle]
-pub extern "C" fn proxy_on_done(_context_id: u32) -> u32 {
-    1
-}
-
-#[no_mangle]
-pub extern "C" fn proxy_on_log(_context_id: u32) {}
-
-#[no_mangle]
-pub extern "C" fn proxy_on_delete(_context_id: u32) {}

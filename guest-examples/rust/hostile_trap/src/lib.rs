@@ -33,6 +33,9 @@
 //! * `proxy_on_delete` decides whether to trap, forgets the context id, then
 //!   traps if it must.
 
+#[path = "../../shared/raw_guest.rs"]
+mod raw_guest;
+use raw_guest::request_is_hostile;
 use std::ptr::{addr_of_mut, null_mut};
 
 #[link(wasm_import_module = "env")]
@@ -44,19 +47,7 @@ extern "C" {
         return_data: *mut *mut u8,
         return_size: *mut usize,
     ) -> u32;
-    fn proxy_get_header_map_value(
-        map_type: u32,
-        key_data: *const u8,
-        key_size: usize,
-        return_value_data: *mut *mut u8,
-        return_value_size: *mut usize,
-    ) -> u32;
 }
-
-/// `HTTP_REQUEST_HEADERS` map type.
-const HTTP_REQUEST_HEADERS: u32 = 0;
-/// Request header that arms the stream-context traps (any value, even empty).
-const HOSTILE_HEADER: &[u8] = b"x-hostile";
 
 const NONE: u32 = 0;
 const VM_START: u32 = 1;
@@ -167,46 +158,6 @@ fn read_buffer(buffer_type: u32, size: usize) -> Option<Vec<u8>> {
     }
     // The host allocated `len` bytes via proxy_on_memory_allocate(len).
     Some(unsafe { Vec::from_raw_parts(data, len, len) })
-}
-
-/// True when the current HTTP request carries `x-hostile` (status 0 = found).
-/// Any other status (NOT_FOUND, BAD_ARGUMENT, ...) means "not hostile".
-fn request_is_hostile() -> bool {
-    let mut data: *mut u8 = null_mut();
-    let mut len: usize = 0;
-    let rc = unsafe {
-        proxy_get_header_map_value(
-            HTTP_REQUEST_HEADERS,
-            HOSTILE_HEADER.as_ptr(),
-            HOSTILE_HEADER.len(),
-            &mut data,
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return false;
-    }
-    if !data.is_null() && len != 0 {
-        // Same allocator contract as `read_buffer`: `len` bytes, align 1.
-        drop(unsafe { Vec::from_raw_parts(data, len, len) });
-    }
-    true
-}
-
-#[no_mangle]
-pub extern "C" fn proxy_abi_version_0_2_1() {}
-
-/// Host-facing allocator: `Layout { size, align: 1 }`, which is what
-/// `read_buffer` and `request_is_hostile` free host data with.
-#[no_mangle]
-pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
-    if size == 0 {
-        return std::ptr::NonNull::<u8>::dangling().as_ptr();
-    }
-    match std::alloc::Layout::from_size_align(size, 1) {
-        Ok(layout) => unsafe { std::alloc::alloc(layout) },
-        Err(_) => std::ptr::null_mut(),
-    }
 }
 
 #[no_mangle]
