@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from routeiq.abi.proxy_wasm import LogLevel
 from routeiq.dispatch.plugin import PluginSpec
+from routeiq.policy.model import PolicyError, PolicyModel, load_policy, parse_policy
 from routeiq.runtime.engine import EngineSettings
 from routeiq.runtime.limits import SandboxLimits
 
@@ -31,6 +32,7 @@ class _Strict(BaseModel):
 class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    workers: int = Field(1, ge=1, le=64)
     log_level: Literal["trace", "debug", "info", "warn", "error", "critical"] = "info"
 
 
@@ -76,10 +78,30 @@ class PluginConfig(_Strict):
     log_level: Literal["trace", "debug", "info", "warn", "error", "critical"] | None = None
 
 
+class KvConfig(_Strict):
+    backend: Literal["memory", "redis"] = "memory"
+    url: str | None = None  # redis://host:port/db, required for the redis backend
+    prefix: str = "routeiq"
+    timeout_s: float = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _url(self) -> "KvConfig":
+        if self.backend == "redis" and not (self.url and re.match(r"^rediss?://", self.url)):
+            raise ValueError("the redis backend needs url: redis://host:port[/db]")
+        return self
+
+
+class AuditConfig(_Strict):
+    path: str | None = None  # JSON lines; default: the routeiq.audit logger only
+
+
 class GatewayConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     upstream: Union[Literal["embedded"], UpstreamConfig] = "embedded"
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    policy: Union[str, dict[str, Any], None] = None  # a policy file path, or the policy inline
+    kv: KvConfig = Field(default_factory=KvConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
     plugins: list[PluginConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -99,6 +121,24 @@ class LoadedConfig:
         self.model = model
         self.path = path
         self.base_dir = path.parent if path is not None else Path.cwd()
+        self.policy_override: Path | None = None  # `serve --policy FILE` wins over the config key
+
+    def load_policy(self) -> PolicyModel | None:
+        """The operator policy (None: no policy, so every plugin gets no capabilities)."""
+        try:
+            if self.policy_override is not None:
+                return load_policy(self.policy_override)
+            value = self.model.policy
+            if value is None:
+                return None
+            if isinstance(value, str):
+                return load_policy(self._resolve(value))
+            return parse_policy(value, f"{self.path or '<config>'}: policy")
+        except PolicyError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def audit_path(self) -> Path | None:
+        return self._resolve(self.model.audit.path) if self.model.audit.path else None
 
     def engine_settings(self) -> EngineSettings:
         rt = self.model.runtime
@@ -159,7 +199,7 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("str", "dict[str,any]", "list[any]", "UpstreamConfig", "literal['embedded']"):
+        elif part in ("str", "dict[str,any]", "list[any]", "UpstreamConfig", "literal['embedded']", "function-after[_url(), KvConfig]"):
             continue  # union branch names are noise for an operator
         else:
             out += f".{part}" if out else str(part)

@@ -12,7 +12,7 @@ import pytest
 from routeiq.config import parse_config
 from routeiq.gateway.app import create_app
 from routeiq.toolchain.rust import build_rust_guests
-from support import serve
+from support import ALL_GRANTED, grant_everything, serve
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,8 +33,12 @@ def make_app(tmp_path: Path, module_cache_dir: Path):  # type: ignore[no-untyped
     """Build a gateway app from a config mapping (plugins, upstream, ...)."""
     apps = []
 
-    def build(plugins: list[dict[str, Any]], upstream: Any = "embedded", **top: Any):  # type: ignore[no-untyped-def]
-        data = {"upstream": upstream, "plugins": plugins, "runtime": {"cache_dir": str(module_cache_dir)}, **top}
+    def build(plugins: list[dict[str, Any]], upstream: Any = "embedded", policy: Any = ALL_GRANTED, **top: Any):  # type: ignore[no-untyped-def]
+        """`policy` defaults to granting every capability to every plugin (unpinned), for
+        tests about the ABI; pass a mapping (or None: no policy at all) to test policy."""
+        if policy is ALL_GRANTED:
+            policy = grant_everything([p["name"] for p in plugins])
+        data = {"upstream": upstream, "plugins": plugins, "runtime": {"cache_dir": str(module_cache_dir)}, "policy": policy, **top}
         app = create_app(parse_config(data, "test-config.yaml", tmp_path / "test-config.yaml"))
         apps.append(app)
         return app

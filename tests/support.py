@@ -11,6 +11,16 @@ from typing import Any, Iterator
 
 import uvicorn
 
+from routeiq.abi.capabilities import Capability
+
+ALL_GRANTED = object()
+
+
+def grant_everything(names: list[str], **extra: Any) -> dict[str, Any]:
+    """A policy granting every capability (but no callout targets) to each named plugin."""
+    entry = {"unpinned": True, "capabilities": [c.value for c in Capability], **extra}
+    return {"plugins": {name: dict(entry) for name in names}}
+
 
 def plugin(name: str, wasm: Path, **extra: Any) -> dict[str, Any]:
     return {"name": name, "wasm": str(wasm), **extra}

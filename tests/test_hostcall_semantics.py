@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import wasmtime
 
+from routeiq.abi.capabilities import Capability
 from routeiq.abi.proxy_wasm import BufferType, MapType, Status, StreamType, decode_map
 from routeiq.hostcalls.buffers import BufferCalls
 from routeiq.hostcalls.contexts import ContextCalls
@@ -15,6 +16,7 @@ from routeiq.hostcalls.properties import PropertyCalls
 from routeiq.hostcalls.state import ContextState, HeaderMap, HostEnv, HttpStream, PluginIdentity
 from routeiq.hostcalls.stream import StreamCalls
 from routeiq.hostcalls.table import build_host_functions
+from routeiq.policy.grants import Grant
 from routeiq.runtime.engine import EngineSettings
 from routeiq.runtime.limits import SandboxLimits
 from routeiq.runtime.vm import WasmVM
@@ -53,7 +55,7 @@ class Guest:
 def guest(tmp_path: Path):  # type: ignore[no-untyped-def]
     runtime = WasmRuntime(EngineSettings(), None)
     module = wasmtime.Module(runtime.engine, wasmtime.wat2wasm(GUEST))
-    env = HostEnv(PluginIdentity(name="unit", plugin_config=b"cfg"))
+    env = HostEnv(PluginIdentity(name="unit", plugin_config=b"cfg"), grant=Grant(plugin="unit", capabilities=frozenset(Capability)))
     vm = WasmVM(runtime.engine, module, SandboxLimits(), build_host_functions(env), runtime.settings.epoch_tick_ms)
     env.vm = vm
     vm.instantiate()

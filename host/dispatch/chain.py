@@ -16,6 +16,7 @@ import enum
 import logging
 from dataclasses import dataclass
 
+from routeiq.abi.capabilities import Capability
 from routeiq.abi.proxy_wasm import Action, StreamType
 from routeiq.hostcalls.state import ContextState, HeaderMap, HttpStream
 from routeiq.runtime.errors import GuestTrap, PluginError
@@ -26,6 +27,12 @@ log = logging.getLogger("routeiq.dispatch")
 
 REQUEST = 0
 RESPONSE = 1
+# A plugin without the body capability cannot read the body, so its body callback is
+# not called at all (and never makes the host buffer).
+BODY_CAPABILITY = {
+    "proxy_on_request_body": Capability.REQUEST_BODY,
+    "proxy_on_response_body": Capability.RESPONSE_BODY,
+}
 
 
 class Step(enum.Enum):
@@ -124,9 +131,16 @@ class ChainStream:
             return Verdict(Step.FAILED, error=self.failure)
         return None
 
+    @staticmethod
+    def _receives(member: Member, callback: str) -> bool:
+        if member.vm is None or not member.vm.exports(callback):
+            return False
+        capability = BODY_CAPABILITY.get(callback)
+        return capability is None or member.plugin.admission.grant.allows(capability)
+
     def wants(self, callback: str) -> bool:
-        """Does any live plugin export this callback? (Unexported ones are never called.)"""
-        return any(not m.failed and m.vm is not None and m.vm.exports(callback) for m in self.members)
+        """Will any live plugin receive this callback? (Unexported ones are never called.)"""
+        return any(not m.failed and self._receives(m, callback) for m in self.members)
 
     def _after_callback(self, member: Member, action: int | None, position: int, stream_type: StreamType) -> Verdict | None:
         """Turn what a callback did into a verdict, or None to go on to the next plugin."""
@@ -149,6 +163,9 @@ class ChainStream:
         """After a wakeup: what did the paused plugin ask for? None means keep waiting."""
         context = member.context
         assert context is not None
+        if context.failure is not None and not member.failed:
+            self._note_failure(member, context.failure)
+            return self.has_failure_verdict() or CONTINUE
         if self.stream.local_response is not None:
             return Verdict(Step.LOCAL, member=member)
         if int(stream_type) in context.close_requested:
@@ -246,7 +263,7 @@ class ChainStream:
                 if self.failure is not None:
                     return Verdict(Step.FAILED, position, error=self.failure)
                 continue
-            if member.vm is None or not member.vm.exports(callback):
+            if not self._receives(member, callback):
                 continue
             buffer = member.buffers[direction]
             buffer.extend(data)

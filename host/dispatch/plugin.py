@@ -7,6 +7,7 @@ discarded VM see their plugin as failed and follow its fail_open setting.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -16,9 +17,14 @@ from pathlib import Path
 import wasmtime
 
 from routeiq.abi.proxy_wasm import ABI_VERSION_EXPORTS, LogLevel
-from routeiq.hostcalls.state import ContextState, HostEnv, LogSink, PluginIdentity
+from routeiq.hostcalls.state import ContextState, HostEnv, HostServices, LogSink, PluginIdentity
 from routeiq.hostcalls.table import build_host_functions
+from routeiq.policy.admission import Admission, admit
+from routeiq.policy.grants import deny_all
+from routeiq.policy.manifest import PluginManifest
+from routeiq.policy.model import PolicyModel
 from routeiq.runtime.errors import GuestTrap, PluginError, PluginLoadError
+from routeiq.services.callout import CalloutResult, CalloutTarget
 from routeiq.runtime.limits import SandboxLimits
 from routeiq.runtime.vm import GuestFunction, WasmVM, check_imports
 from routeiq.runtime.wasm_runtime import WasmRuntime
@@ -39,7 +45,19 @@ HTTP_CALLBACKS = (
     "proxy_on_vm_start",
     "proxy_on_configure",
 )
+BACKGROUND_CALLBACKS = ("proxy_on_tick", "proxy_on_queue_ready", "proxy_on_http_call_response")
 RETRY_BACKOFF_S = 1.0
+MIN_TICK_MS = 10
+
+
+class CalloutFailed(PluginError):
+    """A callout failed or timed out and the plugin left its stream paused."""
+
+    kind = "callout_failed"
+
+
+class CalloutTimedOut(CalloutFailed):
+    kind = "callout_timeout"
 
 
 @dataclass
@@ -87,13 +105,22 @@ class PluginVM:
                 log_level=spec.log_level,
             ),
             plugin.log_sink,
+            plugin.admission.grant,
+            plugin.services,
         )
         runtime = plugin.runtime
-        self.vm = WasmVM(runtime.engine, plugin.module, spec.limits, build_host_functions(self.env), runtime.settings.epoch_tick_ms)
+        self.plugin = plugin
+        self.vm = WasmVM(runtime.engine, plugin.module, plugin.admission.limits, build_host_functions(self.env), runtime.settings.epoch_tick_ms)
         self.env.vm = self.vm
+        self.env.start_callout = self._start_callout
+        self.env.set_tick_period = self._set_tick_period
+        self.env.queue_listener = self._queue_ready
         self._next_context_id = 1
         self.root = ContextState(context_id=0)
         self.callbacks: dict[str, GuestFunction | None] = {}
+        self.tick_period_ms = 0
+        self._ticker: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         vm = self.vm
@@ -101,24 +128,25 @@ class PluginVM:
         allocator = vm.function("proxy_on_memory_allocate") or vm.function("malloc")
         if allocator is not None:
             vm.set_allocator(allocator)
-        for name in HTTP_CALLBACKS:
+        for name in HTTP_CALLBACKS + BACKGROUND_CALLBACKS:
             self.callbacks[name] = vm.function(name)
         initialize = vm.function("_initialize")
         if initialize is not None:
             initialize()
             main = vm.function("main")
-            if main is not None and main._nparams == 2:
+            if main is not None and main.param_count == 2:
                 main(0, 0)
         else:
             start = vm.function("_start")
             if start is not None:
                 start()
         self.root = self.new_context(stream=None)
-        spec_env = self.env
+        self.env.root = self.root
+        plugin_identity = self.env.plugin
         self.call("proxy_on_context_create", self.root, self.root.context_id, 0)
-        if self.call("proxy_on_vm_start", self.root, self.root.context_id, len(spec_env.plugin.vm_config)) == 0:
+        if self.call("proxy_on_vm_start", self.root, self.root.context_id, len(plugin_identity.vm_config)) == 0:
             raise PluginLoadError("proxy_on_vm_start returned false")
-        if self.call("proxy_on_configure", self.root, self.root.context_id, len(spec_env.plugin.plugin_config)) == 0:
+        if self.call("proxy_on_configure", self.root, self.root.context_id, len(plugin_identity.plugin_config)) == 0:
             raise PluginLoadError("proxy_on_configure returned false (the plugin rejected its configuration)")
 
     def new_context(self, stream) -> ContextState:  # type: ignore[no-untyped-def]
@@ -146,7 +174,123 @@ class PluginVM:
         finally:
             env.active = None
 
+    # ------------------------------------------------------- background work
+    def _spawn(self, coro) -> bool:  # type: ignore[no-untyped-def]
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            coro.close()
+            return False
+        task = loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    def _start_callout(self, origin: ContextState, call_id: int, target: CalloutTarget, body: bytes, timeout_ms: int) -> bool:
+        origin.pending_callouts.add(call_id)
+        started = self._spawn(self._run_callout(origin, call_id, target, body, timeout_ms))
+        if not started:
+            origin.pending_callouts.discard(call_id)
+        return started
+
+    async def _run_callout(self, origin: ContextState, call_id: int, target: CalloutTarget, body: bytes, timeout_ms: int) -> None:
+        services = self.env.services
+        result = await services.callouts.run(target, body, timeout_ms, self.env.grant.limits.callout_max_response_bytes)
+        origin.pending_callouts.discard(call_id)
+        if not result.ok:
+            log.warning("plugin %s: callout %d to %s failed: %s", self.plugin.spec.name, call_id, target.url, result.message)
+        if self.vm.closed or origin.context_id not in self.env.contexts:
+            return  # the VM was replaced or the stream is over: nobody to tell
+        self.deliver_callout(origin, call_id, result)
+
+    def deliver_callout(self, origin: ContextState, call_id: int, result: CalloutResult) -> None:
+        """proxy_on_http_call_response on the root context with `origin` effective; then
+        wake the stream, failing it if the call failed and the plugin left it paused."""
+        env = self.env
+        env.callout_response = result
+        stream = origin.stream
+        try:
+            headers = len(result.headers) if result.ok else 0
+            self.call(
+                "proxy_on_http_call_response",
+                origin,
+                self.root.context_id,
+                call_id,
+                headers,
+                len(result.body) if result.ok else 0,
+                len(result.trailers) if result.ok else 0,
+            )
+        except GuestTrap as exc:
+            exc.callback = exc.callback or "proxy_on_http_call_response"
+            self.plugin.discard(self, exc)
+            origin.failure = exc
+        finally:
+            env.callout_response = None
+        if stream is not None and not result.ok and origin.failure is None:
+            decided = stream.local_response is not None or origin.resume_requested or origin.close_requested
+            if not decided and not origin.pending_callouts:
+                cls = CalloutTimedOut if result.timed_out else CalloutFailed
+                origin.failure = cls(f"callout {call_id} {result.message}")
+        if origin.wakeup is not None:
+            origin.wakeup()
+
+    def _set_tick_period(self, period_ms: int) -> None:
+        self.tick_period_ms = max(period_ms, MIN_TICK_MS) if period_ms else 0
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+        self.start_ticker()
+
+    def start_ticker(self) -> None:
+        """Start proxy_on_tick if a period is set and an event loop runs (else later)."""
+        if not self.tick_period_ms or self._ticker is not None or self.vm.closed:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._ticker = loop.create_task(self._tick_loop())
+
+    async def _tick_loop(self) -> None:
+        while not self.vm.closed and self.tick_period_ms:
+            await asyncio.sleep(self.tick_period_ms / 1000.0)
+            if self.vm.closed:
+                return
+            self.root.callouts_made = 0  # the per-request callout cap applies per tick
+            try:
+                self.call("proxy_on_tick", self.root, self.root.context_id)
+            except GuestTrap as exc:
+                exc.callback = exc.callback or "proxy_on_tick"
+                self._ticker = None
+                self.plugin.discard(self, exc)
+                self.plugin.restart_soon()
+                return
+
+    def _queue_ready(self, queue_id: int) -> None:
+        # Called from inside a host call (or a Redis listener): never re-enter the guest here.
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        loop.call_soon(self._deliver_queue_ready, queue_id)
+
+    def _deliver_queue_ready(self, queue_id: int) -> None:
+        if self.vm.closed:
+            return
+        try:
+            self.call("proxy_on_queue_ready", self.root, self.root.context_id, queue_id)
+        except GuestTrap as exc:
+            exc.callback = exc.callback or "proxy_on_queue_ready"
+            self.plugin.discard(self, exc)
+            self.plugin.restart_soon()
+
     def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+        for task in list(self._tasks):
+            task.cancel()
+        self.env.services.store.drop_listener(self._queue_ready)
         self.vm.close()
         self.env.contexts.clear()
 
@@ -154,10 +298,20 @@ class PluginVM:
 class ProxyWasmPlugin:
     """A loaded plugin module plus the VM currently serving it."""
 
-    def __init__(self, spec: PluginSpec, runtime: WasmRuntime, log_sink: LogSink | None = None) -> None:
+    def __init__(
+        self,
+        spec: PluginSpec,
+        runtime: WasmRuntime,
+        log_sink: LogSink | None = None,
+        policy: PolicyModel | None = None,
+        services: HostServices | None = None,
+    ) -> None:
         self.spec = spec
         self.runtime = runtime
         self.log_sink = log_sink
+        self.policy = policy
+        self.services = services or HostServices()
+        self.admission = Admission(deny_all(spec.name), PluginManifest(), "none", spec.limits)
         self.stats = PluginStats()
         self.abi_version = ""
         self.sha256 = ""
@@ -183,6 +337,8 @@ class ProxyWasmPlugin:
         except wasmtime.WasmtimeError as exc:
             first = str(exc).splitlines()[0]
             raise PluginLoadError(f"{spec.wasm_path} is not a valid WebAssembly module: {first}") from None
+        # The policy decides before anything is compiled (validation above compiles nothing).
+        self.admission = admit(self.policy, spec.name, spec.wasm_path, wasm, digest, spec.limits)
         module = self.runtime.compile(wasm, digest)
         exports = {e.name for e in module.exports}
         versions = [v for name, v in ABI_VERSION_EXPORTS.items() if name in exports]
@@ -191,8 +347,7 @@ class ProxyWasmPlugin:
                 f"{spec.wasm_path} exports no proxy-wasm ABI marker (proxy_abi_version_0_2_1 or proxy_abi_version_0_2_0)"
             )
         self.abi_version = versions[0]
-        probe_env = HostEnv(PluginIdentity(name=spec.name))
-        check_imports(module, build_host_functions(probe_env))
+        check_imports(module, build_host_functions(HostEnv(PluginIdentity(name=spec.name))))
         return module
 
     # --------------------------------------------------------------- VM cycle
@@ -244,6 +399,27 @@ class ProxyWasmPlugin:
         stats.last_error_at = time.time()
         stats.traps_by_kind[error.kind] = stats.traps_by_kind.get(error.kind, 0) + 1
 
+    def restart_soon(self) -> None:
+        """Rebuild a discarded VM in the background (timer- or queue-driven plugins have no
+        request to do it for them)."""
+
+        async def restart() -> None:
+            await asyncio.sleep(RETRY_BACKOFF_S)
+            if self._vm is None:
+                try:
+                    self.current_vm().start_ticker()
+                except PluginError as exc:
+                    log.warning("plugin %s could not be restarted: %s", self.spec.name, exc)
+
+        try:
+            asyncio.get_running_loop().create_task(restart())
+        except RuntimeError:
+            pass
+
+    def start_background(self) -> None:
+        if self._vm is not None:
+            self._vm.start_ticker()
+
     @property
     def state(self) -> str:
         if self._vm is not None:
@@ -269,4 +445,6 @@ class ProxyWasmPlugin:
             "traps": self.stats.traps,
             "traps_by_kind": dict(self.stats.traps_by_kind),
             "last_error": self.stats.last_error or None,
+            "capabilities": sorted(c.value for c in self.admission.grant.capabilities),
+            "pinned_by": self.admission.grant.pinned_by,
         }

@@ -14,10 +14,16 @@ from starlette.routing import Mount, Route
 from routeiq import __version__
 from routeiq.config import ConfigError, LoadedConfig, UpstreamConfig
 from routeiq.dispatch.plugin import ProxyWasmPlugin
+from routeiq.hostcalls.state import HostServices
 from routeiq.runtime.errors import PluginError
 from routeiq.runtime.wasm_runtime import WasmRuntime
+from routeiq.services.audit import AuditLog
+from routeiq.services.callout import CalloutClient
+from routeiq.services.plugin_metrics import PluginMetrics
+from routeiq.services.shared_store import InMemoryStore, RedisStore, SharedStore
 
 from .embedded_upstream import create_embedded_upstream
+from .metrics_endpoint import metrics_endpoint
 from .plugin_filter import PluginFilter
 from .plugin_logs import PluginLogBook
 from .reverse_proxy import ReverseProxy
@@ -35,13 +41,20 @@ class Gateway:
     def __init__(self, config: LoadedConfig) -> None:
         self.config = config
         self.logs = PluginLogBook()
+        policy = config.load_policy()
+        self.services = HostServices(
+            store=_store(config),
+            metrics=PluginMetrics(),
+            audit=AuditLog(config.audit_path()),
+            callouts=CalloutClient(),
+        )
         self.runtime = WasmRuntime(config.engine_settings(), config.cache_dir())
         self.plugins: list[ProxyWasmPlugin] = []
         try:
             for spec in config.plugin_specs():
                 where = f"{config.path or '<config>'}: plugin {spec.name!r} ({spec.wasm_path})"
                 try:
-                    plugin = ProxyWasmPlugin(spec, self.runtime, self.logs)
+                    plugin = ProxyWasmPlugin(spec, self.runtime, self.logs, policy, self.services)
                     plugin.start()
                 except PluginError as exc:
                     raise PluginStartupError(f"{where}: {exc}") from None
@@ -69,15 +82,30 @@ class Gateway:
         degraded = any(p["state"] != "ready" for p in plugins)
         return {"status": "degraded" if degraded else "ok", "version": __version__, "upstream": self.upstream_name, "plugins": plugins}
 
+    def start_background(self) -> None:
+        """Timers need the event loop: start them once it runs."""
+        for plugin in self.plugins:
+            plugin.start_background()
+
     async def aclose(self) -> None:
         if self.reverse_proxy is not None:
             await self.reverse_proxy.aclose()
+        await self.services.callouts.aclose()
         self.close()
 
     def close(self) -> None:
         for plugin in self.plugins:
             plugin.close()
         self.runtime.close()
+        self.services.store.close()
+
+
+def _store(config: LoadedConfig) -> SharedStore:
+    kv = config.model.kv
+    if kv.backend == "redis":
+        assert kv.url is not None
+        return RedisStore(kv.url, kv.prefix, kv.timeout_s)
+    return InMemoryStore()
 
 
 def create_app(config: LoadedConfig) -> Starlette:
@@ -89,13 +117,18 @@ def create_app(config: LoadedConfig) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        gateway.start_background()
         try:
             yield
         finally:
             await gateway.aclose()
 
     app = Starlette(
-        routes=[Route("/health", health, methods=["GET"]), Mount("/", app=gateway.filter)],
+        routes=[
+            Route("/health", health, methods=["GET"]),
+            Route("/metrics", metrics_endpoint(gateway), methods=["GET"]),
+            Mount("/", app=gateway.filter),
+        ],
         lifespan=lifespan,
     )
     app.state.gateway = gateway

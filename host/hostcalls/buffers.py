@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from routeiq.abi.capabilities import Capability
 from routeiq.abi.proxy_wasm import BufferType, Status
 
 from .memory import return_bytes
@@ -9,11 +10,16 @@ from .state import HostEnv
 
 _KNOWN_BUFFERS = frozenset(int(b) for b in BufferType)
 _READ_ONLY = frozenset({BufferType.VM_CONFIGURATION, BufferType.PLUGIN_CONFIGURATION, BufferType.HTTP_CALL_RESPONSE_BODY})
+_GATED = {BufferType.HTTP_REQUEST_BODY: Capability.REQUEST_BODY, BufferType.HTTP_RESPONSE_BODY: Capability.RESPONSE_BODY}
 
 
 class BufferCalls:
     def __init__(self, env: HostEnv) -> None:
         self.env = env
+
+    def _gate(self, call: str, buffer_type: int) -> int | None:
+        capability = _GATED.get(buffer_type)  # type: ignore[call-overload]
+        return self.env.require(call, capability) if capability is not None else None
 
     def _buffer(self, buffer_type: int) -> bytes | bytearray | None:
         env = self.env
@@ -21,6 +27,8 @@ class BufferCalls:
             return env.plugin.plugin_config
         if buffer_type == BufferType.VM_CONFIGURATION:
             return env.plugin.vm_config
+        if buffer_type == BufferType.HTTP_CALL_RESPONSE_BODY:
+            return env.callout_response.body if env.callout_response is not None else None
         stream = env.stream
         if stream is None:
             return None
@@ -34,6 +42,9 @@ class BufferCalls:
         if buffer_type not in _KNOWN_BUFFERS:
             return Status.BAD_ARGUMENT
         self.env.vm.check_writable((ret_data, 4), (ret_size, 4))
+        denied = self._gate("proxy_get_buffer_bytes", buffer_type)
+        if denied is not None:
+            return denied
         buf = self._buffer(buffer_type)
         if buf is None:
             return Status.NOT_FOUND
@@ -46,6 +57,9 @@ class BufferCalls:
             return Status.BAD_ARGUMENT
         vm = self.env.vm
         vm.check_writable((ret_size, 4), (ret_flags, 4))
+        denied = self._gate("proxy_get_buffer_status", buffer_type)
+        if denied is not None:
+            return denied
         buf = self._buffer(buffer_type)
         if buf is None:
             return Status.NOT_FOUND
@@ -57,6 +71,9 @@ class BufferCalls:
         if buffer_type not in _KNOWN_BUFFERS:
             return Status.BAD_ARGUMENT
         value = self.env.vm.read(data, data_size)
+        denied = self._gate("proxy_set_buffer_bytes", buffer_type)
+        if denied is not None:
+            return denied
         buf = self._buffer(buffer_type)
         if buf is None:
             return Status.NOT_FOUND

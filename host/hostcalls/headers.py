@@ -12,6 +12,12 @@ _KNOWN_MAPS = frozenset(int(m) for m in MapType)
 
 
 def _map(env: HostEnv, map_type: int) -> HeaderMap | None:
+    if map_type in (MapType.HTTP_CALL_RESPONSE_HEADERS, MapType.HTTP_CALL_RESPONSE_TRAILERS):
+        result = env.callout_response
+        if result is None:
+            return None
+        pairs = result.headers if map_type == MapType.HTTP_CALL_RESPONSE_HEADERS else result.trailers
+        return HeaderMap(pairs, writable=False)
     stream = env.stream
     if stream is None:
         return None

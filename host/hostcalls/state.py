@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
-from routeiq.abi.proxy_wasm import LogLevel, Pairs, StreamType, encode_map
+from routeiq.abi.capabilities import Capability
+from routeiq.abi.proxy_wasm import LogLevel, Pairs, Status, StreamType, encode_map
+from routeiq.policy.grants import Grant, deny_all
+from routeiq.runtime.errors import PluginError
+from routeiq.services.audit import AuditLog
+from routeiq.services.callout import CalloutClient, CalloutResult, CalloutTarget
+from routeiq.services.plugin_metrics import PluginMetrics
+from routeiq.services.shared_store import InMemoryStore, SharedStore
 
 
 class HeaderMap:
@@ -97,6 +105,9 @@ class ContextState:
     awaiting_done: bool = False
     done_called: bool = False
     wakeup: Callable[[], None] | None = None
+    callouts_made: int = 0
+    pending_callouts: set[int] = field(default_factory=set)
+    failure: PluginError | None = None  # set when something outside a callback failed this stream
 
     def request_resume(self, stream_type: StreamType) -> None:
         self.resume_requested.add(int(stream_type))
@@ -136,16 +147,57 @@ class PluginIdentity:
     log_level: LogLevel = LogLevel.INFO
 
 
-class HostEnv:
-    """Everything the host calls of one VM need. `vm` is set once it is instantiated."""
+@dataclass
+class HostServices:
+    """Backends shared by every plugin of one gateway (the app owns them)."""
 
-    def __init__(self, plugin: PluginIdentity, log_sink: LogSink | None = None) -> None:
+    store: SharedStore = field(default_factory=InMemoryStore)
+    metrics: PluginMetrics = field(default_factory=PluginMetrics)
+    audit: AuditLog = field(default_factory=AuditLog)
+    callouts: CalloutClient = field(default_factory=CalloutClient)
+    kv_ops: Counter[tuple[str, str]] = field(default_factory=Counter)  # (plugin, get|set)
+
+
+CalloutStarter = Callable[[ContextState, int, CalloutTarget, bytes, int], None]
+
+
+class HostEnv:
+    """Everything the host calls of one VM need. `vm` is set once it is instantiated;
+    the dispatch layer installs the hooks (callouts, ticks, queue readiness)."""
+
+    def __init__(
+        self,
+        plugin: PluginIdentity,
+        log_sink: LogSink | None = None,
+        grant: Grant | None = None,
+        services: HostServices | None = None,
+    ) -> None:
         self.plugin = plugin
         self.vm = None  # type: ignore[assignment]  # a routeiq.runtime.vm.WasmVM
         self.contexts: dict[int, ContextState] = {}
         self.active: ContextState | None = None
+        self.root: ContextState | None = None
         self.logger = logging.getLogger(f"routeiq.plugin.{plugin.name}")
         self.log_sink = log_sink
+        self.grant = grant or deny_all(plugin.name)
+        self.services = services or HostServices()
+        self.callout_response: CalloutResult | None = None
+        self.next_callout_id = 1
+        self.start_callout: CalloutStarter | None = None
+        self.set_tick_period: Callable[[int], None] | None = None
+        self.queue_listener: Callable[[int], None] | None = None
+
+    def deny(self, call: str, reason: str, detail: str, status: Status) -> int:
+        """Refuse a host call: audit it and answer the guest with a status."""
+        stream = self.stream
+        self.services.audit.denied(self.plugin.name, call, reason, detail, stream.request_id if stream else "")
+        return status
+
+    def require(self, call: str, capability: Capability) -> int | None:
+        """None if granted, else the denial status (UNIMPLEMENTED) after auditing."""
+        if capability in self.grant.capabilities:
+            return None
+        return self.deny(call, "capability", f"{capability.value} is not granted", Status.UNIMPLEMENTED)
 
     @property
     def stream(self) -> HttpStream | None:

@@ -11,6 +11,11 @@ from .buffers import BufferCalls
 from .clock import ClockCalls
 from .contexts import ContextCalls
 from .headers import HeaderCalls
+from .http_call import HttpCallCalls
+from .metrics import MetricCalls
+from .shared_data import SharedDataCalls
+from .shared_queue import SharedQueueCalls
+from .timers import TimerCalls
 from .log import LoggingCalls
 from .properties import PropertyCalls
 from .state import HostEnv
@@ -46,6 +51,20 @@ PROXY_SIGNATURES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "proxy_set_property": ((I32,) * 4, (I32,)),
     "proxy_set_effective_context": ((I32,), (I32,)),
     "proxy_done": ((), (I32,)),
+    "proxy_http_call": ((I32,) * 10, (I32,)),
+    "proxy_dispatch_http_call": ((I32,) * 10, (I32,)),
+    "proxy_get_status": ((I32,) * 3, (I32,)),
+    "proxy_get_shared_data": ((I32,) * 5, (I32,)),
+    "proxy_set_shared_data": ((I32,) * 5, (I32,)),
+    "proxy_register_shared_queue": ((I32,) * 3, (I32,)),
+    "proxy_resolve_shared_queue": ((I32,) * 5, (I32,)),
+    "proxy_enqueue_shared_queue": ((I32,) * 3, (I32,)),
+    "proxy_dequeue_shared_queue": ((I32,) * 3, (I32,)),
+    "proxy_define_metric": ((I32,) * 4, (I32,)),
+    "proxy_increment_metric": ((I32, I64), (I32,)),
+    "proxy_record_metric": ((I32, I64), (I32,)),
+    "proxy_get_metric": ((I32,) * 2, (I32,)),
+    "proxy_set_tick_period_milliseconds": ((I32,), (I32,)),
 }
 
 # WASI name -> (params, results, implementation attribute on WasiCalls)
@@ -80,6 +99,11 @@ def build_host_functions(env: HostEnv) -> dict[tuple[str, str], HostFunction]:
         StreamCalls(env),
         PropertyCalls(env),
         ContextCalls(env),
+        HttpCallCalls(env),
+        SharedDataCalls(env),
+        SharedQueueCalls(env),
+        MetricCalls(env),
+        TimerCalls(env),
     ]
     table: dict[tuple[str, str], HostFunction] = {}
     for name, (params, results) in PROXY_SIGNATURES.items():

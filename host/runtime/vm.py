@@ -116,6 +116,10 @@ class GuestFunction:
         self._raw = (capi.ValRaw * self._slots)()
         self._raw_addr = ctypes.addressof(self._raw)
 
+    @property
+    def param_count(self) -> int:
+        return self._nparams
+
     def __call__(self, *args: int) -> int | None:
         return self._vm.invoke(self, args)
 

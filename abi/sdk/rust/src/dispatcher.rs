@@ -6,6 +6,15 @@
 //! * Every other callback is routed by context id. Unknown ids get the
 //!   default answer (`Continue` / `true` / nothing).
 //! * `proxy_on_delete` drops the context (its `Drop` impl runs).
+//! * `proxy_on_http_call_response(root_id, token, ..)` is routed by
+//!   **token**, like the public proxy-wasm Rust SDK: the spec passes the
+//!   plugin (root) context id as first argument, so
+//!   [`crate::hostcalls::http_call`] records token -> the context that was
+//!   current when the call was dispatched ([`register_http_call`]), and the
+//!   response goes to that HTTP context (or to the root context if the call
+//!   was made from it / outside any callback). The entry is removed on
+//!   delivery; unknown tokens (and tokens of deleted contexts) are ignored
+//!   with a DEBUG log line.
 //!
 //! Re-entrancy: a host may call back into the guest while the guest is
 //! inside a host call (e.g. run `proxy_on_log` from within `proxy_done`).
@@ -43,6 +52,8 @@ struct State {
     depth: Cell<u32>,
     draining: Cell<bool>,
     deferred: RefCell<VecDeque<Deferred>>,
+    /// HTTP callout token -> context id that dispatched it (0 = root).
+    callouts: RefCell<BTreeMap<u32, u32>>,
     vm_configuration_size: Cell<usize>,
     plugin_configuration_size: Cell<usize>,
 }
@@ -57,6 +68,7 @@ impl State {
             depth: Cell::new(0),
             draining: Cell::new(false),
             deferred: RefCell::new(VecDeque::new()),
+            callouts: RefCell::new(BTreeMap::new()),
             vm_configuration_size: Cell::new(0),
             plugin_configuration_size: Cell::new(0),
         }
@@ -85,6 +97,22 @@ where
 /// Id of the context whose callback is currently running (0 outside).
 pub fn current_context_id() -> u32 {
     STATE.with(|s| s.current.get())
+}
+
+/// Records that the HTTP callout `token` was dispatched by `context_id`, so
+/// that its `proxy_on_http_call_response` is delivered to that context.
+/// [`crate::hostcalls::http_call`] does this automatically (with
+/// [`current_context_id`]); call it yourself only after dispatching through
+/// the raw [`crate::sys::proxy_http_call`]. `context_id == 0` means "the
+/// root context the host names in the callback".
+pub fn register_http_call(token: u32, context_id: u32) {
+    STATE.with(|s| s.callouts.borrow_mut().insert(token, context_id));
+}
+
+/// Number of dispatched HTTP callouts whose response has not been delivered
+/// yet (entries of contexts that were deleted are dropped with them).
+pub fn pending_http_calls() -> usize {
+    STATE.with(|s| s.callouts.borrow().len())
 }
 
 pub(crate) fn last_vm_configuration_size() -> usize {
@@ -128,7 +156,7 @@ fn drain_deferred() {
             Some(Deferred::Delete(id)) => proxy_on_delete(id),
             Some(Deferred::Tick(id)) => proxy_on_tick(id),
             Some(Deferred::QueueReady(id, q)) => proxy_on_queue_ready(id, q),
-            Some(Deferred::HttpCallResponse(id, t, h, b, tr)) => proxy_on_http_call_response(id, t, h, b, tr),
+            Some(Deferred::HttpCallResponse(id, t, h, b, tr)) => deliver_http_call_response(id, t, h, b, tr),
         }
     }
     STATE.with(|s| s.draining.set(false));
@@ -274,6 +302,9 @@ pub extern "C" fn proxy_on_queue_ready(context_id: u32, queue_id: u32) {
     run(context_id, || on_root(context_id, (), "on_queue_ready", |r| r.on_queue_ready(queue_id)))
 }
 
+/// `context_id` is the plugin (root) context id (spec); the host has set
+/// the effective context to the context that dispatched the call. Routing
+/// uses the token recorded by [`register_http_call`].
 #[no_mangle]
 pub extern "C" fn proxy_on_http_call_response(
     context_id: u32,
@@ -282,16 +313,39 @@ pub extern "C" fn proxy_on_http_call_response(
     body_size: usize,
     num_trailers: usize,
 ) {
-    if is_busy(context_id) {
-        return defer(Deferred::HttpCallResponse(context_id, token_id, num_headers, body_size, num_trailers));
+    let target = STATE.with(|s| s.callouts.borrow_mut().remove(&token_id));
+    let target = match target {
+        Some(0) => context_id,
+        Some(id) => id,
+        None => {
+            let _ = hostcalls::log(
+                LogLevel::Debug,
+                &format!("routeiq_guest: http call response for unknown token {} ignored", token_id),
+            );
+            return;
+        }
+    };
+    deliver_http_call_response(target, token_id, num_headers, body_size, num_trailers)
+}
+
+fn deliver_http_call_response(target: u32, token_id: u32, num_headers: usize, body_size: usize, num_trailers: usize) {
+    if is_busy(target) {
+        return defer(Deferred::HttpCallResponse(target, token_id, num_headers, body_size, num_trailers));
     }
-    run(context_id, || {
-        if http_cell(context_id).is_some() {
-            on_http(context_id, (), "on_http_call_response", |c| {
+    if http_cell(target).is_none() && root_cell(target).is_none() {
+        let _ = hostcalls::log(
+            LogLevel::Debug,
+            &format!("routeiq_guest: http call response {} for deleted context {} ignored", token_id, target),
+        );
+        return;
+    }
+    run(target, || {
+        if http_cell(target).is_some() {
+            on_http(target, (), "on_http_call_response", |c| {
                 c.on_http_call_response(token_id, num_headers, body_size, num_trailers)
             })
         } else {
-            on_root(context_id, (), "on_http_call_response", |r| {
+            on_root(target, (), "on_http_call_response", |r| {
                 r.on_http_call_response(token_id, num_headers, body_size, num_trailers)
             })
         }
@@ -386,6 +440,9 @@ pub extern "C" fn proxy_on_delete(context_id: u32) {
     // Drop impl may use the SDK.
     let removed_http = STATE.with(|s| s.https.borrow_mut().remove(&context_id));
     let removed_root = STATE.with(|s| s.roots.borrow_mut().remove(&context_id));
+    // Forget the context's outstanding callouts (a late response is then an
+    // unknown token). Root-made calls recorded as 0 are kept.
+    STATE.with(|s| s.callouts.borrow_mut().retain(|_, owner| *owner != context_id));
     run(context_id, || {
         drop(removed_http);
         drop(removed_root);

@@ -346,6 +346,12 @@ pub fn send_http_response(status_code: u32, headers: &[(&str, &str)], body: &[u8
 
 /// Dispatches an HTTP call; returns the call id (token) that will be passed
 /// to `on_http_call_response`.
+///
+/// The token is recorded together with the current context id
+/// ([`crate::dispatcher::register_http_call`]), so the response is
+/// delivered to the [`crate::HttpContext`] (or [`crate::RootContext`]) that
+/// made the call, whatever context id the host passes as first argument of
+/// `proxy_on_http_call_response` (the spec passes the root context id).
 pub fn http_call(
     upstream: &str,
     headers: &[(&str, &str)],
@@ -370,6 +376,7 @@ pub fn http_call(
             &mut call_id,
         ))?;
     }
+    crate::dispatcher::register_http_call(call_id, crate::dispatcher::current_context_id());
     Ok(call_id)
 }
 
@@ -413,6 +420,28 @@ pub fn get_shared_data(key: &str) -> Result<(Vec<u8>, u32), Status> {
     unsafe {
         Status::check(sys::proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas))?;
         Ok((take_host_buffer(data, size), cas))
+    }
+}
+
+/// Like [`get_shared_data`], but a missing key is not an error: returns
+/// `Ok((None, cas))` on `NOT_FOUND`, where `cas` is whatever the host wrote
+/// into `return_cas` (initialised to 0 before the call).
+///
+/// RouteIQ extension: on `NOT_FOUND` the RouteIQ host writes a non-zero
+/// *creation token* there; `set_shared_data(key, value, token)` then
+/// succeeds only if the key is still absent (else `CAS_MISMATCH`), which
+/// makes "create if absent" race-free. Other hosts leave it 0, and
+/// `set_shared_data(.., 0)` is an unconditional write.
+/// Any other non-OK status is returned as `Err`.
+pub fn get_shared_data_with_cas(key: &str) -> Result<(Option<Vec<u8>>, u32), Status> {
+    let mut data: *mut u8 = null_mut();
+    let mut size: usize = 0;
+    let mut cas: u32 = 0;
+    let rc = unsafe { sys::proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) };
+    match rc {
+        Status::OK => Ok((Some(unsafe { take_host_buffer(data, size) }), cas)),
+        Status::NOT_FOUND => Ok((None, cas)),
+        other => Err(Status::from_code(other)),
     }
 }
 

@@ -45,7 +45,7 @@ pub mod traits;
 pub mod types;
 pub mod wasi;
 
-pub use dispatcher::{current_context_id, set_root_context};
+pub use dispatcher::{current_context_id, register_http_call, set_root_context};
 pub use traits::{HttpContext, RootContext};
 pub use types::{Action, BufferType, LogLevel, MapType, MetricType, PeerType, Status, StreamType};
 
@@ -62,6 +62,41 @@ macro_rules! main {
         pub extern "C" fn _initialize() {
             $($body)*
         }
+    };
+}
+
+/// Name of the wasm custom section written by [`manifest!`].
+pub const MANIFEST_SECTION: &str = "routeiq.manifest";
+
+/// Embeds the plugin manifest: emits a wasm custom section named
+/// `routeiq.manifest` whose content is exactly the bytes of the given
+/// string (a literal, or any `&'static str` constant expression such as
+/// `concat!(..)`). Use it at most once per filter crate (a second use is a
+/// duplicate-definition error). Format:
+///
+/// ```ignore
+/// routeiq_guest::manifest!(r#"{"name": "my_filter", "version": "0.1.0",
+///   "description": "...", "capabilities": ["shared_kv", "metrics"]}"#);
+/// ```
+///
+/// Capabilities: `http_callout`, `shared_kv`, `shared_queue`, `metrics`,
+/// `timers`, `request_body`, `response_body`, `llm_request`. The JSON is
+/// not validated at compile time; the host parses it when loading.
+#[macro_export]
+macro_rules! manifest {
+    ($json:expr) => {
+        #[link_section = "routeiq.manifest"]
+        #[used]
+        static ROUTEIQ_MANIFEST: [u8; $json.len()] = {
+            const BYTES: &[u8] = $json.as_bytes();
+            let mut out = [0u8; BYTES.len()];
+            let mut i = 0;
+            while i < BYTES.len() {
+                out[i] = BYTES[i];
+                i += 1;
+            }
+            out
+        };
     };
 }
 

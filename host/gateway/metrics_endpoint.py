@@ -1,0 +1,74 @@
+"""GET /metrics: Prometheus text for the gateway and for metrics plugins define."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+
+from routeiq.abi.proxy_wasm import MetricType
+from routeiq.services.plugin_metrics import HISTOGRAM_BUCKETS, prometheus_name
+
+if TYPE_CHECKING:
+    from .app import Gateway
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class GatewayCollector(Collector):
+    """Reads the gateway's own counters at scrape time (nothing is double-booked)."""
+
+    def __init__(self, gateway: "Gateway") -> None:
+        self.gateway = gateway
+
+    def collect(self) -> Iterator[Metric]:
+        gw = self.gateway
+        traps = CounterMetricFamily("routeiq_plugin_traps", "Guest traps, by plugin and kind", labels=["plugin", "kind"])
+        starts = CounterMetricFamily("routeiq_plugin_vm_starts", "Plugin VMs started (first start and every replacement)", labels=["plugin"])
+        ready = GaugeMetricFamily("routeiq_plugin_ready", "1 when the plugin has a live VM", labels=["plugin"])
+        for plugin in gw.plugins:
+            for kind, count in plugin.stats.traps_by_kind.items():
+                traps.add_metric([plugin.spec.name, kind], count)
+            starts.add_metric([plugin.spec.name], plugin.stats.vm_starts)
+            ready.add_metric([plugin.spec.name], 1 if plugin.state == "ready" else 0)
+        yield from (traps, starts, ready)
+
+        denials = CounterMetricFamily("routeiq_hostcall_denials", "Host calls refused by policy", labels=["plugin", "call", "reason"])
+        for (plugin_name, call, reason), count in gw.services.audit.counts.items():
+            denials.add_metric([plugin_name, call, reason], count)
+        yield denials
+
+        callouts = gw.services.callouts
+        yield CounterMetricFamily("routeiq_callouts_started", "HTTP callouts started by plugins", value=callouts.started)
+        yield CounterMetricFamily("routeiq_callouts_failed", "HTTP callouts that failed or timed out", value=callouts.failed)
+        kv = CounterMetricFamily("routeiq_kv_operations", "Shared data operations by plugin", labels=["plugin", "op"])
+        for (plugin_name, op), count in gw.services.kv_ops.items():
+            kv.add_metric([plugin_name, op], count)
+        yield kv
+
+        for metric in gw.services.metrics.all():
+            name = prometheus_name(metric.plugin, metric.name)
+            help_text = f"{metric.name} (defined by plugin {metric.plugin})"
+            if metric.kind == MetricType.COUNTER:
+                yield CounterMetricFamily(name, help_text, value=metric.value)
+            elif metric.kind == MetricType.GAUGE:
+                yield GaugeMetricFamily(name, help_text, value=metric.value)
+            else:
+                # PluginMetrics keeps buckets cumulative already, as Prometheus wants them.
+                cumulative = [(str(bound), count) for bound, count in zip(HISTOGRAM_BUCKETS, metric.buckets)]
+                cumulative.append(("+Inf", metric.count))
+                yield HistogramMetricFamily(name, help_text, buckets=cumulative, sum_value=metric.total)
+
+
+def metrics_endpoint(gateway: "Gateway"):  # type: ignore[no-untyped-def]
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(GatewayCollector(gateway))
+
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE)
+
+    return metrics

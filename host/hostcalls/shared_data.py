@@ -1,0 +1,73 @@
+"""Shared data host calls: proxy_get_shared_data, proxy_set_shared_data (with CAS)."""
+
+from __future__ import annotations
+
+from routeiq.abi.capabilities import Capability
+from routeiq.abi.proxy_wasm import Status
+from routeiq.services.shared_store import StoreUnavailable
+
+from .memory import return_bytes
+from .state import HostEnv
+
+
+class SharedDataCalls:
+    def __init__(self, env: HostEnv) -> None:
+        self.env = env
+
+    def _key(self, call: str, raw: bytes) -> tuple[str, str] | int:
+        env = self.env
+        limit = env.grant.limits.kv_key_bytes
+        if not raw:
+            return Status.BAD_ARGUMENT
+        if len(raw) > limit:
+            return env.deny(call, "kv_size", f"key of {len(raw)} bytes exceeds {limit}", Status.BAD_ARGUMENT)
+        return env.grant.split_key(raw.decode("utf-8", "replace"))
+
+    def proxy_get_shared_data(self, key: int, key_size: int, ret_value: int, ret_size: int, ret_cas: int) -> int:
+        env = self.env
+        vm = env.vm
+        raw_key = vm.read(key, key_size)
+        vm.check_writable((ret_value, 4), (ret_size, 4), (ret_cas, 4))
+        denied = env.require("proxy_get_shared_data", Capability.SHARED_KV)
+        if denied is not None:
+            return denied
+        parsed = self._key("proxy_get_shared_data", raw_key)
+        if isinstance(parsed, int):
+            return parsed
+        namespace, name = parsed
+        if not env.grant.can_read(namespace):
+            return env.deny("proxy_get_shared_data", "kv_namespace", f"namespace {namespace!r} is not readable", Status.BAD_ARGUMENT)
+        try:
+            value, cas = env.services.store.get(namespace, name)
+        except StoreUnavailable as exc:
+            env.logger.error("shared data backend unavailable: %s", exc)
+            return Status.INTERNAL_FAILURE
+        env.services.kv_ops[(env.plugin.name, "get")] += 1
+        vm.write_u32(ret_cas, cas)
+        if value is None:
+            return Status.NOT_FOUND
+        return return_bytes(env, value, ret_value, ret_size)
+
+    def proxy_set_shared_data(self, key: int, key_size: int, value: int, value_size: int, cas: int) -> int:
+        env = self.env
+        vm = env.vm
+        raw_key, raw_value = vm.read(key, key_size), vm.read(value, value_size)
+        denied = env.require("proxy_set_shared_data", Capability.SHARED_KV)
+        if denied is not None:
+            return denied
+        parsed = self._key("proxy_set_shared_data", raw_key)
+        if isinstance(parsed, int):
+            return parsed
+        namespace, name = parsed
+        limit = env.grant.limits.kv_value_bytes
+        if len(raw_value) > limit:
+            return env.deny("proxy_set_shared_data", "kv_size", f"value of {len(raw_value)} bytes exceeds {limit}", Status.BAD_ARGUMENT)
+        if not env.grant.can_write(namespace):
+            return env.deny("proxy_set_shared_data", "kv_namespace", f"namespace {namespace!r} is not writable", Status.BAD_ARGUMENT)
+        try:
+            status = env.services.store.set(namespace, name, raw_value, cas)
+        except StoreUnavailable as exc:
+            env.logger.error("shared data backend unavailable: %s", exc)
+            return Status.INTERNAL_FAILURE
+        env.services.kv_ops[(env.plugin.name, "set")] += 1
+        return status

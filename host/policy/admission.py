@@ -1,0 +1,98 @@
+"""Admitting a module: pin check, manifest vs grant, all before anything is compiled."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from routeiq.runtime.errors import PluginLoadError
+from routeiq.runtime.limits import SandboxLimits
+
+from . import signing
+from .grants import CalloutRule, Grant, GrantLimits, deny_all
+from .manifest import ManifestError, PluginManifest, load_manifest
+from .model import PluginPolicyModel, PolicyModel
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True)
+class Admission:
+    grant: Grant
+    manifest: PluginManifest
+    manifest_origin: str
+    limits: SandboxLimits
+
+
+def _grant(name: str, entry: PluginPolicyModel, pinned_by: str) -> Grant:
+    limits = entry.limits
+    return Grant(
+        plugin=name,
+        capabilities=frozenset(entry.capabilities),
+        callouts=tuple(
+            CalloutRule(r.scheme, r.host.lower().strip("[]"), r.port or DEFAULT_PORTS[r.scheme], frozenset(r.methods)) for r in entry.callouts
+        ),
+        kv_read=frozenset(entry.kv.read),
+        kv_write=frozenset(entry.kv.write),
+        limits=GrantLimits(
+            callouts_per_request=limits.callouts_per_request,
+            callout_timeout_ms=limits.callout_timeout_ms,
+            callout_max_response_bytes=limits.callout_max_response_bytes,
+            kv_key_bytes=limits.kv_key_bytes,
+            kv_value_bytes=limits.kv_value_bytes,
+            queue_item_bytes=limits.queue_item_bytes,
+            queue_max_items=limits.queue_max_items,
+        ),
+        pinned_by=pinned_by,
+    )
+
+
+def _capped(limits: SandboxLimits, entry: PluginPolicyModel | None) -> SandboxLimits:
+    """The operator's policy caps what the plugin's config asks for."""
+    if entry is None:
+        return limits
+    policy = entry.limits
+    if policy.fuel is not None:
+        limits = replace(limits, fuel=min(limits.fuel, policy.fuel))
+    if policy.memory_mb is not None:
+        limits = replace(limits, memory_bytes=min(limits.memory_bytes, policy.memory_mb * 1024 * 1024))
+    if policy.timeout_ms is not None:
+        limits = replace(limits, timeout_ms=min(limits.timeout_ms, policy.timeout_ms))
+    return limits
+
+
+def _verify_pin(name: str, entry: PluginPolicyModel, policy: PolicyModel, sha256: str) -> str:
+    pins = []
+    if entry.sha256:
+        if entry.sha256.lower() != sha256:
+            raise PluginLoadError(
+                f"module sha256 {sha256} does not match the policy's pin {entry.sha256.lower()} for {name!r} "
+                "(the module was changed or rebuilt; update the pin only if you trust the new module)"
+            )
+        pins.append("sha256")
+    if entry.signature is not None:
+        key = policy.trusted_keys[entry.signature.key]
+        if not signing.verify(key, entry.signature.value, sha256):
+            raise PluginLoadError(f"the signature for {name!r} by trusted key {entry.signature.key!r} does not verify for module sha256 {sha256}")
+        pins.append(f"signature ({entry.signature.key})")
+    if not pins:
+        return "unpinned (policy says unpinned: true)"
+    return " and ".join(pins)
+
+
+def admit(policy: PolicyModel | None, name: str, wasm_path: Path, wasm: bytes, sha256: str, limits: SandboxLimits) -> Admission:
+    """Decide what a module may do, or refuse it with a message naming what is wrong."""
+    try:
+        manifest, origin = load_manifest(wasm_path, wasm)
+    except ManifestError as exc:
+        raise PluginLoadError(f"bad manifest: {exc}") from None
+    entry = policy.plugins.get(name) if policy is not None else None
+    if entry is None:
+        grant = deny_all(name)
+    else:
+        grant = _grant(name, entry, _verify_pin(name, entry, policy, sha256))  # type: ignore[arg-type]
+    missing = [c.value for c in manifest.capabilities if c not in grant.capabilities]
+    if missing:
+        where = "the policy has no entry for it" if entry is None else "the policy does not grant it"
+        raise PluginLoadError(f"plugin {name!r} needs {', '.join(missing)} ({origin}), but {where}")
+    return Admission(grant, manifest, origin, _capped(limits, entry))

@@ -1,0 +1,93 @@
+"""A plugin's own declaration of what it needs, read before the module is compiled."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from routeiq.abi.capabilities import MANIFEST_SECTION, Capability
+
+
+class ManifestError(ValueError):
+    pass
+
+
+class PluginManifest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str | None = None
+    version: str | None = None
+    description: str | None = None
+    capabilities: list[Capability] = Field(default_factory=list)
+
+
+def _leb128(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(data):
+            raise ManifestError("truncated LEB128 in module header")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 35:
+            raise ManifestError("LEB128 too long in module header")
+
+
+def custom_sections(wasm: bytes) -> dict[str, bytes]:
+    """Custom sections of a core module, by name (without compiling anything)."""
+    if wasm[:4] != b"\0asm":
+        raise ManifestError("not a WebAssembly binary")
+    sections: dict[str, bytes] = {}
+    pos = 8
+    while pos < len(wasm):
+        section_id = wasm[pos]
+        size, pos = _leb128(wasm, pos + 1)
+        end = pos + size
+        if end > len(wasm):
+            raise ManifestError("section runs past the end of the module")
+        if section_id == 0:
+            name_len, name_pos = _leb128(wasm, pos)
+            name = wasm[name_pos : name_pos + name_len].decode("utf-8", "replace")
+            sections[name] = wasm[name_pos + name_len : end]
+        pos = end
+    return sections
+
+
+def _sidecars(wasm_path: Path) -> list[Path]:
+    stem = wasm_path.with_suffix("")
+    return [Path(f"{stem}.manifest.json"), Path(f"{stem}.manifest.yaml"), Path(f"{stem}.manifest.yml")]
+
+
+def load_manifest(wasm_path: Path, wasm: bytes) -> tuple[PluginManifest, str]:
+    """The manifest and where it came from ("section", a sidecar path, or "none")."""
+    raw: object = None
+    origin = "none"
+    section = custom_sections(wasm).get(MANIFEST_SECTION)
+    if section is not None:
+        origin = f"custom section {MANIFEST_SECTION}"
+        try:
+            raw = json.loads(section.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ManifestError(f"{origin} is not valid JSON: {exc}") from None
+    else:
+        for sidecar in _sidecars(wasm_path):
+            if sidecar.exists():
+                origin = str(sidecar)
+                try:
+                    raw = yaml.safe_load(sidecar.read_text())
+                except yaml.YAMLError as exc:
+                    raise ManifestError(f"{sidecar}: invalid YAML/JSON: {exc}") from None
+                break
+    if raw is None:
+        return PluginManifest(), origin
+    try:
+        return PluginManifest.model_validate(raw), origin
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ManifestError(f"{origin}: {problems}") from None

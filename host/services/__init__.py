@@ -1,0 +1,1 @@
+"""Backends behind the gated host calls: shared store, callouts, metrics, audit."""

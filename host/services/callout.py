@@ -1,0 +1,196 @@
+"""Outbound HTTP calls for plugins: allow-list, SSRF defence, pinned address, caps.
+
+The upstream name is resolved once, here, and the connection goes to that address (the
+Host header and TLS SNI keep the name), so a DNS answer cannot change between check and
+use. Loopback, private, link-local (cloud metadata), multicast and other non-global
+addresses are refused unless the policy rule names that exact address. Redirects are
+not followed: the plugin gets the 3xx as is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import httpx
+
+from routeiq.policy.grants import CalloutRule, Grant
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_DEFAULT_PORT = {"http": 80, "https": 443}
+
+
+class CalloutRefused(Exception):
+    """The call is not allowed; `reason` is a short audit code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class CalloutTarget:
+    scheme: str
+    host: str
+    port: int
+    address: str
+    method: str
+    path: str
+    headers: tuple[tuple[bytes, bytes], ...]
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{self.scheme}://{host}:{self.port}{self.path}"
+
+
+@dataclass
+class CalloutResult:
+    ok: bool
+    status_code: int = 0
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    body: bytes = b""
+    trailers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    message: str = ""
+    timed_out: bool = False
+
+
+def forbidden_address(ip: IPAddress) -> bool:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not ip.is_global or ip.is_multicast
+
+
+def _split_authority(upstream: str, scheme: str) -> tuple[str, int]:
+    text = upstream.strip()
+    if "://" in text:
+        text = text.split("://", 1)[1]
+    text = text.split("/", 1)[0]
+    if "@" in text:
+        raise CalloutRefused("bad_target", f"userinfo is not allowed in a callout target: {upstream!r}")
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    else:
+        host, port_text = text, ""
+    if not host:
+        raise CalloutRefused("bad_target", f"no host in callout target {upstream!r}")
+    if port_text:
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise CalloutRefused("bad_target", f"invalid port {port_text!r} in callout target {upstream!r}")
+        return host.lower(), int(port_text)
+    return host.lower(), _DEFAULT_PORT[scheme]
+
+
+class Resolver:
+    """getaddrinfo with a short cache (host calls are synchronous)."""
+
+    def __init__(self, ttl_s: float = 10.0) -> None:
+        self._ttl = ttl_s
+        self._cache: dict[tuple[str, int], tuple[float, list[IPAddress]]] = {}
+
+    def resolve(self, host: str, port: int) -> list[IPAddress]:
+        try:
+            return [ipaddress.ip_address(host)]
+        except ValueError:
+            pass
+        now = time.monotonic()
+        cached = self._cache.get((host, port))
+        if cached and cached[0] > now:
+            return cached[1]
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise CalloutRefused("dns", f"cannot resolve {host!r}: {exc.strerror}") from None
+        addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos))
+        self._cache[(host, port)] = (now + self._ttl, addresses)
+        return addresses
+
+
+def _matching_rules(rules: Iterable[CalloutRule], scheme: str, host: str, port: int, method: str) -> list[CalloutRule]:
+    return [r for r in rules if r.scheme == scheme and r.host == host and r.port == port and method in r.methods]
+
+
+def plan_callout(grant: Grant, upstream: str, headers: list[tuple[bytes, bytes]], resolver: Resolver) -> CalloutTarget:
+    """Check a proxy_http_call against the grant and pick the address to connect to."""
+    pseudo = {k: v.decode("latin-1") for k, v in headers if k.startswith(b":")}
+    scheme = pseudo.get(":scheme", "http").lower()
+    if scheme not in _DEFAULT_PORT:
+        raise CalloutRefused("bad_target", f"scheme {scheme!r} is not http or https")
+    method = pseudo.get(":method", "").upper()
+    path = pseudo.get(":path", "")
+    if not method or not path.startswith("/"):
+        raise CalloutRefused("bad_target", "headers need :method and a :path starting with '/'")
+    host, port = _split_authority(upstream, scheme)
+    rules = _matching_rules(grant.callouts, scheme, host, port, method)
+    if not rules:
+        raise CalloutRefused("not_allowed", f"{method} {scheme}://{host}:{port} is not in the plugin's callout allow-list")
+    addresses = resolver.resolve(host, port)
+    if not addresses:
+        raise CalloutRefused("dns", f"{host!r} has no addresses")
+    named = {r.host_ip for r in rules if r.host_ip is not None}
+    for ip in addresses:
+        if forbidden_address(ip) and ip not in named:
+            raise CalloutRefused(
+                "ssrf",
+                f"{host} resolves to {ip}, a non-public address; a policy rule must name that address explicitly",
+            )
+    authority = pseudo.get(":authority") or (host if port == _DEFAULT_PORT[scheme] else f"{host}:{port}")
+    forwarded = tuple((k, v) for k, v in headers if not k.startswith(b":") and k.lower() not in (b"host", b"content-length", b"transfer-encoding", b"connection"))
+    return CalloutTarget(scheme, host, port, str(addresses[0]), method, path, ((b"host", authority.encode()),) + forwarded)
+
+
+class CalloutClient:
+    """Runs planned callouts (httpx, pooled, no redirects, no proxies from the environment)."""
+
+    def __init__(self) -> None:
+        self._client: httpx.AsyncClient | None = None
+        self.started = 0
+        self.failed = 0
+        self.resolver = Resolver()
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(trust_env=False, follow_redirects=False, verify=True)
+        return self._client
+
+    async def run(self, target: CalloutTarget, body: bytes, timeout_ms: int, max_bytes: int) -> CalloutResult:
+        self.started += 1
+        extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+        request = self._http().build_request(
+            target.method, target.url, headers=list(target.headers), content=body or None, timeout=timeout_ms / 1000.0, extensions=extensions
+        )
+        try:
+            async with asyncio.timeout(timeout_ms / 1000.0):
+                response = await self._http().send(request, stream=True)
+                try:
+                    chunks = []
+                    size = 0
+                    async for chunk in response.aiter_raw():
+                        size += len(chunk)
+                        if size > max_bytes:
+                            self.failed += 1
+                            return CalloutResult(False, message=f"response larger than {max_bytes} bytes")
+                        chunks.append(chunk)
+                finally:
+                    await response.aclose()
+        except (TimeoutError, httpx.TimeoutException):
+            self.failed += 1
+            return CalloutResult(False, message=f"timed out after {timeout_ms} ms", timed_out=True)
+        except httpx.HTTPError as exc:
+            self.failed += 1
+            return CalloutResult(False, message=f"{type(exc).__name__}: {exc}")
+        headers = [(b":status", str(response.status_code).encode())] + [(k.lower(), v) for k, v in response.headers.raw]
+        return CalloutResult(True, response.status_code, headers, b"".join(chunks), [], response.reason_phrase)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
