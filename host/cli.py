@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -16,25 +17,45 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from routeiq.config import ConfigError, load_config
-    from routeiq.gateway.app import create_app
+    from routeiq.gateway.app import CONFIG_ENV, POLICY_ENV, create_app
 
     try:
         config = load_config(args.config)
+        if args.policy:
+            config.policy_override = Path(args.policy).resolve()
     except ConfigError as exc:
         print(f"routeiq: {exc}", file=sys.stderr)
         return 2
     server = config.model.server
     logging.basicConfig(level=_LOG_LEVELS[server.log_level], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        # Build once here even with several workers: bad config or a refused plugin
+        # fails now, with a message, instead of in every worker.
         app = create_app(config)
     except ConfigError as exc:
         print(f"routeiq: {exc}", file=sys.stderr)
         return 2
     host = args.host or server.host
     port = args.port if args.port is not None else server.port
-    names = ", ".join(p.spec.name for p in app.state.gateway.plugins) or "none"
-    print(f"routeiq {__version__}: serving on http://{host}:{port} (upstream: {app.state.gateway.upstream_name}; plugins: {names})", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning" if server.log_level != "debug" else "debug", lifespan="on")
+    workers = args.workers or server.workers
+    gateway = app.state.gateway
+    names = ", ".join(p.spec.name for p in gateway.plugins) or "none"
+    print(
+        f"routeiq {__version__}: serving on http://{host}:{port} with {workers} worker(s) "
+        f"(upstream: {gateway.upstream_name}; kv: {config.model.kv.backend}; plugins: {names})",
+        flush=True,
+    )
+    if workers > 1 and config.model.kv.backend == "memory":
+        logging.getLogger("routeiq").warning("kv backend 'memory' with %d workers: each worker has its own shared data; use kv: {backend: redis}", workers)
+    uv_log = "warning" if server.log_level != "debug" else "debug"
+    if workers == 1:
+        uvicorn.run(app, host=host, port=port, log_level=uv_log, lifespan="on")
+        return 0
+    gateway.close()
+    os.environ[CONFIG_ENV] = str(Path(args.config).resolve())
+    if config.policy_override is not None:
+        os.environ[POLICY_ENV] = str(config.policy_override)
+    uvicorn.run("routeiq.gateway.app:create_app_from_environment", factory=True, host=host, port=port, workers=workers, log_level=uv_log, lifespan="on")
     return 0
 
 
@@ -64,6 +85,47 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _policy_check(args: argparse.Namespace) -> int:
+    from routeiq.config import ConfigError, load_config
+    from routeiq.policy.explain import explain
+
+    try:
+        config = load_config(args.config)
+        if args.policy:
+            config.policy_override = Path(args.policy).resolve()
+        report, ok = explain(config)
+    except ConfigError as exc:
+        print(f"routeiq: {exc}", file=sys.stderr)
+        return 2
+    print(report)
+    return 0 if ok else 1
+
+
+def _policy_keygen(_: argparse.Namespace) -> int:
+    from routeiq.policy.signing import generate_keypair
+
+    private, public = generate_keypair()
+    print(f"private key (keep secret, e.g. in a file for `policy sign --key`): {private}")
+    print(f"public key (for the policy's trusted_keys):                        {public}")
+    return 0
+
+
+def _policy_sign(args: argparse.Namespace) -> int:
+    import hashlib
+
+    from routeiq.policy.signing import KeyFormatError, sign
+
+    digest = hashlib.sha256(Path(args.module).read_bytes()).hexdigest()
+    try:
+        signature = sign(Path(args.key).read_text().strip(), digest)
+    except KeyFormatError as exc:
+        print(f"routeiq: {args.key}: {exc}", file=sys.stderr)
+        return 2
+    print(f"sha256: {digest}")
+    print(f"signature: {signature}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="routeiq", description="LLM gateway with sandboxed proxy-wasm plugins")
     parser.add_argument("--version", action="version", version=f"routeiq {__version__}")
@@ -73,7 +135,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", required=True, help="YAML config file")
     serve.add_argument("--host", help="listen address (default: server.host from the config)")
     serve.add_argument("--port", type=int, help="listen port (default: server.port from the config)")
+    serve.add_argument("--policy", help="operator policy file (default: the config's `policy` key; none = deny all)")
+    serve.add_argument("--workers", type=int, help="worker processes (default: server.workers, 1)")
     serve.set_defaults(func=_serve)
+
+    policy = sub.add_parser("policy", help="operator policy tools")
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True)
+    check_policy = policy_sub.add_parser("check", help="explain what each plugin of a config may do")
+    check_policy.add_argument("config")
+    check_policy.add_argument("--policy", help="policy file (default: the config's `policy` key)")
+    check_policy.set_defaults(func=_policy_check)
+    keygen = policy_sub.add_parser("keygen", help="make an ed25519 key pair for signing modules")
+    keygen.set_defaults(func=_policy_keygen)
+    sign = policy_sub.add_parser("sign", help="sign a module's sha256 with a private key file")
+    sign.add_argument("--key", required=True, help="file holding the base64 private key")
+    sign.add_argument("module")
+    sign.set_defaults(func=_policy_sign)
 
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("config")

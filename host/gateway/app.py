@@ -133,3 +133,21 @@ def create_app(config: LoadedConfig) -> Starlette:
     )
     app.state.gateway = gateway
     return app
+
+
+CONFIG_ENV = "ROUTEIQ_CONFIG"
+POLICY_ENV = "ROUTEIQ_POLICY"
+
+
+def create_app_from_environment() -> Starlette:
+    """Factory for `uvicorn --factory` and multi-worker serving: each worker process
+    builds its own app from the files named in the environment."""
+    import os
+    from pathlib import Path
+
+    from routeiq.config import load_config
+
+    config = load_config(os.environ[CONFIG_ENV])
+    if os.environ.get(POLICY_ENV):
+        config.policy_override = Path(os.environ[POLICY_ENV])
+    return create_app(config)

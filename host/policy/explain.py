@@ -1,0 +1,63 @@
+"""`routeiq policy check`: what each configured plugin may do, and what would be refused."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING
+
+from routeiq.runtime.errors import PluginLoadError
+
+from .admission import admit
+
+if TYPE_CHECKING:
+    from routeiq.config import LoadedConfig
+
+
+def explain(config: "LoadedConfig") -> tuple[str, bool]:
+    """A human report and whether every plugin would be admitted."""
+    policy = config.load_policy()
+    if config.policy_override is not None:
+        source = str(config.policy_override)
+    elif isinstance(config.model.policy, str):
+        source = config.model.policy
+    elif config.model.policy is not None:
+        source = f"inline in {config.path}"
+    else:
+        source = "none (every plugin is denied every capability)"
+    lines = [f"policy: {source}"]
+    ok = True
+    for spec in config.plugin_specs():
+        lines.append("")
+        lines.append(f"plugin {spec.name} ({spec.wasm_path})")
+        try:
+            wasm = spec.wasm_path.read_bytes()
+        except OSError as exc:
+            lines.append(f"  REFUSED: cannot read module: {exc.strerror or exc}")
+            ok = False
+            continue
+        digest = hashlib.sha256(wasm).hexdigest()
+        lines.append(f"  sha256:        {digest}")
+        try:
+            admission = admit(policy, spec.name, spec.wasm_path, wasm, digest, spec.limits)
+        except PluginLoadError as exc:
+            lines.append(f"  REFUSED: {exc}")
+            ok = False
+            continue
+        grant, manifest = admission.grant, admission.manifest
+        needs = ", ".join(c.value for c in manifest.capabilities) or "nothing"
+        lines.append(f"  manifest:      {admission.manifest_origin}; needs {needs}")
+        lines.append(f"  pinned by:     {grant.pinned_by}")
+        lines.append(f"  capabilities:  {', '.join(sorted(c.value for c in grant.capabilities)) or 'none'}")
+        if grant.callouts:
+            lines.append("  callouts:      " + "; ".join(r.describe() for r in grant.callouts))
+        lines.append(f"  kv namespaces: own {grant.namespace!r}" + (f"; read {sorted(grant.kv_read)}" if grant.kv_read else "") + (f"; write {sorted(grant.kv_write)}" if grant.kv_write else ""))
+        limits = admission.limits
+        gl = grant.limits
+        lines.append(
+            f"  limits:        fuel {limits.fuel}, memory {limits.memory_bytes // (1024 * 1024)} MiB, {limits.timeout_ms} ms per callback; "
+            f"{gl.callouts_per_request} callouts/request ({gl.callout_timeout_ms} ms, {gl.callout_max_response_bytes} B max); "
+            f"kv key {gl.kv_key_bytes} B, value {gl.kv_value_bytes} B"
+        )
+        if grant.pinned_by.startswith("unpinned"):
+            lines.append("  warning:       unpinned: any module named like this gets these grants")
+    return "\n".join(lines), ok
