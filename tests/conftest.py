@@ -12,7 +12,7 @@ import pytest
 from routeiq.config import parse_config
 from routeiq.gateway.app import create_app
 from routeiq.toolchain.rust import build_rust_guests
-from support import ALL_GRANTED, grant_everything, serve
+from support import ALL_GRANTED, grant_everything, redis_server, serve
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,3 +60,10 @@ def live():  # type: ignore[no-untyped-def]
 def http() -> Iterator[httpx.Client]:
     with httpx.Client(timeout=30, trust_env=False) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real redis-server on loopback for the whole session."""
+    with redis_server() as url:
+        yield url

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 import time
@@ -63,3 +64,53 @@ def eventually(check: Any, timeout: float = 5.0) -> Any:
         if value or time.monotonic() > deadline:
             return value
         time.sleep(0.01)
+
+
+def redis_server_binary() -> str:
+    """redis-server, installed from Debian packages if it is missing (tests need the real one)."""
+    import shutil
+    import subprocess
+
+    found = shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
+    if found:
+        return found
+    if shutil.which("apt-get"):
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        subprocess.run([*sudo, "apt-get", "update", "-qq"], check=False, capture_output=True)
+        subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", "redis-server"], check=False, capture_output=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    found = shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
+    if not found:
+        raise RuntimeError("redis-server is required by the Redis tests: install it (Debian: apt-get install redis-server)")
+    return found
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    """A throwaway redis-server on loopback; yields its URL."""
+    import subprocess
+
+    import redis
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "yes"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("redis-server did not start")
+                time.sleep(0.05)
+        yield url
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -82,15 +82,15 @@ def _verify_pin(name: str, entry: PluginPolicyModel, policy: PolicyModel, sha256
 
 def admit(policy: PolicyModel | None, name: str, wasm_path: Path, wasm: bytes, sha256: str, limits: SandboxLimits) -> Admission:
     """Decide what a module may do, or refuse it with a message naming what is wrong."""
+    entry = policy.plugins.get(name) if policy is not None else None
+    if entry is None:
+        grant = deny_all(name)
+    else:  # a tampered module is reported as such, before its manifest is trusted
+        grant = _grant(name, entry, _verify_pin(name, entry, policy, sha256))  # type: ignore[arg-type]
     try:
         manifest, origin = load_manifest(wasm_path, wasm)
     except ManifestError as exc:
         raise PluginLoadError(f"bad manifest: {exc}") from None
-    entry = policy.plugins.get(name) if policy is not None else None
-    if entry is None:
-        grant = deny_all(name)
-    else:
-        grant = _grant(name, entry, _verify_pin(name, entry, policy, sha256))  # type: ignore[arg-type]
     missing = [c.value for c in manifest.capabilities if c not in grant.capabilities]
     if missing:
         where = "the policy has no entry for it" if entry is None else "the policy does not grant it"
