@@ -28,6 +28,17 @@
 //! If `_initialize` was never called, root contexts are placeholders whose
 //! `on_vm_start`/`on_configure` log at CRITICAL and return `false`.
 //!
+//! ## Manifest
+//!
+//! [`manifest!`] embeds the plugin manifest JSON (name, version,
+//! description, capabilities) as the wasm custom section `routeiq.manifest`.
+//!
+//! ## HTTP callouts
+//!
+//! [`hostcalls::http_call`] remembers which context made the call; the
+//! response (`proxy_on_http_call_response(root_id, token, ..)`) is routed by
+//! token to that context's `on_http_call_response` (see [`dispatcher`]).
+//!
 //! ## Exports provided by this crate
 //!
 //! `proxy_abi_version_0_2_1`, `proxy_on_memory_allocate`,

@@ -30,6 +30,8 @@ impl HttpContext for Hook {
     }
 }
 
+routeiq_guest::manifest!(r#"{"name": "bench_headers", "version": "0.1.0", "description": "Benchmark request-headers hook", "capabilities": []}"#);
+
 routeiq_guest::main! {
     routeiq_guest::set_root_context(|_context_id| -> Box<dyn RootContext> { Box::new(Root) });
 }

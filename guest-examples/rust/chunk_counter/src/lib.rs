@@ -59,6 +59,8 @@ impl HttpContext for ChunkCounter {
     }
 }
 
+routeiq_guest::manifest!(r#"{"name": "chunk_counter", "version": "0.1.0", "description": "Counts streamed response chunks, bytes and SSE events", "capabilities": ["response_body"]}"#);
+
 routeiq_guest::main! {
     routeiq_guest::set_root_context(|_| -> Box<dyn RootContext> { Box::new(CounterRoot) });
 }

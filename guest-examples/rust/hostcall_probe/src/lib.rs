@@ -27,18 +27,34 @@
 //! | `effective_context` | `own_status=<s>` (set_effective_context(root id)), `bad_status=<s>` (987654), `restore_status=<s>` (back to this HTTP context, before answering) |
 //! | `done` | `done_status=<s>` (proxy_done() during request headers) |
 //! | `unimplemented` | `foreign_status=<s>` (proxy_call_foreign_function("nope")), `grpc_status=<s>` (proxy_grpc_call) |
+//! | `kv` | key `probe:k`: `get_missing_status=<s>` (get_shared_data_with_cas: 1 = missing, 0 = present, else the error), `create_cas_nonzero=<0\|1>` (cas returned by that get != 0), `set_status=<s>` (set `x-kv-value` or `v1`, cas 0), `value=<v>` + `cas=<n>` (or `value!status=<s>` + `cas!status=<s>`), `cas_mismatch_status=<s>` (set `wrong` with cas+1), `cas_set_status=<s>` (set `v2` with cas), `value2=<v>`; if header `x-kv-key`: `other=<v>` / `other!status=<s>`; if header `x-kv-put: k=v`: `put_status=<s>` (set k=v, cas 0) |
+//! | `kv_big` | `status=<s>`: set_shared_data(key = `x-key-len` (default 10) times `a`, value = `x-value-len` (default 10) times `a`, cas 0) |
+//! | `queue` | `register_status=<s>`, `queue_id=<n>` (only if 0), `enqueue_status=<s>` (`m1`, `m2`; first failure), `first=<v>`, `second=<v>` (or `!status=`), `empty_status=<s>` (third dequeue), `resolve_status=<s>`, `resolved_id=<n>` (only if 0; vm id `x-vm-id` or `probe`, name `probe_q`), `missing_status=<s>` (`probe`/`nope`), `bad_queue_status=<s>` (enqueue to 999999) |
+//! | `timers` | `ticks=<n>`, `queue_ready_items=<n>` (root-context counters, see below) |
+//! | `metrics` | `define_status=<s>`, `metric_id=<n>` (only if 0; counter `probe_requests`), `inc_status=<s>` (+2), `value=<n>`, `negative_status=<s>` (-1), `gauge=<n>` (gauge `probe_gauge` define + record 42 + get; first failure as `gauge!status=<s>`), `hist_status=<s>` (histogram `probe_hist` define + record 5), `bad_type_status=<s>` (define type 9) |
+//! | `callout` | proxy_http_call(upstream = `x-upstream` or `127.0.0.1:1`, headers `:method` = `x-method` or `GET`, `:path` = `x-path` or `/`, `:authority` = upstream, `:scheme` = `x-scheme` or `http`; body = `x-call-body` or empty; no trailers; timeout = `x-timeout-ms` or 1000). Refused: answers `call_status=<s>` at once. Else `Pause`; `on_http_call_response` answers `call_status=0`, `num_headers=<n>`, `status=<:status>`, `body=<text>` (buffer 4, `body=` when body_size is 0), `x-echo=<v>`, `get_status=<code>` (proxy_get_status); failures as `key!status=<s>` |
+//! | `callout_flood` | `x-count` (default 10) calls to `x-upstream` or `127.0.0.1:1` (GET `/`, timeout `x-timeout-ms` or 1000); answers at once `ok=<n>`, `refused=<n>`, `first_refused_status=<s>` (0 if none); responses are ignored |
+//! | `denied_calls` | one line per gated call with valid arguments: `proxy_http_call`, `proxy_get_shared_data`, `proxy_set_shared_data`, `proxy_register_shared_queue`, `proxy_resolve_shared_queue`, `proxy_enqueue_shared_queue`, `proxy_dequeue_shared_queue`, `proxy_define_metric`, `proxy_increment_metric`, `proxy_record_metric`, `proxy_get_metric`, `proxy_set_tick_period_milliseconds`, `request_body_read`, `response_body_read` = `<s>`; answers at once |
 //!
 //! Always: `on_log` logs INFO `probe on_log path=<request.path>` (or
 //! `probe on_log path=!status=<s>`); `on_done` returns true.
 //!
-//! Configuration: any bytes; only echoed by the `config` scenario. The VM
-//! configuration is likewise only echoed.
+//! Root context: if the plugin configuration contains `"tick_ms":N`,
+//! `on_configure` calls `proxy_set_tick_period_milliseconds(N)` and logs INFO
+//! `probe tick_ms=<N> status=<s>`. `on_tick` counts ticks; on the first one
+//! it registers queue `ticks` and enqueues `tick`. `on_queue_ready(q)`
+//! dequeues everything from `q` and adds the count to `queue_ready_items`
+//! (except for `probe_q`, which the `queue` scenario drains itself).
+//!
+//! Configuration: any bytes; only echoed by the `config` scenario (and
+//! scanned for `"tick_ms":N`). The VM configuration is only echoed.
 
 use routeiq_guest::hostcalls;
 use routeiq_guest::sys;
 use routeiq_guest::types::{clock, fd};
 use routeiq_guest::wasi;
-use routeiq_guest::{Action, BufferType, HttpContext, MapType, RootContext, Status, StreamType};
+use routeiq_guest::{Action, BufferType, HttpContext, MapType, MetricType, RootContext, Status, StreamType};
+use std::cell::Cell;
 use std::fmt::Write;
 use std::ptr::null_mut;
 use std::rc::Rc;
@@ -96,8 +112,32 @@ struct RootState {
     vm_config: Result<Vec<u8>, Status>,
 }
 
+/// Mutable state shared by the root context and its HTTP contexts.
+#[derive(Default)]
+struct Shared {
+    /// `on_tick` calls seen by the root context.
+    ticks: Cell<u64>,
+    /// Items the root context dequeued in `on_queue_ready`.
+    queue_ready_items: Cell<u64>,
+    /// Id of `probe_q` once the `queue` scenario registered it: the root's
+    /// `on_queue_ready` leaves that queue to the scenario.
+    probe_q: Cell<Option<u32>>,
+}
+
+/// Finds `"tick_ms":N` (whitespace allowed after the colon) in the plugin
+/// configuration and returns N.
+fn parse_tick_ms(config: &[u8]) -> Option<u32> {
+    let needle = b"\"tick_ms\":";
+    let at = config.windows(needle.len()).position(|w| w == needle)? + needle.len();
+    let rest = &config[at..];
+    let start = rest.iter().position(|c| !matches!(c, b' ' | b'\t' | b'\n' | b'\r'))?;
+    let digits: Vec<u8> = rest[start..].iter().copied().take_while(|c| c.is_ascii_digit()).collect();
+    std::str::from_utf8(&digits).ok()?.parse::<u32>().ok()
+}
+
 struct ProbeRoot {
     state: Rc<RootState>,
+    shared: Rc<Shared>,
 }
 
 impl RootContext for ProbeRoot {
@@ -114,6 +154,10 @@ impl RootContext for ProbeRoot {
 
     fn on_configure(&mut self, size: usize) -> bool {
         let pc = hostcalls::get_buffer_bytes(BufferType::PluginConfiguration, 0, size);
+        if let Some(ms) = pc.as_ref().ok().and_then(|c| parse_tick_ms(c)) {
+            let s = code(&hostcalls::set_tick_period_milliseconds(ms));
+            routeiq_guest::log_info(&format!("probe tick_ms={} status={}", ms, s));
+        }
         let old = &self.state;
         self.state = Rc::new(RootState {
             root_id: old.root_id,
@@ -123,13 +167,40 @@ impl RootContext for ProbeRoot {
         true
     }
 
+    fn on_tick(&mut self) {
+        let n = self.shared.ticks.get() + 1;
+        self.shared.ticks.set(n);
+        if n == 1 {
+            match hostcalls::register_shared_queue("ticks") {
+                Ok(id) => {
+                    let s = code(&hostcalls::enqueue_shared_queue(id, b"tick"));
+                    routeiq_guest::log_info(&format!("probe ticks queue={} enqueue_status={}", id, s));
+                }
+                Err(s) => routeiq_guest::log_info(&format!("probe ticks register_status={}", s.code())),
+            }
+        }
+    }
+
+    fn on_queue_ready(&mut self, queue_id: u32) {
+        if self.shared.probe_q.get() == Some(queue_id) {
+            return;
+        }
+        let mut n = 0u64;
+        while hostcalls::dequeue_shared_queue(queue_id).is_ok() {
+            n += 1;
+        }
+        self.shared.queue_ready_items.set(self.shared.queue_ready_items.get() + n);
+    }
+
     fn create_http_context(&mut self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Probe {
             context_id,
             root: self.state.clone(),
+            shared: self.shared.clone(),
             scenario: String::new(),
             req_body_seen: 0,
             continue_status: None,
+            call_token: None,
         }))
     }
 }
@@ -137,9 +208,35 @@ impl RootContext for ProbeRoot {
 struct Probe {
     context_id: u32,
     root: Rc<RootState>,
+    shared: Rc<Shared>,
     scenario: String,
     req_body_seen: usize,
     continue_status: Option<u32>,
+    /// Token of the `callout` scenario's pending HTTP call.
+    call_token: Option<u32>,
+}
+
+fn header(name: &str) -> Option<String> {
+    hostcalls::get_http_request_header(name)
+}
+
+fn header_num<T: std::str::FromStr>(name: &str, default: T) -> T {
+    header(name).and_then(|v| v.trim().parse::<T>().ok()).unwrap_or(default)
+}
+
+/// Pseudo-headers of the probe's outgoing HTTP calls.
+fn call_headers(upstream: &str, method: &str, path: &str, scheme: &str) -> Vec<(String, String)> {
+    vec![
+        (":method".to_string(), method.to_string()),
+        (":path".to_string(), path.to_string()),
+        (":authority".to_string(), upstream.to_string()),
+        (":scheme".to_string(), scheme.to_string()),
+    ]
+}
+
+fn http_call(upstream: &str, headers: &[(String, String)], body: &[u8], timeout_ms: u32) -> Result<u32, Status> {
+    let refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    hostcalls::http_call(upstream, &refs, body, &[], timeout_ms)
 }
 
 impl Probe {
@@ -321,6 +418,233 @@ impl Probe {
         l.num("grpc_status", grpc as u64);
         respond(l)
     }
+
+    fn kv(&self) -> Action {
+        let mut l = Lines::default();
+        let key = "probe:k";
+        match hostcalls::get_shared_data_with_cas(key) {
+            Ok((value, cas)) => {
+                l.num("get_missing_status", if value.is_none() { 1 } else { 0 });
+                l.num("create_cas_nonzero", (cas != 0) as u64);
+            }
+            Err(s) => {
+                l.num("get_missing_status", s.code() as u64);
+                l.num("create_cas_nonzero", 0);
+            }
+        }
+        let v1 = header("x-kv-value").unwrap_or_else(|| "v1".to_string());
+        l.num("set_status", code(&hostcalls::set_shared_data(key, v1.as_bytes(), 0)) as u64);
+        let cas = match hostcalls::get_shared_data(key) {
+            Ok((v, cas)) => {
+                l.kv("value", &text(&v));
+                l.num("cas", cas as u64);
+                cas
+            }
+            Err(s) => {
+                l.status("value", s.code());
+                l.status("cas", s.code());
+                0
+            }
+        };
+        let wrong = hostcalls::set_shared_data(key, b"wrong", cas.wrapping_add(1));
+        l.num("cas_mismatch_status", code(&wrong) as u64);
+        l.num("cas_set_status", code(&hostcalls::set_shared_data(key, b"v2", cas)) as u64);
+        match hostcalls::get_shared_data(key) {
+            Ok((v, _)) => l.kv("value2", &text(&v)),
+            Err(s) => l.status("value2", s.code()),
+        }
+        if let Some(other) = header("x-kv-key") {
+            match hostcalls::get_shared_data(&other) {
+                Ok((v, _)) => l.kv("other", &text(&v)),
+                Err(s) => l.status("other", s.code()),
+            }
+        }
+        if let Some(put) = header("x-kv-put") {
+            let (k, v) = match put.find('=') {
+                Some(i) => (&put[..i], &put[i + 1..]),
+                None => (put.as_str(), ""),
+            };
+            l.num("put_status", code(&hostcalls::set_shared_data(k, v.as_bytes(), 0)) as u64);
+        }
+        respond(l)
+    }
+
+    fn kv_big(&self) -> Action {
+        let mut l = Lines::default();
+        let key = "a".repeat(header_num("x-key-len", 10usize));
+        let value = vec![b'a'; header_num("x-value-len", 10usize)];
+        l.num("status", code(&hostcalls::set_shared_data(&key, &value, 0)) as u64);
+        respond(l)
+    }
+
+    fn queue(&self) -> Action {
+        let mut l = Lines::default();
+        let reg = hostcalls::register_shared_queue("probe_q");
+        l.num("register_status", code(&reg) as u64);
+        if let Ok(id) = reg {
+            l.num("queue_id", id as u64);
+            self.shared.probe_q.set(Some(id));
+        }
+        let qid = reg.unwrap_or(0);
+        let e1 = code(&hostcalls::enqueue_shared_queue(qid, b"m1"));
+        let e2 = code(&hostcalls::enqueue_shared_queue(qid, b"m2"));
+        l.num("enqueue_status", if e1 != 0 { e1 } else { e2 } as u64);
+        l.bytes_result("first", &hostcalls::dequeue_shared_queue(qid));
+        l.bytes_result("second", &hostcalls::dequeue_shared_queue(qid));
+        l.num("empty_status", code(&hostcalls::dequeue_shared_queue(qid)) as u64);
+        let vm_id = header("x-vm-id").unwrap_or_else(|| "probe".to_string());
+        let resolved = hostcalls::resolve_shared_queue(&vm_id, "probe_q");
+        l.num("resolve_status", code(&resolved) as u64);
+        if let Ok(id) = resolved {
+            l.num("resolved_id", id as u64);
+        }
+        l.num("missing_status", code(&hostcalls::resolve_shared_queue("probe", "nope")) as u64);
+        l.num("bad_queue_status", code(&hostcalls::enqueue_shared_queue(999_999, b"x")) as u64);
+        respond(l)
+    }
+
+    fn timers(&self) -> Action {
+        let mut l = Lines::default();
+        l.num("ticks", self.shared.ticks.get());
+        l.num("queue_ready_items", self.shared.queue_ready_items.get());
+        respond(l)
+    }
+
+    fn metrics(&self) -> Action {
+        let mut l = Lines::default();
+        let def = hostcalls::define_metric(MetricType::Counter, "probe_requests");
+        l.num("define_status", code(&def) as u64);
+        if let Ok(id) = def {
+            l.num("metric_id", id as u64);
+        }
+        let id = def.unwrap_or(0);
+        l.num("inc_status", code(&hostcalls::increment_metric(id, 2)) as u64);
+        match hostcalls::get_metric(id) {
+            Ok(v) => l.num("value", v),
+            Err(s) => l.status("value", s.code()),
+        }
+        l.num("negative_status", code(&hostcalls::increment_metric(id, -1)) as u64);
+        let gauge = hostcalls::define_metric(MetricType::Gauge, "probe_gauge")
+            .and_then(|g| hostcalls::record_metric(g, 42).map(|_| g))
+            .and_then(hostcalls::get_metric);
+        match gauge {
+            Ok(v) => l.num("gauge", v),
+            Err(s) => l.status("gauge", s.code()),
+        }
+        let hist = hostcalls::define_metric(MetricType::Histogram, "probe_hist").and_then(|h| hostcalls::record_metric(h, 5));
+        l.num("hist_status", code(&hist) as u64);
+        let name = "probe_bad_type";
+        let mut bad_id: u32 = 0;
+        let bad = unsafe { sys::proxy_define_metric(9, name.as_ptr(), name.len(), &mut bad_id) };
+        l.num("bad_type_status", bad as u64);
+        respond(l)
+    }
+
+    fn callout(&mut self) -> Action {
+        let upstream = header("x-upstream").unwrap_or_else(|| "127.0.0.1:1".to_string());
+        let headers = call_headers(
+            &upstream,
+            &header("x-method").unwrap_or_else(|| "GET".to_string()),
+            &header("x-path").unwrap_or_else(|| "/".to_string()),
+            &header("x-scheme").unwrap_or_else(|| "http".to_string()),
+        );
+        let body = header("x-call-body").unwrap_or_default();
+        let timeout = header_num("x-timeout-ms", 1000u32);
+        match http_call(&upstream, &headers, body.as_bytes(), timeout) {
+            Ok(token) => {
+                self.call_token = Some(token);
+                Action::Pause
+            }
+            Err(s) => {
+                let mut l = Lines::default();
+                l.num("call_status", s.code() as u64);
+                respond(l)
+            }
+        }
+    }
+
+    fn callout_response(&mut self, num_headers: usize, body_size: usize) {
+        let mut l = Lines::default();
+        l.num("call_status", 0);
+        l.num("num_headers", num_headers as u64);
+        l.bytes_result(
+            "status",
+            &hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, b":status"),
+        );
+        if body_size > 0 {
+            l.bytes_result(
+                "body",
+                &hostcalls::get_buffer_bytes(BufferType::HttpCallResponseBody, 0, body_size),
+            );
+        } else {
+            l.kv("body", "");
+        }
+        l.bytes_result(
+            "x-echo",
+            &hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, b"x-echo"),
+        );
+        match hostcalls::get_status() {
+            Ok((c, _)) => l.num("get_status", c as u64),
+            Err(s) => l.status("get_status", s.code()),
+        }
+        respond(l);
+    }
+
+    fn callout_flood(&self) -> Action {
+        let upstream = header("x-upstream").unwrap_or_else(|| "127.0.0.1:1".to_string());
+        let headers = call_headers(&upstream, "GET", "/", "http");
+        let timeout = header_num("x-timeout-ms", 1000u32);
+        let (mut ok, mut refused, mut first_refused) = (0u64, 0u64, None);
+        for _ in 0..header_num("x-count", 10u32) {
+            match http_call(&upstream, &headers, b"", timeout) {
+                Ok(_) => ok += 1,
+                Err(s) => {
+                    refused += 1;
+                    first_refused.get_or_insert(s.code());
+                }
+            }
+        }
+        let mut l = Lines::default();
+        l.num("ok", ok);
+        l.num("refused", refused);
+        l.num("first_refused_status", first_refused.unwrap_or(0) as u64);
+        respond(l)
+    }
+
+    fn denied_calls(&self) -> Action {
+        let mut l = Lines::default();
+        let upstream = "127.0.0.1:1";
+        let headers = call_headers(upstream, "GET", "/", "http");
+        l.num("proxy_http_call", code(&http_call(upstream, &headers, b"", 1000)) as u64);
+        l.num("proxy_get_shared_data", code(&hostcalls::get_shared_data("x")) as u64);
+        l.num(
+            "proxy_set_shared_data",
+            code(&hostcalls::set_shared_data("probe:denied", b"1", 0)) as u64,
+        );
+        l.num(
+            "proxy_register_shared_queue",
+            code(&hostcalls::register_shared_queue("probe_denied")) as u64,
+        );
+        l.num(
+            "proxy_resolve_shared_queue",
+            code(&hostcalls::resolve_shared_queue("probe", "q")) as u64,
+        );
+        l.num("proxy_enqueue_shared_queue", code(&hostcalls::enqueue_shared_queue(1, b"x")) as u64);
+        l.num("proxy_dequeue_shared_queue", code(&hostcalls::dequeue_shared_queue(1)) as u64);
+        l.num(
+            "proxy_define_metric",
+            code(&hostcalls::define_metric(MetricType::Counter, "probe_denied")) as u64,
+        );
+        l.num("proxy_increment_metric", code(&hostcalls::increment_metric(1, 1)) as u64);
+        l.num("proxy_record_metric", code(&hostcalls::record_metric(1, 1)) as u64);
+        l.num("proxy_get_metric", code(&hostcalls::get_metric(1)) as u64);
+        let tick = hostcalls::set_tick_period_milliseconds(1000);
+        let _ = hostcalls::set_tick_period_milliseconds(0);
+        l.num("proxy_set_tick_period_milliseconds", code(&tick) as u64);
+        l.num("request_body_read", code(&hostcalls::get_buffer_bytes_raw(0, 0, 10)) as u64);
+        l.num("response_body_read", code(&hostcalls::get_buffer_bytes_raw(1, 0, 10)) as u64);
+        respond(l)
+    }
 }
 
 impl HttpContext for Probe {
@@ -366,6 +690,14 @@ impl HttpContext for Probe {
             "effective_context" => self.effective_context(),
             "done" => self.done(),
             "unimplemented" => self.unimplemented(),
+            "kv" => self.kv(),
+            "kv_big" => self.kv_big(),
+            "queue" => self.queue(),
+            "timers" => self.timers(),
+            "metrics" => self.metrics(),
+            "callout" => self.callout(),
+            "callout_flood" => self.callout_flood(),
+            "denied_calls" => self.denied_calls(),
             other => {
                 routeiq_guest::log_warn(&format!("probe: unknown scenario {}", other));
                 Action::Continue
@@ -416,6 +748,15 @@ impl HttpContext for Probe {
         Action::Continue
     }
 
+    fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize, _num_trailers: usize) {
+        // Only the `callout` scenario waits for its call; responses to the
+        // calls of `callout_flood` / `denied_calls` are ignored.
+        if self.scenario == "callout" && self.call_token == Some(token) {
+            self.call_token = None;
+            self.callout_response(num_headers, body_size);
+        }
+    }
+
     fn on_log(&mut self) {
         let msg = match hostcalls::get_property(&["request", "path"]) {
             Ok(v) => format!("probe on_log path={}", text(&v)),
@@ -429,6 +770,8 @@ impl HttpContext for Probe {
     }
 }
 
+routeiq_guest::manifest!(r#"{"name": "hostcall_probe", "version": "0.1.0", "description": "Host-call conformance probe driven by the x-probe request header", "capabilities": ["http_callout", "shared_kv", "shared_queue", "metrics", "timers", "request_body", "response_body"]}"#);
+
 routeiq_guest::main! {
     routeiq_guest::set_root_context(|root_id| -> Box<dyn RootContext> {
         Box::new(ProbeRoot {
@@ -437,6 +780,7 @@ routeiq_guest::main! {
                 plugin_config: Err(Status::NotFound),
                 vm_config: Err(Status::NotFound),
             }),
+            shared: Rc::new(Shared::default()),
         })
     });
 }

@@ -70,6 +70,8 @@ impl HttpContext for Redactor {
     }
 }
 
+routeiq_guest::manifest!(r#"{"name": "redactor", "version": "0.1.0", "description": "Masks e-mail addresses and API keys in request bodies", "capabilities": ["request_body"]}"#);
+
 routeiq_guest::main! {
     routeiq_guest::set_root_context(|_| -> Box<dyn RootContext> { Box::new(RedactorRoot) });
 }

@@ -136,6 +136,8 @@ impl HttpContext for Tagger {
     }
 }
 
+routeiq_guest::manifest!(r#"{"name": "tagger", "version": "0.1.0", "description": "Header tagging and deny-list example filter", "capabilities": []}"#);
+
 routeiq_guest::main! {
     routeiq_guest::set_root_context(|_context_id| -> Box<dyn RootContext> {
         Box::new(TaggerRoot { config: Rc::new(Config::default()) })
