@@ -45,7 +45,8 @@ def test_no_plugins_is_a_plain_proxy(make_app) -> None:  # type: ignore[no-untyp
         response = client.post("/echo?a=1", content=b"raw")
         assert response.status_code == 200
         assert response.json()["body"] == "raw" and response.json()["query"] == "a=1"
-        assert client.get("/health").json() == {"status": "ok", "version": "0.1.0", "upstream": "embedded", "plugins": []}
+        health = client.get("/health").json()
+        assert (health["status"], health["upstream"], health["plugins"]) == ("ok", "embedded", [])
 
 
 def test_models_and_chat_completions_through_the_chain(make_app, guests: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from typing import Any, AsyncIterator
 
 from starlette.applications import Starlette
@@ -80,7 +81,13 @@ class Gateway:
     def health(self) -> dict[str, Any]:
         plugins = [p.describe() for p in self.plugins]
         degraded = any(p["state"] != "ready" for p in plugins)
-        return {"status": "degraded" if degraded else "ok", "version": __version__, "upstream": self.upstream_name, "plugins": plugins}
+        return {
+            "status": "degraded" if degraded else "ok",
+            "version": __version__,
+            "pid": os.getpid(),
+            "upstream": self.upstream_name,
+            "plugins": plugins,
+        }
 
     def start_background(self) -> None:
         """Timers need the event loop: start them once it runs."""

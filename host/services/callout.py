@@ -114,13 +114,21 @@ class Resolver:
         return addresses
 
 
+def _host_matches(pattern: str, host: str) -> bool:
+    if pattern == "*":
+        return True
+    if pattern.startswith("*."):
+        return host.endswith(pattern[1:])
+    return pattern == host
+
+
 def _matching_rules(rules: Iterable[CalloutRule], scheme: str, host: str, port: int, method: str) -> list[CalloutRule]:
-    return [r for r in rules if r.scheme == scheme and r.host == host and r.port == port and method in r.methods]
+    return [r for r in rules if r.scheme == scheme and _host_matches(r.host, host) and r.port == port and method in r.methods]
 
 
 def plan_callout(grant: Grant, upstream: str, headers: list[tuple[bytes, bytes]], resolver: Resolver) -> CalloutTarget:
     """Check a proxy_http_call against the grant and pick the address to connect to."""
-    pseudo = {k: v.decode("latin-1") for k, v in headers if k.startswith(b":")}
+    pseudo = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers if k.startswith(b":")}
     scheme = pseudo.get(":scheme", "http").lower()
     if scheme not in _DEFAULT_PORT:
         raise CalloutRefused("bad_target", f"scheme {scheme!r} is not http or https")

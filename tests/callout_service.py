@@ -1,0 +1,49 @@
+"""A small HTTP service on loopback that plugins call out to in tests."""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+TOKENS = {"Bearer good-token": "alice"}
+
+
+async def check(request: Request) -> Response:
+    user = TOKENS.get(request.headers.get("authorization", ""))
+    if user is None:
+        return JSONResponse({"allowed": False}, status_code=403)
+    return JSONResponse({"allowed": True}, headers={"x-auth-user": user})
+
+
+async def echo(request: Request) -> Response:
+    body = await request.body()
+    return PlainTextResponse(f"{request.method} {request.url.path} {body.decode()}", headers={"x-echo": request.headers.get("x-probe-echo", "none")})
+
+
+async def slow(_: Request) -> Response:
+    await asyncio.sleep(2)
+    return PlainTextResponse("late")
+
+
+async def redirect(_: Request) -> Response:
+    return RedirectResponse("http://10.0.0.1/internal", status_code=302)
+
+
+async def big(_: Request) -> Response:
+    return PlainTextResponse("x" * 200_000)
+
+
+def create_callout_service() -> Starlette:
+    return Starlette(
+        routes=[
+            Route("/check", check),
+            Route("/echo", echo, methods=["GET", "POST"]),
+            Route("/slow", slow),
+            Route("/redirect", redirect),
+            Route("/big", big),
+        ]
+    )
