@@ -126,6 +126,16 @@ def _policy_sign(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_auth(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from routeiq.demo_services import create_demo_auth_service
+
+    print(f"routeiq demo auth service on http://{args.host}:{args.port}/check (token: 'Bearer demo-token')", flush=True)
+    uvicorn.run(create_demo_auth_service(), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="routeiq", description="LLM gateway with sandboxed proxy-wasm plugins")
     parser.add_argument("--version", action="version", version=f"routeiq {__version__}")
@@ -155,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("config")
     check.set_defaults(func=_check_config)
+
+    demo_auth = sub.add_parser("demo-auth", help="run the demo's auth service (for the ext_auth example)")
+    demo_auth.add_argument("--host", default="127.0.0.1")
+    demo_auth.add_argument("--port", type=int, default=9101)
+    demo_auth.set_defaults(func=_demo_auth)
 
     build = sub.add_parser("build-guests", help="build the Rust guest SDK and guest examples (cached by content hash)")
     build.add_argument("--root", default=".", help="repository root (default: .)")

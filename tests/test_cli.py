@@ -34,15 +34,19 @@ def wait_healthy(url: str, proc: subprocess.Popen[str], timeout: float = 30) -> 
     raise AssertionError("gateway did not become healthy")
 
 
-def test_demo_serve_shows_tagging_deny_and_redaction(guests: dict[str, Path]) -> None:
+TOKEN = {"authorization": "Bearer demo-token"}
+
+
+def test_demo_serve_shows_every_example(guests: dict[str, Path]) -> None:
     port = free_port()
+    auth = start(["demo-auth", "--port", "9101"])  # what `./dev demo` starts beside the gateway
     proc = start(["serve", "--config", "demo.yaml", "--port", str(port)])
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, proc)
         with httpx.Client(base_url=url, timeout=10, trust_env=False) as client:
             health = client.get("/health").json()
-            assert [p["name"] for p in health["plugins"]] == ["tagger", "redactor", "chunk_counter"]
+            assert [p["name"] for p in health["plugins"]] == ["tagger", "ext_auth", "rate_limiter", "redactor", "chunk_counter", "request_counter"]
             assert all(p["state"] == "ready" for p in health["plugins"])
 
             echoed = client.get("/echo/hello").json()
@@ -53,21 +57,29 @@ def test_demo_serve_shows_tagging_deny_and_redaction(guests: dict[str, Path]) ->
             assert denied.json()["error"]["message"] == "blocked by tagger"
             assert client.get("/v1/models", headers={"x-block": "yes"}).status_code == 403
 
-            answer = client.post(
-                "/v1/chat/completions",
-                json={"model": "routeiq-mock", "messages": [{"role": "user", "content": "I am ann@corp.example, key sk-live-0123456789abcdefXYZ"}]},
-            )
+            body = {"model": "routeiq-mock", "messages": [{"role": "user", "content": "I am ann@corp.example, key sk-live-0123456789abcdefXYZ"}]}
+            assert client.post("/v1/chat/completions", json=body).status_code == 401  # ext_auth: no token
+            answer = client.post("/v1/chat/completions", json=body, headers={**TOKEN, "x-api-key": "demo-key"})
             assert answer.status_code == 200
             content = answer.json()["choices"][0]["message"]["content"]
             assert content == "You said: I am [REDACTED_EMAIL], key [REDACTED_KEY]"
             assert answer.headers["x-routeiq-redactions"] == "2"
+            assert answer.headers["x-ratelimit-limit"] == "20"
+
+            statuses = [client.get("/v1/models", headers={**TOKEN, "x-api-key": "greedy"}).status_code for _ in range(22)]
+            assert statuses[:20] == [200] * 20 and statuses[20:] == [429, 429]
+
+            metrics = client.get("/metrics").text
+            assert "routeiq_plugin_request_counter_requests_total" in metrics
     finally:
+        auth.send_signal(signal.SIGINT)
         proc.send_signal(signal.SIGINT)
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
             raise AssertionError("gateway did not shut down on SIGINT")
+        auth.wait(timeout=10)
 
 
 def test_python_dash_m_and_version() -> None:

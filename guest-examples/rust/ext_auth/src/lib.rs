@@ -30,7 +30,9 @@
 //!   * Responses with a token this request did not dispatch are ignored.
 //!
 //! Plugin configuration (JSON object):
-//! `{"upstream": "127.0.0.1:9100", "path": "/check", "timeout_ms": 500, "header": "authorization"}`.
+//! `{"upstream": "127.0.0.1:9100", "path": "/check", "timeout_ms": 500, "header": "authorization", "paths": "/v1/,/admin"}`.
+//! `paths` (comma-separated prefixes, default empty = every request) limits the check to
+//! requests whose `:path` starts with one of them; other requests pass unchecked.
 //! `upstream` is required: without it (or with an empty one) `on_configure`
 //! logs ERROR `ext_auth: "upstream" is required in the plugin configuration`
 //! and returns `false`. Defaults: `path="/check"`, `timeout_ms=500`
@@ -57,6 +59,8 @@ struct Config {
     path: String,
     timeout_ms: u32,
     header: String,
+    /// Only requests whose path starts with one of these are checked (empty: all).
+    paths: Vec<String>,
 }
 
 impl Default for Config {
@@ -66,6 +70,7 @@ impl Default for Config {
             path: "/check".to_string(),
             timeout_ms: 500,
             header: "authorization".to_string(),
+            paths: Vec::new(),
         }
     }
 }
@@ -79,6 +84,9 @@ impl Config {
                 ("path", json::Value::Str(s)) => c.path = s,
                 ("timeout_ms", json::Value::Int(n)) if (0..=u32::MAX as i64).contains(&n) => c.timeout_ms = n as u32,
                 ("header", json::Value::Str(s)) if !s.is_empty() => c.header = s.to_ascii_lowercase(),
+                ("paths", json::Value::Str(s)) => {
+                    c.paths = s.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect()
+                }
                 _ => {}
             }
         }
@@ -135,9 +143,12 @@ impl ExtAuth {
 impl HttpContext for ExtAuth {
     fn on_http_request_headers(&mut self, _num_headers: usize, _eos: bool) -> Action {
         let _ = hostcalls::remove_http_request_header("x-auth-user");
-        let credential = hostcalls::get_http_request_header(&self.config.header).unwrap_or_default();
         let original_path = hostcalls::get_http_request_header(":path").unwrap_or_default();
         let c = &self.config;
+        if !c.paths.is_empty() && !c.paths.iter().any(|p| original_path.starts_with(p.as_str())) {
+            return Action::Continue;
+        }
+        let credential = hostcalls::get_http_request_header(&c.header).unwrap_or_default();
         let headers = [
             (":method", "GET"),
             (":path", c.path.as_str()),
