@@ -97,8 +97,15 @@ def test_oversize_keys_and_values_are_refused(make_app, guests: dict[str, Path])
 
 
 # ----------------------------------------------------------------------- queues
-def test_shared_queues(make_app, guests: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
-    with TestClient(probe_app(make_app, guests)) as client:
+@pytest.fixture(params=["memory", "redis"])
+def kv_backend(request, redis_url: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    if request.param == "memory":
+        return {"backend": "memory"}
+    return {"backend": "redis", "url": redis_url, "prefix": f"q{time.monotonic_ns()}"}
+
+
+def test_shared_queues(make_app, guests: dict[str, Path], kv_backend: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
+    with TestClient(probe_app(make_app, guests, kv=kv_backend)) as client:
         got = probe(client, "queue")
     assert got["register_status"] == "0" and got["enqueue_status"] == "0"
     assert (got["first"], got["second"]) == ("m1", "m2")
@@ -108,8 +115,9 @@ def test_shared_queues(make_app, guests: dict[str, Path]) -> None:  # type: igno
     assert got["bad_queue_status"] == str(Status.NOT_FOUND)
 
 
-def test_timers_drive_on_tick_and_queue_readiness(make_app, guests: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
-    app = make_app([plugin("probe", guests["hostcall_probe"], config={"tick_ms": 20})], policy=grant_everything(["probe"]))
+def test_timers_drive_on_tick_and_queue_readiness(make_app, guests: dict[str, Path], kv_backend: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
+    # With Redis, readiness travels by pub/sub, as it would between workers.
+    app = make_app([plugin("probe", guests["hostcall_probe"], config={"tick_ms": 20})], policy=grant_everything(["probe"]), kv=kv_backend)
     with TestClient(app) as client:
         ticks = eventually(lambda: int(probe(client, "timers")["ticks"]) >= 5 and probe(client, "timers"))
         assert ticks and int(ticks["queue_ready_items"]) >= 1  # on_tick enqueued, on_queue_ready dequeued

@@ -14,6 +14,7 @@ import pytest
 from routeiq.config import ConfigError, parse_config
 from routeiq.dispatch.plugin import PluginSpec, ProxyWasmPlugin
 from routeiq.gateway.app import PluginStartupError, create_app
+from routeiq.hostcalls.state import HostServices
 from routeiq.policy.manifest import custom_sections
 from routeiq.policy.model import PolicyError, parse_policy
 from routeiq.policy.signing import generate_keypair, sign
@@ -73,8 +74,11 @@ def test_sha256_pin(runtime: WasmRuntime, guests: dict[str, Path], tmp_path: Pat
     data = bytearray(guests["redactor"].read_bytes())
     data[-1] ^= 0xFF  # flip a bit in the last (custom/data) section
     tampered.write_bytes(bytes(data))
+    services = HostServices()
     with pytest.raises(PluginLoadError, match="does not match the policy's pin"):
-        load(runtime, "redactor", tampered, good)
+        ProxyWasmPlugin(PluginSpec("redactor", tampered), runtime, policy=parse_policy(good, "policy.yaml"), services=services)
+    (record,) = services.audit.recent("redactor")
+    assert (record.call, record.reason) == ("load", "pin")
 
 
 def test_ed25519_signature_pin(runtime: WasmRuntime, guests: dict[str, Path]) -> None:

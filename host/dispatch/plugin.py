@@ -19,7 +19,7 @@ import wasmtime
 from routeiq.abi.proxy_wasm import ABI_VERSION_EXPORTS, LogLevel
 from routeiq.hostcalls.state import ContextState, HostEnv, HostServices, LogSink, PluginIdentity
 from routeiq.hostcalls.table import build_host_functions
-from routeiq.policy.admission import Admission, admit
+from routeiq.policy.admission import Admission, AdmissionRefused, admit
 from routeiq.policy.grants import deny_all
 from routeiq.policy.manifest import PluginManifest
 from routeiq.policy.model import PolicyModel
@@ -338,7 +338,11 @@ class ProxyWasmPlugin:
             first = str(exc).splitlines()[0]
             raise PluginLoadError(f"{spec.wasm_path} is not a valid WebAssembly module: {first}") from None
         # The policy decides before anything is compiled (validation above compiles nothing).
-        self.admission = admit(self.policy, spec.name, spec.wasm_path, wasm, digest, spec.limits)
+        try:
+            self.admission = admit(self.policy, spec.name, spec.wasm_path, wasm, digest, spec.limits)
+        except AdmissionRefused as refused:
+            self.services.audit.denied(spec.name, "load", refused.reason, str(refused))
+            raise
         module = self.runtime.compile(wasm, digest)
         exports = {e.name for e in module.exports}
         versions = [v for name, v in ABI_VERSION_EXPORTS.items() if name in exports]

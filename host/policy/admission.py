@@ -16,6 +16,14 @@ from .model import PluginPolicyModel, PolicyModel
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
+class AdmissionRefused(PluginLoadError):
+    """The policy refuses the module; `reason` is the audit code (pin, capability, manifest)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class Admission:
     grant: Grant
@@ -65,7 +73,8 @@ def _verify_pin(name: str, entry: PluginPolicyModel, policy: PolicyModel, sha256
     pins = []
     if entry.sha256:
         if entry.sha256.lower() != sha256:
-            raise PluginLoadError(
+            raise AdmissionRefused(
+                "pin",
                 f"module sha256 {sha256} does not match the policy's pin {entry.sha256.lower()} for {name!r} "
                 "(the module was changed or rebuilt; update the pin only if you trust the new module)"
             )
@@ -73,7 +82,7 @@ def _verify_pin(name: str, entry: PluginPolicyModel, policy: PolicyModel, sha256
     if entry.signature is not None:
         key = policy.trusted_keys[entry.signature.key]
         if not signing.verify(key, entry.signature.value, sha256):
-            raise PluginLoadError(f"the signature for {name!r} by trusted key {entry.signature.key!r} does not verify for module sha256 {sha256}")
+            raise AdmissionRefused("pin", f"the signature for {name!r} by trusted key {entry.signature.key!r} does not verify for module sha256 {sha256}")
         pins.append(f"signature ({entry.signature.key})")
     if not pins:
         return "unpinned (policy says unpinned: true)"
@@ -90,9 +99,9 @@ def admit(policy: PolicyModel | None, name: str, wasm_path: Path, wasm: bytes, s
     try:
         manifest, origin = load_manifest(wasm_path, wasm)
     except ManifestError as exc:
-        raise PluginLoadError(f"bad manifest: {exc}") from None
+        raise AdmissionRefused("manifest", f"bad manifest: {exc}") from None
     missing = [c.value for c in manifest.capabilities if c not in grant.capabilities]
     if missing:
         where = "the policy has no entry for it" if entry is None else "the policy does not grant it"
-        raise PluginLoadError(f"plugin {name!r} needs {', '.join(missing)} ({origin}), but {where}")
+        raise AdmissionRefused("capability", f"plugin {name!r} needs {', '.join(missing)} ({origin}), but {where}")
     return Admission(grant, manifest, origin, _capped(limits, entry))

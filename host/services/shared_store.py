@@ -314,6 +314,7 @@ class RedisStore:
     def close(self) -> None:
         if self._thread is not None:
             self._thread.stop()
+            self._thread.join(timeout=2)  # let it leave get_message before the socket closes
             self._thread = None
         if self._pubsub is not None:
             self._pubsub.close()
