@@ -95,6 +95,59 @@ class AuditConfig(_Strict):
     path: str | None = None  # JSON lines; default: the routeiq.audit logger only
 
 
+class LitellmParams(BaseModel):
+    """litellm's deployment parameters; keys RouteIQ does not use pass through to litellm."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(min_length=1)
+    api_base: str | None = None  # "embedded": the built-in mock provider
+    api_key: str | None = None
+
+
+class ModelInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str | None = None
+    cost_per_1k_tokens: float = Field(0.0, ge=0)
+    quality: float = Field(0.5, ge=0, le=1)
+    weight: float = Field(1.0, gt=0)
+    passthrough: bool | None = None  # None: direct for OpenAI-compatible deployments, litellm otherwise
+
+
+class ModelEntry(_Strict):
+    model_name: str = Field(min_length=1)
+    litellm_params: LitellmParams
+    model_info: ModelInfo = Field(default_factory=ModelInfo)
+
+
+class BreakerConfig(_Strict):
+    failure_threshold: int = Field(5, ge=1)
+    window_s: float = Field(30.0, gt=0)
+    cooldown_s: float = Field(10.0, ge=0)
+    half_open_probes: int = Field(1, ge=1)
+
+
+class RouterConfig(_Strict):
+    strategy: str = "weighted_round_robin"
+    strategy_options: dict[str, Any] = Field(default_factory=dict)
+    artifact: str | None = None  # a trained strategy saved by `routeiq route-train` (sha256-checked)
+    custom_routers: str | None = None  # directory of custom strategy modules
+    auto_model: str = "auto"  # a request for this model may be routed to any deployment
+    retries: int = Field(2, ge=0, le=10)  # other deployments tried after a failure
+    timeout_s: float = Field(60.0, gt=0)
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+
+
+class MockModelConfig(_Strict):
+    latency_ms: float = Field(0.0, ge=0)
+    failure_rate: float = Field(0.0, ge=0, le=1)
+    timeout_rate: float = Field(0.0, ge=0, le=1)
+    chunk_delay_ms: float = Field(0.0, ge=0)
+
+
+class MockConfig(_Strict):
+    models: dict[str, MockModelConfig] = Field(default_factory=dict)  # provider model name (or "*") -> behaviour
+
+
 class GatewayConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     upstream: Union[Literal["embedded"], UpstreamConfig] = "embedded"
@@ -102,6 +155,9 @@ class GatewayConfig(_Strict):
     policy: Union[str, dict[str, Any], None] = None  # a policy file path, or the policy inline
     kv: KvConfig = Field(default_factory=KvConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    model_list: list[ModelEntry] = Field(default_factory=list)  # litellm's model list format
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    mock: MockConfig = Field(default_factory=MockConfig)
     plugins: list[PluginConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")

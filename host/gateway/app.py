@@ -23,6 +23,10 @@ from routeiq.services.callout import CalloutClient
 from routeiq.services.plugin_metrics import PluginMetrics
 from routeiq.services.shared_store import InMemoryStore, RedisStore, SharedStore
 
+from routeiq.llm.assembly import build_llm, llm_dispatch
+from routeiq.llm.mock_provider import MockProvider
+from routeiq.services.breakers import BreakerBoard, BreakerSettings
+
 from .embedded_upstream import create_embedded_upstream
 from .metrics_endpoint import metrics_endpoint
 from .plugin_filter import PluginFilter
@@ -66,14 +70,28 @@ class Gateway:
             raise
         upstream = config.model.upstream
         self.reverse_proxy: ReverseProxy | None = None
+        self.mock = MockProvider()
         if isinstance(upstream, UpstreamConfig):
             self.reverse_proxy = ReverseProxy(upstream.url, upstream.timeout_s, upstream.connect_timeout_s, upstream.max_connections)
             self.upstream_app: Any = self.reverse_proxy
             self.upstream_name = upstream.url
         else:
-            self.upstream_app = create_embedded_upstream()
+            self.upstream_app = create_embedded_upstream(self.mock)
             self.upstream_name = "embedded"
-        self.filter = PluginFilter(self.upstream_app, self.plugins)
+        breaker = config.model.router.breaker
+        self.breakers = BreakerBoard(BreakerSettings(breaker.failure_threshold, breaker.window_s, breaker.cooldown_s, breaker.half_open_probes), self._breaker_changed)
+        try:
+            self.llm = build_llm(config, self.breakers, self.mock)
+        except BaseException:
+            self.close()
+            raise
+        if self.llm is not None:
+            self.filter = PluginFilter(llm_dispatch(self.llm, self.upstream_app), self.plugins, frozenset(self.llm.router.groups))
+        else:
+            self.filter = PluginFilter(self.upstream_app, self.plugins)
+
+    def _breaker_changed(self, name: str, old: str, new: str) -> None:
+        log.warning("circuit breaker %s: %s -> %s", name, old, new)
 
     def plugin(self, name: str) -> ProxyWasmPlugin:
         return next(p for p in self.plugins if p.spec.name == name)
@@ -81,13 +99,17 @@ class Gateway:
     def health(self) -> dict[str, Any]:
         plugins = [p.describe() for p in self.plugins]
         degraded = any(p["state"] != "ready" for p in plugins)
-        return {
+        report: dict[str, Any] = {
             "status": "degraded" if degraded else "ok",
             "version": __version__,
             "pid": os.getpid(),
             "upstream": self.upstream_name,
             "plugins": plugins,
+            "breakers": {b.name: b.describe() for b in self.breakers.all()},
         }
+        if self.llm is not None:
+            report["routing"] = self.llm.router.describe()
+        return report
 
     def start_background(self) -> None:
         """Timers need the event loop: start them once it runs."""
@@ -97,6 +119,8 @@ class Gateway:
     async def aclose(self) -> None:
         if self.reverse_proxy is not None:
             await self.reverse_proxy.aclose()
+        if self.llm is not None:
+            await self.llm.aclose()
         await self.services.callouts.aclose()
         self.close()
 

@@ -14,6 +14,7 @@ from typing import Any, Awaitable, Callable
 from routeiq.abi.proxy_wasm import StreamType
 from routeiq.dispatch.chain import REQUEST, RESPONSE, ChainStream, Member, Step, Verdict, request_header_map
 from routeiq.dispatch.plugin import ProxyWasmPlugin
+from routeiq.hostcalls.llm_exchange import LlmExchange
 from routeiq.hostcalls.state import HeaderMap, HttpStream, LocalResponse
 from routeiq.runtime.errors import PluginError
 
@@ -41,9 +42,10 @@ class StreamAborted(Exception):
 
 
 class PluginFilter:
-    def __init__(self, app: ASGIApp, plugins: list[ProxyWasmPlugin]) -> None:
+    def __init__(self, app: ASGIApp, plugins: list[ProxyWasmPlugin], llm_models: frozenset[str] | None = None) -> None:
         self.app = app
         self.plugins = plugins
+        self.llm_models = llm_models  # set when the gateway serves the LLM path itself
         self._background: set[asyncio.Task[None]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -91,6 +93,7 @@ class _Exchange:
             protocol=f"HTTP/{scope.get('http_version', '1.1')}",
         )
         self.chain = ChainStream(owner.plugins, self.stream)
+        self.llm_route = owner.llm_models is not None and scope["method"] == "POST" and scope["path"] == "/v1/chat/completions"
         self.response_sent = False  # http.response.start went to the client
         self.response_done = False
         self.replaced = False  # the upstream response was replaced; drop its messages
@@ -105,6 +108,16 @@ class _Exchange:
                 self.owner.keep(asyncio.ensure_future(self._await_done(waiting)))
 
     async def _run(self) -> None:
+        llm_body: bytes | None = None
+        if self.llm_route:
+            # Chat requests are parsed before the plugins run, so routeiq_get_llm_request
+            # works from proxy_on_request_headers on.
+            llm_body = await self._read_body()
+            if llm_body is None:
+                return  # the client went away
+            self.stream.request_body_size = len(llm_body)
+            self.stream.llm = LlmExchange.parse(llm_body, self.owner.llm_models or frozenset())
+            self.has_body = bool(llm_body)
         verdict = await self._settle(self.chain.request_headers(not self.has_body), StreamType.HTTP_REQUEST, self.chain.request_headers, not self.has_body)
         if verdict.step is not Step.CONTINUE:
             await self._answer(verdict)
@@ -112,7 +125,15 @@ class _Exchange:
         self.stream.request_headers.writable = False
         receive: Receive = self.receive
         headers = self._upstream_request_headers()
-        if self.has_body and self.chain.wants("proxy_on_request_body"):
+        if llm_body is not None:
+            try:
+                body = await self._llm_body_phase(llm_body)
+            except StreamAborted as aborted:
+                await self._answer(aborted.verdict)
+                return
+            headers = [(k, v) for k, v in headers if k != b"content-length"] + [(b"content-length", str(len(body)).encode())]
+            receive = _replay(body, self.receive)
+        elif self.has_body and self.chain.wants("proxy_on_request_body"):
             first = await self.receive()
             if first["type"] == "http.disconnect":
                 return
@@ -139,6 +160,8 @@ class _Exchange:
         scope["raw_path"] = path.encode("latin-1")
         scope["query_string"] = query.encode("latin-1")
         scope["headers"] = headers
+        if self.stream.llm is not None:
+            scope["routeiq.llm"] = self.stream.llm
         try:
             await self.owner.app(scope, receive, self._filtered_send)
         except StreamAborted as aborted:
@@ -146,6 +169,31 @@ class _Exchange:
             return
         if not self.response_done and self.response_sent:
             raise RuntimeError("upstream app ended without finishing its response")
+
+    async def _read_body(self) -> bytes | None:
+        chunks = []
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _llm_body_phase(self, body: bytes) -> bytes:
+        """Messages a plugin replaced go into the body first; raw body rewrites by body
+        callbacks come after and are parsed back, so both kinds of edit land."""
+        exchange = self.stream.llm
+        if exchange is not None and exchange.dirty:
+            body = exchange.body()
+        if body and self.chain.wants("proxy_on_request_body"):
+            body = await self._body_chunk(REQUEST, body, True) or b""
+        if exchange is not None:
+            reparsed = LlmExchange.parse(body, exchange.known_models)
+            if reparsed is not None:
+                exchange.request = reparsed.request
+            exchange.forwarded = True
+        return body
 
     def _upstream_request_headers(self) -> list[tuple[bytes, bytes]]:
         req = self.stream.request_headers

@@ -11,6 +11,8 @@ from typing import Callable
 from routeiq.abi.capabilities import Capability
 from routeiq.abi.proxy_wasm import LogLevel, Pairs, Status, StreamType, encode_map
 from routeiq.policy.grants import Grant, deny_all
+
+from .llm_exchange import LlmExchange
 from routeiq.runtime.errors import PluginError
 from routeiq.services.audit import AuditLog
 from routeiq.services.callout import CalloutClient, CalloutResult, CalloutTarget
@@ -92,6 +94,7 @@ class HttpStream:
     response_started: bool = False
     response_code: int = 0
     filter_state: dict[tuple[bytes, ...], bytes] = field(default_factory=dict)
+    llm: LlmExchange | None = None  # set for chat completion requests on the LLM path
 
 
 @dataclass

@@ -12,6 +12,7 @@ from .clock import ClockCalls
 from .contexts import ContextCalls
 from .headers import HeaderCalls
 from .http_call import HttpCallCalls
+from .llm import LlmCalls
 from .metrics import MetricCalls
 from .shared_data import SharedDataCalls
 from .shared_queue import SharedQueueCalls
@@ -65,6 +66,10 @@ PROXY_SIGNATURES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "proxy_record_metric": ((I32, I64), (I32,)),
     "proxy_get_metric": ((I32,) * 2, (I32,)),
     "proxy_set_tick_period_milliseconds": ((I32,), (I32,)),
+    "routeiq_get_llm_request": ((I32,) * 2, (I32,)),
+    "routeiq_set_llm_messages": ((I32,) * 2, (I32,)),
+    "routeiq_set_llm_model": ((I32,) * 2, (I32,)),
+    "routeiq_get_llm_response": ((I32,) * 2, (I32,)),
 }
 
 # WASI name -> (params, results, implementation attribute on WasiCalls)
@@ -104,6 +109,7 @@ def build_host_functions(env: HostEnv) -> dict[tuple[str, str], HostFunction]:
         SharedQueueCalls(env),
         MetricCalls(env),
         TimerCalls(env),
+        LlmCalls(env),
     ]
     table: dict[tuple[str, str], HostFunction] = {}
     for name, (params, results) in PROXY_SIGNATURES.items():

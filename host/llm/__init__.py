@@ -1,0 +1,1 @@
+"""The LLM path: deployments, routing with native strategies, backends, circuit breakers."""

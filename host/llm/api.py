@@ -1,0 +1,198 @@
+"""The OpenAI-compatible endpoints: /v1/chat/completions, /v1/models, /v1/feedback.
+
+A deployment that fails before its first byte (error status, timeout, refused
+connection) is marked on its breaker and the next candidate is tried; once bytes have
+gone to the client, a stream is never switched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from typing import Any, AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from routeiq.hostcalls.llm_exchange import LlmExchange, LlmOutcome
+
+from .backends import BackendError, EmbeddedBackend, LitellmBackend, PassthroughBackend
+from .deployments import LiveDeployment
+from .router import LlmRouter, NoSuchModel, RoutedCall
+
+log = logging.getLogger("routeiq.llm")
+
+LLM_ROUTES = ("/v1/chat/completions", "/v1/models", "/v1/feedback")
+
+
+def openai_error(status: int, message: str, type_: str, code: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": type_, "param": None, "code": code}}, status_code=status, headers=headers)
+
+
+class UsageTap:
+    """Finds `usage` in an SSE stream as it passes (it comes in the last chunk)."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self.usage: dict[str, int] = {}
+
+    def feed(self, chunk: bytes) -> None:
+        self._buffer += chunk
+        while b"\n\n" in self._buffer:
+            event, self._buffer = self._buffer.split(b"\n\n", 1)
+            for line in event.split(b"\n"):
+                if line.startswith(b"data:") and b'"usage"' in line:
+                    try:
+                        usage = json.loads(line[5:].strip()).get("usage")
+                    except (json.JSONDecodeError, AttributeError):
+                        continue
+                    if isinstance(usage, dict):
+                        self.usage = usage
+
+
+class LlmApi:
+    def __init__(self, router: LlmRouter, embedded: EmbeddedBackend, passthrough: PassthroughBackend, litellm: LitellmBackend, timeout_s: float, retries: int) -> None:
+        self.router = router
+        self.backends = {"embedded": embedded, "passthrough": passthrough, "litellm": litellm}
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
+                Route("/v1/models", self.models, methods=["GET"]),
+                Route("/v1/feedback", self.feedback, methods=["POST"]),
+            ]
+        )
+
+    async def aclose(self) -> None:
+        await self.backends["passthrough"].aclose()  # type: ignore[attr-defined]
+
+    async def models(self, _: Request) -> JSONResponse:
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "routeiq"} for m in self.router.models]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def feedback(self, request: Request) -> Response:
+        try:
+            payload = json.loads(await request.body() or b"null")
+            request_id = str(payload["request_id"])
+            score = float(payload["score"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            return openai_error(400, "expected {\"request_id\": str, \"score\": number between 0 and 1}", "invalid_request_error")
+        if not 0.0 <= score <= 1.0:
+            return openai_error(400, "score must be between 0 and 1", "invalid_request_error", "invalid_score")
+        if not self.router.feedback(request_id, score):
+            return openai_error(404, f"no recent answered request {request_id!r} (feedback goes to the worker that served it)", "invalid_request_error", "unknown_request")
+        return JSONResponse({"ok": True, "request_id": request_id, "score": score})
+
+    async def chat_completions(self, request: Request) -> Response:
+        exchange: LlmExchange | None = request.scope.get("routeiq.llm")
+        if exchange is None:
+            exchange = LlmExchange.parse(await request.body(), frozenset(self.router.groups))
+            if exchange is None:
+                return openai_error(400, "the body must be a JSON object with a 'messages' list", "invalid_request_error", "invalid_body")
+        body = exchange.request
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        try:
+            call = self.router.plan(request_id, body, exchange.pinned_model, request.headers.get("authorization", "") or request.headers.get("x-api-key", ""))
+        except NoSuchModel as exc:
+            return openai_error(404, f"the model {str(exc) or '(none)'!r} does not exist; see GET /v1/models", "invalid_request_error", "model_not_found")
+        if body.get("stream"):
+            return await self._stream(call, body, exchange)
+        return await self._complete(call, body, exchange)
+
+    def _headers(self, call: RoutedCall, d: LiveDeployment, attempts: int) -> dict[str, str]:
+        return {
+            "x-routeiq-model": call.request.model,
+            "x-routeiq-deployment": d.id,
+            "x-routeiq-strategy": call.decision.strategy,
+            "x-routeiq-attempts": str(attempts),
+            "x-request-id": call.request.request_id,
+        }
+
+    def _outcome(self, exchange: LlmExchange, call: RoutedCall, d: LiveDeployment, status: int, began: float, usage: dict[str, int] | None) -> None:
+        usage = usage or {}
+        exchange.outcome = LlmOutcome(
+            model=call.request.model,
+            deployment=d.id,
+            provider_model=d.upstream_model,
+            strategy=call.decision.strategy,
+            status=status,
+            latency_ms=(time.perf_counter() - began) * 1000.0,
+            prompt_tokens=int(usage.get("prompt_tokens", 0) or 0),
+            completion_tokens=int(usage.get("completion_tokens", 0) or 0),
+        )
+
+    def _attempts(self, call: RoutedCall) -> list[LiveDeployment]:
+        return call.order[: self.retries + 1]
+
+    async def _complete(self, call: RoutedCall, body: dict[str, Any], exchange: LlmExchange) -> Response:
+        last: BackendError | None = None
+        for attempt, d in enumerate(self._attempts(call), start=1):
+            breaker = self.router.breaker(d)
+            if not breaker.allow():
+                continue
+            began = time.perf_counter()
+            try:
+                answer = await self.backends[d.kind].complete(d, body, self.timeout_s)
+            except BackendError as exc:
+                self.router.record(call, d, False, time.perf_counter() - began)
+                log.warning("request %s: %s failed (%s); %s", call.request.request_id, d.id, exc, "failing over" if exc.retryable else "not retryable")
+                last = exc
+                if not exc.retryable:
+                    break
+                self.router.fallbacks += 1
+                continue
+            usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else None
+            self.router.record(call, d, True, time.perf_counter() - began, usage)
+            self._outcome(exchange, call, d, 200, began, usage)
+            return JSONResponse(answer, headers=self._headers(call, d, attempt))
+        return self._exhausted(call, last)
+
+    async def _stream(self, call: RoutedCall, body: dict[str, Any], exchange: LlmExchange) -> Response:
+        last: BackendError | None = None
+        for attempt, d in enumerate(self._attempts(call), start=1):
+            breaker = self.router.breaker(d)
+            if not breaker.allow():
+                continue
+            began = time.perf_counter()
+            try:
+                chunks = await self.backends[d.kind].stream(d, body, self.timeout_s)
+            except BackendError as exc:
+                self.router.record(call, d, False, time.perf_counter() - began)
+                last = exc
+                if not exc.retryable:
+                    break
+                self.router.fallbacks += 1
+                continue
+            return StreamingResponse(
+                self._relay(chunks, call, d, began, exchange),
+                media_type="text/event-stream",
+                headers={"cache-control": "no-cache", **self._headers(call, d, attempt)},
+            )
+        return self._exhausted(call, last)
+
+    async def _relay(self, chunks: AsyncIterator[bytes], call: RoutedCall, d: LiveDeployment, began: float, exchange: LlmExchange) -> AsyncIterator[bytes]:
+        tap = UsageTap()
+        ok = False
+        try:
+            async for chunk in chunks:
+                tap.feed(chunk)
+                yield chunk
+            ok = True
+        finally:
+            self.router.record(call, d, ok, time.perf_counter() - began, tap.usage)
+            self._outcome(exchange, call, d, 200 if ok else 502, began, tap.usage)
+
+    def _exhausted(self, call: RoutedCall, last: BackendError | None) -> Response:
+        if last is None:
+            return openai_error(503, f"no healthy deployment for {call.request.model!r} (all circuit breakers open)", "server_error", "no_healthy_deployment", {"retry-after": "5"})
+        if not last.retryable and last.body:
+            try:
+                return JSONResponse(json.loads(last.body), status_code=last.status)
+            except json.JSONDecodeError:
+                pass
+        return openai_error(504 if last.status == 504 else 502, f"all deployments failed; last: {last}", "server_error", "upstream_error")

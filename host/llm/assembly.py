@@ -1,0 +1,66 @@
+"""Builds the LLM path of one gateway from its config (the app factory calls this)."""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable
+
+from routeiq.config import ConfigError, LoadedConfig
+from routeiq.services.breakers import BreakerBoard
+
+from .api import LLM_ROUTES, LlmApi
+from .backends import EmbeddedBackend, LitellmBackend, PassthroughBackend
+from .deployments import build_deployments
+from .mock_provider import MockBehaviour, MockProvider
+from .router import LlmRouter
+
+ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+
+
+def build_llm(config: LoadedConfig, breakers: BreakerBoard, mock: MockProvider) -> LlmApi | None:
+    model = config.model
+    if not model.model_list:
+        return None
+    from routeiq.strategies.artifacts import ArtifactError, load_artifact
+    from routeiq.strategies.custom import CustomStrategyError, load_custom_strategies
+    from routeiq.strategies.registry import StrategyRegistry
+
+    where = str(config.path or "<config>")
+    try:
+        deployments = build_deployments(model.model_list)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    registry = StrategyRegistry.with_builtins()
+    router_cfg = model.router
+    if router_cfg.custom_routers:
+        try:
+            load_custom_strategies(config.base_dir / router_cfg.custom_routers, registry)
+        except CustomStrategyError as exc:
+            raise ConfigError(f"{where}: router.custom_routers: {exc}") from None
+    if router_cfg.strategy not in registry.names():
+        raise ConfigError(f"{where}: router.strategy: unknown strategy {router_cfg.strategy!r}; known: {', '.join(sorted(registry.names()))}")
+    try:
+        strategy = registry.create(router_cfg.strategy, **router_cfg.strategy_options)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: router.strategy_options: {exc}") from None
+    if router_cfg.artifact:
+        try:
+            trained = load_artifact(config.base_dir / router_cfg.artifact, registry)
+        except ArtifactError as exc:
+            raise ConfigError(f"{where}: router.artifact: {exc}") from None
+        if trained.name != strategy.name:
+            raise ConfigError(f"{where}: router.artifact holds a {trained.name!r} strategy but router.strategy is {strategy.name!r}")
+        strategy = trained
+    for name, behaviour in model.mock.models.items():
+        mock.behaviours[name] = MockBehaviour(**behaviour.model_dump())
+    router = LlmRouter(deployments, strategy, breakers, router_cfg.auto_model)
+    return LlmApi(router, EmbeddedBackend(mock), PassthroughBackend(), LitellmBackend(deployments), router_cfg.timeout_s, router_cfg.retries)
+
+
+def llm_dispatch(llm: LlmApi, fallback: ASGIApp) -> ASGIApp:
+    """Sends the OpenAI routes to the LLM path and everything else to the upstream."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        target = llm.app if scope["type"] == "http" and scope["path"] in LLM_ROUTES else fallback
+        await target(scope, receive, send)
+
+    return app

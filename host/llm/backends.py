@@ -1,0 +1,188 @@
+"""How a deployment is called: the embedded mock, a direct OpenAI-compatible pass-through
+(httpx, streaming, no per-call translation), or litellm's Router for everything else."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, AsyncIterator, Mapping, Sequence
+
+import httpx
+
+from .deployments import LiveDeployment
+from .mock_provider import MockFailure, MockProvider
+
+
+class BackendError(Exception):
+    """A deployment call failed. `retryable`: another deployment may do better."""
+
+    def __init__(self, message: str, status: int = 502, retryable: bool = True, body: bytes | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+        self.body = body
+
+
+def _with_model(body: Mapping[str, Any], model: str) -> dict[str, Any]:
+    out = dict(body)
+    out["model"] = model
+    return out
+
+
+class EmbeddedBackend:
+    def __init__(self, provider: MockProvider) -> None:
+        self.provider = provider
+
+    async def complete(self, d: LiveDeployment, body: Mapping[str, Any], timeout_s: float) -> dict[str, Any]:
+        import asyncio
+
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await self.provider.complete(_with_model(body, d.upstream_model), d.upstream_model, timeout_s)
+        except TimeoutError:
+            raise BackendError(f"{d.id} timed out after {timeout_s:g} s", 504) from None
+        except MockFailure as exc:
+            raise BackendError(str(exc), 500) from None
+
+    async def stream(self, d: LiveDeployment, body: Mapping[str, Any], timeout_s: float) -> AsyncIterator[bytes]:
+        import asyncio
+
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await self.provider.stream(_with_model(body, d.upstream_model), d.upstream_model, timeout_s)
+        except TimeoutError:
+            raise BackendError(f"{d.id} timed out after {timeout_s:g} s", 504) from None
+        except MockFailure as exc:
+            raise BackendError(str(exc), 500) from None
+
+
+class PassthroughBackend:
+    """One pooled httpx client; the request body goes out as the client sent it."""
+
+    def __init__(self) -> None:
+        self._client: httpx.AsyncClient | None = None
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(trust_env=False, follow_redirects=False, limits=httpx.Limits(max_connections=200, max_keepalive_connections=200))
+        return self._client
+
+    def _request(self, d: LiveDeployment, body: Mapping[str, Any], timeout_s: float) -> httpx.Request:
+        headers = {"content-type": "application/json"}
+        if d.api_key:
+            headers["authorization"] = f"Bearer {d.api_key}"
+        return self._http().build_request("POST", f"{d.api_base}/chat/completions", content=json.dumps(_with_model(body, d.upstream_model)), headers=headers, timeout=timeout_s)
+
+    async def _send(self, d: LiveDeployment, body: Mapping[str, Any], timeout_s: float) -> httpx.Response:
+        try:
+            response = await self._http().send(self._request(d, body, timeout_s), stream=True)
+        except httpx.TimeoutException:
+            raise BackendError(f"{d.id} timed out after {timeout_s:g} s", 504) from None
+        except httpx.HTTPError as exc:
+            raise BackendError(f"{d.id} unreachable: {exc}", 502) from None
+        if response.status_code >= 400:
+            content = await response.aread()
+            await response.aclose()
+            retryable = response.status_code >= 500 or response.status_code == 429
+            raise BackendError(f"{d.id} answered {response.status_code}", response.status_code, retryable, content)
+        return response
+
+    async def complete(self, d: LiveDeployment, body: Mapping[str, Any], timeout_s: float) -> dict[str, Any]:
+        response = await self._send(d, body, timeout_s)
+        try:
+            return json.loads(await response.aread())
+        except (json.JSONDecodeError, httpx.HTTPError) as exc:
+            raise BackendError(f"{d.id} sent an unreadable answer: {exc}", 502) from None
+        finally:
+            await response.aclose()
+
+    async def stream(self, d: LiveDeployment, body: Mapping[str, Any], timeout_s: float) -> AsyncIterator[bytes]:
+        response = await self._send(d, body, timeout_s)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in response.aiter_raw():
+                    yield chunk
+            finally:
+                await response.aclose()
+
+        return chunks()
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+class LitellmBackend:
+    """litellm's Router for providers that need translation. One Router per gateway; our
+    strategy picks the deployment and litellm honours it through its extension point,
+    `Router.set_custom_routing_strategy` (no class patching, so any number of workers)."""
+
+    def __init__(self, deployments: Sequence[LiveDeployment]) -> None:
+        self._deployments = [d for d in deployments if d.kind == "litellm"]
+        self._router: Any = None
+
+    def router(self) -> Any:
+        if self._router is None:
+            # Otherwise importing litellm fetches a cost map from the network.
+            os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+            from litellm import Router
+            from litellm.types.router import CustomRoutingStrategyBase
+
+            model_list = [
+                {"model_name": d.routing.model, "litellm_params": dict(d.litellm_params), "model_info": {"id": d.id}}
+                for d in self._deployments
+            ]
+            router = Router(model_list=model_list, num_retries=0)
+
+            class HonourRouteIQDecision(CustomRoutingStrategyBase):
+                async def async_get_available_deployment(self, model: str, messages: Any = None, input: Any = None, specific_deployment: bool = False, request_kwargs: dict | None = None):  # type: ignore[no-untyped-def, override]
+                    return _pick(router, model, request_kwargs)
+
+                def get_available_deployment(self, model: str, messages: Any = None, input: Any = None, specific_deployment: bool = False, request_kwargs: dict | None = None):  # type: ignore[no-untyped-def, override]
+                    return _pick(router, model, request_kwargs)
+
+            router.set_custom_routing_strategy(HonourRouteIQDecision())
+            self._router = router
+        return self._router
+
+    def _kwargs(self, d: LiveDeployment, body: Mapping[str, Any], timeout_s: float, stream: bool) -> dict[str, Any]:
+        params = {k: v for k, v in body.items() if k not in ("model", "messages", "stream")}
+        return {"model": d.routing.model, "messages": body.get("messages"), "stream": stream, "timeout": timeout_s, "metadata": {"routeiq_deployment": d.id}, **params}
+
+    async def complete(self, d: LiveDeployment, body: Mapping[str, Any], timeout_s: float) -> dict[str, Any]:
+        try:
+            response = await self.router().acompletion(**self._kwargs(d, body, timeout_s, False))
+        except Exception as exc:  # litellm raises provider-specific exception types
+            raise _as_backend_error(d, exc) from None
+        return response.model_dump(exclude_none=True)
+
+    async def stream(self, d: LiveDeployment, body: Mapping[str, Any], timeout_s: float) -> AsyncIterator[bytes]:
+        kwargs = self._kwargs(d, body, timeout_s, True)
+        kwargs["stream_options"] = {"include_usage": True}
+        try:
+            response = await self.router().acompletion(**kwargs)
+        except Exception as exc:
+            raise _as_backend_error(d, exc) from None
+
+        async def chunks() -> AsyncIterator[bytes]:
+            async for chunk in response:
+                yield b"data: " + json.dumps(chunk.model_dump(exclude_none=True)).encode() + b"\n\n"
+            yield b"data: [DONE]\n\n"
+
+        return chunks()
+
+
+def _pick(router: Any, model: str, request_kwargs: dict | None) -> dict[str, Any]:
+    wanted = ((request_kwargs or {}).get("metadata") or {}).get("routeiq_deployment")
+    for deployment in router.model_list:
+        if deployment.get("model_info", {}).get("id") == wanted:
+            return deployment
+    raise ValueError(f"deployment {wanted!r} is not in litellm's model list for {model!r}")
+
+
+def _as_backend_error(d: LiveDeployment, exc: Exception) -> BackendError:
+    status = int(getattr(exc, "status_code", 502) or 502)
+    retryable = status >= 500 or status == 429 or "timeout" in type(exc).__name__.lower()
+    return BackendError(f"{d.id}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", status if status >= 400 else 502, retryable)

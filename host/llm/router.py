@@ -1,0 +1,135 @@
+"""Routing one chat request: strategy decision, breakers, failover, outcomes, feedback."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from routeiq.services.breakers import BreakerBoard
+from routeiq.strategies.base import Decision, Outcome, RoutingRequest, RoutingStrategy
+
+from .deployments import LiveDeployment
+from .mock_provider import last_user_text
+
+log = logging.getLogger("routeiq.routing")
+
+
+class NoSuchModel(Exception):
+    pass
+
+
+@dataclass
+class RoutedCall:
+    """What the API needs to run a routed request: candidates in order and the decision."""
+
+    request: RoutingRequest
+    decision: Decision
+    order: list[LiveDeployment]
+    decide_s: float
+
+
+class LlmRouter:
+    def __init__(
+        self,
+        deployments: Sequence[LiveDeployment],
+        strategy: RoutingStrategy,
+        breakers: BreakerBoard,
+        auto_model: str = "auto",
+        remember: int = 10_000,
+    ) -> None:
+        self.deployments = {d.id: d for d in deployments}
+        self.groups: dict[str, list[LiveDeployment]] = {}
+        for d in deployments:
+            self.groups.setdefault(d.routing.model, []).append(d)
+        self.strategy = strategy
+        self.breakers = breakers
+        self.auto_model = auto_model
+        self._outcomes: OrderedDict[str, Outcome] = OrderedDict()
+        self._remember = remember
+        self.decisions = 0
+        self.fallbacks = 0
+
+    @property
+    def models(self) -> list[str]:
+        return sorted(self.groups) + ([self.auto_model] if self.auto_model and self.auto_model not in self.groups else [])
+
+    def breaker(self, deployment: LiveDeployment):  # type: ignore[no-untyped-def]
+        return self.breakers.get(f"deployment:{deployment.id}")
+
+    def plan(self, request_id: str, body: Mapping[str, Any], pinned: str | None, api_key: str = "") -> RoutedCall:
+        model = pinned or str(body.get("model") or "")
+        if model == self.auto_model and self.auto_model not in self.groups:
+            pool = list(self.deployments.values())
+        else:
+            pool = self.groups.get(model, [])
+        if not pool:
+            raise NoSuchModel(model)
+        messages = tuple(m for m in body.get("messages", []) if isinstance(m, dict))
+        request = RoutingRequest(
+            request_id=request_id,
+            model=model,
+            query=last_user_text(list(messages)),
+            messages=messages,
+            api_key=hashlib.sha256(api_key.encode()).hexdigest()[:16] if api_key else "",
+        )
+        began = time.perf_counter()
+        decision = self.strategy.choose(request, [d.routing for d in pool])
+        decide_s = time.perf_counter() - began
+        self.decisions += 1
+        # Candidates whose breaker is open go last: tried only if nothing else is left.
+        by_id = {d.id: d for d in pool}
+        ranked = [by_id[r.id] for r in decision.ranked if r.id in by_id]
+        ranked += [d for d in pool if d not in ranked]
+        order = [d for d in ranked if self.breaker(d).available()] + [d for d in ranked if not self.breaker(d).available()]
+        log.info(
+            "routing request=%s model=%s strategy=%s chosen=%s candidates=%s decide_us=%.0f",
+            request_id,
+            model,
+            decision.strategy,
+            order[0].id,
+            ",".join(f"{d.id}:{decision.scores.get(d.id, 0):.3f}" for d in ranked),
+            decide_s * 1e6,
+        )
+        return RoutedCall(request, decision, order, decide_s)
+
+    def record(self, call: RoutedCall, deployment: LiveDeployment, success: bool, latency_s: float, usage: Mapping[str, int] | None = None) -> None:
+        usage = usage or {}
+        prompt, completion = int(usage.get("prompt_tokens", 0) or 0), int(usage.get("completion_tokens", 0) or 0)
+        outcome = Outcome(
+            request=call.request,
+            decision=call.decision,
+            deployment=deployment.routing,
+            success=success,
+            latency_s=latency_s,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            cost=(prompt + completion) / 1000.0 * deployment.routing.cost_per_1k_tokens,
+        )
+        breaker = self.breaker(deployment)
+        breaker.success() if success else breaker.failure()
+        try:
+            self.strategy.observe(outcome)
+        except Exception:  # a strategy bug must not fail the request
+            log.exception("strategy %s failed in observe", call.decision.strategy)
+        if success:
+            self._outcomes[call.request.request_id] = outcome
+            self._outcomes.move_to_end(call.request.request_id)
+            while len(self._outcomes) > self._remember:
+                self._outcomes.popitem(last=False)
+
+    def feedback(self, request_id: str, score: float) -> bool:
+        outcome = self._outcomes.get(request_id)
+        if outcome is None:
+            return False
+        self.strategy.feedback(outcome, score)
+        return True
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "strategy": getattr(self.strategy, "name", type(self.strategy).__name__),
+            "deployments": {d.id: {"model": d.routing.model, "kind": d.kind, "breaker": self.breaker(d).describe()} for d in self.deployments.values()},
+        }
