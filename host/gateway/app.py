@@ -47,11 +47,13 @@ class Gateway:
         self.config = config
         self.logs = PluginLogBook()
         policy = config.load_policy()
+        breaker = config.model.router.breaker
+        self.breakers = BreakerBoard(BreakerSettings(breaker.failure_threshold, breaker.window_s, breaker.cooldown_s, breaker.half_open_probes), self._breaker_changed)
         self.services = HostServices(
-            store=_store(config),
+            store=_store(config, self.breakers),
             metrics=PluginMetrics(),
             audit=AuditLog(config.audit_path()),
-            callouts=CalloutClient(),
+            callouts=CalloutClient(self.breakers),
         )
         self.runtime = WasmRuntime(config.engine_settings(), config.cache_dir())
         self.plugins: list[ProxyWasmPlugin] = []
@@ -78,8 +80,6 @@ class Gateway:
         else:
             self.upstream_app = create_embedded_upstream(self.mock)
             self.upstream_name = "embedded"
-        breaker = config.model.router.breaker
-        self.breakers = BreakerBoard(BreakerSettings(breaker.failure_threshold, breaker.window_s, breaker.cooldown_s, breaker.half_open_probes), self._breaker_changed)
         try:
             self.llm = build_llm(config, self.breakers, self.mock)
         except BaseException:
@@ -131,11 +131,11 @@ class Gateway:
         self.services.store.close()
 
 
-def _store(config: LoadedConfig) -> SharedStore:
+def _store(config: LoadedConfig, breakers: BreakerBoard) -> SharedStore:
     kv = config.model.kv
     if kv.backend == "redis":
         assert kv.url is not None
-        return RedisStore(kv.url, kv.prefix, kv.timeout_s)
+        return RedisStore(kv.url, kv.prefix, kv.timeout_s, breakers)
     return InMemoryStore()
 
 

@@ -50,6 +50,18 @@ class GatewayCollector(Collector):
             kv.add_metric([plugin_name, op], count)
         yield kv
 
+        states = GaugeMetricFamily("routeiq_breaker_state", "Circuit breaker state (0 closed, 1 half-open, 2 open)", labels=["breaker"])
+        transitions = CounterMetricFamily("routeiq_breaker_transitions", "Circuit breaker state changes", labels=["breaker", "from", "to"])
+        for breaker in gw.breakers.all():
+            states.add_metric([breaker.name], {"closed": 0, "half_open": 1, "open": 2}[breaker.state])
+            for (old, new), count in breaker.transitions.items():
+                transitions.add_metric([breaker.name, old, new], count)
+        yield from (states, transitions)
+        if gw.llm is not None:
+            router = gw.llm.router
+            yield CounterMetricFamily("routeiq_routing_decisions", "Routing decisions made", value=router.decisions)
+            yield CounterMetricFamily("routeiq_routing_fallbacks", "Requests retried on another deployment", value=router.fallbacks)
+
         for metric in gw.services.metrics.all():
             name = prometheus_name(metric.plugin, metric.name)
             help_text = f"{metric.name} (defined by plugin {metric.plugin})"

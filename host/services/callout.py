@@ -20,6 +20,8 @@ import httpx
 
 from routeiq.policy.grants import CalloutRule, Grant
 
+from .breakers import BreakerBoard
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _DEFAULT_PORT = {"http": 80, "https": 443}
 
@@ -156,13 +158,17 @@ def plan_callout(grant: Grant, upstream: str, headers: list[tuple[bytes, bytes]]
 
 
 class CalloutClient:
-    """Runs planned callouts (httpx, pooled, no redirects, no proxies from the environment)."""
+    """Runs planned callouts (httpx, pooled, no redirects, no proxies from the environment).
 
-    def __init__(self) -> None:
+    Each target (host:port) has a circuit breaker: a target that keeps failing is not
+    called while its breaker is open; the plugin gets a failed call at once."""
+
+    def __init__(self, breakers: BreakerBoard | None = None) -> None:
         self._client: httpx.AsyncClient | None = None
         self.started = 0
         self.failed = 0
         self.resolver = Resolver()
+        self.breakers = breakers or BreakerBoard()
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -170,6 +176,15 @@ class CalloutClient:
         return self._client
 
     async def run(self, target: CalloutTarget, body: bytes, timeout_ms: int, max_bytes: int) -> CalloutResult:
+        breaker = self.breakers.get(f"callout:{target.host}:{target.port}")
+        if not breaker.allow():
+            self.failed += 1
+            return CalloutResult(False, message=f"circuit open for {target.host}:{target.port}")
+        result = await self._run(target, body, timeout_ms, max_bytes)
+        breaker.success() if result.ok and result.status_code < 500 else breaker.failure()
+        return result
+
+    async def _run(self, target: CalloutTarget, body: bytes, timeout_ms: int, max_bytes: int) -> CalloutResult:
         self.started += 1
         extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
         request = self._http().build_request(

@@ -18,6 +18,8 @@ from typing import Callable, Protocol
 from routeiq.abi.capabilities import CREATE_IF_ABSENT_CAS
 from routeiq.abi.proxy_wasm import Status
 
+from .breakers import BreakerBoard
+
 log = logging.getLogger("routeiq.services.store")
 
 MAX_CAS = 0xFFFFFFFE
@@ -192,9 +194,10 @@ class RedisStore:
     trip on the event loop thread; keep Redis close.
     """
 
-    def __init__(self, url: str, prefix: str = "routeiq", timeout_s: float = 1.0) -> None:
+    def __init__(self, url: str, prefix: str = "routeiq", timeout_s: float = 1.0, breakers: BreakerBoard | None = None) -> None:
         import redis
 
+        self._breaker = (breakers or BreakerBoard()).get("redis")
         self._redis_errors = (redis.RedisError, OSError)
         self._client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         self._prefix = prefix
@@ -206,6 +209,18 @@ class RedisStore:
         self._thread = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
+    def _call(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        """One Redis command behind the breaker: fail fast while Redis is known down."""
+        if not self._breaker.allow():
+            raise StoreUnavailable("circuit open for redis")
+        try:
+            result = fn(*args, **kwargs)
+        except self._redis_errors as exc:
+            self._breaker.failure()
+            raise StoreUnavailable(str(exc)) from None
+        self._breaker.success()
+        return result
+
     def _kv_key(self, namespace: str, key: str) -> str:
         return f"{self._prefix}:kv:{namespace}:{key}"
 
@@ -216,29 +231,20 @@ class RedisStore:
         return f"{self._prefix}:qready:{ref.namespace}:{ref.name}"
 
     def get(self, namespace: str, key: str) -> tuple[bytes | None, int]:
-        try:
-            value, cas = self._client.hmget(self._kv_key(namespace, key), "v", "c")
-        except self._redis_errors as exc:
-            raise StoreUnavailable(str(exc)) from None
+        value, cas = self._call(self._client.hmget, self._kv_key(namespace, key), "v", "c")
         if cas is None:
             return None, CREATE_IF_ABSENT_CAS
         return value or b"", int(cas)
 
     def set(self, namespace: str, key: str, value: bytes, cas: int) -> Status:
-        try:
-            ok = self._set(keys=[self._kv_key(namespace, key)], args=[value, cas, MAX_CAS])
-        except self._redis_errors as exc:
-            raise StoreUnavailable(str(exc)) from None
+        ok = self._call(self._set, keys=[self._kv_key(namespace, key)], args=[value, cas, MAX_CAS])
         return Status.OK if ok == 1 else Status.CAS_MISMATCH
 
     def register_queue(self, namespace: str, name: str, listener: QueueListener | None) -> int:
         ref = QueueRef(namespace, name)
         qid = self._directory.id_for(ref)
-        try:
-            # The registration is shared: other workers can resolve the queue by name.
-            self._client.sadd(f"{self._prefix}:queues", f"{namespace}:{name}")
-        except self._redis_errors as exc:
-            raise StoreUnavailable(str(exc)) from None
+        # The registration is shared: other workers can resolve the queue by name.
+        self._call(self._client.sadd, f"{self._prefix}:queues", f"{namespace}:{name}")
         self._registered.add(qid)
         if listener is not None:
             self._directory.listen(qid, listener)
@@ -246,10 +252,7 @@ class RedisStore:
         return qid
 
     def resolve_queue(self, namespace: str, name: str) -> int | None:
-        try:
-            exists = self._client.sismember(f"{self._prefix}:queues", f"{namespace}:{name}")
-        except self._redis_errors as exc:
-            raise StoreUnavailable(str(exc)) from None
+        exists = self._call(self._client.sismember, f"{self._prefix}:queues", f"{namespace}:{name}")
         if not exists:
             return None
         qid = self._directory.id_for(QueueRef(namespace, name))
@@ -263,20 +266,14 @@ class RedisStore:
         ref = self.queue(queue_id)
         if ref is None:
             return Status.NOT_FOUND
-        try:
-            ok = self._enqueue(keys=[self._queue_key(ref)], args=[data, max_items, self._channel(ref)])
-        except self._redis_errors as exc:
-            raise StoreUnavailable(str(exc)) from None
+        ok = self._call(self._enqueue, keys=[self._queue_key(ref)], args=[data, max_items, self._channel(ref)])
         return Status.OK if ok == 1 else Status.BAD_ARGUMENT
 
     def dequeue(self, queue_id: int) -> tuple[Status, bytes]:
         ref = self.queue(queue_id)
         if ref is None:
             return Status.NOT_FOUND, b""
-        try:
-            item = self._client.lpop(self._queue_key(ref))
-        except self._redis_errors as exc:
-            raise StoreUnavailable(str(exc)) from None
+        item = self._call(self._client.lpop, self._queue_key(ref))
         if item is None:
             return Status.EMPTY, b""
         return Status.OK, item
