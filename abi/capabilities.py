@@ -19,7 +19,7 @@ class Capability(str, Enum):
     TIMERS = "timers"
     REQUEST_BODY = "request_body"
     RESPONSE_BODY = "response_body"
-    LLM_REQUEST = "llm_request"  # reserved for the LLM request/response extension calls
+    LLM_REQUEST = "llm_request"  # the routeiq_* LLM request/response extension calls
 
 
 GATED_CALLS: dict[str, Capability] = {
@@ -36,6 +36,10 @@ GATED_CALLS: dict[str, Capability] = {
     "proxy_record_metric": Capability.METRICS,
     "proxy_get_metric": Capability.METRICS,
     "proxy_set_tick_period_milliseconds": Capability.TIMERS,
+    "routeiq_get_llm_request": Capability.LLM_REQUEST,
+    "routeiq_set_llm_messages": Capability.LLM_REQUEST,
+    "routeiq_set_llm_model": Capability.LLM_REQUEST,
+    "routeiq_get_llm_response": Capability.LLM_REQUEST,
 }
 """Host calls gated as a whole. Body buffers are gated per buffer type (request_body,
 response_body) inside proxy_{get,set}_buffer_bytes and proxy_get_buffer_status."""

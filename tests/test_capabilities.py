@@ -295,7 +295,7 @@ def test_every_gated_call_is_denied_without_its_capability(make_app, guests: dic
 
 def test_body_callbacks_are_skipped_without_the_body_capability(make_app, guests: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
     # The probe's body_rewrite would change both bodies; without the grants it is not asked.
-    policy = {"plugins": {"probe": {"unpinned": True, "capabilities": ["http_callout", "shared_kv", "shared_queue", "metrics", "timers", "request_body", "response_body"]}}}
+    policy = {"plugins": {"probe": {"unpinned": True, "capabilities": [c.value for c in Capability]}}}
     with TestClient(make_app([plugin("probe", guests["hostcall_probe"])], policy=policy)) as client:
         assert client.post("/echo", content=b"hello", headers={"x-probe": "body_rewrite"}).json()["BODY"] == "PREFIX:HELLO:SUFFIX"
     sneaky_wasm = strip_section(guests["hostcall_probe"].read_bytes(), MANIFEST_SECTION)

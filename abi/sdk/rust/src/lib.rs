@@ -10,6 +10,10 @@
 //! * [`traits`]     — [`RootContext`] and [`HttpContext`].
 //! * [`dispatcher`] — context registry and all exported `proxy_on_*`.
 //! * [`memory`]     — `proxy_on_memory_allocate` and buffer ownership.
+//! * [`cbor`]       — dependency-free CBOR (RFC 8949) encoder/decoder.
+//! * [`llm`]        — RouteIQ LLM extension: typed chat request/response
+//!   (`routeiq_get_llm_request`, `routeiq_set_llm_messages`,
+//!   `routeiq_set_llm_model`, `routeiq_get_llm_response`).
 //!
 //! ## Registration
 //!
@@ -48,8 +52,10 @@
 //! `proxy_on_response_headers/_body/_trailers`, `proxy_on_done`,
 //! `proxy_on_log`, `proxy_on_delete`.
 
+pub mod cbor;
 pub mod dispatcher;
 pub mod hostcalls;
+pub mod llm;
 pub mod memory;
 pub mod sys;
 pub mod traits;

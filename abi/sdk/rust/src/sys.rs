@@ -1,4 +1,5 @@
-//! Raw imports of the proxy-wasm v0.2.1 ABI.
+//! Raw imports of the proxy-wasm v0.2.1 ABI (plus the RouteIQ LLM
+//! extension, `env.routeiq_*`).
 //!
 //! These are the exact host functions from the spec, declared with wasm32
 //! types (`usize`/pointers are `i32`, `u64`/`i64` are `i64`). Every function
@@ -192,6 +193,14 @@ extern "C" {
         return_results_data: *mut *mut u8,
         return_results_size: *mut usize,
     ) -> u32;
+
+    // RouteIQ LLM extension (not part of proxy-wasm; capability
+    // `llm_request`, else 12 UNIMPLEMENTED). Payloads are CBOR except the
+    // model name (plain UTF-8). See `crate::llm`.
+    pub fn routeiq_get_llm_request(return_data: *mut *mut u8, return_size: *mut usize) -> u32;
+    pub fn routeiq_set_llm_messages(data: *const u8, size: usize) -> u32;
+    pub fn routeiq_set_llm_model(data: *const u8, size: usize) -> u32;
+    pub fn routeiq_get_llm_response(return_data: *mut *mut u8, return_size: *mut usize) -> u32;
 }
 
 /// A WASI `ciovec`: pointer + length, 8 bytes on wasm32.

@@ -34,6 +34,9 @@
 //! | `metrics` | `define_status=<s>`, `metric_id=<n>` (only if 0; counter `probe_requests`), `inc_status=<s>` (+2), `value=<n>`, `negative_status=<s>` (-1), `gauge=<n>` (gauge `probe_gauge` define + record 42 + get; first failure as `gauge!status=<s>`), `hist_status=<s>` (histogram `probe_hist` define + record 5), `bad_type_status=<s>` (define type 9) |
 //! | `callout` | proxy_http_call(upstream = `x-upstream` or `127.0.0.1:1`, headers `:method` = `x-method` or `GET`, `:path` = `x-path` or `/`, `:authority` = upstream, `:scheme` = `x-scheme` or `http`; body = `x-call-body` or empty; no trailers; timeout = `x-timeout-ms` or 1000). Refused: answers `call_status=<s>` at once. Else `Pause`; `on_http_call_response` answers `call_status=0`, `num_headers=<n>`, `status=<:status>`, `body=<text>` (buffer 4, `body=` when body_size is 0), `x-echo=<v>`, `get_status=<code>` (proxy_get_status); failures as `key!status=<s>` |
 //! | `callout_flood` | `x-count` (default 10) calls to `x-upstream` or `127.0.0.1:1` (GET `/`, timeout `x-timeout-ms` or 1000); answers at once `ok=<n>`, `refused=<n>`, `first_refused_status=<s>` (0 if none); responses are ignored |
+//! | `llm` | `status=<s>` (routeiq_get_llm_request), then if 0: `model=<m>`, `messages=<count>`, `first_role=<role>` (empty without messages), `stream=<0\|1>`, `params=<sorted param keys, comma-joined>` (or `decode_error=<text>` if the CBOR does not decode); if header `x-pin-model`: `pin_status=<s>` (routeiq_set_llm_model(value)); if header `x-set-content`: `set_status=<s>` (routeiq_set_llm_messages([{role: user, content: value}])). With header `x-llm-pass` no local answer: `Continue`, and response header `x-probe-llm: <the same lines joined by ';'>` |
+//! | `llm_bad_cbor` | routeiq_set_llm_messages with malformed payloads: `garbage_status=<s>` (`ff 00 13`), `truncated_status=<s>` (array of 3 with one map), `wrong_shape_status=<s>` (text `hello`), `deep_status=<s>` (10000 x `0x81`), `huge_len_status=<s>` (text header claiming 2^60 bytes) |
+//! | `llm_response` | no local answer. Response headers: add `x-probe-llm-response: status=<s>;deployment=<d>;strategy=<st>` (routeiq_get_llm_response; empty values unless 0). `on_log`: INFO `probe llm_response status=<s> deployment=<d> total_tokens=<n>` (after the `probe on_log path=` line) |
 //! | `denied_calls` | one line per gated call with valid arguments: `proxy_http_call`, `proxy_get_shared_data`, `proxy_set_shared_data`, `proxy_register_shared_queue`, `proxy_resolve_shared_queue`, `proxy_enqueue_shared_queue`, `proxy_dequeue_shared_queue`, `proxy_define_metric`, `proxy_increment_metric`, `proxy_record_metric`, `proxy_get_metric`, `proxy_set_tick_period_milliseconds`, `request_body_read`, `response_body_read` = `<s>`; answers at once |
 //!
 //! Always: `on_log` logs INFO `probe on_log path=<request.path>` (or
@@ -50,6 +53,7 @@
 //! scanned for `"tick_ms":N`). The VM configuration is only echoed.
 
 use routeiq_guest::hostcalls;
+use routeiq_guest::llm;
 use routeiq_guest::sys;
 use routeiq_guest::types::{clock, fd};
 use routeiq_guest::wasi;
@@ -201,6 +205,7 @@ impl RootContext for ProbeRoot {
             req_body_seen: 0,
             continue_status: None,
             call_token: None,
+            llm_header: None,
         }))
     }
 }
@@ -214,6 +219,8 @@ struct Probe {
     continue_status: Option<u32>,
     /// Token of the `callout` scenario's pending HTTP call.
     call_token: Option<u32>,
+    /// `llm` with `x-llm-pass`: value of the `x-probe-llm` response header.
+    llm_header: Option<String>,
 }
 
 fn header(name: &str) -> Option<String> {
@@ -611,6 +618,61 @@ impl Probe {
         respond(l)
     }
 
+    fn llm(&mut self) -> Action {
+        let mut l = Lines::default();
+        match llm::get_llm_request_bytes() {
+            Ok(bytes) => {
+                l.num("status", 0);
+                match llm::LlmRequest::decode(&bytes) {
+                    Ok(req) => {
+                        l.kv("model", &req.model);
+                        l.num("messages", req.messages.len() as u64);
+                        l.kv("first_role", req.messages.first().map_or("", |m| m.role.as_str()));
+                        l.num("stream", req.stream as u64);
+                        let mut keys: Vec<&str> = req.params.iter().map(|(k, _)| k.as_str()).collect();
+                        keys.sort_unstable();
+                        l.kv("params", &keys.join(","));
+                    }
+                    Err(e) => l.kv("decode_error", &e.to_string()),
+                }
+            }
+            Err(s) => l.num("status", s.code() as u64),
+        }
+        if let Some(model) = header("x-pin-model") {
+            l.num("pin_status", code(&llm::set_llm_model(&model)) as u64);
+        }
+        if let Some(content) = header("x-set-content") {
+            let messages = [llm::Message::new("user", &content)];
+            l.num("set_status", code(&llm::set_llm_messages(&messages)) as u64);
+        }
+        if header("x-llm-pass").is_some() {
+            let joined: Vec<&str> = l.0.lines().collect();
+            self.llm_header = Some(joined.join(";"));
+            return Action::Continue;
+        }
+        respond(l)
+    }
+
+    fn llm_bad_cbor(&self) -> Action {
+        let mut l = Lines::default();
+        let mut truncated = vec![0x83u8]; // array of 3 ...
+        truncated.extend_from_slice(&llm::encode_messages(&[llm::Message::new("user", "x")])[1..]); // ... with one map
+        let mut huge_len = vec![0x7bu8]; // text, 8-byte length
+        huge_len.extend_from_slice(&(1u64 << 60).to_be_bytes());
+        let cases: [(&str, Vec<u8>); 5] = [
+            ("garbage", vec![0xff, 0x00, 0x13]),
+            ("truncated", truncated),
+            ("wrong_shape", routeiq_guest::cbor::encode(&routeiq_guest::cbor::Value::text("hello"))),
+            ("deep", vec![0x81u8; 10_000]),
+            ("huge_len", huge_len),
+        ];
+        for (name, bytes) in cases.iter() {
+            let s = code(&llm::set_llm_messages_bytes(bytes));
+            l.num(&format!("{}_status", name), s as u64);
+        }
+        respond(l)
+    }
+
     fn denied_calls(&self) -> Action {
         let mut l = Lines::default();
         let upstream = "127.0.0.1:1";
@@ -698,6 +760,9 @@ impl HttpContext for Probe {
             "callout" => self.callout(),
             "callout_flood" => self.callout_flood(),
             "denied_calls" => self.denied_calls(),
+            "llm" => self.llm(),
+            "llm_bad_cbor" => self.llm_bad_cbor(),
+            "llm_response" => Action::Continue,
             other => {
                 routeiq_guest::log_warn(&format!("probe: unknown scenario {}", other));
                 Action::Continue
@@ -734,6 +799,16 @@ impl HttpContext for Probe {
             let bad = unsafe { sys::proxy_continue_stream(99) };
             let _ = hostcalls::add_http_response_header("x-continue-status", &s.to_string());
             let _ = hostcalls::add_http_response_header("x-bad-stream-status", &bad.to_string());
+        } else if self.scenario == "llm" {
+            if let Some(v) = &self.llm_header {
+                let _ = hostcalls::add_http_response_header("x-probe-llm", v);
+            }
+        } else if self.scenario == "llm_response" {
+            let v = match llm::get_llm_response() {
+                Ok(r) => format!("status=0;deployment={};strategy={}", r.deployment, r.strategy),
+                Err(s) => format!("status={};deployment=;strategy=", s.code()),
+            };
+            let _ = hostcalls::add_http_response_header("x-probe-llm-response", &v);
         }
         Action::Continue
     }
@@ -763,6 +838,16 @@ impl HttpContext for Probe {
             Err(s) => format!("probe on_log path=!status={}", s.code()),
         };
         routeiq_guest::log_info(&msg);
+        if self.scenario == "llm_response" {
+            let msg = match llm::get_llm_response() {
+                Ok(r) => format!(
+                    "probe llm_response status=0 deployment={} total_tokens={}",
+                    r.deployment, r.usage.total_tokens
+                ),
+                Err(s) => format!("probe llm_response status={} deployment= total_tokens=0", s.code()),
+            };
+            routeiq_guest::log_info(&msg);
+        }
     }
 
     fn on_done(&mut self) -> bool {
@@ -770,7 +855,7 @@ impl HttpContext for Probe {
     }
 }
 
-routeiq_guest::manifest!(r#"{"name": "hostcall_probe", "version": "0.1.0", "description": "Host-call conformance probe driven by the x-probe request header", "capabilities": ["http_callout", "shared_kv", "shared_queue", "metrics", "timers", "request_body", "response_body"]}"#);
+routeiq_guest::manifest!(r#"{"name": "hostcall_probe", "version": "0.1.0", "description": "Host-call conformance probe driven by the x-probe request header", "capabilities": ["http_callout", "shared_kv", "shared_queue", "metrics", "timers", "request_body", "response_body", "llm_request"]}"#);
 
 routeiq_guest::main! {
     routeiq_guest::set_root_context(|root_id| -> Box<dyn RootContext> {

@@ -1,0 +1,232 @@
+//! # token_budget — per-key token budget per time window (LLM ABI + shared KV)
+//!
+//! Behaviour:
+//! * `on_request_headers`: only for LLM requests (`routeiq_get_llm_request`
+//!   returns 0). `NOT_FOUND` passes silently; any other status logs WARN
+//!   `token_budget: llm request unavailable (status <s>)` and passes. Both
+//!   are not counted and get no budget header.
+//!   * The client is the value of request header `header` (default
+//!     `x-api-key`), or `anonymous` without it.
+//!   * `window = now_s / window_s` (`proxy_get_current_time_nanoseconds`,
+//!     integer division); shared-data key `tb:<client>:<window>`, value =
+//!     decimal tokens used (missing key or unparsable value = 0).
+//!   * `used >= budget_tokens`: local response `429`, details
+//!     `token_budget`, header `content-type: application/json`, body
+//!     `{"error":{"message":"token budget exhausted","type":"insufficient_quota","code":"token_budget"}}`;
+//!     returns `Pause`.
+//!   * Otherwise the request continues; `on_response_headers` adds
+//!     `x-token-budget-remaining: <budget_tokens - used>` (the value read
+//!     before this request).
+//!   * Fail open: a shared-data error other than `NOT_FOUND` (e.g. 12 when
+//!     `shared_kv` is denied) or a clock error logs WARN
+//!     `token_budget: shared data unavailable (status <s>)` /
+//!     `token_budget: clock unavailable (status <s>)`; the request continues
+//!     without the header and is not charged.
+//! * `on_log` (admitted requests only): `routeiq_get_llm_response` ->
+//!   `usage.total_tokens` (`n`), added to the same key (the window the
+//!   request started in) with a CAS loop of at most 32 attempts:
+//!   `get_shared_data_with_cas` (a missing key keeps the host's creation
+//!   token, so creation is atomic on RouteIQ), `set_shared_data(key,
+//!   used + n, cas)`, retry on 8 `CAS_MISMATCH`. Then logs INFO
+//!   `token_budget: key=<client> used=<new total> (+<n>)`.
+//!   `get_llm_response` failing (e.g. `NOT_FOUND`: no upstream answer)
+//!   logs DEBUG `token_budget: no llm response (status <s>)` and charges
+//!   nothing. Other failures log WARN
+//!   `token_budget: usage of <n> tokens not recorded (status <s>)` (status
+//!   8 after 32 mismatches).
+//!
+//! Plugin configuration (JSON object, all keys optional, unknown keys and
+//! wrong types ignored; empty/invalid JSON = defaults):
+//! `{"budget_tokens": 1000, "window_s": 86400, "header": "x-api-key"}`.
+//! `budget_tokens >= 0` (0 rejects every LLM request), `window_s >= 1`,
+//! `header` lower-cased (empty = default). `on_configure` logs DEBUG
+//! `token_budget: budget_tokens=<n> window_s=<n> header=<h>`.
+//!
+//! The check is not a reservation: concurrent requests that all see
+//! `used < budget` are all admitted, and the budget can be overshot by
+//! their combined usage. Keys of past windows are never deleted.
+//!
+//! Host calls: `proxy_get_buffer_bytes(7)`, `proxy_get_header_map_value`,
+//! `proxy_add_header_map_value`, `proxy_get_current_time_nanoseconds`,
+//! `proxy_get_shared_data`, `proxy_set_shared_data`,
+//! `routeiq_get_llm_request`, `routeiq_get_llm_response`,
+//! `proxy_send_local_response`, `proxy_log`.
+
+mod json;
+
+use routeiq_guest::hostcalls;
+use routeiq_guest::llm;
+use routeiq_guest::{Action, HttpContext, RootContext, Status};
+use std::rc::Rc;
+
+const EXHAUSTED_BODY: &str =
+    r#"{"error":{"message":"token budget exhausted","type":"insufficient_quota","code":"token_budget"}}"#;
+const MAX_ATTEMPTS: usize = 32;
+
+#[derive(Clone, Debug)]
+struct Config {
+    budget_tokens: u64,
+    window_s: u64,
+    header: String,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            budget_tokens: 1000,
+            window_s: 86400,
+            header: "x-api-key".to_string(),
+        }
+    }
+}
+
+impl Config {
+    fn parse(bytes: &[u8]) -> Config {
+        let mut c = Config::default();
+        for (key, value) in json::object_members(bytes) {
+            match (key.as_str(), value) {
+                ("budget_tokens", json::Value::Int(n)) if n >= 0 => c.budget_tokens = n as u64,
+                ("window_s", json::Value::Int(n)) if n >= 1 => c.window_s = n as u64,
+                ("header", json::Value::Str(s)) if !s.is_empty() => c.header = s.to_ascii_lowercase(),
+                _ => {}
+            }
+        }
+        c
+    }
+}
+
+struct BudgetRoot {
+    config: Rc<Config>,
+}
+
+impl RootContext for BudgetRoot {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let bytes = hostcalls::get_plugin_configuration().unwrap_or_default();
+        let config = Config::parse(&bytes);
+        routeiq_guest::log_debug(&format!(
+            "token_budget: budget_tokens={} window_s={} header={}",
+            config.budget_tokens, config.window_s, config.header
+        ));
+        self.config = Rc::new(config);
+        true
+    }
+
+    fn create_http_context(&mut self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Budget {
+            config: self.config.clone(),
+            admitted: None,
+        }))
+    }
+}
+
+/// An admitted request: who pays, where, and what was used before it.
+struct Admitted {
+    client: String,
+    kv_key: String,
+    used: u64,
+}
+
+struct Budget {
+    config: Rc<Config>,
+    admitted: Option<Admitted>,
+}
+
+fn parse_tokens(v: &[u8]) -> u64 {
+    std::str::from_utf8(v).ok().and_then(|s| s.trim().parse::<u64>().ok()).unwrap_or(0)
+}
+
+/// Adds `n` to the counter at `key`; returns the new total.
+fn charge(key: &str, n: u64) -> Result<u64, Status> {
+    for _ in 0..MAX_ATTEMPTS {
+        let (current, cas) = hostcalls::get_shared_data_with_cas(key)?;
+        let total = current.as_deref().map_or(0, parse_tokens).saturating_add(n);
+        match hostcalls::set_shared_data(key, total.to_string().as_bytes(), cas) {
+            Ok(()) => return Ok(total),
+            Err(Status::CasMismatch) => continue,
+            Err(s) => return Err(s),
+        }
+    }
+    Err(Status::CasMismatch)
+}
+
+impl HttpContext for Budget {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _eos: bool) -> Action {
+        match llm::get_llm_request() {
+            Ok(_) => {}
+            Err(Status::NotFound) => return Action::Continue,
+            Err(s) => {
+                routeiq_guest::log_warn(&format!("token_budget: llm request unavailable (status {})", s.code()));
+                return Action::Continue;
+            }
+        }
+        let client = hostcalls::get_http_request_header(&self.config.header).unwrap_or_else(|| "anonymous".to_string());
+        let now_s = match hostcalls::get_current_time_nanoseconds() {
+            Ok(ns) => ns / 1_000_000_000,
+            Err(s) => {
+                routeiq_guest::log_warn(&format!("token_budget: clock unavailable (status {})", s.code()));
+                return Action::Continue;
+            }
+        };
+        let kv_key = format!("tb:{}:{}", client, now_s / self.config.window_s);
+        let used = match hostcalls::get_shared_data(&kv_key) {
+            Ok((v, _)) => parse_tokens(&v),
+            Err(Status::NotFound) => 0,
+            Err(s) => {
+                routeiq_guest::log_warn(&format!("token_budget: shared data unavailable (status {})", s.code()));
+                return Action::Continue;
+            }
+        };
+        if used >= self.config.budget_tokens {
+            let _ = hostcalls::send_local_response(
+                429,
+                "token_budget",
+                EXHAUSTED_BODY.as_bytes(),
+                &[("content-type", "application/json")],
+                hostcalls::NO_GRPC_STATUS,
+            );
+            return Action::Pause;
+        }
+        self.admitted = Some(Admitted { client, kv_key, used });
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _eos: bool) -> Action {
+        if let Some(a) = &self.admitted {
+            let remaining = self.config.budget_tokens - a.used;
+            let _ = hostcalls::add_http_response_header("x-token-budget-remaining", &remaining.to_string());
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        let a = match self.admitted.take() {
+            Some(a) => a,
+            None => return,
+        };
+        let n = match llm::get_llm_response() {
+            Ok(r) => r.usage.total_tokens,
+            Err(s) => {
+                routeiq_guest::log_debug(&format!("token_budget: no llm response (status {})", s.code()));
+                return;
+            }
+        };
+        match charge(&a.kv_key, n) {
+            Ok(total) => routeiq_guest::log_info(&format!("token_budget: key={} used={} (+{})", a.client, total, n)),
+            Err(s) => routeiq_guest::log_warn(&format!(
+                "token_budget: usage of {} tokens not recorded (status {})",
+                n,
+                s.code()
+            )),
+        }
+    }
+}
+
+routeiq_guest::manifest!(
+    r#"{"name": "token_budget", "version": "0.1.0", "description": "Per-key LLM token budget per time window, counted in shared data", "capabilities": ["llm_request", "shared_kv"]}"#
+);
+
+routeiq_guest::main! {
+    routeiq_guest::set_root_context(|_context_id| -> Box<dyn RootContext> {
+        Box::new(BudgetRoot { config: Rc::new(Config::default()) })
+    });
+}
