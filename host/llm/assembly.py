@@ -20,8 +20,6 @@ def build_llm(config: LoadedConfig, breakers: BreakerBoard, mock: MockProvider) 
     model = config.model
     if not model.model_list:
         return None
-    from routeiq.strategies.artifacts import ArtifactError, load_artifact
-    from routeiq.strategies.custom import CustomStrategyError, load_custom_strategies
     from routeiq.strategies.registry import StrategyRegistry
 
     where = str(config.path or "<config>")
@@ -32,6 +30,8 @@ def build_llm(config: LoadedConfig, breakers: BreakerBoard, mock: MockProvider) 
     registry = StrategyRegistry.with_builtins()
     router_cfg = model.router
     if router_cfg.custom_routers:
+        from routeiq.strategies.custom import CustomStrategyError, load_custom_strategies
+
         try:
             load_custom_strategies(config.base_dir / router_cfg.custom_routers, registry)
         except CustomStrategyError as exc:
@@ -43,6 +43,8 @@ def build_llm(config: LoadedConfig, breakers: BreakerBoard, mock: MockProvider) 
     except TypeError as exc:
         raise ConfigError(f"{where}: router.strategy_options: {exc}") from None
     if router_cfg.artifact:
+        from routeiq.strategies.artifacts import ArtifactError, load_artifact
+
         try:
             trained = load_artifact(config.base_dir / router_cfg.artifact, registry)
         except ArtifactError as exc:
