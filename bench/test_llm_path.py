@@ -1,0 +1,101 @@
+"""The LLM hot path: one non-streaming chat completion, client -> gateway -> mock upstream
+on loopback, with the gateway calling the deployment directly (OpenAI-compatible
+pass-through) or through litellm's Router; beside the upstream called directly.
+
+Gateway and upstream run as separate processes, as in production.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+import yaml
+
+CHAT = {"model": "direct", "messages": [{"role": "user", "content": "benchmark the hot path"}]}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait(url: str, proc: subprocess.Popen) -> None:  # type: ignore[type-arg]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "process exited"
+        try:
+            httpx.get(url, timeout=1, trust_env=False)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[str]:
+    port = free_port()
+    code = f"import uvicorn; from routeiq.gateway.embedded_upstream import create_embedded_upstream; uvicorn.run(create_embedded_upstream(), host='127.0.0.1', port={port}, log_level='warning')"
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    url = f"http://127.0.0.1:{port}"
+    wait(f"{url}/v1/models", proc)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def gateway(upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    config = {
+        "server": {"host": "127.0.0.1", "port": port, "log_level": "warn"},
+        "model_list": [
+            {"model_name": "direct", "litellm_params": {"model": "openai/routeiq-mock", "api_base": f"{upstream}/v1", "api_key": "x"}},
+            {"model_name": "litellm", "litellm_params": {"model": "openai/routeiq-mock", "api_base": f"{upstream}/v1", "api_key": "x"}, "model_info": {"passthrough": False}},
+        ],
+    }
+    path = tmp_path_factory.mktemp("gw") / "gw.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = subprocess.Popen([sys.executable, "-m", "routeiq", "serve", "--config", str(path)], env={**os.environ, "LITELLM_LOG": "ERROR"})
+    url = f"http://127.0.0.1:{port}"
+    wait(f"{url}/health", proc)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=30, trust_env=False) as c:
+        yield c
+
+
+def run(benchmark, client: httpx.Client, url: str, model: str) -> None:  # type: ignore[no-untyped-def]
+    body = {**CHAT, "model": model}
+
+    def call() -> int:
+        return client.post(url, json=body).status_code
+
+    for _ in range(20):  # warm connections and litellm's first-call setup
+        call()
+    assert benchmark.pedantic(call, rounds=300, iterations=1) == 200
+
+
+def test_upstream_direct(benchmark, client: httpx.Client, upstream: str) -> None:  # type: ignore[no-untyped-def]
+    run(benchmark, client, f"{upstream}/v1/chat/completions", "routeiq-mock")
+
+
+def test_gateway_passthrough(benchmark, client: httpx.Client, gateway: str) -> None:  # type: ignore[no-untyped-def]
+    run(benchmark, client, f"{gateway}/v1/chat/completions", "direct")
+
+
+def test_gateway_via_litellm_router(benchmark, client: httpx.Client, gateway: str) -> None:  # type: ignore[no-untyped-def]
+    run(benchmark, client, f"{gateway}/v1/chat/completions", "litellm")
