@@ -136,6 +136,33 @@ def _demo_auth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _route_eval(argv: list[str]) -> int:
+    from routeiq.strategies.evaluation import main as evaluation_main
+
+    return evaluation_main(argv)
+
+
+def _route_train(args: argparse.Namespace) -> int:
+    from routeiq.strategies.artifacts import save_artifact
+    from routeiq.strategies.evaluation import DataError, load_examples
+    from routeiq.strategies.registry import StrategyRegistry
+
+    registry = StrategyRegistry.with_builtins()
+    if args.strategy not in registry.names():
+        print(f"routeiq: unknown strategy {args.strategy!r}; known: {', '.join(sorted(registry.names()))}", file=sys.stderr)
+        return 2
+    try:
+        examples = load_examples(args.data)
+    except (DataError, OSError) as exc:
+        print(f"routeiq: {args.data}: {exc}", file=sys.stderr)
+        return 2
+    strategy = registry.create(args.strategy)
+    strategy.fit(examples)
+    digest = save_artifact(strategy, args.out)
+    print(f"trained {args.strategy} on {len(examples)} examples -> {args.out} (sha256 {digest})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="routeiq", description="LLM gateway with sandboxed proxy-wasm plugins")
     parser.add_argument("--version", action="version", version=f"routeiq {__version__}")
@@ -166,6 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("config")
     check.set_defaults(func=_check_config)
 
+    route_eval = sub.add_parser("route-eval", help="train every strategy and compare them offline", add_help=False)
+    route_eval.add_argument("rest", nargs=argparse.REMAINDER)
+    route_eval.set_defaults(func=lambda a: _route_eval(a.rest))
+    route_train = sub.add_parser("route-train", help="train one strategy and save it as a sha256-checked artifact")
+    route_train.add_argument("--strategy", required=True)
+    route_train.add_argument("--data", required=True, help="routing data (jsonl, see docs)")
+    route_train.add_argument("--out", required=True, help="artifact file to write (router.artifact)")
+    route_train.set_defaults(func=_route_train)
+
     demo_auth = sub.add_parser("demo-auth", help="run the demo's auth service (for the ext_auth example)")
     demo_auth.add_argument("--host", default="127.0.0.1")
     demo_auth.add_argument("--port", type=int, default=9101)
@@ -178,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["route-eval"]:  # its own argument parser owns everything after the word
+        return _route_eval(argv[1:])
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 

@@ -46,7 +46,7 @@ def test_demo_serve_shows_every_example(guests: dict[str, Path]) -> None:
         wait_healthy(url, proc)
         with httpx.Client(base_url=url, timeout=10, trust_env=False) as client:
             health = client.get("/health").json()
-            assert [p["name"] for p in health["plugins"]] == ["tagger", "ext_auth", "rate_limiter", "redactor", "chunk_counter", "request_counter"]
+            assert [p["name"] for p in health["plugins"]] == ["tagger", "ext_auth", "rate_limiter", "pii_guard", "token_budget", "redactor", "chunk_counter", "request_counter"]
             assert all(p["state"] == "ready" for p in health["plugins"])
 
             echoed = client.get("/echo/hello").json()
@@ -65,6 +65,15 @@ def test_demo_serve_shows_every_example(guests: dict[str, Path]) -> None:
             assert content == "You said: I am [REDACTED_EMAIL], key [REDACTED_KEY]"
             assert answer.headers["x-routeiq-redactions"] == "2"
             assert answer.headers["x-ratelimit-limit"] == "20"
+            assert answer.headers["x-routeiq-deployment"] in ("mock-small", "mock-large")  # the routing decision
+            assert answer.headers["x-routeiq-strategy"] == "contextual_bandit"
+            assert int(answer.headers["x-token-budget-remaining"]) == 5000
+            streamed = client.post("/v1/chat/completions", json={**body, "stream": True}, headers={**TOKEN, "x-api-key": "demo-key"})
+            assert streamed.status_code == 200 and streamed.text.endswith("data: [DONE]\n\n")
+            blocked = client.post("/v1/chat/completions", json={**body, "messages": [{"role": "user", "content": "password: hunter2"}]}, headers=TOKEN)
+            assert blocked.status_code == 400 and blocked.json()["error"]["code"] == "pii_forbidden"
+            feedback = client.post("/v1/feedback", json={"request_id": answer.headers["x-request-id"], "score": 1.0}, headers=TOKEN)
+            assert feedback.status_code == 200
 
             statuses = [client.get("/v1/models", headers={**TOKEN, "x-api-key": "greedy"}).status_code for _ in range(22)]
             assert statuses[:20] == [200] * 20 and statuses[20:] == [429, 429]

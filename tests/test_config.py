@@ -109,5 +109,5 @@ def test_matching_sha256_pin_loads(tmp_path: Path, guests: dict[str, Path], modu
 def test_demo_config_is_valid() -> None:
     root = Path(__file__).resolve().parents[1]
     config = load_config(root / "demo.yaml")
-    assert [p.name for p in config.model.plugins] == ["tagger", "ext_auth", "rate_limiter", "redactor", "chunk_counter", "request_counter"]
+    assert [p.name for p in config.model.plugins] == ["tagger", "ext_auth", "rate_limiter", "pii_guard", "token_budget", "redactor", "chunk_counter", "request_counter"]
     assert config.load_policy() is not None

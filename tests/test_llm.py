@@ -172,3 +172,21 @@ def test_strategy_configuration_errors_name_the_field(tmp_path: Path, module_cac
     assert "router.custom_routers" in str(info.value) and "broken.py" in str(info.value)
     with pytest.raises(ConfigError, match="model_list"):
         create_app(parse_config({**base, "model_list": [deployment("a"), deployment("a")]}, "gw.yaml", tmp_path / "gw.yaml"))
+
+
+def test_feedback_teaches_the_bandit(make_app) -> None:  # type: ignore[no-untyped-def]
+    app = llm_app(make_app, [deployment("a"), deployment("b")], router={"strategy": "contextual_bandit"})
+    picks = []
+    with TestClient(app) as client:
+        for i in range(80):
+            response = client.post("/v1/chat/completions", json={**CHAT, "messages": [{"role": "user", "content": f"question number {i % 7}"}]})
+            chosen = response.headers["x-routeiq-deployment"]
+            picks.append(chosen)
+            score = 1.0 if chosen == "b" else 0.0  # the client likes b's answers only
+            answer = client.post("/v1/feedback", json={"request_id": response.headers["x-request-id"], "score": score})
+            assert answer.status_code == 200
+        assert client.post("/v1/feedback", json={"request_id": "never-seen", "score": 1}).status_code == 404
+        assert client.post("/v1/feedback", json={"request_id": "x", "score": 7}).status_code == 400
+    late = picks[-20:]
+    assert late.count("b") >= 17, picks
+    assert "a" in picks[:20]  # it did explore before it learned
