@@ -190,3 +190,30 @@ def test_feedback_teaches_the_bandit(make_app) -> None:  # type: ignore[no-untyp
     late = picks[-20:]
     assert late.count("b") >= 17, picks
     assert "a" in picks[:20]  # it did explore before it learned
+
+
+def test_trained_artifacts_are_verified_on_load(tmp_path: Path, module_cache_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "routing" / "nq_routing.jsonl"
+    artifact = tmp_path / "knn.json"
+    out = subprocess.run([sys.executable, "-m", "routeiq", "route-train", "--strategy", "knn", "--data", str(data), "--out", str(artifact)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "trained knn on 400 examples" in out.stdout
+    base = {
+        "model_list": [deployment("g", provider_model="google/gemma-2-27b-it"), deployment("m", provider_model="mistralai/mistral-7b-instruct-v0.3")],
+        "router": {"strategy": "knn", "artifact": str(artifact)},
+        "runtime": {"cache_dir": str(module_cache_dir)},
+    }
+    app = create_app(parse_config(base, "gw.yaml", tmp_path / "gw.yaml"))
+    try:
+        with TestClient(app) as client:
+            assert client.post("/v1/chat/completions", json=CHAT).headers["x-routeiq-strategy"] == "knn"
+    finally:
+        app.state.gateway.close()
+    tampered = json.loads(artifact.read_text())
+    tampered["state"] = {**tampered["state"], "k": 999} if isinstance(tampered.get("state"), dict) else tampered["state"]
+    artifact.write_text(json.dumps(tampered))
+    with pytest.raises(ConfigError, match=r"router\.artifact"):
+        create_app(parse_config(base, "gw.yaml", tmp_path / "gw.yaml"))

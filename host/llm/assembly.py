@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Awaitable, Callable
 
 from routeiq.config import ConfigError, LoadedConfig
@@ -52,6 +53,10 @@ def build_llm(config: LoadedConfig, breakers: BreakerBoard, mock: MockProvider) 
         if trained.name != strategy.name:
             raise ConfigError(f"{where}: router.artifact holds a {trained.name!r} strategy but router.strategy is {strategy.name!r}")
         strategy = trained
+    elif strategy.learned:
+        # Learned strategies start from priors (and, for the bandit, learn online) until
+        # `routeiq route-train` gives them an artifact.
+        logging.getLogger("routeiq.routing").warning("strategy %s has no trained artifact (router.artifact): it starts untrained", strategy.name)
     for name, behaviour in model.mock.models.items():
         mock.behaviours[name] = MockBehaviour(**behaviour.model_dump())
     router = LlmRouter(deployments, strategy, breakers, router_cfg.auto_model)
