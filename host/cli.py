@@ -136,6 +136,66 @@ def _demo_auth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plugin_new(args: argparse.Namespace) -> int:
+    from routeiq.toolkit.project import ProjectError
+    from routeiq.toolkit.scaffold import scaffold
+
+    try:
+        directory = scaffold(args.lang, args.name, Path(args.dir))
+    except ProjectError as exc:
+        print(f"routeiq: {exc}", file=sys.stderr)
+        return 2
+    print(f"created {directory}: build it with `routeiq plugin build {directory}`, test it with `routeiq plugin test {directory}`")
+    return 0
+
+
+def _plugin_build(args: argparse.Namespace) -> int:
+    from routeiq.toolchain.rust import ToolchainMissing
+    from routeiq.toolkit.project import ProjectError, build_project, load_project
+
+    try:
+        out = build_project(load_project(Path(args.dir)), progress=lambda m: print(f"... {m}", flush=True))
+    except (ProjectError, ToolchainMissing) as exc:
+        print(f"routeiq: {exc}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0
+
+
+def _plugin_inspect(args: argparse.Namespace) -> int:
+    from routeiq.toolkit.inspect import format_inspection, inspect_module, to_json
+
+    path = Path(args.module)
+    if not path.exists():
+        print(f"routeiq: {path}: no such file", file=sys.stderr)
+        return 2
+    info = inspect_module(path)
+    print(to_json(info) if args.json else format_inspection(info))
+    return 1 if "error" in info else 0
+
+
+def _plugin_test(args: argparse.Namespace) -> int:
+    from routeiq.runtime.errors import PluginError
+    from routeiq.toolchain.rust import ToolchainMissing
+    from routeiq.toolkit.cases import CaseFileError, run_cases
+    from routeiq.toolkit.project import ProjectError, build_project, load_project
+
+    try:
+        project = load_project(Path(args.dir))
+        module = build_project(project, progress=lambda m: print(f"... {m}", flush=True))
+        results = run_cases(module, project.tests, project.name)
+    except (ProjectError, ToolchainMissing, CaseFileError, PluginError) as exc:
+        print(f"routeiq: {exc}", file=sys.stderr)
+        return 2
+    for result in results:
+        print(f"{'PASS' if result.ok else 'FAIL'} {result.name}")
+        for failure in result.failures:
+            print(f"     {failure}")
+    failed = sum(not r.ok for r in results)
+    print(f"{len(results) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
 def _route_eval(argv: list[str]) -> int:
     from routeiq.strategies.evaluation import main as evaluation_main
 
@@ -201,6 +261,24 @@ def build_parser() -> argparse.ArgumentParser:
     route_train.add_argument("--data", required=True, help="routing data (jsonl, see docs)")
     route_train.add_argument("--out", required=True, help="artifact file to write (router.artifact)")
     route_train.set_defaults(func=_route_train)
+
+    plugin = sub.add_parser("plugin", help="plugin author tools: new, build, inspect, test")
+    plugin_sub = plugin.add_subparsers(dest="plugin_command", required=True)
+    new = plugin_sub.add_parser("new", help="scaffold a plugin project (source, manifest, README, tests)")
+    new.add_argument("--lang", required=True, choices=["rust", "python", "assemblyscript", "c"])
+    new.add_argument("--dir", default=".", help="parent directory (default: .)")
+    new.add_argument("name")
+    new.set_defaults(func=_plugin_new)
+    pbuild = plugin_sub.add_parser("build", help="build a plugin project into DIR/build/NAME.wasm")
+    pbuild.add_argument("dir")
+    pbuild.set_defaults(func=_plugin_build)
+    pinspect = plugin_sub.add_parser("inspect", help="ABI version, exports, imports and the capabilities they need, sha256, size")
+    pinspect.add_argument("module")
+    pinspect.add_argument("--json", action="store_true")
+    pinspect.set_defaults(func=_plugin_inspect)
+    ptest = plugin_sub.add_parser("test", help="build and run DIR/tests.yaml against the plugin, without a gateway")
+    ptest.add_argument("dir")
+    ptest.set_defaults(func=_plugin_test)
 
     demo_auth = sub.add_parser("demo-auth", help="run the demo's auth service (for the ext_auth example)")
     demo_auth.add_argument("--host", default="127.0.0.1")

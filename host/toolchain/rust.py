@@ -75,11 +75,7 @@ def guest_crates(root: Path) -> list[Path]:
     return sorted(p for p in base.iterdir() if (p / "src" / "lib.rs").exists()) if base.exists() else []
 
 
-def build_rust_guests(root: Path, progress: Callable[[str], None] = lambda _: None) -> list[Path]:
-    """Build the SDK and every crate under guest-examples/rust into guest-examples/rust/build.
-
-    Outputs are cached under .cache/guests keyed by rustc version, flags and sources.
-    """
+def _require_rustc() -> Rustc:
     rustc = find_rustc()
     if rustc is None:
         raise ToolchainMissing(
@@ -87,50 +83,65 @@ def build_rust_guests(root: Path, progress: Callable[[str], None] = lambda _: No
             "`rustup target add wasm32-unknown-unknown`, or on Debian/Ubuntu "
             "`apt-get install rustc libstd-rust-dev-wasm32` (set ROUTEIQ_RUSTC to pick a specific rustc)"
         )
+    return rustc
+
+
+def _build_sdk(root: Path, rustc: Rustc, cache: Path, progress: Callable[[str], None]) -> tuple[str, Path]:
+    """The SDK rlib, built once per rustc and SDK source (returns its cache key and path)."""
     sdk_dir = root / "abi" / "sdk" / "rust"
-    sdk_digest = hashlib.sha256((rustc.version + " ".join(COMMON_FLAGS)).encode())
-    _hash_tree(sdk_digest, sdk_dir / "src")
-    sdk_key = sdk_digest.hexdigest()[:20]
-    cache = root / ".cache" / "guests"
-    sdk_out = cache / f"sdk-{sdk_key}"
-    sdk_rlib = sdk_out / f"lib{SDK_CRATE}.rlib"
-    if not sdk_rlib.exists():
+    digest = hashlib.sha256((rustc.version + " ".join(COMMON_FLAGS)).encode())
+    _hash_tree(digest, sdk_dir / "src")
+    key = digest.hexdigest()[:20]
+    out = cache / f"sdk-{key}"
+    if not (out / f"lib{SDK_CRATE}.rlib").exists():
         progress(f"building Rust guest SDK with {rustc.version}")
-        tmp = sdk_out.with_suffix(".tmp")
+        tmp = out.with_suffix(".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         _run([rustc.path, *COMMON_FLAGS, "--crate-name", SDK_CRATE, "--crate-type", "rlib", str(sdk_dir / "src" / "lib.rs"), "--out-dir", str(tmp)])
-        shutil.rmtree(sdk_out, ignore_errors=True)
-        tmp.rename(sdk_out)
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+    return key, out
 
-    out_dir = root / "guest-examples" / "rust" / "build"
+
+def build_rust_crate(root: Path, crate: Path, out_dir: Path, progress: Callable[[str], None] = lambda _: None, extra_key: str = "") -> Path:
+    """Build one filter crate (a directory with src/lib.rs) into `out_dir/<name>.wasm`.
+
+    `root` is the RouteIQ source tree that holds the SDK; the output is cached under
+    `root/.cache/guests` by rustc version, flags, SDK and crate sources."""
+    rustc = _require_rustc()
+    cache = root / ".cache" / "guests"
+    sdk_key, sdk_out = _build_sdk(root, rustc, cache, progress)
+    name = crate.resolve().name.replace("-", "_")
+    digest = hashlib.sha256((sdk_key + extra_key).encode())
+    _hash_tree(digest, crate / "src")
+    cached = cache / f"{name}-{digest.hexdigest()[:20]}.wasm"
+    if not cached.exists():
+        progress(f"building {name}.wasm")
+        tmp = cached.with_suffix(".tmp")
+        _run(
+            [
+                rustc.path, *COMMON_FLAGS, "-C", "strip=debuginfo",
+                "--crate-name", name, "--crate-type", "cdylib",
+                "-L", str(sdk_out), "--extern", f"{SDK_CRATE}={sdk_out / f'lib{SDK_CRATE}.rlib'}",
+                str(crate / "src" / "lib.rs"), "-o", str(tmp),
+            ]
+        )
+        tmp.rename(cached)
     out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{name}.wasm"
+    if not target.exists() or target.read_bytes() != cached.read_bytes():
+        shutil.copyfile(cached, target)
+    return target
+
+
+def build_rust_guests(root: Path, progress: Callable[[str], None] = lambda _: None) -> list[Path]:
+    """Build the SDK and every crate under guest-examples/rust into guest-examples/rust/build."""
     shared = hashlib.sha256()
     if (root / "guest-examples" / "rust" / SHARED_DIR).exists():
         _hash_tree(shared, root / "guest-examples" / "rust" / SHARED_DIR)
-    built = []
-    for crate in guest_crates(root):
-        name = crate.name
-        digest = hashlib.sha256((sdk_key + shared.hexdigest()).encode())
-        _hash_tree(digest, crate / "src")
-        cached = cache / f"{name}-{digest.hexdigest()[:20]}.wasm"
-        if not cached.exists():
-            progress(f"building {name}.wasm")
-            tmp = cached.with_suffix(".tmp")
-            _run(
-                [
-                    rustc.path, *COMMON_FLAGS, "-C", "strip=debuginfo",
-                    "--crate-name", name, "--crate-type", "cdylib",
-                    "-L", str(sdk_out), "--extern", f"{SDK_CRATE}={sdk_rlib}",
-                    str(crate / "src" / "lib.rs"), "-o", str(tmp),
-                ]
-            )
-            tmp.rename(cached)
-        target = out_dir / f"{name}.wasm"
-        if not target.exists() or target.read_bytes() != cached.read_bytes():
-            shutil.copyfile(cached, target)
-        built.append(target)
-    return built
+    out_dir = root / "guest-examples" / "rust" / "build"
+    return [build_rust_crate(root, crate, out_dir, progress, shared.hexdigest()) for crate in guest_crates(root)]
 
 
 def _run(cmd: list[str]) -> None:

@@ -1,0 +1,1 @@
+"""The plugin author's toolkit: scaffold, build, inspect and test a plugin without a gateway."""

@@ -1,0 +1,74 @@
+"""A plugin project directory: `routeiq-plugin.yaml` names the plugin and its language."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+import routeiq
+from routeiq.toolchain.rust import ToolchainMissing
+
+PROJECT_FILE = "routeiq-plugin.yaml"
+LANGUAGES = ("rust", "python", "assemblyscript", "c")
+
+
+class ProjectError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class PluginProject:
+    directory: Path
+    name: str
+    lang: str
+
+    @property
+    def output(self) -> Path:
+        return self.directory / "build" / f"{self.name}.wasm"
+
+    @property
+    def tests(self) -> Path:
+        return self.directory / "tests.yaml"
+
+
+def load_project(directory: Path) -> PluginProject:
+    path = directory / PROJECT_FILE
+    if not path.exists():
+        raise ProjectError(f"{directory} is not a plugin project: no {PROJECT_FILE} (create one with `routeiq plugin new`)")
+    data = yaml.safe_load(path.read_text()) or {}
+    name, lang = data.get("name"), data.get("lang")
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ProjectError(f"{path}: name: must be an identifier (letters, digits, _), got {name!r}")
+    if lang not in LANGUAGES:
+        raise ProjectError(f"{path}: lang: must be one of {', '.join(LANGUAGES)}, got {lang!r}")
+    return PluginProject(directory.resolve(), name, lang)
+
+
+def source_root() -> Path:
+    """The RouteIQ source tree (for the guest SDKs), from the installed package."""
+    root = Path(routeiq.__file__).resolve().parents[1]
+    if not (root / "abi" / "sdk").exists():
+        raise ToolchainMissing(f"the guest SDK sources are not beside the installed routeiq ({root}): install routeiq from a source checkout (pip install -e .)")
+    return root
+
+
+def build_project(project: PluginProject, progress: Callable[[str], None] = lambda _: None) -> Path:
+    out_dir = project.directory / "build"
+    if project.lang == "rust":
+        from routeiq.toolchain.rust import build_rust_crate
+
+        return build_rust_crate(source_root(), project.directory, out_dir, progress)
+    if project.lang == "python":
+        from routeiq.toolchain import python as python_toolchain
+
+        return python_toolchain.build_python_plugin(source_root(), project.directory, project.name, out_dir, progress)  # type: ignore[attr-defined]
+    if project.lang == "assemblyscript":
+        from routeiq.toolchain import assemblyscript
+
+        return assemblyscript.build_assemblyscript_plugin(source_root(), project.directory, project.name, out_dir, progress)  # type: ignore[attr-defined]
+    from routeiq.toolchain import c
+
+    return c.build_c_plugin(source_root(), project.directory, project.name, out_dir, progress)  # type: ignore[attr-defined]
