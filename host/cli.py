@@ -18,6 +18,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from routeiq.config import ConfigError, load_config
     from routeiq.gateway.app import CONFIG_ENV, POLICY_ENV, create_app
+    from routeiq.log_format import configure_logging
 
     try:
         config = load_config(args.config)
@@ -27,7 +28,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"routeiq: {exc}", file=sys.stderr)
         return 2
     server = config.model.server
-    logging.basicConfig(level=_LOG_LEVELS[server.log_level], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(_LOG_LEVELS[server.log_level], server.log_format)
     try:
         # Build once here even with several workers: bad config or a refused plugin
         # fails now, with a message, instead of in every worker.

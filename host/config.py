@@ -148,6 +148,12 @@ class MockConfig(_Strict):
     models: dict[str, MockModelConfig] = Field(default_factory=dict)  # provider model name (or "*") -> behaviour
 
 
+class TracingConfig(_Strict):
+    exporter: Literal["none", "otlp"] = "none"
+    endpoint: str = "http://127.0.0.1:4318/v1/traces"  # OTLP/HTTP traces endpoint
+    service_name: str = "routeiq"
+
+
 class GatewayConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     upstream: Union[Literal["embedded"], UpstreamConfig] = "embedded"
@@ -158,6 +164,7 @@ class GatewayConfig(_Strict):
     model_list: list[ModelEntry] = Field(default_factory=list)  # litellm's model list format
     router: RouterConfig = Field(default_factory=RouterConfig)
     mock: MockConfig = Field(default_factory=MockConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
     plugins: list[PluginConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")

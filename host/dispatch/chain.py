@@ -16,12 +16,19 @@ import enum
 import logging
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
+from opentelemetry.trace import Status, StatusCode
+
 from routeiq.abi.capabilities import Capability
 from routeiq.abi.proxy_wasm import Action, StreamType
 from routeiq.hostcalls.state import ContextState, HeaderMap, HttpStream
 from routeiq.runtime.errors import GuestTrap, PluginError
 
 from .plugin import PluginVM, ProxyWasmPlugin
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger("routeiq.dispatch")
 
@@ -71,8 +78,9 @@ class Member:
 
 
 class ChainStream:
-    def __init__(self, plugins: list[ProxyWasmPlugin], stream: HttpStream) -> None:
+    def __init__(self, plugins: list[ProxyWasmPlugin], stream: HttpStream, tracer: Tracer | None = None) -> None:
         self.stream = stream
+        self.tracer = tracer
         self.members: list[Member] = []
         self.failure: PluginError | None = None
         self._request_order = list(range(len(plugins)))
@@ -118,6 +126,8 @@ class ChainStream:
     def _call(self, member: Member, name: str, *args: int) -> int | None | GuestTrap:
         vm = member.vm
         assert vm is not None and member.context is not None
+        if self.tracer is not None and vm.exports(name):
+            return self._traced_call(member, name, *args)
         try:
             return vm.call(name, member.context, member.context.context_id, *args)
         except GuestTrap as exc:
@@ -125,6 +135,27 @@ class ChainStream:
                 exc.callback = name
             self._fail(member, exc)
             return exc
+
+    def _traced_call(self, member: Member, name: str, *args: int) -> int | None | GuestTrap:
+        """The same call inside a span with plugin, callback, fuel used and outcome."""
+        vm = member.vm
+        assert vm is not None and member.context is not None and self.tracer is not None
+        with self.tracer.start_as_current_span(f"plugin {member.plugin.spec.name} {name}") as span:
+            span.set_attribute("routeiq.plugin", member.plugin.spec.name)
+            span.set_attribute("routeiq.callback", name)
+            fuel_limit = vm.vm.limits.fuel
+            try:
+                result = vm.call(name, member.context, member.context.context_id, *args)
+            except GuestTrap as exc:
+                span.set_attribute("routeiq.outcome", exc.kind)
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                if not exc.callback:
+                    exc.callback = name
+                self._fail(member, exc)
+                return exc
+            span.set_attribute("routeiq.fuel_used", fuel_limit - vm.vm.fuel_remaining())
+            span.set_attribute("routeiq.outcome", "ok" if result != Action.PAUSE else "pause")
+            return result
 
     def has_failure_verdict(self) -> Verdict | None:
         if self.failure is not None:

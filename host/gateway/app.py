@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -28,10 +28,14 @@ from routeiq.llm.mock_provider import MockProvider
 from routeiq.services.breakers import BreakerBoard, BreakerSettings
 
 from .embedded_upstream import create_embedded_upstream
+from .tracing import Tracing
 from .metrics_endpoint import metrics_endpoint
 from .plugin_filter import PluginFilter
 from .plugin_logs import PluginLogBook
 from .reverse_proxy import ReverseProxy
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 log = logging.getLogger("routeiq.gateway")
 
@@ -43,9 +47,10 @@ class PluginStartupError(ConfigError):
 class Gateway:
     """The state one app owns: runtime, plugins, upstream, plugin logs."""
 
-    def __init__(self, config: LoadedConfig) -> None:
+    def __init__(self, config: LoadedConfig, span_exporter: "SpanExporter | None" = None) -> None:
         self.config = config
         self.logs = PluginLogBook()
+        self.tracing = Tracing(config, span_exporter)
         policy = config.load_policy()
         breaker = config.model.router.breaker
         self.breakers = BreakerBoard(BreakerSettings(breaker.failure_threshold, breaker.window_s, breaker.cooldown_s, breaker.half_open_probes), self._breaker_changed)
@@ -85,10 +90,12 @@ class Gateway:
         except BaseException:
             self.close()
             raise
+        tracer = self.tracing.tracer
         if self.llm is not None:
-            self.filter = PluginFilter(llm_dispatch(self.llm, self.upstream_app), self.plugins, frozenset(self.llm.router.groups))
+            self.llm.tracer = tracer
+            self.filter = PluginFilter(llm_dispatch(self.llm, self.upstream_app), self.plugins, frozenset(self.llm.router.groups), tracer)
         else:
-            self.filter = PluginFilter(self.upstream_app, self.plugins)
+            self.filter = PluginFilter(self.upstream_app, self.plugins, tracer=tracer)
 
     def _breaker_changed(self, name: str, old: str, new: str) -> None:
         log.warning("circuit breaker %s: %s -> %s", name, old, new)
@@ -128,6 +135,7 @@ class Gateway:
         for plugin in self.plugins:
             plugin.close()
         self.runtime.close()
+        self.tracing.shutdown()
         self.services.store.close()
 
 
@@ -139,8 +147,9 @@ def _store(config: LoadedConfig, breakers: BreakerBoard) -> SharedStore:
     return InMemoryStore()
 
 
-def create_app(config: LoadedConfig) -> Starlette:
-    gateway = Gateway(config)
+def create_app(config: LoadedConfig, span_exporter: "SpanExporter | None" = None) -> Starlette:
+    """The gateway app. `span_exporter` (tests) receives spans synchronously."""
+    gateway = Gateway(config, span_exporter)
 
     async def health(_: Request) -> JSONResponse:
         # Plugin failures degrade the report but the gateway itself is up: 200 either way.

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+from opentelemetry.trace import SpanKind
 
 from routeiq.abi.proxy_wasm import StreamType
 from routeiq.dispatch.chain import REQUEST, RESPONSE, ChainStream, Member, Step, Verdict, request_header_map
@@ -19,6 +21,9 @@ from routeiq.hostcalls.state import HeaderMap, HttpStream, LocalResponse
 from routeiq.runtime.errors import PluginError
 
 from .errors import error_body, send_bytes
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger("routeiq.gateway")
 
@@ -42,17 +47,41 @@ class StreamAborted(Exception):
 
 
 class PluginFilter:
-    def __init__(self, app: ASGIApp, plugins: list[ProxyWasmPlugin], llm_models: frozenset[str] | None = None) -> None:
+    def __init__(self, app: ASGIApp, plugins: list[ProxyWasmPlugin], llm_models: frozenset[str] | None = None, tracer: Tracer | None = None) -> None:
         self.app = app
         self.plugins = plugins
         self.llm_models = llm_models  # set when the gateway serves the LLM path itself
+        self.tracer = tracer
         self._background: set[asyncio.Task[None]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.plugins:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        await _Exchange(self, scope, receive, send).run()
+        if self.tracer is None:
+            if not self.plugins:
+                await self.app(scope, receive, send)
+                return
+            await _Exchange(self, scope, receive, send).run()
+            return
+        with self.tracer.start_as_current_span(f"{scope['method']} {scope['path']}", kind=SpanKind.SERVER) as span:
+            span.set_attribute("http.request.method", scope["method"])
+            span.set_attribute("url.path", scope["path"])
+            status: list[int] = []
+
+            async def traced_send(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    status.append(int(message["status"]))
+                await send(message)
+
+            if self.plugins:
+                exchange = _Exchange(self, scope, receive, traced_send)
+                span.set_attribute("routeiq.request_id", exchange.stream.request_id)
+                await exchange.run()
+            else:
+                await self.app(scope, receive, traced_send)
+            if status:
+                span.set_attribute("http.response.status_code", status[0])
 
     def keep(self, task: asyncio.Task[None]) -> None:
         self._background.add(task)
@@ -92,7 +121,7 @@ class _Exchange:
             scheme=scope.get("scheme", "http"),
             protocol=f"HTTP/{scope.get('http_version', '1.1')}",
         )
-        self.chain = ChainStream(owner.plugins, self.stream)
+        self.chain = ChainStream(owner.plugins, self.stream, owner.tracer)
         self.llm_route = owner.llm_models is not None and scope["method"] == "POST" and scope["path"] == "/v1/chat/completions"
         self.response_sent = False  # http.response.start went to the client
         self.response_done = False

@@ -11,7 +11,9 @@ import json
 import logging
 import time
 import uuid
-from typing import Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator
+
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -23,6 +25,9 @@ from routeiq.hostcalls.llm_exchange import LlmExchange, LlmOutcome
 from .backends import BackendError, EmbeddedBackend, LitellmBackend, PassthroughBackend
 from .deployments import LiveDeployment
 from .router import LlmRouter, NoSuchModel, RoutedCall
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger("routeiq.llm")
 
@@ -56,6 +61,7 @@ class UsageTap:
 
 class LlmApi:
     def __init__(self, router: LlmRouter, embedded: EmbeddedBackend, passthrough: PassthroughBackend, litellm: LitellmBackend, timeout_s: float, retries: int) -> None:
+        self.tracer: Tracer | None = None  # set by the app when tracing is on
         self.router = router
         self.backends = {"embedded": embedded, "passthrough": passthrough, "litellm": litellm}
         self.timeout_s = timeout_s
@@ -98,6 +104,13 @@ class LlmApi:
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         try:
             call = self.router.plan(request_id, body, exchange.pinned_model, request.headers.get("authorization", "") or request.headers.get("x-api-key", ""))
+            if self.tracer is not None:
+                with self.tracer.start_as_current_span("route") as span:
+                    span.set_attribute("routeiq.strategy", call.decision.strategy)
+                    span.set_attribute("routeiq.model", call.request.model)
+                    span.set_attribute("routeiq.candidates", [d.id for d in call.order])
+                    span.set_attribute("routeiq.chosen", call.order[0].id)
+                    span.set_attribute("routeiq.decide_us", call.decide_s * 1e6)
         except NoSuchModel as exc:
             return openai_error(404, f"the model {str(exc) or '(none)'!r} does not exist; see GET /v1/models", "invalid_request_error", "model_not_found")
         if body.get("stream"):
@@ -126,6 +139,30 @@ class LlmApi:
             completion_tokens=int(usage.get("completion_tokens", 0) or 0),
         )
 
+    def _span(self, call: RoutedCall, d: LiveDeployment, stream: bool):  # type: ignore[no-untyped-def]
+        """A client span for one deployment call, with the gen_ai semantic attributes."""
+        if self.tracer is None:
+            return None
+        span = self.tracer.start_span(f"chat {d.upstream_model}", kind=SpanKind.CLIENT)
+        span.set_attribute("gen_ai.operation.name", "chat")
+        span.set_attribute("gen_ai.system", d.kind if d.kind != "litellm" else str(d.litellm_params.get("model", "")).split("/", 1)[0])
+        span.set_attribute("gen_ai.request.model", d.upstream_model)
+        span.set_attribute("routeiq.deployment", d.id)
+        span.set_attribute("routeiq.stream", stream)
+        return span
+
+    @staticmethod
+    def _end_span(span, ok: bool, usage: dict[str, int] | None, error: str = "") -> None:  # type: ignore[no-untyped-def]
+        if span is None:
+            return
+        usage = usage or {}
+        if "prompt_tokens" in usage:
+            span.set_attribute("gen_ai.usage.input_tokens", int(usage.get("prompt_tokens") or 0))
+            span.set_attribute("gen_ai.usage.output_tokens", int(usage.get("completion_tokens") or 0))
+        if not ok:
+            span.set_status(Status(StatusCode.ERROR, error))
+        span.end()
+
     def _attempts(self, call: RoutedCall) -> list[LiveDeployment]:
         return call.order[: self.retries + 1]
 
@@ -136,9 +173,11 @@ class LlmApi:
             if not breaker.allow():
                 continue
             began = time.perf_counter()
+            span = self._span(call, d, False)
             try:
                 answer = await self.backends[d.kind].complete(d, body, self.timeout_s)
             except BackendError as exc:
+                self._end_span(span, False, None, str(exc))
                 self.router.record(call, d, False, time.perf_counter() - began)
                 log.warning("request %s: %s failed (%s); %s", call.request.request_id, d.id, exc, "failing over" if exc.retryable else "not retryable")
                 last = exc
@@ -147,6 +186,9 @@ class LlmApi:
                 self.router.fallbacks += 1
                 continue
             usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else None
+            if span is not None:
+                span.set_attribute("gen_ai.response.model", str(answer.get("model", "")))
+            self._end_span(span, True, usage)
             self.router.record(call, d, True, time.perf_counter() - began, usage)
             self._outcome(exchange, call, d, 200, began, usage)
             return JSONResponse(answer, headers=self._headers(call, d, attempt))
@@ -159,9 +201,11 @@ class LlmApi:
             if not breaker.allow():
                 continue
             began = time.perf_counter()
+            span = self._span(call, d, True)
             try:
                 chunks = await self.backends[d.kind].stream(d, body, self.timeout_s)
             except BackendError as exc:
+                self._end_span(span, False, None, str(exc))
                 self.router.record(call, d, False, time.perf_counter() - began)
                 last = exc
                 if not exc.retryable:
@@ -169,13 +213,13 @@ class LlmApi:
                 self.router.fallbacks += 1
                 continue
             return StreamingResponse(
-                self._relay(chunks, call, d, began, exchange),
+                self._relay(chunks, call, d, began, exchange, span),
                 media_type="text/event-stream",
                 headers={"cache-control": "no-cache", **self._headers(call, d, attempt)},
             )
         return self._exhausted(call, last)
 
-    async def _relay(self, chunks: AsyncIterator[bytes], call: RoutedCall, d: LiveDeployment, began: float, exchange: LlmExchange) -> AsyncIterator[bytes]:
+    async def _relay(self, chunks: AsyncIterator[bytes], call: RoutedCall, d: LiveDeployment, began: float, exchange: LlmExchange, span: Any = None) -> AsyncIterator[bytes]:
         tap = UsageTap()
         ok = False
         try:
@@ -184,6 +228,7 @@ class LlmApi:
                 yield chunk
             ok = True
         finally:
+            self._end_span(span, ok, tap.usage, "" if ok else "stream interrupted")
             self.router.record(call, d, ok, time.perf_counter() - began, tap.usage)
             self._outcome(exchange, call, d, 200 if ok else 502, began, tap.usage)
 

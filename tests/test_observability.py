@@ -1,0 +1,66 @@
+"""Traces (a span per request, per plugin callback, the routing decision and the LLM call
+with gen_ai attributes), JSON logs with trace ids, secrets scrubbed."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from starlette.testclient import TestClient
+
+from routeiq.config import parse_config
+from routeiq.gateway.app import create_app
+from routeiq.log_format import JsonFormatter, scrub
+from support import grant_everything, plugin
+from test_llm import deployment
+
+
+def test_spans_for_request_plugins_routing_and_llm_call(tmp_path: Path, guests: dict[str, Path], module_cache_dir: Path) -> None:
+    exporter = InMemorySpanExporter()
+    config = parse_config(
+        {
+            "plugins": [plugin("tagger", guests["tagger"])],
+            "policy": grant_everything(["tagger"]),
+            "model_list": [deployment("a")],
+            "runtime": {"cache_dir": str(module_cache_dir)},
+        },
+        "gw.yaml",
+        tmp_path / "gw.yaml",
+    )
+    app = create_app(config, span_exporter=exporter)
+    with TestClient(app) as client:
+        response = client.post("/v1/chat/completions", json={"model": "chat", "messages": [{"role": "user", "content": "hi"}]})
+        assert response.status_code == 200
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    root = spans["POST /v1/chat/completions"]
+    assert root.attributes["http.response.status_code"] == 200
+    assert root.attributes["routeiq.request_id"] == response.headers["x-request-id"]
+    callback = spans["plugin tagger proxy_on_request_headers"]
+    assert callback.parent.span_id == root.context.span_id
+    assert callback.attributes["routeiq.outcome"] == "ok" and callback.attributes["routeiq.fuel_used"] > 0
+    route = spans["route"]
+    assert route.attributes["routeiq.strategy"] == "weighted_round_robin" and route.attributes["routeiq.chosen"] == "a"
+    llm = spans["chat mock-a"]
+    assert llm.attributes["gen_ai.operation.name"] == "chat"
+    assert llm.attributes["gen_ai.request.model"] == "mock-a"
+    assert llm.attributes["gen_ai.usage.output_tokens"] == response.json()["usage"]["completion_tokens"]
+    assert {s.context.trace_id for s in spans.values()} == {root.context.trace_id}
+
+
+def test_no_tracing_configured_means_no_spans(make_app) -> None:  # type: ignore[no-untyped-def]
+    app = make_app([])
+    assert app.state.gateway.tracing.tracer is None
+
+
+def test_json_logs_carry_trace_ids_and_scrub_secrets() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("t")
+    record = logging.LogRecord("routeiq.x", logging.WARNING, __file__, 1, "called with Authorization: Bearer abc.def and key sk-live-0123456789", None, None)
+    with tracer.start_as_current_span("s") as span:
+        line = json.loads(JsonFormatter().format(record))
+    assert line["trace_id"] == format(span.get_span_context().trace_id, "032x")
+    assert "abc.def" not in line["message"] and "0123456789" not in line["message"]
+    assert scrub('{"api_key": "hunter2"}') == '{"api_key": "[REDACTED]"}'
