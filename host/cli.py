@@ -50,13 +50,22 @@ def _serve(args: argparse.Namespace) -> int:
         logging.getLogger("routeiq").warning("kv backend 'memory' with %d workers: each worker has its own shared data; use kv: {backend: redis}", workers)
     uv_log = "warning" if server.log_level != "debug" else "debug"
     if workers == 1:
-        uvicorn.run(app, host=host, port=port, log_level=uv_log, lifespan="on")
+        uvicorn.run(app, host=host, port=port, log_level=uv_log, lifespan="on", timeout_graceful_shutdown=server.drain_timeout_s)
         return 0
     gateway.close()
     os.environ[CONFIG_ENV] = str(Path(args.config).resolve())
     if config.policy_override is not None:
         os.environ[POLICY_ENV] = str(config.policy_override)
-    uvicorn.run("routeiq.gateway.app:create_app_from_environment", factory=True, host=host, port=port, workers=workers, log_level=uv_log, lifespan="on")
+    uvicorn.run(
+        "routeiq.gateway.app:create_app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=uv_log,
+        lifespan="on",
+        timeout_graceful_shutdown=server.drain_timeout_s,
+    )
     return 0
 
 

@@ -34,6 +34,9 @@ class ServerConfig(_Strict):
     port: int = Field(8080, ge=0, le=65535)
     workers: int = Field(1, ge=1, le=64)
     log_level: Literal["trace", "debug", "info", "warn", "error", "critical"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    max_concurrency: int = Field(0, ge=0)  # requests in flight per worker before 503 (0: no limit)
+    drain_timeout_s: float = Field(30.0, ge=0)  # on SIGTERM: time in-flight requests get to finish
 
 
 class UpstreamConfig(_Strict):

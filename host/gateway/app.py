@@ -8,6 +8,7 @@ import os
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
@@ -28,6 +29,7 @@ from routeiq.llm.mock_provider import MockProvider
 from routeiq.services.breakers import BreakerBoard, BreakerSettings
 
 from .embedded_upstream import create_embedded_upstream
+from .load_shedding import ConcurrencyLimit
 from .tracing import Tracing
 from .metrics_endpoint import metrics_endpoint
 from .plugin_filter import PluginFilter
@@ -164,6 +166,7 @@ def create_app(config: LoadedConfig, span_exporter: "SpanExporter | None" = None
             await gateway.aclose()
 
     app = Starlette(
+        middleware=[Middleware(ConcurrencyLimit, limit=config.model.server.max_concurrency)],
         routes=[
             Route("/health", health, methods=["GET"]),
             Route("/metrics", metrics_endpoint(gateway), methods=["GET"]),
