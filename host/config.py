@@ -157,6 +157,22 @@ class TracingConfig(_Strict):
     service_name: str = "routeiq"
 
 
+class WebhookTargetConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    url: str = Field(pattern=r"^https?://")
+    secret: str = Field(min_length=16)  # HMAC-SHA256 key shared with the receiver
+    events: list[Literal["*", "request_complete", "error", "model_switch", "plugin_quarantined", "breaker_state_change"]] = Field(default_factory=lambda: ["*"])
+    timeout_s: float = Field(5.0, gt=0)
+    max_attempts: int = Field(10, ge=1)
+    backoff_initial_s: float = Field(0.5, gt=0)
+    backoff_max_s: float = Field(60.0, gt=0)
+
+
+class WebhooksConfig(_Strict):
+    outbox: str = ".routeiq-state/webhooks.sqlite"  # relative to the config file; one file per worker
+    targets: list[WebhookTargetConfig] = Field(default_factory=list)
+
+
 class GatewayConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     upstream: Union[Literal["embedded"], UpstreamConfig] = "embedded"
@@ -168,6 +184,7 @@ class GatewayConfig(_Strict):
     router: RouterConfig = Field(default_factory=RouterConfig)
     mock: MockConfig = Field(default_factory=MockConfig)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
+    webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
     plugins: list[PluginConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -202,6 +219,9 @@ class LoadedConfig:
             return parse_policy(value, f"{self.path or '<config>'}: policy")
         except PolicyError as exc:
             raise ConfigError(str(exc)) from None
+
+    def resolve(self, value: str) -> Path:
+        return self._resolve(value)
 
     def audit_path(self) -> Path | None:
         return self._resolve(self.model.audit.path) if self.model.audit.path else None

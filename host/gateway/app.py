@@ -15,7 +15,7 @@ from starlette.routing import Mount, Route
 
 from routeiq import __version__
 from routeiq.config import ConfigError, LoadedConfig, UpstreamConfig
-from routeiq.dispatch.plugin import ProxyWasmPlugin
+from routeiq.dispatch.plugin import ProxyWasmPlugin, load_plugin
 from routeiq.hostcalls.state import HostServices
 from routeiq.runtime.errors import PluginError
 from routeiq.runtime.wasm_runtime import WasmRuntime
@@ -29,6 +29,7 @@ from routeiq.llm.mock_provider import MockProvider
 from routeiq.services.breakers import BreakerBoard, BreakerSettings
 
 from .embedded_upstream import create_embedded_upstream
+from .events import GatewayEvents
 from .load_shedding import ConcurrencyLimit
 from .tracing import Tracing
 from .metrics_endpoint import metrics_endpoint
@@ -53,6 +54,7 @@ class Gateway:
         self.config = config
         self.logs = PluginLogBook()
         self.tracing = Tracing(config, span_exporter)
+        self.events: GatewayEvents
         policy = config.load_policy()
         breaker = config.model.router.breaker
         self.breakers = BreakerBoard(BreakerSettings(breaker.failure_threshold, breaker.window_s, breaker.cooldown_s, breaker.half_open_probes), self._breaker_changed)
@@ -62,13 +64,14 @@ class Gateway:
             audit=AuditLog(config.audit_path()),
             callouts=CalloutClient(self.breakers),
         )
+        self.events = GatewayEvents(config, self.breakers)
         self.runtime = WasmRuntime(config.engine_settings(), config.cache_dir())
         self.plugins: list[ProxyWasmPlugin] = []
         try:
             for spec in config.plugin_specs():
                 where = f"{config.path or '<config>'}: plugin {spec.name!r} ({spec.wasm_path})"
                 try:
-                    plugin = ProxyWasmPlugin(spec, self.runtime, self.logs, policy, self.services)
+                    plugin = load_plugin(spec, self.runtime, self.logs, policy, self.services)
                     plugin.start()
                 except PluginError as exc:
                     raise PluginStartupError(f"{where}: {exc}") from None
@@ -95,12 +98,15 @@ class Gateway:
         tracer = self.tracing.tracer
         if self.llm is not None:
             self.llm.tracer = tracer
-            self.filter = PluginFilter(llm_dispatch(self.llm, self.upstream_app), self.plugins, frozenset(self.llm.router.groups), tracer)
+            self.llm.events = self.events
+            self.filter = PluginFilter(llm_dispatch(self.llm, self.upstream_app), self.plugins, frozenset(self.llm.router.groups), tracer, self.events)
         else:
-            self.filter = PluginFilter(self.upstream_app, self.plugins, tracer=tracer)
+            self.filter = PluginFilter(self.upstream_app, self.plugins, tracer=tracer, events=self.events)
 
     def _breaker_changed(self, name: str, old: str, new: str) -> None:
         log.warning("circuit breaker %s: %s -> %s", name, old, new)
+        if not name.startswith("webhook:"):  # a target's own breaker is not news for it
+            self.events.emit("breaker_state_change", {"breaker": name, "from": old, "to": new})
 
     def plugin(self, name: str) -> ProxyWasmPlugin:
         return next(p for p in self.plugins if p.spec.name == name)
@@ -118,14 +124,19 @@ class Gateway:
         }
         if self.llm is not None:
             report["routing"] = self.llm.router.describe()
+        webhooks = self.events.stats()
+        if webhooks is not None:
+            report["webhooks"] = webhooks
         return report
 
-    def start_background(self) -> None:
-        """Timers need the event loop: start them once it runs."""
+    async def start_background(self) -> None:
+        """Timers and webhook delivery need the event loop: start them once it runs."""
         for plugin in self.plugins:
             plugin.start_background()
+        await self.events.start()
 
     async def aclose(self) -> None:
+        await self.events.stop()  # flush what is due; the rest stays in the outbox
         if self.reverse_proxy is not None:
             await self.reverse_proxy.aclose()
         if self.llm is not None:
@@ -159,7 +170,7 @@ def create_app(config: LoadedConfig, span_exporter: "SpanExporter | None" = None
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        gateway.start_background()
+        await gateway.start_background()
         try:
             yield
         finally:

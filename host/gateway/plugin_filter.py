@@ -47,8 +47,16 @@ class StreamAborted(Exception):
 
 
 class PluginFilter:
-    def __init__(self, app: ASGIApp, plugins: list[ProxyWasmPlugin], llm_models: frozenset[str] | None = None, tracer: Tracer | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        plugins: list[ProxyWasmPlugin],
+        llm_models: frozenset[str] | None = None,
+        tracer: Tracer | None = None,
+        events: Any = None,
+    ) -> None:
         self.app = app
+        self.events = events  # GatewayEvents: plugin failures are `error` events
         self.plugins = plugins
         self.llm_models = llm_models  # set when the gateway serves the LLM path itself
         self.tracer = tracer
@@ -391,6 +399,8 @@ class _Exchange:
             name = _plugin_of(error, verdict, self.chain)
             kind = error.kind if error is not None else "plugin_error"
             stream.response_code = 503
+            if self.owner.events is not None:
+                self.owner.events.emit("error", {"request_id": stream.request_id, "plugin": name, "kind": kind, "status": 503, "path": self.scope["path"]})
             body = error_body(f"plugin {name} failed ({kind})", "plugin_error", kind, plugin=name)
             await send_bytes(self.send, 503, body, rid + [(b"x-routeiq-plugin-error", name.encode())])
 

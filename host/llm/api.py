@@ -62,6 +62,7 @@ class UsageTap:
 class LlmApi:
     def __init__(self, router: LlmRouter, embedded: EmbeddedBackend, passthrough: PassthroughBackend, litellm: LitellmBackend, timeout_s: float, retries: int) -> None:
         self.tracer: Tracer | None = None  # set by the app when tracing is on
+        self.events: Any = None  # GatewayEvents, set by the app
         self.router = router
         self.backends = {"embedded": embedded, "passthrough": passthrough, "litellm": litellm}
         self.timeout_s = timeout_s
@@ -126,8 +127,26 @@ class LlmApi:
             "x-request-id": call.request.request_id,
         }
 
+    def _emit(self, event_type: str, payload: dict[str, Any]) -> None:
+        if self.events is not None:
+            self.events.emit(event_type, payload)
+
     def _outcome(self, exchange: LlmExchange, call: RoutedCall, d: LiveDeployment, status: int, began: float, usage: dict[str, int] | None) -> None:
         usage = usage or {}
+        self._emit(
+            "request_complete",
+            {
+                "request_id": call.request.request_id,
+                "model": call.request.model,
+                "deployment": d.id,
+                "strategy": call.decision.strategy,
+                "status": status,
+                "latency_ms": round((time.perf_counter() - began) * 1000.0, 3),
+                "usage": dict(usage),
+            },
+        )
+        if d is not call.order[0]:
+            self._emit("model_switch", {"request_id": call.request.request_id, "model": call.request.model, "from": call.order[0].id, "to": d.id})
         exchange.outcome = LlmOutcome(
             model=call.request.model,
             deployment=d.id,
@@ -233,6 +252,7 @@ class LlmApi:
             self._outcome(exchange, call, d, 200 if ok else 502, began, tap.usage)
 
     def _exhausted(self, call: RoutedCall, last: BackendError | None) -> Response:
+        self._emit("error", {"request_id": call.request.request_id, "model": call.request.model, "status": 503 if last is None else 502, "error": str(last or "no healthy deployment")})
         if last is None:
             return openai_error(503, f"no healthy deployment for {call.request.model!r} (all circuit breakers open)", "server_error", "no_healthy_deployment", {"retry-after": "5"})
         if not last.retryable and last.body:
