@@ -70,16 +70,27 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _build_guests(args: argparse.Namespace) -> int:
+    from routeiq.toolchain.assemblyscript import build_assemblyscript_guests
+    from routeiq.toolchain.c import build_c_guests
     from routeiq.toolchain.rust import ToolchainMissing, build_rust_guests
 
     root = Path(args.root).resolve()
+    builders = {"rust": build_rust_guests, "c": build_c_guests, "assemblyscript": build_assemblyscript_guests}
     try:
-        built = build_rust_guests(root, progress=lambda msg: print(msg, flush=True))
-    except ToolchainMissing as exc:
-        print(f"routeiq: {exc}", file=sys.stderr)
-        return 2
-    for artifact in built:
-        print(f"  {artifact.relative_to(root) if artifact.is_relative_to(root) else artifact}")
+        from routeiq.toolchain.python import build_python_guests
+
+        builders["python"] = build_python_guests
+    except ImportError:  # the Python component toolchain is optional
+        pass
+    wanted = args.lang or list(builders)
+    for lang in wanted:
+        try:
+            built = builders[lang](root, progress=lambda msg: print(msg, flush=True))
+        except ToolchainMissing as exc:
+            print(f"routeiq: {lang} guests: {exc}", file=sys.stderr)
+            return 2
+        for artifact in built:
+            print(f"  {artifact.relative_to(root) if artifact.is_relative_to(root) else artifact}")
     return 0
 
 
@@ -295,8 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo_auth.add_argument("--port", type=int, default=9101)
     demo_auth.set_defaults(func=_demo_auth)
 
-    build = sub.add_parser("build-guests", help="build the Rust guest SDK and guest examples (cached by content hash)")
+    build = sub.add_parser("build-guests", help="build the guest SDKs and every guest example (cached by content hash)")
     build.add_argument("--root", default=".", help="repository root (default: .)")
+    build.add_argument("--lang", action="append", choices=["rust", "c", "assemblyscript", "python"], help="only these languages (repeatable; default: all)")
     build.set_defaults(func=_build_guests)
     return parser
 
