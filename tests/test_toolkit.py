@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from routeiq.toolkit.harness import PluginTestHarness, UpstreamReply
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +37,16 @@ def test_rust_plugin_from_new_to_passing_tests(tmp_path: Path) -> None:
     failing = routeiq("plugin", "test", str(project))
     assert failing.returncode == 1
     assert "FAIL tags the request" in failing.stdout and "upstream header x-my-filter: 'hello', expected 'goodbye'" in failing.stdout
+
+
+@pytest.mark.parametrize("lang", ["c", "assemblyscript"])
+def test_c_and_assemblyscript_plugins_from_new_to_passing_tests(tmp_path: Path, lang: str) -> None:
+    assert routeiq("plugin", "new", "--lang", lang, "--dir", str(tmp_path), "my_plugin").returncode == 0
+    tested = routeiq("plugin", "test", str(tmp_path / "my_plugin"))
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "2 passed, 0 failed" in tested.stdout
+    info = json.loads(routeiq("plugin", "inspect", "--json", str(tmp_path / "my_plugin" / "build" / "my_plugin.wasm")).stdout)
+    assert info["abi_version"] == "0.2.1" and info["manifest"]["name"] == "my_plugin"
 
 
 def test_build_errors_are_shown(tmp_path: Path) -> None:

@@ -167,52 +167,50 @@ def build_assemblyscript_guests(root: Path, progress: Callable[[str], None] = la
     if not any(guests for _, guests in found):
         return []
     node = find_node()
-    cache = root / ".cache" / "guests"
     built = []
     for project, guests in found:
-        if not guests:
-            continue
-        ensure_node_modules(project, node, progress)
-        asc, asc_version = _asc(project)
-        project_key = hashlib.sha256(
-            "\0".join([node.version, asc_version, _lock_hash(project), _project_digest(project)]).encode()
-        ).hexdigest()
-        out_dir = project / "build"
-        for guest in guests:
-            name = guest.name
-            key = hashlib.sha256(f"{project_key}\0{name}".encode()).hexdigest()[:20]
-            cached = cache / f"as-{project.name}-{name}-{key}.wasm"
-            if not cached.exists():
-                progress(f"building {name}.wasm (assemblyscript {asc_version}, node {node.version})")
-                cache.mkdir(parents=True, exist_ok=True)
-                tmp = cached.with_suffix(".tmp.wasm")
-                cmd = [
-                    node.node,
-                    str(asc),
-                    f"{name}/index.ts",
-                    "--config",
-                    "asconfig.json",
-                    "--target",
-                    "release",
-                    "-o",
-                    str(tmp),
-                ]
-                result = subprocess.run(cmd, cwd=project, capture_output=True, text=True)
-                if result.returncode != 0 or not tmp.exists():
-                    tmp.unlink(missing_ok=True)
-                    detail = (result.stderr or result.stdout).strip()
-                    raise BuildFailed(f"AssemblyScript build of {project.name}/{name} failed (asc {asc_version}):\n{detail}")
-                tmp.rename(cached)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            target = out_dir / f"{name}.wasm"
-            data = cached.read_bytes()
-            if not target.exists() or target.read_bytes() != data:
-                shutil.copyfile(cached, target)
-            sidecar = out_dir / f"{name}.manifest.json"
-            source_manifest = guest / "manifest.json"
-            if _has_manifest_section(data) or not source_manifest.exists():
-                sidecar.unlink(missing_ok=True)
-            elif not sidecar.exists() or sidecar.read_bytes() != source_manifest.read_bytes():
-                shutil.copyfile(source_manifest, sidecar)
-            built.append(target)
+        if guests:
+            built += build_assemblyscript_project(root, project, progress, node)
+    return built
+
+
+def build_assemblyscript_project(root: Path, project: Path, progress: Callable[[str], None] = lambda _: None, node: Node | None = None) -> list[Path]:
+    """Build every guest (`<dir>/index.ts`) of one npm project into `<project>/build/`."""
+    node = node or find_node()
+    cache = Path(root).resolve() / ".cache" / "guests"
+    built = []
+    guests = guest_dirs(project)
+    ensure_node_modules(project, node, progress)
+    asc, asc_version = _asc(project)
+    project_key = hashlib.sha256(
+        "\0".join([node.version, asc_version, _lock_hash(project), _project_digest(project)]).encode()
+    ).hexdigest()
+    out_dir = project / "build"
+    for guest in guests:
+        name = guest.name
+        key = hashlib.sha256(f"{project_key}\0{name}".encode()).hexdigest()[:20]
+        cached = cache / f"as-{project.name}-{name}-{key}.wasm"
+        if not cached.exists():
+            progress(f"building {name}.wasm (assemblyscript {asc_version}, node {node.version})")
+            cache.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(".tmp.wasm")
+            cmd = [node.node, str(asc), f"{name}/index.ts", "--config", "asconfig.json", "--target", "release", "-o", str(tmp)]
+            result = subprocess.run(cmd, cwd=project, capture_output=True, text=True)
+            if result.returncode != 0 or not tmp.exists():
+                tmp.unlink(missing_ok=True)
+                detail = (result.stderr or result.stdout).strip()
+                raise BuildFailed(f"AssemblyScript build of {project.name}/{name} failed (asc {asc_version}):\n{detail}")
+            tmp.rename(cached)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        target = out_dir / f"{name}.wasm"
+        data = cached.read_bytes()
+        if not target.exists() or target.read_bytes() != data:
+            shutil.copyfile(cached, target)
+        sidecar = out_dir / f"{name}.manifest.json"
+        source_manifest = guest / "manifest.json"
+        if _has_manifest_section(data) or not source_manifest.exists():
+            sidecar.unlink(missing_ok=True)
+        elif not sidecar.exists() or sidecar.read_bytes() != source_manifest.read_bytes():
+            shutil.copyfile(source_manifest, sidecar)
+        built.append(target)
     return built

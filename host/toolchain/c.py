@@ -205,46 +205,39 @@ def build_c_guests(root: Path, progress: Callable[[str], None] = lambda _: None)
     guests = guest_dirs(root)
     if not guests:
         return []
+    compiler = ensure_c_compiler(root, progress)
+    out_dir = root / "guest-examples" / "c" / "build"
+    return [build_c_plugin(root, guest, out_dir, progress, compiler) for guest in guests]
+
+
+def build_c_plugin(root: Path, guest: Path, out_dir: Path, progress: Callable[[str], None] = lambda _: None, compiler: CCompiler | None = None) -> Path:
+    """Compile the `*.c` files of one guest directory into `out_dir/<dir name>.wasm`."""
+    root = Path(root).resolve()
+    compiler = compiler or ensure_c_compiler(root, progress)
     sdk_dir = root / "abi" / "sdk" / "c"
     base = hashlib.sha256()
     _hash_files(base, sdk_dir, ("*.h",))
-    base_key = base.hexdigest()
-
-    compiler = ensure_c_compiler(root, progress)
     cache = root / ".cache" / "guests"
-    out_dir = root / "guest-examples" / "c" / "build"
-    built = []
-    for guest in guests:
-        name = guest.name
-        sources = sorted(guest.glob("*.c"))
-        src_digest = hashlib.sha256(base_key.encode())
-        _hash_files(src_digest, guest, ("*.c", "*.h"))
-        key = hashlib.sha256(
-            "\0".join([compiler.version, *compiler.target, *COMMON_FLAGS, src_digest.hexdigest()]).encode()
-        ).hexdigest()[:20]
-        cached = cache / f"c-{name}-{key}.wasm"
-        if not cached.exists():
-            progress(f"building {name}.wasm ({compiler.version})")
-            cache.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(".tmp.wasm")
-            cmd = [
-                *compiler.command,
-                *compiler.target,
-                *COMMON_FLAGS,
-                "-I",
-                str(sdk_dir),
-                *[str(s) for s in sources],
-                "-o",
-                str(tmp),
-            ]
-            result = subprocess.run(cmd, capture_output=True, text=True, env=compiler.env(root))
-            if result.returncode != 0:
-                tmp.unlink(missing_ok=True)
-                raise BuildFailed(f"C build of {name} failed ({compiler.version}):\n{result.stderr.strip()}")
-            tmp.rename(cached)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        target = out_dir / f"{name}.wasm"
-        if not target.exists() or target.read_bytes() != cached.read_bytes():
-            shutil.copyfile(cached, target)
-        built.append(target)
-    return built
+    name = guest.resolve().name
+    sources = sorted(guest.glob("*.c"))
+    if not sources:
+        raise BuildFailed(f"{guest} has no .c files")
+    src_digest = hashlib.sha256(base.hexdigest().encode())
+    _hash_files(src_digest, guest, ("*.c", "*.h"))
+    key = hashlib.sha256("\0".join([compiler.version, *compiler.target, *COMMON_FLAGS, src_digest.hexdigest()]).encode()).hexdigest()[:20]
+    cached = cache / f"c-{name}-{key}.wasm"
+    if not cached.exists():
+        progress(f"building {name}.wasm ({compiler.version})")
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(".tmp.wasm")
+        cmd = [*compiler.command, *compiler.target, *COMMON_FLAGS, "-I", str(sdk_dir), *[str(s) for s in sources], "-o", str(tmp)]
+        result = subprocess.run(cmd, capture_output=True, text=True, env=compiler.env(root))
+        if result.returncode != 0:
+            tmp.unlink(missing_ok=True)
+            raise BuildFailed(f"C build of {name} failed ({compiler.version}):\n{result.stderr.strip()}")
+        tmp.rename(cached)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{name}.wasm"
+    if not target.exists() or target.read_bytes() != cached.read_bytes():
+        shutil.copyfile(cached, target)
+    return target

@@ -66,9 +66,10 @@ def build_project(project: PluginProject, progress: Callable[[str], None] = lamb
 
         return python_toolchain.build_python_plugin(source_root(), project.directory, project.name, out_dir, progress)  # type: ignore[attr-defined]
     if project.lang == "assemblyscript":
-        from routeiq.toolchain import assemblyscript
+        from routeiq.toolchain.assemblyscript import build_assemblyscript_project
 
-        return assemblyscript.build_assemblyscript_plugin(source_root(), project.directory, project.name, out_dir, progress)  # type: ignore[attr-defined]
-    from routeiq.toolchain import c
+        built = build_assemblyscript_project(source_root(), project.directory, progress)
+        return next(p for p in built if p.stem == project.name)
+    from routeiq.toolchain.c import build_c_plugin
 
-    return c.build_c_plugin(source_root(), project.directory, project.name, out_dir, progress)  # type: ignore[attr-defined]
+    return build_c_plugin(source_root(), project.directory, out_dir, progress)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from .project import PROJECT_FILE, LANGUAGES, ProjectError
+from .project import LANGUAGES, PROJECT_FILE, ProjectError, source_root
 
 README = """# {name}
 
@@ -113,11 +114,32 @@ routeiq_guest::main! {{
 '''
 
 TEMPLATES: dict[str, dict[str, str]] = {"rust": {"src/lib.rs": RUST}}
+AS_PROJECT_FILES = ("package.json", "package-lock.json", "asconfig.json", "routeiq-manifest-transform.mjs")
 
 
-def register_template(lang: str, files: dict[str, str]) -> None:
-    """Toolchain modules add their language's files (kept beside their build code)."""
-    TEMPLATES[lang] = files
+def _from_example(text: str, example: str, name: str, dash: str) -> str:
+    """The tagger example, renamed: our template tests expect x-<name> headers."""
+    return (
+        text.replace("x-routeiq-tagged", f"x-{dash}")
+        .replace("x-routeiq-plugin", f"x-{dash}-plugin")
+        .replace(example, name)
+    )
+
+
+def _example_files(lang: str, name: str) -> dict[str, str | bytes]:
+    root = source_root()
+    dash = name.replace("_", "-")
+    if lang == "c":
+        text = (root / "guest-examples" / "c" / "c_tagger" / "c_tagger.c").read_text()
+        return {f"{name}.c": _from_example(text, "c_tagger", name, dash)}
+    # assemblyscript: a small npm project of its own (pinned by the copied lock file)
+    base = root / "guest-examples" / "assemblyscript"
+    files: dict[str, str | bytes] = {f: (base / f).read_bytes() for f in AS_PROJECT_FILES}
+    for lib in sorted((base / "lib").glob("*.ts")):
+        files[f"lib/{lib.name}"] = lib.read_bytes()
+    files[f"{name}/index.ts"] = _from_example((base / "as_tagger" / "index.ts").read_text(), "as_tagger", name, dash)
+    files[f"{name}/manifest.json"] = json.dumps({"name": name, "version": "0.1.0", "capabilities": []}) + "\n"
+    return files
 
 
 def scaffold(lang: str, name: str, parent: Path) -> Path:
@@ -125,16 +147,18 @@ def scaffold(lang: str, name: str, parent: Path) -> Path:
         raise ProjectError(f"--lang must be one of {', '.join(LANGUAGES)}")
     if not name.isidentifier():
         raise ProjectError(f"plugin name {name!r} must be an identifier (letters, digits, _)")
-    templates = TEMPLATES.get(lang)
-    if templates is None:
-        raise ProjectError(f"no template for {lang} yet")
     directory = parent / name
     if directory.exists():
         raise ProjectError(f"{directory} already exists")
     values = {"name": name, "dash": name.replace("_", "-"), "lang": lang}
-    files = {PROJECT_FILE: f"name: {name}\nlang: {lang}\n", "README.md": README, "tests.yaml": TESTS, **templates}
-    for rel, text in files.items():
+    files: dict[str, str | bytes] = {"README.md": README.format(**values), "tests.yaml": TESTS.format(**values)}
+    if lang in TEMPLATES:
+        files.update({rel: text.format(**values) for rel, text in TEMPLATES[lang].items()})
+    else:
+        files.update(_example_files(lang, name))
+    files[PROJECT_FILE] = f"name: {name}\nlang: {lang}\n"
+    for rel, content in files.items():
         path = directory / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text.format(**values) if rel != PROJECT_FILE else text)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
     return directory
