@@ -58,6 +58,14 @@ def _llm_goals(m: dict[str, float]) -> list[str]:
     ]
 
 
+def _python_guest_goals(m: dict[str, float]) -> list[str]:
+    host = m.get("test_python_guest_routeiq_host")
+    if host is None:
+        return []
+    verdict = "met" if host <= 150.0 else f"NOT met (gap {host - 150.0:.2f} µs)"
+    return [f"Target: Python guest through the component host path at most 150 µs median: {verdict} ({host:.2f} µs)."]
+
+
 REPORTS = {
     "test_hook_overhead.py": Report(
         "hook_overhead.md",
@@ -69,6 +77,17 @@ REPORTS = {
             "test_rust_guest_wasmtime_py_default_path": "Rust guest, wasmtime-py default `Func.__call__` path",
         },
         _hook_goals,
+    ),
+    "test_python_guest.py": Report(
+        "python_guest.md",
+        "Python guest hook: one `on-request-headers` round trip (WebAssembly component)",
+        "A componentize-py component (guest-examples/python/py_bench_headers): 10 request headers, the hook reads one "
+        "(`x-api-key`) and adds one, as the Rust bench_headers guest does.",
+        {
+            "test_python_guest_routeiq_host": "Python guest, RouteIQ component host path",
+            "test_python_guest_wasmtime_py_component_api": "Python guest, wasmtime-py generic component API",
+        },
+        _python_guest_goals,
     ),
     "test_routing_decision.py": Report(
         "routing_decision.md",

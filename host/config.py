@@ -67,6 +67,12 @@ class LimitsConfig(_Strict):
     pause_timeout_ms: int = Field(30_000, ge=1)
 
 
+class QuarantineConfig(_Strict):
+    max_traps: int = Field(5, ge=1)  # traps within window_s that quarantine the plugin
+    window_s: float = Field(60.0, gt=0)
+    cooldown_s: float = Field(30.0, ge=0)  # then a probe; a clean exchange restores it
+
+
 class PluginConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     wasm: str
@@ -79,6 +85,7 @@ class PluginConfig(_Strict):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     env: dict[str, str] = Field(default_factory=dict)
     log_level: Literal["trace", "debug", "info", "warn", "error", "critical"] | None = None
+    quarantine: QuarantineConfig = Field(default_factory=QuarantineConfig)
 
 
 class KvConfig(_Strict):
@@ -173,6 +180,17 @@ class WebhooksConfig(_Strict):
     targets: list[WebhookTargetConfig] = Field(default_factory=list)
 
 
+class AdminKeyConfig(_Strict):
+    name: str
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")  # `routeiq admin new-key` prints key and hash
+    role: Literal["viewer", "operator", "admin"]
+
+
+class AdminConfig(_Strict):
+    keys: list[AdminKeyConfig] = Field(default_factory=list)  # no keys: the admin API answers 401
+    state_dir: str = ".routeiq-state"  # operator changes (config, modules), relative to the config file
+
+
 class GatewayConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     upstream: Union[Literal["embedded"], UpstreamConfig] = "embedded"
@@ -185,6 +203,7 @@ class GatewayConfig(_Strict):
     mock: MockConfig = Field(default_factory=MockConfig)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
+    admin: AdminConfig = Field(default_factory=AdminConfig)
     plugins: list[PluginConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -266,6 +285,9 @@ class LoadedConfig:
                     environment=tuple(sorted(p.env.items())),
                     log_level=level,
                     pause_timeout_ms=p.limits.pause_timeout_ms,
+                    quarantine_max_traps=p.quarantine.max_traps,
+                    quarantine_window_s=p.quarantine.window_s,
+                    quarantine_cooldown_s=p.quarantine.cooldown_s,
                 )
             )
         return specs

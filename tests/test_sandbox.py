@@ -73,7 +73,7 @@ def rss_kib() -> int:
 
 
 def test_memory_bombs_do_not_grow_the_gateway(make_app, guests: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
-    app = make_app([plugin("bomb", guests["hostile_memory"], limits={"memory_mb": 16})])
+    app = make_app([plugin("bomb", guests["hostile_memory"], limits={"memory_mb": 16}, quarantine={"max_traps": 1000})])
     with TestClient(app) as client:
         for _ in range(5):
             assert client.get("/echo", headers=HOSTILE).status_code == 503

@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 import logging
 from dataclasses import dataclass
+from time import perf_counter_ns
 
 from typing import TYPE_CHECKING
 
@@ -98,6 +99,7 @@ class ChainStream:
             return member
         context = vm.new_context(self.stream)
         member = Member(plugin, vm, context)
+        plugin.active_streams += 1
         try:
             vm.call("proxy_on_context_create", context, context.context_id, vm.root.context_id)
         except GuestTrap as exc:
@@ -128,8 +130,13 @@ class ChainStream:
         assert vm is not None and member.context is not None
         if self.tracer is not None and vm.exports(name):
             return self._traced_call(member, name, *args)
+        if not vm.exports(name):
+            return None
+        began = perf_counter_ns()
         try:
-            return vm.call(name, member.context, member.context.context_id, *args)
+            result = vm.call(name, member.context, member.context.context_id, *args)
+            member.plugin.hooks.record(name, perf_counter_ns() - began, vm.vm.limits.fuel - vm.vm.fuel_remaining())
+            return result
         except GuestTrap as exc:
             if not exc.callback:
                 exc.callback = name
@@ -331,6 +338,9 @@ class ChainStream:
         waiting: list[Member] = []
         for member in self.members:
             if not self._live(member):
+                if member.vm is not None and not member.finished:
+                    member.finished = True
+                    member.plugin.active_streams -= 1
                 continue
             done = self._call(member, "proxy_on_done")
             if isinstance(done, GuestTrap):
@@ -348,6 +358,8 @@ class ChainStream:
         if member.finished:
             return
         member.finished = True
+        if member.vm is not None:
+            member.plugin.active_streams -= 1
         if not self._live(member):
             return
         for callback in ("proxy_on_log", "proxy_on_delete"):
@@ -355,12 +367,16 @@ class ChainStream:
                 return
         assert member.vm is not None and member.context is not None
         member.vm.drop_context(member.context)
+        member.plugin.note_success()
 
     def close_all(self) -> None:
         """Forget every context without callbacks (exchange aborted by the client)."""
         for member in self.members:
             if member.vm is not None and member.context is not None:
                 member.vm.drop_context(member.context)
+            if member.vm is not None and not member.finished:
+                member.finished = True
+                member.plugin.active_streams -= 1
 
 
 def request_header_map(method: str, path: str, authority: str, scheme: str, headers: list[tuple[bytes, bytes]]) -> HeaderMap:

@@ -11,12 +11,15 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections import deque
+from typing import Any, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import wasmtime
 
 from routeiq.abi.proxy_wasm import ABI_VERSION_EXPORTS, LogLevel
+from routeiq.dispatch.hook_stats import HookStats
 from routeiq.hostcalls.state import ContextState, HostEnv, HostServices, LogSink, PluginIdentity
 from routeiq.hostcalls.table import build_host_functions
 from routeiq.policy.admission import Admission, AdmissionRefused, admit
@@ -50,6 +53,12 @@ RETRY_BACKOFF_S = 1.0
 MIN_TICK_MS = 10
 
 
+class PluginQuarantined(PluginError):
+    """The plugin is quarantined: it is skipped (fail_open) or its requests answered 503."""
+
+    kind = "quarantined"
+
+
 class CalloutFailed(PluginError):
     """A callout failed or timed out and the plugin left its stream paused."""
 
@@ -76,6 +85,9 @@ class PluginSpec:
     environment: tuple[tuple[str, str], ...] = ()
     log_level: LogLevel = LogLevel.INFO
     pause_timeout_ms: int = 30_000
+    quarantine_max_traps: int = 5  # traps within the window that quarantine the plugin
+    quarantine_window_s: float = 60.0
+    quarantine_cooldown_s: float = 30.0  # then one probe VM; healthy -> restored
 
 
 @dataclass
@@ -86,6 +98,7 @@ class PluginStats:
     last_error_kind: str = ""
     last_error_at: float = 0.0
     traps_by_kind: dict[str, int] = field(default_factory=dict)
+    quarantines: int = 0
 
 
 class PluginVM:
@@ -313,6 +326,14 @@ class ProxyWasmPlugin:
         self.services = services or HostServices()
         self.admission = Admission(deny_all(spec.name), PluginManifest(), "none", spec.limits)
         self.stats = PluginStats()
+        self.hooks = HookStats()
+        self.active_streams = 0  # exchanges holding contexts in this plugin's VMs
+        self.on_event: Callable[[str, dict[str, Any]], None] | None = None
+        self._trap_times: deque[float] = deque()
+        self.quarantined_at: float | None = None
+        self.quarantine_reason = ""
+        self._quarantine_manual = False
+        self.probing = False
         self.abi_version = ""
         self.sha256 = ""
         self.module: wasmtime.Module = self._load_module()
@@ -374,6 +395,13 @@ class ProxyWasmPlugin:
     def current_vm(self) -> PluginVM:
         """The live VM, recreated if the last one was discarded (with a retry backoff
         when recreation itself fails)."""
+        if self.quarantined_at is not None:
+            cooled = time.monotonic() - self.quarantined_at >= self.spec.quarantine_cooldown_s
+            if self._quarantine_manual or not cooled:
+                raise PluginQuarantined(f"plugin {self.spec.name} is quarantined ({self.quarantine_reason})")
+            if not self.probing:  # cool-down over: one fresh VM gets to prove itself
+                self.probing = True
+                log.warning("plugin %s: quarantine cool-down over, probing", self.spec.name)
         vm = self._vm
         if vm is not None:
             return vm
@@ -402,6 +430,99 @@ class ProxyWasmPlugin:
         stats.last_error_kind = error.kind
         stats.last_error_at = time.time()
         stats.traps_by_kind[error.kind] = stats.traps_by_kind.get(error.kind, 0) + 1
+        now = time.monotonic()
+        self._trap_times.append(now)
+        while self._trap_times and now - self._trap_times[0] > self.spec.quarantine_window_s:
+            self._trap_times.popleft()
+        if self.probing:
+            self.quarantine(f"probe failed: {error.kind}")
+        elif self.quarantined_at is None and len(self._trap_times) >= self.spec.quarantine_max_traps:
+            self.quarantine(f"{len(self._trap_times)} traps in {self.spec.quarantine_window_s:g} s (last: {error.kind})")
+
+    # ------------------------------------------------------------- quarantine
+    def quarantine(self, reason: str, manual: bool = False) -> None:
+        """Stop using the plugin: skipped if fail_open, else its requests answer 503."""
+        first = self.quarantined_at is None
+        self.quarantined_at = time.monotonic()
+        self.quarantine_reason = reason
+        self._quarantine_manual = manual
+        self.probing = False
+        if self._vm is not None:
+            vm, self._vm = self._vm, None
+            self._close_when_idle(vm)
+        if first:
+            self.stats.quarantines += 1
+        log.warning("plugin %s quarantined: %s", self.spec.name, reason)
+        self._emit("plugin_quarantined", {"plugin": self.spec.name, "reason": reason, "manual": manual})
+
+    def release(self, reason: str = "released") -> None:
+        if self.quarantined_at is None:
+            return
+        self.quarantined_at = None
+        self.quarantine_reason = ""
+        self._quarantine_manual = False
+        self.probing = False
+        self._trap_times.clear()
+        self._start_error = None
+        log.warning("plugin %s restored: %s", self.spec.name, reason)
+        if self._vm is None:
+            try:
+                self.current_vm().start_ticker()  # ready at once, not on the next request
+            except PluginError as exc:
+                log.warning("plugin %s could not be restarted: %s", self.spec.name, exc)
+
+    def retire(self) -> None:
+        """Replaced by a new module: close the VM once its exchanges are done."""
+        if self._vm is not None:
+            vm, self._vm = self._vm, None
+            self._close_when_idle(vm)
+
+    def note_success(self) -> None:
+        """An exchange went through this plugin without failing it."""
+        if self.probing:
+            self.release("probe succeeded")
+
+    def _emit(self, event_type: str, payload: dict[str, Any]) -> None:
+        if self.on_event is not None:
+            self.on_event(event_type, payload)
+
+    def _close_when_idle(self, vm: PluginVM) -> None:
+        """Exchanges already on this VM finish on it; close it once they are gone."""
+        if self.active_streams == 0:
+            vm.close()
+            return
+
+        async def later() -> None:
+            for _ in range(6000):  # at most ~10 minutes
+                if self.active_streams == 0:
+                    break
+                await asyncio.sleep(0.1)
+            vm.close()
+
+        try:
+            asyncio.get_running_loop().create_task(later())
+        except RuntimeError:
+            vm.close()
+
+    # ------------------------------------------------------------ live config
+    def reconfigure(self, config: bytes) -> None:
+        """Apply a new plugin configuration to the live VM (proxy_on_configure) and to
+        every later VM; a plugin that refuses it (false or a trap) keeps the old one."""
+        vm = self.current_vm()
+        old = self.spec.plugin_config
+        self.spec.plugin_config = config
+        vm.env.plugin.plugin_config = config
+        try:
+            accepted = vm.call("proxy_on_configure", vm.root, vm.root.context_id, len(config))
+        except GuestTrap as exc:
+            self.spec.plugin_config = old
+            self.discard(vm, exc)
+            raise
+        if accepted == 0:
+            self.spec.plugin_config = old
+            vm.env.plugin.plugin_config = old
+            vm.call("proxy_on_configure", vm.root, vm.root.context_id, len(old))
+            raise PluginLoadError("proxy_on_configure returned false")
 
     def restart_soon(self) -> None:
         """Rebuild a discarded VM in the background (timer- or queue-driven plugins have no
@@ -426,6 +547,8 @@ class ProxyWasmPlugin:
 
     @property
     def state(self) -> str:
+        if self.quarantined_at is not None:
+            return "probing" if self.probing else "quarantined"
         if self._vm is not None:
             return "ready"
         if self._start_error is not None:
@@ -449,6 +572,31 @@ class ProxyWasmPlugin:
             "traps": self.stats.traps,
             "traps_by_kind": dict(self.stats.traps_by_kind),
             "last_error": self.stats.last_error or None,
+            "quarantines": self.stats.quarantines,
+            "quarantine_reason": self.quarantine_reason or None,
             "capabilities": sorted(c.value for c in self.admission.grant.capabilities),
             "pinned_by": self.admission.grant.pinned_by,
         }
+
+
+def load_plugin(
+    spec: PluginSpec,
+    runtime: WasmRuntime,
+    log_sink: LogSink | None = None,
+    policy: PolicyModel | None = None,
+    services: HostServices | None = None,
+) -> ProxyWasmPlugin:
+    """The plugin for `spec`'s file, by the kind its header names: a routeiq:filter
+    component (layer 1) gets a ComponentPlugin, a core module a ProxyWasmPlugin."""
+    from routeiq.runtime.component import is_component
+
+    try:
+        with open(spec.wasm_path, "rb") as f:
+            header = f.read(8)
+    except OSError:
+        header = b""  # ProxyWasmPlugin reports the unreadable file
+    if is_component(header):
+        from .component_plugin import ComponentPlugin
+
+        return ComponentPlugin(spec, runtime, log_sink, policy, services)
+    return ProxyWasmPlugin(spec, runtime, log_sink, policy, services)

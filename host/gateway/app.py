@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from starlette.applications import Starlette
@@ -29,6 +30,10 @@ from routeiq.llm.mock_provider import MockProvider
 from routeiq.services.breakers import BreakerBoard, BreakerSettings
 
 from .embedded_upstream import create_embedded_upstream
+from routeiq.admin.api import admin_routes
+from routeiq.admin.auth import AdminKey
+from routeiq.admin.state import AdminState
+
 from .events import GatewayEvents
 from .load_shedding import ConcurrencyLimit
 from .tracing import Tracing
@@ -66,15 +71,20 @@ class Gateway:
         )
         self.events = GatewayEvents(config, self.breakers)
         self.runtime = WasmRuntime(config.engine_settings(), config.cache_dir())
+        self.policy = policy
+        self.admin_state = AdminState(config.resolve(config.model.admin.state_dir))
+        self.admin_keys = [AdminKey(k.name, k.sha256, k.role) for k in config.model.admin.keys]
         self.plugins: list[ProxyWasmPlugin] = []
         try:
             for spec in config.plugin_specs():
+                spec = self.admin_state.apply(spec)  # operator changes made through /admin win
                 where = f"{config.path or '<config>'}: plugin {spec.name!r} ({spec.wasm_path})"
                 try:
                     plugin = load_plugin(spec, self.runtime, self.logs, policy, self.services)
                     plugin.start()
                 except PluginError as exc:
                     raise PluginStartupError(f"{where}: {exc}") from None
+                plugin.on_event = self.events.emit
                 self.plugins.append(plugin)
                 log.info("plugin %s loaded (ABI %s, sha256 %s)", spec.name, plugin.abi_version, plugin.sha256[:12])
         except BaseException:
@@ -110,6 +120,26 @@ class Gateway:
 
     def plugin(self, name: str) -> ProxyWasmPlugin:
         return next(p for p in self.plugins if p.spec.name == name)
+
+    def swap_module(self, name: str, wasm: bytes) -> ProxyWasmPlugin:
+        """Hot swap: build and start the new module first (any failure leaves the old one
+        serving), then switch; exchanges in flight finish on the old VM."""
+        old = self.plugin(name)
+        path = self.admin_state.store_module(wasm)
+        spec = replace(old.spec, wasm_path=path, sha256=None)
+        new = load_plugin(spec, self.runtime, self.logs, self.policy, self.services)
+        try:
+            new.start()
+        except PluginError:
+            new.close()
+            raise
+        new.on_event = self.events.emit
+        self.plugins[self.plugins.index(old)] = new  # the filter reads this same list
+        new.start_background()
+        old.retire()
+        self.admin_state.save_module(name, path)
+        log.warning("plugin %s: module swapped to sha256 %s", name, new.sha256[:12])
+        return new
 
     def health(self) -> dict[str, Any]:
         plugins = [p.describe() for p in self.plugins]
@@ -181,6 +211,7 @@ def create_app(config: LoadedConfig, span_exporter: "SpanExporter | None" = None
         routes=[
             Route("/health", health, methods=["GET"]),
             Route("/metrics", metrics_endpoint(gateway), methods=["GET"]),
+            *admin_routes(gateway),
             Mount("/", app=gateway.filter),
         ],
         lifespan=lifespan,

@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.testclient import TestClient
 
-from routeiq.dispatch.plugin import PluginSpec, ProxyWasmPlugin
+from routeiq.dispatch.plugin import PluginSpec, load_plugin
 from routeiq.gateway.plugin_filter import PluginFilter
 from routeiq.gateway.plugin_logs import PluginLogBook
 from routeiq.hostcalls.state import HostServices
@@ -114,7 +114,7 @@ class PluginTestHarness:
             limits=limits or SandboxLimits(),
             environment=tuple(sorted((env or {}).items())),
         )
-        self.plugin = ProxyWasmPlugin(spec, self.runtime, self.logbook, parse_policy(policy, "harness policy"), self.services)
+        self.plugin = load_plugin(spec, self.runtime, self.logbook, parse_policy(policy, "harness policy"), self.services)
         self.plugin.start()
         self._recorder = _Recorder()
         self._filter = PluginFilter(self._recorder, [self.plugin])

@@ -1,0 +1,198 @@
+"""Plugins that are WebAssembly components of the routeiq:filter world (Python guests
+built with componentize-py, or any language with WIT bindings).
+
+ComponentPlugin and ComponentVM present the interface of ProxyWasmPlugin and PluginVM to
+the filter chain: the chain calls `vm.call("proxy_on_request_headers", context, ...)`
+and the VM calls the component's `on-request-headers(ctx, end-of-stream)`. Everything
+around the call is shared with core modules: admission by the operator policy before
+compiling (pin, then the manifest: a `routeiq.manifest` custom section or a sidecar
+`<name>.manifest.json`), the compiled-artifact cache, fuel/deadline/memory limits, typed
+traps, VM replacement after a trap (`discard`), fail_open, callouts, ticks, the health
+report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any, Callable
+
+from routeiq.hostcalls.component_host import build_component_imports
+from routeiq.hostcalls.state import ContextState, HostEnv, PluginIdentity
+from routeiq.policy.admission import AdmissionRefused, admit
+from routeiq.runtime.component import (
+    FILTER_INTERFACE,
+    WIT_PACKAGE,
+    WIT_VERSION,
+    ComponentSandbox,
+    GuestExport,
+    check_component,
+    component_cache,
+    is_component,
+)
+from routeiq.runtime.errors import GuestTrap, PluginError, PluginLoadError
+
+from .plugin import PluginVM, ProxyWasmPlugin
+
+log = logging.getLogger("routeiq.dispatch")
+
+ACTION = ("enum", ("continue", "pause"))
+Adapter = Callable[[ContextState, tuple[int, ...]], tuple[Any, ...]]
+
+# proxy-wasm callback -> (filter export, its parameters, its result, the `hooks` flag
+# that must be set for it to be called (None: always), arguments from the proxy-wasm ones)
+CALLBACKS: dict[str, tuple[str, tuple[str, ...], Any, str | None, Adapter]] = {
+    "proxy_on_context_create": ("create-context", ("u32",), None, None, lambda c, a: (a[0],)),
+    "proxy_on_request_headers": ("on-request-headers", ("u32", "bool"), ACTION, "request-headers", lambda c, a: (a[0], a[2] != 0)),
+    "proxy_on_request_body": ("on-request-body", ("u32", "u32", "bool"), ACTION, "request-body", lambda c, a: (a[0], a[1], a[2] != 0)),
+    "proxy_on_request_trailers": ("on-request-trailers", ("u32",), ACTION, "request-trailers", lambda c, a: (a[0],)),
+    "proxy_on_response_headers": ("on-response-headers", ("u32", "bool"), ACTION, "response-headers", lambda c, a: (a[0], a[2] != 0)),
+    "proxy_on_response_body": ("on-response-body", ("u32", "u32", "bool"), ACTION, "response-body", lambda c, a: (a[0], a[1], a[2] != 0)),
+    "proxy_on_response_trailers": ("on-response-trailers", ("u32",), ACTION, "response-trailers", lambda c, a: (a[0],)),
+    "proxy_on_done": ("on-done", ("u32",), "bool", "done", lambda c, a: (a[0],)),
+    "proxy_on_log": ("on-log", ("u32",), None, "log", lambda c, a: (a[0],)),
+    "proxy_on_delete": ("on-delete", ("u32",), None, None, lambda c, a: (a[0],)),
+    # Called on the root context with the calling stream's context effective: the
+    # component gets that stream's ctx.
+    "proxy_on_http_call_response": (
+        "on-http-call-response", ("u32", "u32", "u32", "u32", "u32"), None, "http-call-response", lambda c, a: (c.context_id, a[1], a[2], a[3], a[4])
+    ),
+    "proxy_on_tick": ("on-tick", (), None, "tick", lambda c, a: ()),
+}
+
+
+class ComponentVM(PluginVM):
+    """One live instance of a component plugin, driven like a PluginVM."""
+
+    def __init__(self, plugin: "ComponentPlugin", generation: int) -> None:  # noqa: super().__init__ builds a core VM
+        spec = plugin.spec
+        self.generation = generation
+        self.env = HostEnv(
+            PluginIdentity(
+                name=spec.name,
+                root_id=spec.root_id,
+                vm_id=spec.vm_id,
+                plugin_config=spec.plugin_config,
+                vm_config=spec.vm_config,
+                environment=spec.environment,
+                log_level=spec.log_level,
+            ),
+            plugin.log_sink,
+            plugin.admission.grant,
+            plugin.services,
+        )
+        runtime = plugin.runtime
+        self.plugin = plugin
+        self.vm = ComponentSandbox(  # type: ignore[assignment]
+            runtime.engine,
+            plugin.module,
+            plugin.admission.limits,
+            build_component_imports(self.env),
+            runtime.settings.epoch_tick_ms,
+            plugin.filter_interface,
+            spec.environment,
+        )
+        self.env.vm = self.vm
+        self.env.start_callout = self._start_callout
+        self.env.set_tick_period = self._set_tick_period
+        self.env.queue_listener = self._queue_ready
+        self._next_context_id = 1
+        self.root = ContextState(context_id=0)
+        self.callbacks = {}
+        self.hooks: frozenset[str] = frozenset()
+        self._entries: dict[str, tuple[GuestExport, Adapter]] = {}
+        self.tick_period_ms = 0
+        self._ticker = None
+        self._tasks = set()
+
+    def start(self) -> None:
+        sandbox: ComponentSandbox = self.vm  # type: ignore[assignment]
+        sandbox.instantiate()
+        self.hooks = frozenset(sandbox.call_generic("implemented"))
+        for callback, (export, params, result, hook, adapter) in CALLBACKS.items():
+            if hook is not None and hook not in self.hooks:
+                continue
+            fn = sandbox.export(export, params, result)
+            if fn is None:
+                raise PluginLoadError(f"component does not export {self.plugin.filter_interface}#{export}")
+            self._entries[callback] = (fn, adapter)
+        self.root = self.new_context(stream=None)
+        self.env.root = self.root
+        self.env.active = self.root
+        try:
+            configured = sandbox.call_generic("configure", bytes(self.env.plugin.plugin_config))
+        finally:
+            self.env.active = None
+        if not configured:
+            raise PluginLoadError("configure returned false (the plugin rejected its configuration)")
+
+    def exports(self, name: str) -> bool:
+        return name in self._entries
+
+    def call(self, name: str, context: ContextState, *args: int) -> int | None:
+        """Run one callback with `context` active; hooks the guest does not implement are
+        not called (None is returned)."""
+        entry = self._entries.get(name)
+        if entry is None:
+            return None
+        fn, adapter = entry
+        env = self.env
+        env.active = context
+        try:
+            return self.vm.invoke(fn, adapter(context, args))  # type: ignore[attr-defined]
+        finally:
+            env.active = None
+
+
+class ComponentPlugin(ProxyWasmPlugin):
+    """A routeiq:filter component plus the VM currently serving it."""
+
+    filter_interface = FILTER_INTERFACE
+
+    def _load_module(self) -> Any:
+        spec = self.spec
+        try:
+            wasm = spec.wasm_path.read_bytes()
+        except OSError as exc:
+            raise PluginLoadError(f"cannot read component {spec.wasm_path}: {exc.strerror or exc}") from None
+        digest = hashlib.sha256(wasm).hexdigest()
+        self.sha256 = digest
+        if spec.sha256 and spec.sha256.lower() != digest:
+            raise PluginLoadError(f"sha256 mismatch for {spec.wasm_path}: config pins {spec.sha256}, file is {digest}")
+        if not is_component(wasm[:8]):
+            raise PluginLoadError(f"{spec.wasm_path} is not a WebAssembly component")
+        # The policy decides before anything is compiled.
+        try:
+            self.admission = admit(self.policy, spec.name, spec.wasm_path, wasm, digest, spec.limits)
+        except AdmissionRefused as refused:
+            self.services.audit.denied(spec.name, "load", refused.reason, str(refused))
+            raise
+        cache = component_cache(self.runtime)
+        component = cache.load_component(wasm, digest)
+        log.info(
+            "plugin %s: component %s in %.2f s", spec.name, "loaded from cache" if cache.last_hit else "compiled", cache.last_seconds
+        )
+        self.filter_interface = check_component(component, self.runtime.engine)
+        self.abi_version = f"{WIT_PACKAGE}@{WIT_VERSION} (component)"
+        return component
+
+    def start(self) -> PluginVM:
+        """Build and start a fresh VM (raises the typed error if the guest fails)."""
+        self._generation += 1
+        vm = ComponentVM(self, self._generation)
+        self.stats.vm_starts += 1
+        try:
+            vm.start()
+        except PluginError as exc:
+            vm.close()
+            if isinstance(exc, GuestTrap):
+                self._record(exc)
+            raise
+        self._vm = vm
+        self._start_error = None
+        return vm
+
+    def describe(self) -> dict[str, object]:
+        report = super().describe()
+        report["kind"] = "component"
+        return report

@@ -1,0 +1,154 @@
+"""Build Python guests as WebAssembly components: componentize-py, the in-repo SDK
+(abi/sdk/python/routeiq_guest), the WIT world (abi/wit), a content-hash cache.
+
+Each `guest-examples/python/<name>/app.py` (with the modules beside it) becomes
+`guest-examples/python/build/<name>.wasm`. Its `manifest.json` is embedded as a
+`routeiq.manifest` custom section (what admission reads, covered by the sha256 pin) and
+also written beside the component as `<name>.manifest.json`. componentize-py works
+offline: it bundles its own CPython build and needs no network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+from routeiq.abi.capabilities import MANIFEST_SECTION
+
+from .rust import BuildFailed, ToolchainMissing
+
+COMPONENTIZE_PY = "componentize-py"
+COMPONENTIZE_PY_PIN = "componentize-py==0.25.1"
+WORLD = "routeiq-filter"
+ENTRY_MODULE = "routeiq_guest.entry"  # imports the guest's `app` and exports it
+SOURCE_SUFFIXES = (".py", ".json", ".wit")
+
+_RUN = "import sys; from componentize_py import script; sys.argv[0] = 'componentize-py'; sys.exit(script())"
+
+
+def componentize_version() -> str | None:
+    try:
+        return metadata.version(COMPONENTIZE_PY)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def guest_dirs(root: Path) -> list[Path]:
+    base = root / "guest-examples" / "python"
+    return sorted(p for p in base.iterdir() if (p / "app.py").exists()) if base.exists() else []
+
+
+def _hash_tree(digest: "hashlib._Hash", base: Path) -> None:
+    for path in sorted(base.rglob("*")):
+        if path.is_file() and path.suffix in SOURCE_SUFFIXES and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(base)).encode())
+            digest.update(b"\0")
+            digest.update(path.read_bytes())
+
+
+def _leb128(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def with_custom_section(wasm: bytes, name: str, payload: bytes) -> bytes:
+    """`wasm` (module or component) with a custom section appended."""
+    raw_name = name.encode()
+    body = _leb128(len(raw_name)) + raw_name + payload
+    return wasm + b"\x00" + _leb128(len(body)) + body
+
+
+def _manifest(guest: Path) -> bytes | None:
+    path = guest / "manifest.json"
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise BuildFailed(f"{path}: not valid JSON: {exc}") from None
+    data.setdefault("name", guest.name)
+    return json.dumps(data, separators=(",", ": ")).encode()
+
+
+def build_python_guests(root: Path, progress: Callable[[str], None] = lambda _: None) -> list[Path]:
+    """Build every guest under guest-examples/python into guest-examples/python/build.
+
+    Outputs are cached under .cache/guests keyed by the componentize-py version, the WIT
+    world, the SDK and the guest's sources (a rebuild takes ~10 s per guest).
+    """
+    root = root.resolve()
+    version = componentize_version()
+    if version is None:
+        raise ToolchainMissing(
+            f"componentize-py is not installed: `{sys.executable} -m pip install '{COMPONENTIZE_PY_PIN}'` "
+            "(it builds offline once installed)"
+        )
+    wit_dir = root / "abi" / "wit"
+    sdk_dir = root / "abi" / "sdk" / "python"
+    base = hashlib.sha256(f"componentize-py {version}; world {WORLD}; entry {ENTRY_MODULE}".encode())
+    _hash_tree(base, wit_dir)
+    _hash_tree(base, sdk_dir)
+    cache = root / ".cache" / "guests"
+    cache.mkdir(parents=True, exist_ok=True)
+    out_dir = root / "guest-examples" / "python" / "build"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    built = []
+    for guest in guest_dirs(root):
+        name = guest.name
+        digest = base.copy()
+        _hash_tree(digest, guest)
+        cached = cache / f"py-{name}-{digest.hexdigest()[:20]}.wasm"
+        manifest = _manifest(guest)
+        if not cached.exists():
+            progress(f"building {name}.wasm with componentize-py {version} (about 10 s)")
+            began = time.monotonic()
+            tmp = cached.with_suffix(".tmp")
+            _componentize(wit_dir, sdk_dir, guest, tmp)
+            wasm = tmp.read_bytes()
+            if manifest is not None:
+                wasm = with_custom_section(wasm, MANIFEST_SECTION, manifest)
+            tmp.write_bytes(wasm)
+            tmp.rename(cached)
+            progress(f"built {name}.wasm ({len(wasm) / 1e6:.1f} MB) in {time.monotonic() - began:.1f} s")
+        target = out_dir / f"{name}.wasm"
+        if not target.exists() or target.stat().st_size != cached.stat().st_size or target.read_bytes() != cached.read_bytes():
+            shutil.copyfile(cached, target)
+        sidecar = out_dir / f"{name}.manifest.json"
+        if manifest is not None:
+            if not sidecar.exists() or sidecar.read_bytes() != manifest + b"\n":
+                sidecar.write_bytes(manifest + b"\n")
+        else:
+            sidecar.unlink(missing_ok=True)
+        built.append(target)
+    return built
+
+
+def _componentize(wit_dir: Path, sdk_dir: Path, guest: Path, output: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
+    cmd = [
+        sys.executable, "-c", _RUN,
+        "--quiet", "-d", str(wit_dir), "-w", WORLD,
+        "componentize", ENTRY_MODULE,
+        "-p", str(guest), "-p", str(sdk_dir),
+        "-o", str(output),
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=guest)
+    if result.returncode != 0 or not output.exists():
+        output.unlink(missing_ok=True)
+        detail = (result.stderr or result.stdout).strip()
+        # componentize-py appends a Rust backtrace; the Python error is above it.
+        detail = detail.split("\nStack backtrace:")[0]
+        raise BuildFailed(f"componentize-py failed for {guest.name}:\n{detail}")

@@ -1,0 +1,154 @@
+"""The admin API through a real gateway process: auth and roles, live config with schema
+validation, persistence across restarts, hot swap under load, quarantine and release."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from routeiq.admin.auth import hash_key
+from support import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+KEYS = {"viewer": "view-key-0123456789", "operator": "oper-key-0123456789", "admin": "admin-key-0123456789"}
+
+
+def write_config(tmp_path: Path, guests: dict[str, Path], port: int) -> Path:
+    module = tmp_path / "tagger.wasm"
+    shutil.copy(guests["tagger"], module)
+    config = {
+        "server": {"host": "127.0.0.1", "port": port},
+        "admin": {"state_dir": str(tmp_path / "state"), "keys": [{"name": role, "sha256": hash_key(key), "role": role} for role, key in KEYS.items()]},
+        "policy": {"plugins": {"tagger": {"unpinned": True, "capabilities": ["response_body"]}}},
+        "runtime": {"cache_dir": str(tmp_path / "cache")},
+        "plugins": [{"name": "tagger", "wasm": str(module), "config": {"tag": "from-file"}, "fail_open": False}],
+    }
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+class Gateway:
+    def __init__(self, config: Path, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "routeiq", "serve", "--config", str(config)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 30
+        while True:
+            assert self.proc.poll() is None, self.proc.stdout.read() if self.proc.stdout else ""
+            try:
+                httpx.get(f"{self.url}/health", timeout=1, trust_env=False)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        self.client = httpx.Client(base_url=self.url, timeout=10, trust_env=False)
+
+    def admin(self, method: str, path: str, role: str = "admin", **kw: Any) -> httpx.Response:
+        return self.client.request(method, f"/admin{path}", headers={"authorization": f"Bearer {KEYS[role]}"}, **kw)
+
+    def stop(self) -> None:
+        self.client.close()
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
+
+
+def test_auth_and_roles(tmp_path: Path, guests: dict[str, Path]) -> None:
+    port = free_port()
+    gw = Gateway(write_config(tmp_path, guests, port), port)
+    try:
+        assert gw.client.get("/admin/plugins").status_code == 401  # no key
+        assert gw.client.get("/admin/plugins", headers={"authorization": "Bearer wrong"}).status_code == 401
+        listed = gw.admin("GET", "/plugins", role="viewer")
+        assert listed.status_code == 200 and listed.json()["plugins"][0]["name"] == "tagger"
+        assert gw.admin("PUT", "/plugins/tagger/config", role="viewer", json={"tag": "x"}).status_code == 403
+        assert gw.admin("POST", "/plugins/tagger/module", role="operator", content=b"\0asm").status_code == 403
+        assert gw.admin("GET", "/plugins/nope").status_code == 404
+        spec = gw.client.get("/admin/openapi.json").json()
+        assert "/admin/plugins/{name}/config" in spec["paths"]
+    finally:
+        gw.stop()
+
+
+def test_live_config_persists_across_restart(tmp_path: Path, guests: dict[str, Path]) -> None:
+    port = free_port()
+    config = write_config(tmp_path, guests, port)
+    gw = Gateway(config, port)
+    try:
+        tagged = lambda: dict(gw.client.get("/echo").json()["headers"]).get("x-routeiq-tagged")  # noqa: E731
+        assert tagged() == "from-file"
+        changed = gw.admin("PUT", "/plugins/tagger/config", role="operator", json={"tag": "from-admin"})
+        assert changed.status_code == 200, changed.text
+        assert tagged() == "from-admin"  # applied live through proxy_on_configure
+        assert gw.admin("PUT", "/plugins/tagger/config", role="operator", content=b"{not json").status_code == 400
+        detail = gw.admin("GET", "/plugins/tagger", role="viewer").json()
+        assert json.loads(detail["config"]) == {"tag": "from-admin"}
+        assert detail["hooks"]["proxy_on_request_headers"]["count"] >= 2
+        assert detail["hooks"]["proxy_on_request_headers"]["p50_us"] > 0
+    finally:
+        gw.stop()
+    gw = Gateway(config, port)  # restart: the operator's change is still there
+    try:
+        assert dict(gw.client.get("/echo").json()["headers"]).get("x-routeiq-tagged") == "from-admin"
+    finally:
+        gw.stop()
+
+
+def test_hot_swap_under_load_and_rollback(tmp_path: Path, guests: dict[str, Path]) -> None:
+    port = free_port()
+    config = write_config(tmp_path, guests, port)
+    gw = Gateway(config, port)
+    try:
+        failures: list[int] = []
+
+        def load(_: int) -> None:
+            with httpx.Client(base_url=gw.url, timeout=10, trust_env=False) as client:
+                for _ in range(40):
+                    status = client.get("/echo").status_code
+                    if status != 200:
+                        failures.append(status)
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+            futures = [pool.submit(load, i) for i in range(4)]
+            time.sleep(0.2)
+            swapped = gw.admin("POST", "/plugins/tagger/module", content=guests["chunk_counter"].read_bytes())
+            for f in futures:
+                f.result()
+        assert swapped.status_code == 200, swapped.text
+        assert failures == []  # no request failed during the swap
+        headers = dict(gw.client.get("/echo").json()["headers"])
+        assert "x-routeiq-tagged" not in headers  # the new module (chunk_counter) serves now
+        # A broken module is refused and the running one stays.
+        refused = gw.admin("POST", "/plugins/tagger/module", content=guests["hostile_import"].read_bytes())
+        assert refused.status_code == 400 and "proxy_does_not_exist" in refused.json()["error"]["message"]
+        assert gw.client.get("/echo").status_code == 200
+    finally:
+        gw.stop()
+    gw = Gateway(config, port)  # the swapped module survives a restart
+    try:
+        assert gw.admin("GET", "/plugins/tagger", role="viewer").json()["sha256"] != ""
+        assert "x-routeiq-tagged" not in dict(gw.client.get("/echo").json()["headers"])
+    finally:
+        gw.stop()
+
+
+def test_manual_quarantine_and_release(tmp_path: Path, guests: dict[str, Path]) -> None:
+    port = free_port()
+    gw = Gateway(write_config(tmp_path, guests, port), port)
+    try:
+        assert gw.admin("POST", "/plugins/tagger/quarantine", role="operator").json()["state"] == "quarantined"
+        blocked = gw.client.get("/echo")
+        assert blocked.status_code == 503 and blocked.json()["error"]["code"] == "quarantined"  # fail_open: false
+        assert gw.admin("POST", "/plugins/tagger/release", role="operator").json()["state"] == "ready"
+        assert gw.client.get("/echo").status_code == 200
+    finally:
+        gw.stop()
