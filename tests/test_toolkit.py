@@ -39,14 +39,15 @@ def test_rust_plugin_from_new_to_passing_tests(tmp_path: Path) -> None:
     assert "FAIL tags the request" in failing.stdout and "upstream header x-my-filter: 'hello', expected 'goodbye'" in failing.stdout
 
 
-@pytest.mark.parametrize("lang", ["c", "assemblyscript"])
-def test_c_and_assemblyscript_plugins_from_new_to_passing_tests(tmp_path: Path, lang: str) -> None:
+@pytest.mark.parametrize("lang", ["c", "assemblyscript", "python"])
+def test_other_languages_from_new_to_passing_tests(tmp_path: Path, lang: str) -> None:
     assert routeiq("plugin", "new", "--lang", lang, "--dir", str(tmp_path), "my_plugin").returncode == 0
     tested = routeiq("plugin", "test", str(tmp_path / "my_plugin"))
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert "2 passed, 0 failed" in tested.stdout
     info = json.loads(routeiq("plugin", "inspect", "--json", str(tmp_path / "my_plugin" / "build" / "my_plugin.wasm")).stdout)
-    assert info["abi_version"] == "0.2.1" and info["manifest"]["name"] == "my_plugin"
+    assert info["manifest"]["name"] == "my_plugin"
+    assert info["kind"] == ("component" if lang == "python" else "core module")
 
 
 def test_build_errors_are_shown(tmp_path: Path) -> None:

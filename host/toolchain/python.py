@@ -96,44 +96,57 @@ def build_python_guests(root: Path, progress: Callable[[str], None] = lambda _: 
             f"componentize-py is not installed: `{sys.executable} -m pip install '{COMPONENTIZE_PY_PIN}'` "
             "(it builds offline once installed)"
         )
+    base = hashlib.sha256(f"componentize-py {version}; world {WORLD}; entry {ENTRY_MODULE}".encode())
+    _hash_tree(base, root / "abi" / "wit")
+    _hash_tree(base, root / "abi" / "sdk" / "python")
+    out_dir = root / "guest-examples" / "python" / "build"
+    return [_build_one(root, guest, out_dir, progress, version, base) for guest in guest_dirs(root)]
+
+
+def build_python_plugin(root: Path, guest: Path, out_dir: Path, progress: Callable[[str], None] = lambda _: None) -> Path:
+    """Build one guest directory (app.py, optional manifest.json) into `out_dir/<name>.wasm`."""
+    root = root.resolve()
+    version = componentize_version()
+    if version is None:
+        raise ToolchainMissing(f"componentize-py is not installed: `{sys.executable} -m pip install '{COMPONENTIZE_PY_PIN}'`")
+    base = hashlib.sha256(f"componentize-py {version}; world {WORLD}; entry {ENTRY_MODULE}".encode())
+    _hash_tree(base, root / "abi" / "wit")
+    _hash_tree(base, root / "abi" / "sdk" / "python")
+    return _build_one(root, guest.resolve(), out_dir, progress, version, base)
+
+
+def _build_one(root: Path, guest: Path, out_dir: Path, progress: Callable[[str], None], version: str, base: "hashlib._Hash") -> Path:
     wit_dir = root / "abi" / "wit"
     sdk_dir = root / "abi" / "sdk" / "python"
-    base = hashlib.sha256(f"componentize-py {version}; world {WORLD}; entry {ENTRY_MODULE}".encode())
-    _hash_tree(base, wit_dir)
-    _hash_tree(base, sdk_dir)
     cache = root / ".cache" / "guests"
     cache.mkdir(parents=True, exist_ok=True)
-    out_dir = root / "guest-examples" / "python" / "build"
     out_dir.mkdir(parents=True, exist_ok=True)
-    built = []
-    for guest in guest_dirs(root):
-        name = guest.name
-        digest = base.copy()
-        _hash_tree(digest, guest)
-        cached = cache / f"py-{name}-{digest.hexdigest()[:20]}.wasm"
-        manifest = _manifest(guest)
-        if not cached.exists():
-            progress(f"building {name}.wasm with componentize-py {version} (about 10 s)")
-            began = time.monotonic()
-            tmp = cached.with_suffix(".tmp")
-            _componentize(wit_dir, sdk_dir, guest, tmp)
-            wasm = tmp.read_bytes()
-            if manifest is not None:
-                wasm = with_custom_section(wasm, MANIFEST_SECTION, manifest)
-            tmp.write_bytes(wasm)
-            tmp.rename(cached)
-            progress(f"built {name}.wasm ({len(wasm) / 1e6:.1f} MB) in {time.monotonic() - began:.1f} s")
-        target = out_dir / f"{name}.wasm"
-        if not target.exists() or target.stat().st_size != cached.stat().st_size or target.read_bytes() != cached.read_bytes():
-            shutil.copyfile(cached, target)
-        sidecar = out_dir / f"{name}.manifest.json"
+    name = guest.name
+    digest = base.copy()
+    _hash_tree(digest, guest)
+    cached = cache / f"py-{name}-{digest.hexdigest()[:20]}.wasm"
+    manifest = _manifest(guest)
+    if not cached.exists():
+        progress(f"building {name}.wasm with componentize-py {version} (about 10 s)")
+        began = time.monotonic()
+        tmp = cached.with_suffix(".tmp")
+        _componentize(wit_dir, sdk_dir, guest, tmp)
+        wasm = tmp.read_bytes()
         if manifest is not None:
-            if not sidecar.exists() or sidecar.read_bytes() != manifest + b"\n":
-                sidecar.write_bytes(manifest + b"\n")
-        else:
-            sidecar.unlink(missing_ok=True)
-        built.append(target)
-    return built
+            wasm = with_custom_section(wasm, MANIFEST_SECTION, manifest)
+        tmp.write_bytes(wasm)
+        tmp.rename(cached)
+        progress(f"built {name}.wasm ({len(wasm) / 1e6:.1f} MB) in {time.monotonic() - began:.1f} s")
+    target = out_dir / f"{name}.wasm"
+    if not target.exists() or target.stat().st_size != cached.stat().st_size or target.read_bytes() != cached.read_bytes():
+        shutil.copyfile(cached, target)
+    sidecar = out_dir / f"{name}.manifest.json"
+    if manifest is not None:
+        if not sidecar.exists() or sidecar.read_bytes() != manifest + b"\n":
+            sidecar.write_bytes(manifest + b"\n")
+    else:
+        sidecar.unlink(missing_ok=True)
+    return target
 
 
 def _componentize(wit_dir: Path, sdk_dir: Path, guest: Path, output: Path) -> None:

@@ -62,9 +62,9 @@ def build_project(project: PluginProject, progress: Callable[[str], None] = lamb
 
         return build_rust_crate(source_root(), project.directory, out_dir, progress)
     if project.lang == "python":
-        from routeiq.toolchain import python as python_toolchain
+        from routeiq.toolchain.python import build_python_plugin
 
-        return python_toolchain.build_python_plugin(source_root(), project.directory, project.name, out_dir, progress)  # type: ignore[attr-defined]
+        return build_python_plugin(source_root(), project.directory, out_dir, progress)
     if project.lang == "assemblyscript":
         from routeiq.toolchain.assemblyscript import build_assemblyscript_project
 

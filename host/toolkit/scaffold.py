@@ -132,6 +132,10 @@ def _example_files(lang: str, name: str) -> dict[str, str | bytes]:
     if lang == "c":
         text = (root / "guest-examples" / "c" / "c_tagger" / "c_tagger.c").read_text()
         return {f"{name}.c": _from_example(text, "c_tagger", name, dash)}
+    if lang == "python":
+        text = (root / "guest-examples" / "python" / "py_tagger" / "app.py").read_text()
+        manifest = json.dumps({"name": name, "version": "0.1.0", "capabilities": []}) + "\n"
+        return {"app.py": _from_example(text, "py_tagger", name, dash), "manifest.json": manifest}
     # assemblyscript: a small npm project of its own (pinned by the copied lock file)
     base = root / "guest-examples" / "assemblyscript"
     files: dict[str, str | bytes] = {f: (base / f).read_bytes() for f in AS_PROJECT_FILES}
