@@ -217,6 +217,16 @@ def _plugin_test(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _admin_new_key(args: argparse.Namespace) -> int:
+    from routeiq.admin.auth import new_key
+
+    key, digest = new_key()
+    print(f"key (give it to its owner; it is not stored):  {key}")
+    print("config entry (admin.keys):")
+    print(f"  - {{name: {args.name}, role: {args.role}, sha256: \"{digest}\"}}")
+    return 0
+
+
 def _route_eval(argv: list[str]) -> int:
     from routeiq.strategies.evaluation import main as evaluation_main
 
@@ -300,6 +310,13 @@ def build_parser() -> argparse.ArgumentParser:
     ptest = plugin_sub.add_parser("test", help="build and run DIR/tests.yaml against the plugin, without a gateway")
     ptest.add_argument("dir")
     ptest.set_defaults(func=_plugin_test)
+
+    admin = sub.add_parser("admin", help="admin API tools")
+    admin_sub = admin.add_subparsers(dest="admin_command", required=True)
+    new_key = admin_sub.add_parser("new-key", help="make an admin API key and the hash to put in admin.keys")
+    new_key.add_argument("--name", required=True)
+    new_key.add_argument("--role", required=True, choices=["viewer", "operator", "admin"])
+    new_key.set_defaults(func=_admin_new_key)
 
     demo_auth = sub.add_parser("demo-auth", help="run the demo's auth service (for the ext_auth example)")
     demo_auth.add_argument("--host", default="127.0.0.1")

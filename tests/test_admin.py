@@ -152,3 +152,34 @@ def test_manual_quarantine_and_release(tmp_path: Path, guests: dict[str, Path]) 
         assert gw.client.get("/echo").status_code == 200
     finally:
         gw.stop()
+
+
+def test_repeated_traps_quarantine_then_probe_restores(make_app, guests: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
+    from starlette.testclient import TestClient
+
+    events: list[tuple[str, dict]] = []  # type: ignore[type-arg]
+    app = make_app([{"name": "flaky", "wasm": str(guests["hostile_trap"]), "config": "request_headers", "fail_open": True, "quarantine": {"max_traps": 3, "window_s": 60, "cooldown_s": 0.3}}])
+    flaky = app.state.gateway.plugin("flaky")
+    flaky.on_event = lambda kind, payload: events.append((kind, payload))
+    with TestClient(app) as client:
+        for _ in range(3):
+            assert client.get("/echo", headers={"x-hostile": "1"}).status_code == 200  # fail_open
+        assert flaky.state == "quarantined" and flaky.stats.traps == 3
+        assert client.get("/echo", headers={"x-hostile": "1"}).status_code == 200  # skipped: no new trap
+        assert flaky.stats.traps == 3
+        assert events == [("plugin_quarantined", {"plugin": "flaky", "reason": "3 traps in 60 s (last: unreachable)", "manual": False})]
+        time.sleep(0.35)
+        assert client.get("/echo", headers={"x-hostile": "1"}).status_code == 200  # the probe traps...
+        assert flaky.state == "quarantined" and flaky.stats.traps == 4  # ...so it stays quarantined
+        time.sleep(0.35)
+        assert client.get("/echo").status_code == 200  # a clean probe
+        assert flaky.state == "ready"
+        metrics = client.get("/metrics").text
+    assert 'routeiq_plugin_quarantines_total{plugin="flaky"} 2.0' in metrics
+
+
+def test_admin_new_key_prints_a_working_hash() -> None:
+    out = subprocess.run([sys.executable, "-m", "routeiq", "admin", "new-key", "--name", "ops", "--role", "operator"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0
+    key = out.stdout.split("key (give it to its owner; it is not stored):", 1)[1].split()[0]
+    assert hash_key(key) in out.stdout

@@ -442,7 +442,7 @@ class ProxyWasmPlugin:
     # ------------------------------------------------------------- quarantine
     def quarantine(self, reason: str, manual: bool = False) -> None:
         """Stop using the plugin: skipped if fail_open, else its requests answer 503."""
-        first = self.quarantined_at is None
+        entering = self.quarantined_at is None or self.probing  # a failed probe re-enters
         self.quarantined_at = time.monotonic()
         self.quarantine_reason = reason
         self._quarantine_manual = manual
@@ -450,7 +450,7 @@ class ProxyWasmPlugin:
         if self._vm is not None:
             vm, self._vm = self._vm, None
             self._close_when_idle(vm)
-        if first:
+        if entering:
             self.stats.quarantines += 1
         log.warning("plugin %s quarantined: %s", self.spec.name, reason)
         self._emit("plugin_quarantined", {"plugin": self.spec.name, "reason": reason, "manual": manual})

@@ -30,12 +30,19 @@ class GatewayCollector(Collector):
         traps = CounterMetricFamily("routeiq_plugin_traps", "Guest traps, by plugin and kind", labels=["plugin", "kind"])
         starts = CounterMetricFamily("routeiq_plugin_vm_starts", "Plugin VMs started (first start and every replacement)", labels=["plugin"])
         ready = GaugeMetricFamily("routeiq_plugin_ready", "1 when the plugin has a live VM", labels=["plugin"])
+        quarantines = CounterMetricFamily("routeiq_plugin_quarantines", "Times a plugin was quarantined", labels=["plugin"])
+        quarantined = GaugeMetricFamily("routeiq_plugin_quarantined", "1 while the plugin is quarantined", labels=["plugin"])
+        latency = GaugeMetricFamily("routeiq_plugin_callback_latency_p99_seconds", "p99 callback latency over recent calls", labels=["plugin", "callback"])
         for plugin in gw.plugins:
+            quarantines.add_metric([plugin.spec.name], plugin.stats.quarantines)
+            quarantined.add_metric([plugin.spec.name], 1 if plugin.quarantined_at is not None else 0)
+            for callback, stats in plugin.hooks.callbacks.items():
+                latency.add_metric([plugin.spec.name, callback], stats.percentile_us(0.99) / 1e6)
             for kind, count in plugin.stats.traps_by_kind.items():
                 traps.add_metric([plugin.spec.name, kind], count)
             starts.add_metric([plugin.spec.name], plugin.stats.vm_starts)
             ready.add_metric([plugin.spec.name], 1 if plugin.state == "ready" else 0)
-        yield from (traps, starts, ready)
+        yield from (traps, starts, ready, quarantines, quarantined, latency)
 
         denials = CounterMetricFamily("routeiq_hostcall_denials", "Host calls refused by policy", labels=["plugin", "call", "reason"])
         for (plugin_name, call, reason), count in gw.services.audit.counts.items():
