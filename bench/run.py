@@ -66,6 +66,15 @@ def _python_guest_goals(m: dict[str, float]) -> list[str]:
     return [f"Target: Python guest through the component host path at most 150 µs median: {verdict} ({host:.2f} µs)."]
 
 
+def _language_goals(m: dict[str, float]) -> list[str]:
+    python = m.get("test_tagger_request_headers[python]")
+    lines = ["Same filter logic in every row; Python runs as a component (componentize-py), the others as core modules."]
+    if python is not None:
+        verdict = "met" if python <= 150.0 else f"NOT met (gap {python - 150.0:.1f} µs)"
+        lines.append(f"Target: a Python request-headers hook at most 150 µs median: {verdict} ({python:.1f} µs).")
+    return lines
+
+
 REPORTS = {
     "test_hook_overhead.py": Report(
         "hook_overhead.md",
@@ -95,6 +104,18 @@ REPORTS = {
         "Learned strategies fitted on the NQ routing data; each call routes the next real query (features included).",
         {},
         _routing_goals,
+    ),
+    "test_language_overhead.py": Report(
+        "language_overhead.md",
+        "Per-language hook overhead: the tagger filter's `proxy_on_request_headers`",
+        "10 request headers; the filter checks a deny header and the path, then adds one header. One round trip through the RouteIQ host.",
+        {
+            "test_tagger_request_headers[rust]": "Rust (core module)",
+            "test_tagger_request_headers[c]": "C (core module, zig cc)",
+            "test_tagger_request_headers[assemblyscript]": "AssemblyScript (core module)",
+            "test_tagger_request_headers[python]": "Python (component)",
+        },
+        _language_goals,
     ),
     "test_llm_path.py": Report(
         "llm_path.md",

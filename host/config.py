@@ -86,6 +86,10 @@ class PluginConfig(_Strict):
     env: dict[str, str] = Field(default_factory=dict)
     log_level: Literal["trace", "debug", "info", "warn", "error", "critical"] | None = None
     quarantine: QuarantineConfig = Field(default_factory=QuarantineConfig)
+    depends_on: list[str] | None = None  # default: the manifest's
+    priority: int | None = None  # default: the manifest's (0)
+    on_startup_failure: Literal["abort", "continue", "quarantine"] = "abort"
+    startup_timeout_ms: int = Field(10_000, ge=1)
 
 
 class KvConfig(_Strict):
@@ -288,6 +292,10 @@ class LoadedConfig:
                     quarantine_max_traps=p.quarantine.max_traps,
                     quarantine_window_s=p.quarantine.window_s,
                     quarantine_cooldown_s=p.quarantine.cooldown_s,
+                    depends_on=tuple(p.depends_on) if p.depends_on is not None else None,
+                    priority=p.priority,
+                    on_startup_failure=p.on_startup_failure,
+                    startup_timeout_ms=p.startup_timeout_ms,
                 )
             )
         return specs

@@ -88,6 +88,10 @@ class PluginSpec:
     quarantine_max_traps: int = 5  # traps within the window that quarantine the plugin
     quarantine_window_s: float = 60.0
     quarantine_cooldown_s: float = 30.0  # then one probe VM; healthy -> restored
+    depends_on: tuple[str, ...] | None = None  # None: what the manifest declares
+    priority: int | None = None
+    on_startup_failure: str = "abort"  # abort | continue | quarantine
+    startup_timeout_ms: int = 10_000
 
 
 @dataclass

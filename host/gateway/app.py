@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
@@ -16,9 +17,10 @@ from starlette.routing import Mount, Route
 
 from routeiq import __version__
 from routeiq.config import ConfigError, LoadedConfig, UpstreamConfig
-from routeiq.dispatch.plugin import ProxyWasmPlugin, load_plugin
+from routeiq.dispatch.ordering import OrderingError, plugin_order
+from routeiq.dispatch.plugin import PluginSpec, ProxyWasmPlugin, load_plugin
 from routeiq.hostcalls.state import HostServices
-from routeiq.runtime.errors import PluginError
+from routeiq.runtime.errors import PluginError, PluginLoadError
 from routeiq.runtime.wasm_runtime import WasmRuntime
 from routeiq.services.audit import AuditLog
 from routeiq.services.callout import CalloutClient
@@ -75,18 +77,15 @@ class Gateway:
         self.admin_state = AdminState(config.resolve(config.model.admin.state_dir))
         self.admin_keys = [AdminKey(k.name, k.sha256, k.role) for k in config.model.admin.keys]
         self.plugins: list[ProxyWasmPlugin] = []
+        self.failed_plugins: list[dict[str, Any]] = []  # left out at startup (on_startup_failure: continue)
         try:
             for spec in config.plugin_specs():
                 spec = self.admin_state.apply(spec)  # operator changes made through /admin win
-                where = f"{config.path or '<config>'}: plugin {spec.name!r} ({spec.wasm_path})"
-                try:
-                    plugin = load_plugin(spec, self.runtime, self.logs, policy, self.services)
-                    plugin.start()
-                except PluginError as exc:
-                    raise PluginStartupError(f"{where}: {exc}") from None
-                plugin.on_event = self.events.emit
-                self.plugins.append(plugin)
-                log.info("plugin %s loaded (ABI %s, sha256 %s)", spec.name, plugin.abi_version, plugin.sha256[:12])
+                plugin = self._load(spec, policy)
+                if plugin is not None:
+                    plugin.on_event = self.events.emit
+                    self.plugins.append(plugin)
+            self._order_plugins()
         except BaseException:
             self.close()
             raise
@@ -118,6 +117,44 @@ class Gateway:
         if not name.startswith("webhook:"):  # a target's own breaker is not news for it
             self.events.emit("breaker_state_change", {"breaker": name, "from": old, "to": new})
 
+    def _load(self, spec: PluginSpec, policy: Any) -> ProxyWasmPlugin | None:
+        """Load and start one plugin, applying its on_startup_failure mode."""
+        where = f"{self.config.path or '<config>'}: plugin {spec.name!r} ({spec.wasm_path})"
+        plugin: ProxyWasmPlugin | None = None
+        try:
+            plugin = load_plugin(spec, self.runtime, self.logs, policy, self.services)
+            began = time.monotonic()
+            plugin.start()
+            elapsed_ms = (time.monotonic() - began) * 1000
+            if elapsed_ms > spec.startup_timeout_ms:
+                plugin.close()
+                raise PluginLoadError(f"took {elapsed_ms:.0f} ms to start (startup_timeout_ms {spec.startup_timeout_ms})")
+        except PluginError as exc:
+            mode = spec.on_startup_failure
+            if mode == "abort":
+                raise PluginStartupError(f"{where}: {exc}") from None
+            if mode == "quarantine" and plugin is not None:
+                log.error("%s: %s; starting quarantined", where, exc)
+                plugin.quarantine(f"failed at startup: {exc}")
+                return plugin
+            log.error("%s: %s; continuing without it", where, exc)
+            self.failed_plugins.append({"name": spec.name, "state": "failed", "last_error": str(exc)})
+            return None
+        log.info("plugin %s loaded (ABI %s, sha256 %s)", spec.name, plugin.abi_version, plugin.sha256[:12])
+        return plugin
+
+    def _order_plugins(self) -> None:
+        """Dependencies first, then priority, then config order (errors name the cycle)."""
+        names = [p.spec.name for p in self.plugins]
+        depends = {p.spec.name: list(p.spec.depends_on if p.spec.depends_on is not None else p.admission.manifest.depends_on) for p in self.plugins}
+        priority = {p.spec.name: p.spec.priority if p.spec.priority is not None else p.admission.manifest.priority for p in self.plugins}
+        try:
+            order = plugin_order(names, depends, priority)
+        except OrderingError as exc:
+            raise PluginStartupError(f"{self.config.path or '<config>'}: plugins: {exc}") from None
+        by_name = {p.spec.name: p for p in self.plugins}
+        self.plugins[:] = [by_name[n] for n in order]
+
     def plugin(self, name: str) -> ProxyWasmPlugin:
         return next(p for p in self.plugins if p.spec.name == name)
 
@@ -142,7 +179,7 @@ class Gateway:
         return new
 
     def health(self) -> dict[str, Any]:
-        plugins = [p.describe() for p in self.plugins]
+        plugins = [p.describe() for p in self.plugins] + self.failed_plugins
         degraded = any(p["state"] != "ready" for p in plugins)
         report: dict[str, Any] = {
             "status": "degraded" if degraded else "ok",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -22,6 +23,9 @@ class PluginManifest(BaseModel):
     version: str | None = None
     description: str | None = None
     capabilities: list[Capability] = Field(default_factory=list)
+    depends_on: list[str] = Field(default_factory=list)  # plugins that must run before this one
+    priority: int = 0  # among plugins free to run, higher runs first
+    config_schema: dict[str, Any] | None = None  # JSON schema of the plugin configuration
 
 
 def _leb128(data: bytes, pos: int) -> tuple[int, int]:
