@@ -37,6 +37,7 @@ class ServerConfig(_Strict):
     log_format: Literal["text", "json"] = "text"
     max_concurrency: int = Field(0, ge=0)  # requests in flight per worker before 503 (0: no limit)
     drain_timeout_s: float = Field(30.0, ge=0)  # on SIGTERM: time in-flight requests get to finish
+    watch_config: bool = True  # reload the config file live when it changes
 
 
 class UpstreamConfig(_Strict):

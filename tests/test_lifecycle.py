@@ -58,3 +58,39 @@ def test_startup_failure_quarantine(make_app, guests: dict[str, Path]) -> None: 
 def test_startup_failure_abort_is_the_default(make_app, guests: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(PluginStartupError, match="broken"):
         make_app([plugin("broken", guests["hostile_trap"], vm_config="vm_start")])
+
+
+def test_config_file_is_reloaded_live(tmp_path: Path, guests: dict[str, Path], module_cache_dir: Path) -> None:
+    import time
+
+    import yaml
+
+    from routeiq.config import load_config
+    from routeiq.gateway.app import create_app
+
+    def write(tag: str, extra: str = "") -> None:
+        config = {
+            "runtime": {"cache_dir": str(module_cache_dir)},
+            "plugins": [{"name": "tagger", "wasm": str(guests["tagger"]), "config": {"tag": tag}}],
+        }
+        path.write_text(yaml.safe_dump(config) + extra)
+
+    path = tmp_path / "gw.yaml"
+    write("first")
+    app = create_app(load_config(path))
+    app.state.gateway.config_watcher.interval_s = 0.05
+    with TestClient(app) as client:
+        current = lambda: [v for k, v in client.get("/echo").json()["headers"] if k == "x-routeiq-tagged"]  # noqa: E731
+        assert current() == ["first"]
+        time.sleep(0.05)
+        write("second")
+        deadline = time.monotonic() + 5
+        while current() != ["second"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert current() == ["second"]
+        write("third", extra="server: {port: not-a-port}\n")  # invalid: nothing changes
+        deadline = time.monotonic() + 5
+        while client.get("/health").json()["config"]["last_error"] is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "server.port" in client.get("/health").json()["config"]["last_error"]
+        assert current() == ["second"]

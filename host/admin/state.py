@@ -48,6 +48,11 @@ class AdminState:
         state["config"] = config.decode("utf-8", "replace")
         self._save(name, state)
 
+    def clear_config(self, name: str) -> None:
+        state = self.load(name)
+        if state.pop("config", None) is not None:
+            self._save(name, state)
+
     def store_module(self, wasm: bytes) -> Path:
         path = self.directory / "modules" / f"{hashlib.sha256(wasm).hexdigest()}.wasm"
         if not path.exists():

@@ -36,6 +36,7 @@ from routeiq.admin.api import admin_routes
 from routeiq.admin.auth import AdminKey
 from routeiq.admin.state import AdminState
 
+from .config_watch import ConfigWatcher
 from .events import GatewayEvents
 from .load_shedding import ConcurrencyLimit
 from .tracing import Tracing
@@ -78,6 +79,8 @@ class Gateway:
         self.admin_keys = [AdminKey(k.name, k.sha256, k.role) for k in config.model.admin.keys]
         self.plugins: list[ProxyWasmPlugin] = []
         self.failed_plugins: list[dict[str, Any]] = []  # left out at startup (on_startup_failure: continue)
+        watch = config.path is not None and config.model.server.watch_config
+        self.config_watcher: ConfigWatcher | None = ConfigWatcher(self, config.path) if watch else None  # type: ignore[arg-type]
         try:
             for spec in config.plugin_specs():
                 spec = self.admin_state.apply(spec)  # operator changes made through /admin win
@@ -191,18 +194,24 @@ class Gateway:
         }
         if self.llm is not None:
             report["routing"] = self.llm.router.describe()
+        if self.config_watcher is not None:
+            report["config"] = {"reloads": self.config_watcher.reloads, "last_error": self.config_watcher.last_error}
         webhooks = self.events.stats()
         if webhooks is not None:
             report["webhooks"] = webhooks
         return report
 
     async def start_background(self) -> None:
-        """Timers and webhook delivery need the event loop: start them once it runs."""
+        """Timers, webhook delivery and the config watcher need the event loop."""
         for plugin in self.plugins:
             plugin.start_background()
         await self.events.start()
+        if self.config_watcher is not None:
+            self.config_watcher.start()
 
     async def aclose(self) -> None:
+        if self.config_watcher is not None:
+            await self.config_watcher.stop()
         await self.events.stop()  # flush what is due; the rest stays in the outbox
         if self.reverse_proxy is not None:
             await self.reverse_proxy.aclose()
