@@ -76,7 +76,8 @@ class QuarantineConfig(_Strict):
 
 class PluginConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    wasm: str
+    wasm: str | None = None  # a Wasm plugin (sandboxed)...
+    python: str | None = None  # ...or a native one: "package.module:Class" or "file.py:Class"
     sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
     root_id: str = ""
     vm_id: str = ""
@@ -91,6 +92,12 @@ class PluginConfig(_Strict):
     priority: int | None = None  # default: the manifest's (0)
     on_startup_failure: Literal["abort", "continue", "quarantine"] = "abort"
     startup_timeout_ms: int = Field(10_000, ge=1)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "PluginConfig":
+        if (self.wasm is None) == (self.python is None):
+            raise ValueError("give exactly one of `wasm` (a module path) or `python` (a native plugin)")
+        return self
 
 
 class KvConfig(_Strict):
@@ -267,10 +274,15 @@ class LoadedConfig:
         p = Path(os.path.expanduser(value))
         return p if p.is_absolute() else (self.base_dir / p)
 
+    def native_plugins(self) -> list[PluginConfig]:
+        return [p for p in self.model.plugins if p.python is not None]
+
     def plugin_specs(self) -> list[PluginSpec]:
         server_level = LogLevel[self.model.server.log_level.upper()]
         specs = []
         for p in self.model.plugins:
+            if p.wasm is None:
+                continue  # native plugins: native_plugins()
             level = LogLevel[p.log_level.upper()] if p.log_level else server_level
             specs.append(
                 PluginSpec(

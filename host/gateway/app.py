@@ -35,6 +35,9 @@ from .embedded_upstream import create_embedded_upstream
 from routeiq.admin.api import admin_routes
 from routeiq.admin.auth import AdminKey
 from routeiq.admin.state import AdminState
+from routeiq.native.loader import load_native
+from routeiq.native.middleware import NativePlugins
+from routeiq.native.plugin import GatewayPlugin
 
 from .config_watch import ConfigWatcher
 from .events import GatewayEvents
@@ -79,6 +82,7 @@ class Gateway:
         self.admin_keys = [AdminKey(k.name, k.sha256, k.role) for k in config.model.admin.keys]
         self.plugins: list[ProxyWasmPlugin] = []
         self.failed_plugins: list[dict[str, Any]] = []  # left out at startup (on_startup_failure: continue)
+        self.native: list[tuple[GatewayPlugin, bool]] = []
         watch = config.path is not None and config.model.server.watch_config
         self.config_watcher: ConfigWatcher | None = ConfigWatcher(self, config.path) if watch else None  # type: ignore[arg-type]
         try:
@@ -89,6 +93,7 @@ class Gateway:
                     plugin.on_event = self.events.emit
                     self.plugins.append(plugin)
             self._order_plugins()
+            self.native = self._load_native(policy)
         except BaseException:
             self.close()
             raise
@@ -111,6 +116,7 @@ class Gateway:
         if self.llm is not None:
             self.llm.tracer = tracer
             self.llm.events = self.events
+            self.llm.native = [p for p, _ in self.native]
             self.filter = PluginFilter(llm_dispatch(self.llm, self.upstream_app), self.plugins, frozenset(self.llm.router.groups), tracer, self.events)
         else:
             self.filter = PluginFilter(self.upstream_app, self.plugins, tracer=tracer, events=self.events)
@@ -145,6 +151,22 @@ class Gateway:
             return None
         log.info("plugin %s loaded (ABI %s, sha256 %s)", spec.name, plugin.abi_version, plugin.sha256[:12])
         return plugin
+
+    def _load_native(self, policy: Any) -> list[tuple[GatewayPlugin, bool]]:
+        """Native plugins (trusted tier): the policy is checked before anything is imported."""
+        loaded = []
+        for entry in self.config.native_plugins():
+            config = entry.config if isinstance(entry.config, dict) else {}
+            try:
+                plugin = load_native(entry.name, entry.python or "", config, policy, self.config.base_dir)
+            except PluginError as exc:
+                if entry.on_startup_failure == "abort":
+                    raise PluginStartupError(f"{self.config.path or '<config>'}: plugin {entry.name!r}: {exc}") from None
+                log.error("plugin %s: %s; continuing without it", entry.name, exc)
+                self.failed_plugins.append({"name": entry.name, "state": "failed", "last_error": str(exc)})
+                continue
+            loaded.append((plugin, entry.fail_open))
+        return loaded
 
     def _order_plugins(self) -> None:
         """Dependencies first, then priority, then config order (errors name the cycle)."""
@@ -203,6 +225,8 @@ class Gateway:
 
     async def start_background(self) -> None:
         """Timers, webhook delivery and the config watcher need the event loop."""
+        for native, _ in self.native:
+            await native.startup()
         for plugin in self.plugins:
             plugin.start_background()
         await self.events.start()
@@ -210,6 +234,11 @@ class Gateway:
             self.config_watcher.start()
 
     async def aclose(self) -> None:
+        for native, _ in self.native:
+            try:
+                await native.shutdown()
+            except Exception:
+                log.exception("native plugin %s failed in shutdown", native.name)
         if self.config_watcher is not None:
             await self.config_watcher.stop()
         await self.events.stop()  # flush what is due; the rest stays in the outbox
@@ -242,7 +271,17 @@ def create_app(config: LoadedConfig, span_exporter: "SpanExporter | None" = None
 
     async def health(_: Request) -> JSONResponse:
         # Plugin failures degrade the report but the gateway itself is up: 200 either way.
-        return JSONResponse(gateway.health())
+        report = gateway.health()
+        for native, _ in gateway.native:
+            try:
+                healthy = await native.health_check()
+            except Exception as exc:
+                healthy = False
+                log.warning("native plugin %s health check failed: %s", native.name, exc)
+            report["plugins"].append({"name": native.name, "kind": "native", "state": "ready" if healthy else "unhealthy", "version": native.version})
+            if not healthy:
+                report["status"] = "degraded"
+        return JSONResponse(report)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -258,7 +297,7 @@ def create_app(config: LoadedConfig, span_exporter: "SpanExporter | None" = None
             Route("/health", health, methods=["GET"]),
             Route("/metrics", metrics_endpoint(gateway), methods=["GET"]),
             *admin_routes(gateway),
-            Mount("/", app=gateway.filter),
+            Mount("/", app=NativePlugins(gateway.filter, gateway.native)),
         ],
         lifespan=lifespan,
     )

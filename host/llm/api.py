@@ -63,6 +63,7 @@ class LlmApi:
     def __init__(self, router: LlmRouter, embedded: EmbeddedBackend, passthrough: PassthroughBackend, litellm: LitellmBackend, timeout_s: float, retries: int) -> None:
         self.tracer: Tracer | None = None  # set by the app when tracing is on
         self.events: Any = None  # GatewayEvents, set by the app
+        self.native: list[Any] = []  # native GatewayPlugins, set by the app
         self.router = router
         self.backends = {"embedded": embedded, "passthrough": passthrough, "litellm": litellm}
         self.timeout_s = timeout_s
@@ -101,8 +102,12 @@ class LlmApi:
             exchange = LlmExchange.parse(await request.body(), frozenset(self.router.groups))
             if exchange is None:
                 return openai_error(400, "the body must be a JSON object with a 'messages' list", "invalid_request_error", "invalid_body")
-        body = exchange.request
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        for native in self.native:
+            changed = await native.on_llm_pre_call(request_id, exchange.request)
+            if changed is not None:
+                exchange.request = changed
+        body = exchange.request
         try:
             call = self.router.plan(request_id, body, exchange.pinned_model, request.headers.get("authorization", "") or request.headers.get("x-api-key", ""))
             if self.tracer is not None:
@@ -210,8 +215,9 @@ class LlmApi:
             self._end_span(span, True, usage)
             self.router.record(call, d, True, time.perf_counter() - began, usage)
             self._outcome(exchange, call, d, 200, began, usage)
+            await self._native_success(call, exchange)
             return JSONResponse(answer, headers=self._headers(call, d, attempt))
-        return self._exhausted(call, last)
+        return await self._exhausted(call, last)
 
     async def _stream(self, call: RoutedCall, body: dict[str, Any], exchange: LlmExchange) -> Response:
         last: BackendError | None = None
@@ -236,7 +242,7 @@ class LlmApi:
                 media_type="text/event-stream",
                 headers={"cache-control": "no-cache", **self._headers(call, d, attempt)},
             )
-        return self._exhausted(call, last)
+        return await self._exhausted(call, last)
 
     async def _relay(self, chunks: AsyncIterator[bytes], call: RoutedCall, d: LiveDeployment, began: float, exchange: LlmExchange, span: Any = None) -> AsyncIterator[bytes]:
         tap = UsageTap()
@@ -250,8 +256,23 @@ class LlmApi:
             self._end_span(span, ok, tap.usage, "" if ok else "stream interrupted")
             self.router.record(call, d, ok, time.perf_counter() - began, tap.usage)
             self._outcome(exchange, call, d, 200 if ok else 502, began, tap.usage)
+            if ok:
+                await self._native_success(call, exchange)
 
-    def _exhausted(self, call: RoutedCall, last: BackendError | None) -> Response:
+    async def _native_success(self, call: RoutedCall, exchange: LlmExchange) -> None:
+        outcome = exchange.outcome.as_dict() if exchange.outcome is not None else {}
+        for native in self.native:
+            try:
+                await native.on_llm_success(call.request.request_id, outcome)
+            except Exception:
+                log.exception("native plugin %s failed in on_llm_success", native.name)
+
+    async def _exhausted(self, call: RoutedCall, last: BackendError | None) -> Response:
+        for native in self.native:
+            try:
+                await native.on_llm_failure(call.request.request_id, str(last or "no healthy deployment"))
+            except Exception:
+                log.exception("native plugin %s failed in on_llm_failure", native.name)
         self._emit("error", {"request_id": call.request.request_id, "model": call.request.model, "status": 503 if last is None else 502, "error": str(last or "no healthy deployment")})
         if last is None:
             return openai_error(503, f"no healthy deployment for {call.request.model!r} (all circuit breakers open)", "server_error", "no_healthy_deployment", {"retry-after": "5"})

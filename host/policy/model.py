@@ -60,6 +60,8 @@ class PluginPolicyModel(_Strict):
     sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
     signature: SignatureModel | None = None
     unpinned: bool = False  # explicitly grant to whatever module carries this name
+    native: bool = False  # a native Python plugin (trusted tier), allowed by name and module
+    module: str | None = None  # for native plugins: the exact `python:` target allowed
     capabilities: list[Capability] = Field(default_factory=list)
     callouts: list[CalloutRuleModel] = Field(default_factory=list)
     kv: KvGrantModel = Field(default_factory=KvGrantModel)
@@ -67,6 +69,10 @@ class PluginPolicyModel(_Strict):
 
     @model_validator(mode="after")
     def _pinned(self) -> "PluginPolicyModel":
+        if self.native:
+            if not self.module:
+                raise ValueError("a native plugin entry needs `module` (the exact python target it allows)")
+            return self
         if not (self.sha256 or self.signature or self.unpinned):
             raise ValueError("needs a pin: sha256, signature, or an explicit `unpinned: true`")
         return self

@@ -1,0 +1,1 @@
+"""Native Python plugins: the trusted tier, running in the gateway process itself."""
