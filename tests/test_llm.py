@@ -196,11 +196,19 @@ def test_trained_artifacts_are_verified_on_load(tmp_path: Path, module_cache_dir
     import subprocess
     import sys
 
-    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "routing" / "nq_routing.jsonl"
+    data = tmp_path / "routing.jsonl"  # the data set's format, small and made here
+    rows = []
+    for i in range(40):
+        good = "google/gemma-2-27b-it" if i % 3 else "mistralai/mistral-7b-instruct-v0.3"
+        rows.append({"q_id": i, "query": f"question {i} about {'history' if i % 3 else 'science'}", "gold": ["x"], "results": [
+            {"model": "google/gemma-2-27b-it", "performance": 1.0 if good.startswith("google") else 0.0, "cost": 30.0},
+            {"model": "mistralai/mistral-7b-instruct-v0.3", "performance": 1.0 if good.startswith("mistral") else 0.0, "cost": 10.0},
+        ]})
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     artifact = tmp_path / "knn.json"
     out = subprocess.run([sys.executable, "-m", "routeiq", "route-train", "--strategy", "knn", "--data", str(data), "--out", str(artifact)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert "trained knn on 400 examples" in out.stdout
+    assert "trained knn on 40 examples" in out.stdout
     base = {
         "model_list": [deployment("g", provider_model="google/gemma-2-27b-it"), deployment("m", provider_model="mistralai/mistral-7b-instruct-v0.3")],
         "router": {"strategy": "knn", "artifact": str(artifact)},
