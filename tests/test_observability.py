@@ -64,3 +64,14 @@ def test_json_logs_carry_trace_ids_and_scrub_secrets() -> None:
     assert line["trace_id"] == format(span.get_span_context().trace_id, "032x")
     assert "abc.def" not in line["message"] and "0123456789" not in line["message"]
     assert scrub('{"api_key": "hunter2"}') == '{"api_key": "[REDACTED]"}'
+
+
+def test_metrics_have_request_and_callback_latency_histograms(make_app, guests: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
+    app = make_app([plugin("tagger", guests["tagger"])])
+    with TestClient(app) as client:
+        for _ in range(3):
+            client.get("/echo")
+        text = client.get("/metrics").text
+    assert "routeiq_request_seconds_count 3.0" in text
+    assert 'routeiq_plugin_callback_seconds_count{callback="proxy_on_request_headers",plugin="tagger"} 3.0' in text
+    assert 'routeiq_plugin_callback_seconds_bucket{callback="proxy_on_request_headers",le="+Inf",plugin="tagger"} 3.0' in text

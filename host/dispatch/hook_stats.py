@@ -6,6 +6,27 @@ from collections import deque
 from dataclasses import dataclass, field
 
 KEEP = 2048  # most recent samples per callback
+# Histogram bucket bounds in seconds (Prometheus `le`), from 5 µs to 1 s.
+BUCKETS_S = (5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0)
+
+
+class LatencyHistogram:
+    """Cumulative bucket counts, as Prometheus histograms want them."""
+
+    def __init__(self) -> None:
+        self.counts = [0] * len(BUCKETS_S)
+        self.total = 0
+        self.sum_s = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.total += 1
+        self.sum_s += seconds
+        for i, bound in enumerate(BUCKETS_S):
+            if seconds <= bound:
+                self.counts[i] += 1
+
+    def buckets(self) -> list[tuple[str, float]]:
+        return [(repr(b), c) for b, c in zip(BUCKETS_S, self.counts)] + [("+Inf", self.total)]
 
 
 @dataclass
@@ -13,6 +34,7 @@ class CallbackStats:
     count: int = 0
     fuel_total: int = 0
     latencies_ns: deque[int] = field(default_factory=lambda: deque(maxlen=KEEP))
+    histogram: LatencyHistogram = field(default_factory=LatencyHistogram)
 
     def percentile_us(self, q: float) -> float:
         if not self.latencies_ns:
@@ -32,6 +54,7 @@ class HookStats:
         stats.count += 1
         stats.fuel_total += fuel
         stats.latencies_ns.append(elapsed_ns)
+        stats.histogram.observe(elapsed_ns / 1e9)
 
     def describe(self) -> dict[str, dict[str, float]]:
         return {

@@ -17,6 +17,7 @@ from starlette.routing import Mount, Route
 
 from routeiq import __version__
 from routeiq.config import ConfigError, LoadedConfig, UpstreamConfig
+from routeiq.dispatch.hook_stats import LatencyHistogram
 from routeiq.dispatch.ordering import OrderingError, plugin_order
 from routeiq.dispatch.plugin import PluginSpec, ProxyWasmPlugin, load_plugin
 from routeiq.hostcalls.state import HostServices
@@ -83,6 +84,7 @@ class Gateway:
         self.plugins: list[ProxyWasmPlugin] = []
         self.failed_plugins: list[dict[str, Any]] = []  # left out at startup (on_startup_failure: continue)
         self.native: list[tuple[GatewayPlugin, bool]] = []
+        self.request_latency = LatencyHistogram()  # timed by the ConcurrencyLimit middleware
         watch = config.path is not None and config.model.server.watch_config
         self.config_watcher: ConfigWatcher | None = ConfigWatcher(self, config.path) if watch else None  # type: ignore[arg-type]
         try:
@@ -292,7 +294,7 @@ def create_app(config: LoadedConfig, span_exporter: "SpanExporter | None" = None
             await gateway.aclose()
 
     app = Starlette(
-        middleware=[Middleware(ConcurrencyLimit, limit=config.model.server.max_concurrency)],
+        middleware=[Middleware(ConcurrencyLimit, limit=config.model.server.max_concurrency, latency=gateway.request_latency)],
         routes=[
             Route("/health", health, methods=["GET"]),
             Route("/metrics", metrics_endpoint(gateway), methods=["GET"]),

@@ -32,17 +32,20 @@ class GatewayCollector(Collector):
         ready = GaugeMetricFamily("routeiq_plugin_ready", "1 when the plugin has a live VM", labels=["plugin"])
         quarantines = CounterMetricFamily("routeiq_plugin_quarantines", "Times a plugin was quarantined", labels=["plugin"])
         quarantined = GaugeMetricFamily("routeiq_plugin_quarantined", "1 while the plugin is quarantined", labels=["plugin"])
-        latency = GaugeMetricFamily("routeiq_plugin_callback_latency_p99_seconds", "p99 callback latency over recent calls", labels=["plugin", "callback"])
+        latency = HistogramMetricFamily("routeiq_plugin_callback_seconds", "Plugin callback latency", labels=["plugin", "callback"])
         for plugin in gw.plugins:
             quarantines.add_metric([plugin.spec.name], plugin.stats.quarantines)
             quarantined.add_metric([plugin.spec.name], 1 if plugin.quarantined_at is not None else 0)
             for callback, stats in plugin.hooks.callbacks.items():
-                latency.add_metric([plugin.spec.name, callback], stats.percentile_us(0.99) / 1e6)
+                latency.add_metric([plugin.spec.name, callback], stats.histogram.buckets(), stats.histogram.sum_s)
             for kind, count in plugin.stats.traps_by_kind.items():
                 traps.add_metric([plugin.spec.name, kind], count)
             starts.add_metric([plugin.spec.name], plugin.stats.vm_starts)
             ready.add_metric([plugin.spec.name], 1 if plugin.state == "ready" else 0)
         yield from (traps, starts, ready, quarantines, quarantined, latency)
+        requests = HistogramMetricFamily("routeiq_request_seconds", "Request latency through the gateway (all routes but /health and /metrics)")
+        requests.add_metric([], gw.request_latency.buckets(), gw.request_latency.sum_s)
+        yield requests
 
         denials = CounterMetricFamily("routeiq_hostcall_denials", "Host calls refused by policy", labels=["plugin", "call", "reason"])
         for (plugin_name, call, reason), count in gw.services.audit.counts.items():
