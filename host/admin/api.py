@@ -6,7 +6,7 @@ description is at /admin/openapi.json."""
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Awaitable, Callable
 
 import jsonschema
 from starlette.requests import Request

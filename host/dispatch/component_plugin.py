@@ -18,7 +18,7 @@ import logging
 from typing import Any, Callable
 
 from routeiq.hostcalls.component_host import build_component_imports
-from routeiq.hostcalls.state import ContextState, HostEnv, PluginIdentity
+from routeiq.hostcalls.state import ContextState
 from routeiq.policy.admission import AdmissionRefused, admit
 from routeiq.runtime.component import (
     FILTER_INTERFACE,
@@ -67,20 +67,7 @@ class ComponentVM(PluginVM):
     def __init__(self, plugin: "ComponentPlugin", generation: int) -> None:  # noqa: super().__init__ builds a core VM
         spec = plugin.spec
         self.generation = generation
-        self.env = HostEnv(
-            PluginIdentity(
-                name=spec.name,
-                root_id=spec.root_id,
-                vm_id=spec.vm_id,
-                plugin_config=spec.plugin_config,
-                vm_config=spec.vm_config,
-                environment=spec.environment,
-                log_level=spec.log_level,
-            ),
-            plugin.log_sink,
-            plugin.admission.grant,
-            plugin.services,
-        )
+        self.env = plugin.host_env()
         runtime = plugin.runtime
         self.plugin = plugin
         self.vm = ComponentSandbox(  # type: ignore[assignment]

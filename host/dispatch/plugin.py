@@ -109,22 +109,8 @@ class PluginVM:
     """One live VM of a plugin: host env, instance, prepared callbacks, root context."""
 
     def __init__(self, plugin: "ProxyWasmPlugin", generation: int) -> None:
-        spec = plugin.spec
         self.generation = generation
-        self.env = HostEnv(
-            PluginIdentity(
-                name=spec.name,
-                root_id=spec.root_id,
-                vm_id=spec.vm_id,
-                plugin_config=spec.plugin_config,
-                vm_config=spec.vm_config,
-                environment=spec.environment,
-                log_level=spec.log_level,
-            ),
-            plugin.log_sink,
-            plugin.admission.grant,
-            plugin.services,
-        )
+        self.env = plugin.host_env()
         runtime = plugin.runtime
         self.plugin = plugin
         self.vm = WasmVM(runtime.engine, plugin.module, plugin.admission.limits, build_host_functions(self.env), runtime.settings.epoch_tick_ms)
@@ -345,6 +331,20 @@ class ProxyWasmPlugin:
         self._generation = 0
         self._retry_at = 0.0
         self._start_error: PluginError | None = None
+
+    def host_env(self) -> HostEnv:
+        """The host-call state for a new VM of this plugin."""
+        spec = self.spec
+        identity = PluginIdentity(
+            name=spec.name,
+            root_id=spec.root_id,
+            vm_id=spec.vm_id,
+            plugin_config=spec.plugin_config,
+            vm_config=spec.vm_config,
+            environment=spec.environment,
+            log_level=spec.log_level,
+        )
+        return HostEnv(identity, self.log_sink, self.admission.grant, self.services)
 
     # ----------------------------------------------------------------- loading
     def _load_module(self) -> wasmtime.Module:
