@@ -53,6 +53,7 @@
 //! `proxy_on_log`, `proxy_on_delete`.
 
 pub mod cbor;
+pub mod config_json;
 pub mod dispatcher;
 pub mod hostcalls;
 pub mod llm;

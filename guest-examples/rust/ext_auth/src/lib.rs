@@ -44,7 +44,7 @@
 //! `proxy_http_call`, `proxy_continue_stream`, `proxy_send_local_response`,
 //! `proxy_log`.
 
-mod json;
+use routeiq_guest::config_json as json;
 
 use routeiq_guest::hostcalls;
 use routeiq_guest::{Action, BufferType, HttpContext, MapType, RootContext, StreamType};

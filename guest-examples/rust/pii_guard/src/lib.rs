@@ -35,7 +35,7 @@
 //! `routeiq_set_llm_messages`, `proxy_send_local_response`,
 //! `proxy_add_header_map_value`, `proxy_log`.
 
-mod json;
+use routeiq_guest::config_json as json;
 mod pii;
 
 use routeiq_guest::hostcalls;

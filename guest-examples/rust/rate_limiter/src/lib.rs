@@ -49,7 +49,7 @@
 //! `proxy_get_shared_data`, `proxy_set_shared_data`,
 //! `proxy_send_local_response`, `proxy_log`.
 
-mod json;
+use routeiq_guest::config_json as json;
 
 use routeiq_guest::hostcalls;
 use routeiq_guest::{Action, HttpContext, RootContext, Status};

@@ -22,7 +22,7 @@
 //! Defaults: `tag="routeiq"`, `deny_header="x-block"`, `deny_paths=[]`.
 //! An empty or unparsable configuration means all defaults.
 
-mod json;
+use routeiq_guest::config_json as json;
 
 use routeiq_guest::hostcalls;
 use routeiq_guest::{Action, HttpContext, RootContext};

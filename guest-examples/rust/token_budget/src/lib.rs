@@ -52,7 +52,7 @@
 //! `routeiq_get_llm_request`, `routeiq_get_llm_response`,
 //! `proxy_send_local_response`, `proxy_log`.
 
-mod json;
+use routeiq_guest::config_json as json;
 
 use routeiq_guest::hostcalls;
 use routeiq_guest::llm;

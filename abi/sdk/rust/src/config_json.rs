@@ -1,11 +1,23 @@
-//! A tiny JSON scanner: enough to pull top-level string and string-array
-//! values out of a plugin configuration object. Any other value type is
-//! skipped structurally. Malformed input yields whatever was parsed before
-//! the error (never panics).
+//! A small JSON reader for plugin configurations (no dependencies): the
+//! top-level string, integer, boolean and string-array members of an object.
+//! Any other value is skipped structurally and reported as `Other`; malformed
+//! input yields what was parsed before the error (never panics).
+//!
+//! ```ignore
+//! for (key, value) in routeiq_guest::config_json::object_members(&bytes) {
+//!     match (key.as_str(), value) {
+//!         ("tag", Value::Str(s)) => tag = s,
+//!         _ => {}
+//!     }
+//! }
+//! ```
 
 pub enum Value {
     Str(String),
     StrList(Vec<String>),
+    Bool(bool),
+    /// A JSON number without fraction or exponent that fits an `i64`.
+    Int(i64),
     Other,
 }
 
@@ -161,8 +173,17 @@ impl<'a> Scanner<'a> {
                 }
             }
             _ => {
+                let start = self.i;
                 self.skip(0)?;
-                Some(Value::Other)
+                let token = &self.b[start..self.i];
+                Some(match token {
+                    b"true" => Value::Bool(true),
+                    b"false" => Value::Bool(false),
+                    _ => match std::str::from_utf8(token).ok().and_then(|t| t.parse::<i64>().ok()) {
+                        Some(n) => Value::Int(n),
+                        None => Value::Other,
+                    },
+                })
             }
         }
     }
