@@ -30,7 +30,7 @@ from routeiq.runtime.component import (
     component_cache,
     is_component,
 )
-from routeiq.runtime.errors import GuestTrap, PluginError, PluginLoadError
+from routeiq.runtime.errors import PluginLoadError
 
 from .plugin import PluginVM, ProxyWasmPlugin
 
@@ -135,6 +135,7 @@ class ComponentPlugin(ProxyWasmPlugin):
     """A routeiq:filter component plus the VM currently serving it."""
 
     filter_interface = FILTER_INTERFACE
+    vm_class = ComponentVM
 
     def _load_module(self) -> Any:
         spec = self.spec
@@ -162,22 +163,6 @@ class ComponentPlugin(ProxyWasmPlugin):
         self.filter_interface = check_component(component, self.runtime.engine)
         self.abi_version = f"{WIT_PACKAGE}@{WIT_VERSION} (component)"
         return component
-
-    def start(self) -> PluginVM:
-        """Build and start a fresh VM (raises the typed error if the guest fails)."""
-        self._generation += 1
-        vm = ComponentVM(self, self._generation)
-        self.stats.vm_starts += 1
-        try:
-            vm.start()
-        except PluginError as exc:
-            vm.close()
-            if isinstance(exc, GuestTrap):
-                self._record(exc)
-            raise
-        self._vm = vm
-        self._start_error = None
-        return vm
 
     def describe(self) -> dict[str, object]:
         report = super().describe()

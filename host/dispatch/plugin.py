@@ -301,6 +301,8 @@ class PluginVM:
 class ProxyWasmPlugin:
     """A loaded plugin module plus the VM currently serving it."""
 
+    vm_class: type[PluginVM] = PluginVM  # what `start` builds (components use ComponentVM)
+
     def __init__(
         self,
         spec: PluginSpec,
@@ -383,7 +385,7 @@ class ProxyWasmPlugin:
     def start(self) -> PluginVM:
         """Build and start a fresh VM (raises the typed error if the guest fails)."""
         self._generation += 1
-        vm = PluginVM(self, self._generation)
+        vm = self.vm_class(self, self._generation)
         self.stats.vm_starts += 1
         try:
             vm.start()

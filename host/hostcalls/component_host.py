@@ -22,7 +22,6 @@ from routeiq.abi.proxy_wasm import BufferType, LogLevel, MapType, MetricType, St
 from routeiq.runtime.component import HostImport
 from routeiq.runtime.errors import GuestTrap
 from routeiq.services.callout import CalloutRefused, plan_callout
-from routeiq.services.shared_store import StoreUnavailable
 
 from .buffers import BufferCalls
 from .contexts import ContextCalls
@@ -243,45 +242,13 @@ class ComponentHostCalls:
 
     # ------------------------------------------------------------ shared data
     def get_shared_data(self, key: bytes) -> tuple[int, Any]:
-        env = self.env
-        denied = env.require("get-shared-data", Capability.SHARED_KV)
-        if denied is not None:
-            return denied, None
-        parsed = self._kv._key("get-shared-data", key)
-        if isinstance(parsed, int):
-            return parsed, None
-        namespace, name = parsed
-        if not env.grant.can_read(namespace):
-            return env.deny("get-shared-data", "kv_namespace", f"namespace {namespace!r} is not readable", Status.BAD_ARGUMENT), None
-        try:
-            value, cas = env.services.store.get(namespace, name)
-        except StoreUnavailable as exc:
-            env.logger.error("shared data backend unavailable: %s", exc)
-            return Status.INTERNAL_FAILURE, None
-        env.services.kv_ops[(env.plugin.name, "get")] += 1
+        status, value, cas = self._kv.fetch("get-shared-data", key)
+        if status != Status.OK:
+            return status, None
         return Status.OK, (value, cas)
 
     def set_shared_data(self, key: bytes, value: bytes, cas: int) -> int:
-        env = self.env
-        denied = env.require("set-shared-data", Capability.SHARED_KV)
-        if denied is not None:
-            return denied
-        parsed = self._kv._key("set-shared-data", key)
-        if isinstance(parsed, int):
-            return parsed
-        namespace, name = parsed
-        limit = env.grant.limits.kv_value_bytes
-        if len(value) > limit:
-            return env.deny("set-shared-data", "kv_size", f"value of {len(value)} bytes exceeds {limit}", Status.BAD_ARGUMENT)
-        if not env.grant.can_write(namespace):
-            return env.deny("set-shared-data", "kv_namespace", f"namespace {namespace!r} is not writable", Status.BAD_ARGUMENT)
-        try:
-            status = env.services.store.set(namespace, name, value, cas)
-        except StoreUnavailable as exc:
-            env.logger.error("shared data backend unavailable: %s", exc)
-            return Status.INTERNAL_FAILURE
-        env.services.kv_ops[(env.plugin.name, "set")] += 1
-        return status
+        return self._kv.put("set-shared-data", key, value, cas)
 
     # --------------------------------------------------------------- callouts
     def http_call(
