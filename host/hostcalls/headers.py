@@ -9,22 +9,26 @@ from .memory import return_bytes
 from .state import HeaderMap, HostEnv
 
 _KNOWN_MAPS = frozenset(int(m) for m in MapType)
+# Plain ints: comparing against IntEnum members costs a method call each on this path.
+_REQUEST_HEADERS = int(MapType.HTTP_REQUEST_HEADERS)
+_RESPONSE_HEADERS = int(MapType.HTTP_RESPONSE_HEADERS)
 
 
 def _map(env: HostEnv, map_type: int) -> HeaderMap | None:
+    stream = env.stream
+    if stream is not None:
+        if map_type == _REQUEST_HEADERS:
+            return stream.request_headers
+        if map_type == _RESPONSE_HEADERS:
+            return stream.response_headers
     if map_type in (MapType.HTTP_CALL_RESPONSE_HEADERS, MapType.HTTP_CALL_RESPONSE_TRAILERS):
         result = env.callout_response
         if result is None:
             return None
         pairs = result.headers if map_type == MapType.HTTP_CALL_RESPONSE_HEADERS else result.trailers
         return HeaderMap(pairs, writable=False)
-    stream = env.stream
     if stream is None:
         return None
-    if map_type == MapType.HTTP_REQUEST_HEADERS:
-        return stream.request_headers
-    if map_type == MapType.HTTP_RESPONSE_HEADERS:
-        return stream.response_headers
     if map_type == MapType.HTTP_REQUEST_TRAILERS:
         return stream.request_trailers
     if map_type == MapType.HTTP_RESPONSE_TRAILERS:
@@ -68,7 +72,7 @@ class HeaderCalls:
             return Status.BAD_ARGUMENT
         vm = self.env.vm
         name = vm.read(key, key_size)
-        vm.check_writable((ret_data, 4), (ret_size, 4))
+        vm.check_u32_pair(ret_data, ret_size)
         hmap = _map(self.env, map_type)
         value = hmap.get(name) if hmap is not None else None
         if value is None:

@@ -13,15 +13,13 @@ def return_bytes(env: HostEnv, data: bytes, ret_data_ptr: int, ret_size_ptr: int
     The return slots are checked first, so a bad pointer costs the guest no allocation.
     """
     vm = env.vm
-    vm.check_writable((ret_data_ptr, 4), (ret_size_ptr, 4))
+    vm.check_u32_pair(ret_data_ptr, ret_size_ptr)
     if not data:
-        vm.write_u32(ret_data_ptr, 0)
-        vm.write_u32(ret_size_ptr, 0)
+        vm.write_u32_pair(ret_data_ptr, 0, ret_size_ptr, 0)
         return Status.OK
     ptr = vm.allocate(len(data))
     if not ptr:
         return Status.INTERNAL_FAILURE
     vm.write(ptr, data)
-    vm.write_u32(ret_data_ptr, ptr)
-    vm.write_u32(ret_size_ptr, len(data))
+    vm.write_u32_pair(ret_data_ptr, ptr, ret_size_ptr, len(data))
     return Status.OK

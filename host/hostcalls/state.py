@@ -31,10 +31,13 @@ class HeaderMap:
 
     def get(self, name: bytes) -> bytes | None:
         name = name.lower()
-        values = [v for k, v in self.pairs if k == name]
-        if not values:
-            return None
-        return values[0] if len(values) == 1 else b",".join(values)
+        found = None
+        for k, v in self.pairs:
+            if k == name:
+                if found is not None:  # repeated header: values joined, as Envoy does
+                    return b",".join(v for k2, v in self.pairs if k2 == name)
+                found = v
+        return found
 
     def add(self, name: bytes, value: bytes) -> None:
         self.pairs.append((name.lower(), value))

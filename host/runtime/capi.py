@@ -1,9 +1,10 @@
 """Fast entry points into the wasmtime C API.
 
 wasmtime-py's `Func.__call__` marshals every value through Python objects (~25 us a
-call). The C API's *unchecked* calls take a flat array of raw values instead
-(~2-3 us). We declare our own ctypes prototypes for them on wasmtime-py's loaded
-library, with plain integer arguments so ctypes does no pointer wrapping per call.
+call). The per-callback crossings (guest calls, host-function trampolines) live in the
+C extension _fastcall.c; this module declares ctypes prototypes, with plain integer
+arguments, for the one-off and less frequent calls, and hands _fastcall the addresses
+of the wasmtime functions it calls.
 """
 
 from __future__ import annotations
@@ -14,26 +15,6 @@ from wasmtime import _ffi as ffi
 
 dll = ffi.dll
 
-# A raw value slot is a 16-byte union (i32/i64/f32/f64/v128/refs).
-VAL_RAW_SIZE = ctypes.sizeof(ffi.wasmtime_val_raw_t)
-ValRaw = ffi.wasmtime_val_raw_t
-
-# (env, caller, args_and_results, count) -> wasm_trap_t* (0 when the call succeeded)
-UncheckedCallback = ctypes.CFUNCTYPE(
-    ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t
-)
-Finalizer = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
-NO_FINALIZER = ctypes.cast(None, Finalizer)
-
-func_call_unchecked = ctypes.CFUNCTYPE(
-    ctypes.c_void_p,  # wasmtime_error_t*
-    ctypes.c_void_p,  # wasmtime_context_t*
-    ctypes.c_void_p,  # const wasmtime_func_t*
-    ctypes.c_void_p,  # wasmtime_val_raw_t*
-    ctypes.c_size_t,
-    ctypes.c_void_p,  # wasm_trap_t** out
-)(("wasmtime_func_call_unchecked", dll))
-
 linker_define_func_unchecked = ctypes.CFUNCTYPE(
     ctypes.c_void_p,  # wasmtime_error_t*
     ctypes.c_void_p,  # linker
@@ -42,10 +23,18 @@ linker_define_func_unchecked = ctypes.CFUNCTYPE(
     ctypes.c_char_p,
     ctypes.c_size_t,
     ctypes.c_void_p,  # const wasm_functype_t*
-    UncheckedCallback,
-    ctypes.c_void_p,
-    Finalizer,
+    ctypes.c_void_p,  # wasmtime_func_unchecked_callback_t
+    ctypes.c_void_p,  # env
+    ctypes.c_void_p,  # finalizer (none: the VM keeps the env alive)
 )(("wasmtime_linker_define_func_unchecked", dll))
+
+
+def address(symbol: str) -> int:
+    """The address of a wasmtime C API function in wasmtime-py's loaded library."""
+    value = ctypes.cast(getattr(dll, symbol), ctypes.c_void_p).value
+    if not value:
+        raise RuntimeError(f"wasmtime library has no {symbol}")
+    return value
 
 context_set_fuel = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64)(
     ("wasmtime_context_set_fuel", dll)

@@ -1,8 +1,9 @@
 """One sandboxed instance of a module: store, limits, unchecked calls, guest memory.
 
-Everything on the per-callback path goes through the raw C API (see capi.py): guest
-exports are called with `wasmtime_func_call_unchecked` on preallocated value arrays and
-host functions are linked with `wasmtime_linker_define_func_unchecked`. Linear memory is
+Everything on the per-callback path goes through the raw C API: guest exports are called
+with `wasmtime_func_call_unchecked` on preallocated value arrays and host functions are
+linked with `wasmtime_linker_define_func_unchecked`, both through the small C extension
+_fastcall.c (ctypes alone costs ~1 us per crossing; see capi.py for the one-off calls). Linear memory is
 configured never to move, so its base address is read once; only its size is refreshed,
 and only when an access falls beyond the last size seen (memory never shrinks).
 """
@@ -17,7 +18,7 @@ from typing import Callable, Mapping, Sequence
 
 import wasmtime
 
-from . import capi
+from . import _fastcall, capi
 from .errors import (
     DeadlineExceeded,
     FuelExhausted,
@@ -35,8 +36,11 @@ log = logging.getLogger("routeiq.runtime")
 
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
-_STRIDE = capi.VAL_RAW_SIZE
 _VALTYPES = {"i32": wasmtime.ValType.i32, "i64": wasmtime.ValType.i64}
+
+
+# _fastcall writes raw values with its own copy of the union; it must match wasmtime's.
+assert _fastcall.val_raw_size() == ctypes.sizeof(capi.ffi.wasmtime_val_raw_t), "wasmtime_val_raw_t layout changed"
 
 
 class GuestMemoryError(Exception):
@@ -100,28 +104,9 @@ def check_imports(module: wasmtime.Module, table: HostFunctionTable) -> None:
         raise PluginLoadError("module imports what the host does not provide: " + "; ".join(problems))
 
 
-class GuestFunction:
-    """A guest export prepared for unchecked calls."""
-
-    __slots__ = ("name", "_vm", "_func", "_func_addr", "_raw", "_raw_addr", "_nparams", "_nresults", "_slots")
-
-    def __init__(self, vm: "WasmVM", name: str, func: wasmtime.Func, ty: wasmtime.FuncType) -> None:
-        self.name = name
-        self._vm = vm
-        self._func = func
-        self._func_addr = ctypes.addressof(func._func)
-        self._nparams = len(ty.params)
-        self._nresults = len(ty.results)
-        self._slots = max(self._nparams, self._nresults, 1)
-        self._raw = (capi.ValRaw * self._slots)()
-        self._raw_addr = ctypes.addressof(self._raw)
-
-    @property
-    def param_count(self) -> int:
-        return self._nparams
-
-    def __call__(self, *args: int) -> int | None:
-        return self._vm.invoke(self, args)
+# A prepared guest export: call it with i32 arguments, get the u32 result (or None).
+# Implemented in C (_fastcall.GuestCall); `name` and `param_count` are attributes.
+GuestFunction = _fastcall.GuestCall
 
 
 class WasmVM:
@@ -146,6 +131,15 @@ class WasmVM:
             memories=limits.memories,
         )
         self._ctx = capi.address_of_context(self.store)
+        self._sandbox = _fastcall.Sandbox(
+            self._ctx,
+            capi.address("wasmtime_func_call_unchecked"),
+            capi.address("wasmtime_context_set_fuel"),
+            capi.address("wasmtime_context_set_epoch_deadline"),
+            limits.fuel,
+            self._deadline_ticks,
+            self._call_failed,
+        )
         self._fuel_out = ctypes.c_uint64()
         self._trap_out = ctypes.c_void_p()
         self._trap_out_addr = ctypes.addressof(self._trap_out)
@@ -196,7 +190,8 @@ class WasmVM:
         item = self._exports[name]
         if not isinstance(item, wasmtime.Func):
             return None
-        return GuestFunction(self, name, item, item.type(self.store))
+        ty = item.type(self.store)
+        return _fastcall.GuestCall(self._sandbox, name, bytes(item._func), len(ty.params), len(ty.results))
 
     def set_allocator(self, fn: GuestFunction) -> None:
         self._allocator = fn
@@ -209,29 +204,14 @@ class WasmVM:
             raise HostCallFailure(capi.error_message(err))
         capi.context_set_epoch_deadline(ctx, self._deadline_ticks)
 
-    def invoke(self, fn: GuestFunction, args: Sequence[int]) -> int | None:
-        """Call a guest export. A top-level call gets fresh fuel and a fresh deadline;
-        a nested call (the host allocating guest memory inside a host call) shares them."""
+    def _call_failed(self, callback: str, trap: int, err: int) -> GuestTrap:
+        """What a failed guest call raises (called from _fastcall with the raw pointers)."""
         if self.closed:
-            raise GuestTrap(f"{fn.name}: the VM was discarded", callback=fn.name)
-        raw = fn._raw
-        for i, value in enumerate(args):
-            raw[i].i32 = value
-        if self._depth == 0:
-            self._begin_callback()
-            self._pending = None
-        self._depth += 1
-        try:
-            err = capi.func_call_unchecked(self._ctx, fn._func_addr, fn._raw_addr, fn._slots, self._trap_out_addr)
-        finally:
-            self._depth -= 1
-        trap = self._trap_out.value
-        if trap or err:
-            self._trap_out.value = None
-            raise self._failure(fn.name, trap, err)
-        if fn._nresults:
-            return raw[0].i32 & 0xFFFFFFFF
-        return None
+            return GuestTrap(f"{callback}: the VM was discarded", callback=callback)
+        error = self._failure(callback, trap or None, err or None)
+        if self._sandbox.depth == 0:
+            self._pending = None  # nothing may leak into the next callback
+        return error
 
     def _failure(self, callback: str, trap: int | None, err: int | None) -> GuestTrap:
         if trap:
@@ -289,7 +269,8 @@ class WasmVM:
     # ------------------------------------------------------------ host links
     def _define(self, linker_addr: int, fn: HostFunction) -> None:
         ty = wasmtime.FuncType([_VALTYPES[p]() for p in fn.params], [_VALTYPES[r]() for r in fn.results])
-        thunk = capi.UncheckedCallback(self._make_thunk(fn))
+        kinds = "".join("I" if p == "i64" else "i" for p in fn.params)
+        thunk = _fastcall.HostThunk(self._make_thunk(fn), kinds, bool(fn.results), capi.address("wasmtime_trap_new"))
         self._callbacks.append(thunk)
         self._callbacks.append(ty)
         mod = fn.module.encode()
@@ -301,44 +282,35 @@ class WasmVM:
             name,
             len(name),
             ctypes.cast(ty.ptr(), ctypes.c_void_p).value,
-            thunk,
+            _fastcall.trampoline_address(),
+            thunk.env,
             None,
-            capi.NO_FINALIZER,
         )
         if err:
             raise PluginLoadError(f"cannot link {fn.module}.{fn.name}: {capi.error_message(err)}")
 
-    def _make_thunk(self, fn: HostFunction) -> Callable[[int, int, int, int], int]:
-        fmt = "<" + "".join("I12x" if p == "i32" else "q8x" for p in fn.params)
-        unpack = struct.Struct(fmt).unpack
-        size = _STRIDE * len(fn.params)
+    def _make_thunk(self, fn: HostFunction) -> Callable[..., int | bytes | None]:
+        """The Python side of a host function: its result, or bytes (a trap message)."""
         impl = fn.impl
-        has_result = bool(fn.results)
         error_result = fn.error_result
         memory_error_result = fn.memory_error_result
-        string_at = ctypes.string_at
-        set_u32 = ctypes.c_uint32.from_address
         qualname = f"{fn.module}.{fn.name}"
         vm = self
 
-        def thunk(_env: int, _caller: int, args: int, _n: int) -> int:
+        def thunk(*args: int) -> int | bytes | None:
             try:
-                result = impl(*unpack(string_at(args, size))) if size else impl()
+                return impl(*args)
             except GuestMemoryError:
-                result = memory_error_result
+                return memory_error_result
             except TrapRequest as req:
                 vm._pending = req.error
-                return capi.trap_new(str(req.error).encode(), len(str(req.error).encode())) or 0
+                return str(req.error).encode()
             except GuestTrap as nested:  # a nested guest call (allocation) trapped
                 vm._pending = nested
-                msg = str(nested).encode()
-                return capi.trap_new(msg, len(msg)) or 0
+                return str(nested).encode()
             except Exception:  # a host bug must never take the gateway down
                 log.exception("host function %s failed", qualname)
-                result = error_result
-            if has_result:
-                set_u32(args).value = result & 0xFFFFFFFF
-            return 0
+                return error_result
 
         return thunk
 
@@ -360,12 +332,16 @@ class WasmVM:
                 raise GuestMemoryError(f"[{ptr}, {end}) is outside linear memory of {self._mem_size} bytes")
 
     def read(self, ptr: int, length: int) -> bytes:
-        self._check(ptr, length)
-        return self._view[ptr : ptr + length].tobytes()
+        end = ptr + length
+        if end > self._mem_size:
+            self._check(ptr, length)
+        return self._view[ptr:end].tobytes()
 
     def write(self, ptr: int, data: bytes) -> None:
-        self._check(ptr, len(data))
-        self._view[ptr : ptr + len(data)] = data
+        end = ptr + len(data)
+        if end > self._mem_size:
+            self._check(ptr, len(data))
+        self._view[ptr:end] = data
 
     def read_u32(self, ptr: int) -> int:
         self._check(ptr, 4)
@@ -379,6 +355,18 @@ class WasmVM:
         self._check(ptr, 8)
         _U64.pack_into(self._view, ptr, value & 0xFFFFFFFFFFFFFFFF)
 
+    def check_u32_pair(self, ptr_a: int, ptr_b: int) -> None:
+        """The common (ret_data, ret_size) pair of return slots, checked in one go."""
+        if ptr_a + 4 > self._mem_size or ptr_b + 4 > self._mem_size:
+            self._check(ptr_a, 4)
+            self._check(ptr_b, 4)
+
+    def write_u32_pair(self, ptr_a: int, value_a: int, ptr_b: int, value_b: int) -> None:
+        """Write two u32 return values; the slots must have passed check_u32_pair."""
+        view = self._view
+        _U32.pack_into(view, ptr_a, value_a & 0xFFFFFFFF)
+        _U32.pack_into(view, ptr_b, value_b & 0xFFFFFFFF)
+
     def check_writable(self, *ptrs_and_sizes: tuple[int, int]) -> None:
         for ptr, size in ptrs_and_sizes:
             self._check(ptr, size)
@@ -388,8 +376,8 @@ class WasmVM:
         if self._allocator is None:
             raise GuestMemoryError("module exports no allocator (proxy_on_memory_allocate or malloc)")
         ptr = self._allocator(size) or 0
-        if ptr:
-            self._check(ptr, size)  # also refreshes the view if the allocator grew memory
+        if ptr and ptr + size > self._mem_size:
+            self._check(ptr, size)  # refreshes the view if the allocator grew memory
         return ptr
 
     def memory_size(self) -> int:
@@ -406,6 +394,7 @@ class WasmVM:
         if self.closed:
             return
         self.closed = True
+        self._sandbox.close()
         self._view = memoryview(b"")
         self._exports = None  # type: ignore[assignment]
         self.instance = None
