@@ -1,13 +1,14 @@
 """How a deployment is called: the embedded mock, a direct OpenAI-compatible pass-through
-(httpx, streaming, no per-call translation), or litellm's Router for everything else."""
+(aiohttp, streaming, no per-call translation), or litellm's Router for everything else."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from typing import Any, AsyncIterator, Mapping, Sequence
 
-import httpx
+import aiohttp
 
 from .deployments import LiveDeployment
 from .mock_provider import MockFailure, MockProvider
@@ -34,8 +35,6 @@ class EmbeddedBackend:
         self.provider = provider
 
     async def complete(self, d: LiveDeployment, body: Mapping[str, Any], timeout_s: float) -> dict[str, Any]:
-        import asyncio
-
         try:
             async with asyncio.timeout(timeout_s):
                 return await self.provider.complete(_with_model(body, d.upstream_model), d.upstream_model, timeout_s)
@@ -45,8 +44,6 @@ class EmbeddedBackend:
             raise BackendError(str(exc), 500) from None
 
     async def stream(self, d: LiveDeployment, body: Mapping[str, Any], timeout_s: float) -> AsyncIterator[bytes]:
-        import asyncio
-
         try:
             async with asyncio.timeout(timeout_s):
                 return await self.provider.stream(_with_model(body, d.upstream_model), d.upstream_model, timeout_s)
@@ -57,61 +54,78 @@ class EmbeddedBackend:
 
 
 class PassthroughBackend:
-    """One pooled httpx client; the request body goes out as the client sent it."""
+    """One pooled aiohttp session; the request body goes out as the client sent it.
+
+    aiohttp rather than httpx on this path: per request it costs a fraction of httpx's
+    anyio/httpcore layers (measured in bench/results/llm_path.md), and this is the one
+    call every pass-through request makes.
+    """
 
     def __init__(self) -> None:
-        self._client: httpx.AsyncClient | None = None
+        self._session: aiohttp.ClientSession | None = None
 
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(trust_env=False, follow_redirects=False, limits=httpx.Limits(max_connections=200, max_keepalive_connections=200))
-        return self._client
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            # Created lazily: a session belongs to the event loop that first uses it.
+            connector = aiohttp.TCPConnector(limit=200, limit_per_host=0, ttl_dns_cache=60)
+            self._session = aiohttp.ClientSession(connector=connector, trust_env=False, auto_decompress=True, skip_auto_headers=("User-Agent",))
+        return self._session
 
-    def _request(self, d: LiveDeployment, body: Mapping[str, Any], timeout_s: float) -> httpx.Request:
+    async def _send(self, d: LiveDeployment, body: Mapping[str, Any], timeout_s: float) -> aiohttp.ClientResponse:
         headers = {"content-type": "application/json"}
         if d.api_key:
             headers["authorization"] = f"Bearer {d.api_key}"
-        return self._http().build_request("POST", f"{d.api_base}/chat/completions", content=json.dumps(_with_model(body, d.upstream_model)), headers=headers, timeout=timeout_s)
-
-    async def _send(self, d: LiveDeployment, body: Mapping[str, Any], timeout_s: float) -> httpx.Response:
+        # Per-operation limits like a read timeout, not a cap on a long stream's total time.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout_s, sock_read=timeout_s)
         try:
-            response = await self._http().send(self._request(d, body, timeout_s), stream=True)
-        except httpx.TimeoutException:
+            response = await self._http().post(
+                f"{d.api_base}/chat/completions",
+                data=json.dumps(_with_model(body, d.upstream_model)).encode(),
+                headers=headers,
+                timeout=timeout,
+                allow_redirects=False,
+            )
+        except (asyncio.TimeoutError, TimeoutError):
             raise BackendError(f"{d.id} timed out after {timeout_s:g} s", 504) from None
-        except httpx.HTTPError as exc:
-            raise BackendError(f"{d.id} unreachable: {exc}", 502) from None
-        if response.status_code >= 400:
-            content = await response.aread()
-            await response.aclose()
-            retryable = response.status_code >= 500 or response.status_code == 429
-            raise BackendError(f"{d.id} answered {response.status_code}", response.status_code, retryable, content)
+        except aiohttp.ClientError as exc:
+            raise BackendError(f"{d.id} unreachable: {exc or type(exc).__name__}", 502) from None
+        if response.status >= 400:
+            try:
+                content = await response.read()
+            except (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError):
+                content = b""
+            response.release()
+            retryable = response.status >= 500 or response.status == 429
+            raise BackendError(f"{d.id} answered {response.status}", response.status, retryable, content)
         return response
 
     async def complete(self, d: LiveDeployment, body: Mapping[str, Any], timeout_s: float) -> dict[str, Any]:
         response = await self._send(d, body, timeout_s)
         try:
-            return json.loads(await response.aread())
-        except (json.JSONDecodeError, httpx.HTTPError) as exc:
+            return json.loads(await response.read())
+        except (asyncio.TimeoutError, TimeoutError):
+            raise BackendError(f"{d.id} timed out after {timeout_s:g} s", 504) from None
+        except (json.JSONDecodeError, aiohttp.ClientError) as exc:
             raise BackendError(f"{d.id} sent an unreadable answer: {exc}", 502) from None
         finally:
-            await response.aclose()
+            response.release()
 
     async def stream(self, d: LiveDeployment, body: Mapping[str, Any], timeout_s: float) -> AsyncIterator[bytes]:
         response = await self._send(d, body, timeout_s)
 
         async def chunks() -> AsyncIterator[bytes]:
             try:
-                async for chunk in response.aiter_raw():
+                async for chunk in response.content.iter_any():
                     yield chunk
             finally:
-                await response.aclose()
+                response.release()
 
         return chunks()
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
 
 class LitellmBackend:
