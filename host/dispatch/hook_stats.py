@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -11,19 +12,27 @@ BUCKETS_S = (5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1
 
 
 class LatencyHistogram:
-    """Cumulative bucket counts, as Prometheus histograms want them."""
+    """Bucket counts; cumulative (as Prometheus wants them) only when exported, so that
+    observing, which happens on every callback, is one bisect."""
 
     def __init__(self) -> None:
-        self.counts = [0] * len(BUCKETS_S)
+        self._per_bucket = [0] * (len(BUCKETS_S) + 1)  # the last one is above every bound
         self.total = 0
         self.sum_s = 0.0
 
     def observe(self, seconds: float) -> None:
         self.total += 1
         self.sum_s += seconds
-        for i, bound in enumerate(BUCKETS_S):
-            if seconds <= bound:
-                self.counts[i] += 1
+        self._per_bucket[bisect_left(BUCKETS_S, seconds)] += 1
+
+    @property
+    def counts(self) -> list[int]:
+        """Cumulative counts per bound of BUCKETS_S."""
+        out, running = [], 0
+        for count in self._per_bucket[:-1]:
+            running += count
+            out.append(running)
+        return out
 
     def buckets(self) -> list[tuple[str, float]]:
         return [(repr(b), c) for b, c in zip(BUCKETS_S, self.counts)] + [("+Inf", self.total)]

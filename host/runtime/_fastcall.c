@@ -29,6 +29,7 @@ typedef union {
 typedef void *(*call_unchecked_fn)(void *ctx, const void *func, val_raw *args, size_t n, void **trap);
 typedef void *(*set_fuel_fn)(void *ctx, uint64_t fuel);
 typedef void (*set_deadline_fn)(void *ctx, uint64_t ticks);
+typedef void *(*get_fuel_fn)(void *ctx, uint64_t *fuel);
 typedef void *(*trap_new_fn)(const char *msg, size_t len);
 
 #define MAX_PARAMS 16
@@ -43,6 +44,7 @@ typedef struct {
     call_unchecked_fn call;
     set_fuel_fn set_fuel;
     set_deadline_fn set_deadline;
+    get_fuel_fn get_fuel;
     uint64_t fuel;
     uint64_t ticks;
     int depth;
@@ -53,13 +55,13 @@ typedef struct {
 static int
 Sandbox_init(Sandbox *self, PyObject *args, PyObject *kwds)
 {
-    unsigned long long ctx, call, set_fuel, set_deadline, fuel, ticks;
+    unsigned long long ctx, call, set_fuel, set_deadline, get_fuel, fuel, ticks;
     PyObject *on_failure;
-    static char *kwlist[] = {"ctx", "call", "set_fuel", "set_deadline", "fuel", "ticks", "on_failure", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "KKKKKKO", kwlist, &ctx, &call, &set_fuel, &set_deadline, &fuel,
-                                     &ticks, &on_failure))
+    static char *kwlist[] = {"ctx", "call", "set_fuel", "set_deadline", "get_fuel", "fuel", "ticks", "on_failure", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "KKKKKKKO", kwlist, &ctx, &call, &set_fuel, &set_deadline,
+                                     &get_fuel, &fuel, &ticks, &on_failure))
         return -1;
-    if (!ctx || !call || !set_fuel || !set_deadline) {
+    if (!ctx || !call || !set_fuel || !set_deadline || !get_fuel) {
         PyErr_SetString(PyExc_ValueError, "null wasmtime pointer");
         return -1;
     }
@@ -67,6 +69,7 @@ Sandbox_init(Sandbox *self, PyObject *args, PyObject *kwds)
     self->call = (call_unchecked_fn)(uintptr_t)call;
     self->set_fuel = (set_fuel_fn)(uintptr_t)set_fuel;
     self->set_deadline = (set_deadline_fn)(uintptr_t)set_deadline;
+    self->get_fuel = (get_fuel_fn)(uintptr_t)get_fuel;
     self->fuel = fuel;
     self->ticks = ticks;
     self->depth = 0;
@@ -105,6 +108,21 @@ Sandbox_close(Sandbox *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* Fuel left in the current (or last) callback; what the hook stats record per call. */
+static PyObject *
+Sandbox_fuel_remaining(Sandbox *self, PyObject *unused)
+{
+    uint64_t fuel = 0;
+    if (self->closed)
+        return PyLong_FromLong(0);
+    void *err = self->get_fuel(self->ctx, &fuel);
+    if (err) {
+        PyErr_SetString(PyExc_RuntimeError, "fuel is not enabled on this store");
+        return NULL;
+    }
+    return PyLong_FromUnsignedLongLong(fuel);
+}
+
 static PyObject *
 Sandbox_get_depth(Sandbox *self, void *unused)
 {
@@ -119,6 +137,7 @@ Sandbox_get_closed(Sandbox *self, void *unused)
 
 static PyMethodDef Sandbox_methods[] = {
     {"close", (PyCFunction)Sandbox_close, METH_NOARGS, "Refuse every later call (the store is about to be freed)."},
+    {"fuel_remaining", (PyCFunction)Sandbox_fuel_remaining, METH_NOARGS, "Fuel left in the store."},
     {NULL},
 };
 

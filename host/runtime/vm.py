@@ -136,11 +136,11 @@ class WasmVM:
             capi.address("wasmtime_func_call_unchecked"),
             capi.address("wasmtime_context_set_fuel"),
             capi.address("wasmtime_context_set_epoch_deadline"),
+            capi.address("wasmtime_context_get_fuel"),
             limits.fuel,
             self._deadline_ticks,
             self._call_failed,
         )
-        self._fuel_out = ctypes.c_uint64()
         self._trap_out = ctypes.c_void_p()
         self._trap_out_addr = ctypes.addressof(self._trap_out)
         self._pending: GuestTrap | None = None
@@ -385,8 +385,7 @@ class WasmVM:
         return self._mem_size
 
     def fuel_remaining(self) -> int:
-        capi.context_get_fuel(self._ctx, ctypes.addressof(self._fuel_out))
-        return self._fuel_out.value
+        return self._sandbox.fuel_remaining()
 
     def close(self) -> None:
         """Free the store and its linear memory now, not whenever the GC finds the cycle
