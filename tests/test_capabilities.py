@@ -4,6 +4,7 @@ metrics, HTTP callouts; and without them: denials, audit, SSRF, limits."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -308,3 +309,23 @@ def test_body_callbacks_are_skipped_without_the_body_capability(make_app, guests
             assert response.headers["content-length"] == str(len(response.content))
     finally:
         path.unlink()
+
+
+def test_repeated_denials_are_all_recorded_but_warned_about_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from routeiq.services.audit import AuditLog
+
+    audit = AuditLog(tmp_path / "audit.jsonl", warn_interval_s=60.0)
+    with caplog.at_level(logging.WARNING, logger="routeiq.audit"):
+        for i in range(100):
+            audit.denied("looper", "proxy_http_call", "capability", "http_callout not granted", f"req-{i}")
+        audit.denied("other", "proxy_http_call", "capability", "http_callout not granted")
+    assert audit.counts[("looper", "proxy_http_call", "capability")] == 100
+    assert len(audit.recent("looper")) == 100
+    assert len((tmp_path / "audit.jsonl").read_text().splitlines()) == 101
+    warnings = [r.getMessage() for r in caplog.records if r.name == "routeiq.audit"]
+    assert len(warnings) == 2 and "looper" in warnings[0] and "other" in warnings[1]
+
+    audit.warn_interval_s = 0.0  # interval over: the next warning says what was folded into it
+    with caplog.at_level(logging.WARNING, logger="routeiq.audit"):
+        audit.denied("looper", "proxy_http_call", "capability", "http_callout not granted")
+    assert "99 more like it" in caplog.records[-1].getMessage()

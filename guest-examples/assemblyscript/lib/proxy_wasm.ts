@@ -1,7 +1,8 @@
 // proxy_wasm.ts: a tiny in-repo helper for proxy-wasm ABI v0.2.1 guests in AssemblyScript.
 //
 // Host calls (module "env"), the allocator the host uses for returned values, the ABI
-// marker, and helpers for logs, headers, buffers, properties and local responses.
+// marker, and helpers for logs, headers, buffers, properties, local responses, shared
+// data and HTTP callouts.
 // A guest's entry file re-exports the two module-level exports it needs:
 //
 //   export { proxy_abi_version_0_2_1, proxy_on_memory_allocate } from "../lib/proxy_wasm";
@@ -70,6 +71,20 @@ export declare function proxy_replace_header_map_value(map: u32, key: usize, key
 @external("env", "proxy_get_property")
 export declare function proxy_get_property(path: usize, pathSize: usize, returnValue: usize, returnSize: usize): u32;
 
+@external("env", "proxy_set_buffer_bytes")
+export declare function proxy_set_buffer_bytes(buffer: u32, start: usize, size: usize, data: usize, dataSize: usize): u32;
+
+@external("env", "proxy_get_shared_data")
+export declare function proxy_get_shared_data(key: usize, keySize: usize, returnValue: usize, returnSize: usize, returnCas: usize): u32;
+
+@external("env", "proxy_set_shared_data")
+export declare function proxy_set_shared_data(key: usize, keySize: usize, value: usize, valueSize: usize, cas: u32): u32;
+
+@external("env", "proxy_http_call")
+export declare function proxy_http_call(
+  upstream: usize, upstreamSize: usize, headers: usize, headersSize: usize, body: usize, bodySize: usize,
+  trailers: usize, trailersSize: usize, timeoutMs: u32, returnCallId: usize): u32;
+
 @external("env", "proxy_send_local_response")
 export declare function proxy_send_local_response(
   statusCode: u32, details: usize, detailsSize: usize, body: usize, bodySize: usize,
@@ -100,9 +115,11 @@ export function abort(message: string | null, fileName: string | null, line: u32
 
 // --------------------------------------------------------------------- helpers
 
-// Two return slots (pointer, size) for host calls that hand back a value.
-const RETURN_DATA: usize = memory.data(8, 4);
+// Return slots (pointer, size, then a u32 for cas / call id) for host calls that hand
+// back a value.
+const RETURN_DATA: usize = memory.data(12, 4);
 const RETURN_SIZE: usize = RETURN_DATA + 4;
+const RETURN_U32: usize = RETURN_DATA + 8;
 
 function takeBytes(): ArrayBuffer {
   const ptr = load<u32>(RETURN_DATA) as usize;
@@ -145,6 +162,11 @@ export function getBuffer(buffer: u32, start: usize, maxSize: usize): ArrayBuffe
   lastStatus = proxy_get_buffer_bytes(buffer, start, maxSize, RETURN_DATA, RETURN_SIZE);
   if (lastStatus != Status.OK) return null;
   return takeBytes();
+}
+
+// Replace `size` bytes at `start` of `buffer` with `data` ((0, length) replaces it all).
+export function setBuffer(buffer: u32, start: usize, size: usize, data: ArrayBuffer): u32 {
+  return proxy_set_buffer_bytes(buffer, start, size, changetype<usize>(data), data.byteLength);
 }
 
 // The plugin configuration as text (call from proxy_on_configure with its size).
@@ -201,4 +223,44 @@ export function sendLocalResponse(status: u32, details: string, body: string, he
   return proxy_send_local_response(
     status, changetype<usize>(d), d.byteLength, changetype<usize>(b), b.byteLength,
     changetype<usize>(h), h.byteLength, NO_GRPC_STATUS);
+}
+
+// ------------------------------------------------------------------- shared data
+
+// A shared-data read: `value` is null unless status is OK. On NOT_FOUND, RouteIQ's `cas`
+// is a create token (setSharedData with it succeeds only while the key is still absent).
+export class SharedData {
+  constructor(public status: u32, public value: ArrayBuffer | null, public cas: u32) {}
+}
+
+export function getSharedData(key: string): SharedData {
+  const k = String.UTF8.encode(key);
+  clearReturn();
+  store<u32>(RETURN_U32, 0);
+  const status = proxy_get_shared_data(changetype<usize>(k), k.byteLength, RETURN_DATA, RETURN_SIZE, RETURN_U32);
+  const cas = load<u32>(RETURN_U32);
+  return new SharedData(status, status == Status.OK ? takeBytes() : null, cas);
+}
+
+// cas 0 writes unconditionally; otherwise the key must still be at that version.
+export function setSharedData(key: string, value: ArrayBuffer, cas: u32): u32 {
+  const k = String.UTF8.encode(key);
+  return proxy_set_shared_data(changetype<usize>(k), k.byteLength, changetype<usize>(value), value.byteLength, cas);
+}
+
+// ---------------------------------------------------------------------- callouts
+
+// Start an HTTP callout (headers must carry :method, :path, :authority). Returns the
+// status; on OK the call id is in lastCallId and the answer arrives at
+// proxy_on_http_call_response.
+export let lastCallId: u32 = 0;
+export function httpCall(upstream: string, headers: Array<string[]>, body: ArrayBuffer, timeoutMs: u32): u32 {
+  const u = String.UTF8.encode(upstream);
+  const h = serializeHeaders(headers);
+  store<u32>(RETURN_U32, 0);
+  const status = proxy_http_call(
+    changetype<usize>(u), u.byteLength, changetype<usize>(h), h.byteLength, changetype<usize>(body), body.byteLength,
+    0, 0, timeoutMs, RETURN_U32);
+  if (status == Status.OK) lastCallId = load<u32>(RETURN_U32);
+  return status;
 }
