@@ -234,6 +234,12 @@ def main(argv: list[str]) -> int:
         lines.append(f"| {label} | {count} | {per:.0f} | {total / 1024:.1f} |")
     lines += ["", "![cold start and memory](footprint.png)", ""]
     (RESULTS / "footprint.md").write_text("\n".join(lines))
+    summary = {
+        "cold_start_s": {label: round(st.seconds, 3) for label, st in starts},
+        "kib_per_vm": {label: round(per) for label, _, per, _ in memory},
+        "mib_for_100_vms": {label: round(total / 1024, 1) for label, count, _, total in memory if count == 100},
+    }
+    (RESULTS / "footprint.json").write_text(json.dumps(summary, indent=1) + "\n")
     print("\n".join(lines))
     return 0
 

@@ -2,7 +2,7 @@
 the machine, the date, the command, and each goal met or the measured gap (the hook
 matrix is pivoted, rows x columns, and also drawn as bench/results/hook_matrix.png).
 
-Usage: ./dev bench [extra pytest args]
+Usage: ./dev bench [--only hooks,footprint,load] [--quick] [pytest args for the hooks stage]
 """
 
 from __future__ import annotations
@@ -117,14 +117,6 @@ def _matrix_chart(benches: list[Bench], out: Path, subtitle: str) -> str:
     return out.name
 
 
-def _hook_goals(m: dict[str, float]) -> list[str]:
-    rust = m.get("test_rust_guest_routeiq_host")
-    if rust is None:
-        return []
-    verdict = "met" if rust <= 10.0 else f"NOT met (gap {rust - 10.0:.2f} µs)"
-    return [f"Target: Rust guest through the host at most 10 µs median: {verdict} ({rust:.2f} µs)."]
-
-
 def _routing_goals(m: dict[str, float]) -> list[str]:
     slow = {k: v for k, v in m.items() if v >= 1000.0}
     if not m:
@@ -187,17 +179,6 @@ def _matrix_goals(m: dict[str, float]) -> list[str]:
 
 
 REPORTS = {
-    "test_hook_overhead.py": Report(
-        "hook_overhead.md",
-        "Hook overhead: one `proxy_on_request_headers` round trip",
-        "10 request headers; the hook reads one (`x-api-key`) and adds one. Same logic in every row.",
-        {
-            "test_rust_guest_routeiq_host": "Rust guest, RouteIQ host (unchecked calls)",
-            "test_native_python_hook": "Native Python hook",
-            "test_rust_guest_wasmtime_py_default_path": "Rust guest, wasmtime-py default `Func.__call__` path",
-        },
-        _hook_goals,
-    ),
     "test_python_guest.py": Report(
         "python_guest.md",
         "Python guest hook: one `on-request-headers` round trip (WebAssembly component)",
@@ -272,11 +253,16 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}, wasmtime-py {version('wasmtime')}"
 
 
-def main(argv: list[str]) -> int:
+STAGES = ("hooks", "footprint", "load")
+
+
+def run_pytest_benchmarks(pytest_args: list[str]) -> int:
+    """pytest-benchmark over bench/test_*.py; one Markdown report (and chart) per module,
+    plus bench/results/medians.json for the headline table."""
     RESULTS.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "bench.json"
-        cmd = [sys.executable, "-m", "pytest", str(HERE), "-q", "-p", "no:cacheprovider", f"--benchmark-json={out}", *argv]
+        cmd = [sys.executable, "-m", "pytest", str(HERE), "-q", "-p", "no:cacheprovider", f"--benchmark-json={out}", *pytest_args]
         code = subprocess.call(cmd)
         if code != 0:
             return code
@@ -286,7 +272,10 @@ def main(argv: list[str]) -> int:
         module = bench["fullname"].split("::", 1)[0].rsplit("/", 1)[-1]
         by_module.setdefault(module, []).append(bench)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    medians_path = RESULTS / "medians.json"
+    medians = json.loads(medians_path.read_text()) if medians_path.exists() else {}
     for module, benches in by_module.items():
+        medians[module] = {b["name"]: round(b["stats"]["median"] * 1e6, 3) for b in benches}
         report = REPORTS.get(module)
         if report is None:
             continue
@@ -309,6 +298,49 @@ def main(argv: list[str]) -> int:
             lines += [""] + goal_lines
         (RESULTS / report.file).write_text("\n".join(lines) + "\n")
         print("\n".join(lines) + "\n")
+    medians_path.write_text(json.dumps(medians, indent=1, sort_keys=True) + "\n")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """./dev bench [--only hooks,footprint,load] [--quick] [pytest args for the hooks stage]"""
+    stages = list(STAGES)
+    quick = False
+    pytest_args: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        if arg == "--only":
+            stages = next(args).split(",")
+        elif arg.startswith("--only="):
+            stages = arg.split("=", 1)[1].split(",")
+        elif arg == "--quick":
+            quick = True
+        else:
+            pytest_args.append(arg)
+    unknown = set(stages) - set(STAGES)
+    if unknown:
+        print(f"unknown stage(s) {', '.join(sorted(unknown))}; stages: {', '.join(STAGES)}", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(HERE))
+    if "hooks" in stages:
+        code = run_pytest_benchmarks(pytest_args)
+        if code:
+            return code
+    if "footprint" in stages:
+        import footprint
+
+        code = footprint.main([])
+        if code:
+            return code
+    if "load" in stages:
+        from load import run_load
+
+        code = run_load.main(["--quick"] if quick else [])
+        if code:
+            return code
+    import headline
+
+    headline.update_readme()
     return 0
 
 

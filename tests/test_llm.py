@@ -225,3 +225,20 @@ def test_trained_artifacts_are_verified_on_load(tmp_path: Path, module_cache_dir
     artifact.write_text(json.dumps(tampered))
     with pytest.raises(ConfigError, match=r"router\.artifact"):
         create_app(parse_config(base, "gw.yaml", tmp_path / "gw.yaml"))
+
+
+def test_clients_hanging_up_mid_stream_do_not_trip_the_deployment_breaker(make_app, live) -> None:  # type: ignore[no-untyped-def]
+    router = {"retries": 0, "breaker": {"failure_threshold": 2, "window_s": 30, "cooldown_s": 60}}
+    app = llm_app(make_app, [deployment("a")], router=router, mock={"mock-a": {"chunk_delay_ms": 200}})
+    url = live(app)
+    body = {**CHAT, "stream": True, "messages": [{"role": "user", "content": "one two three four five six"}]}
+    for _ in range(4):  # each client reads the first chunk and hangs up
+        with httpx.Client(timeout=30, trust_env=False) as client:
+            with client.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
+                assert response.status_code == 200
+                next(response.iter_raw())
+    with httpx.Client(timeout=30, trust_env=False) as client:
+        assert eventually(lambda: client.get(f"{url}/health").json()["breakers"]["deployment:a"]["state"] == "closed")
+        time.sleep(0.5)  # the abandoned streams have been torn down by now
+        assert client.get(f"{url}/health").json()["breakers"]["deployment:a"]["state"] == "closed"
+        assert client.post(f"{url}/v1/chat/completions", json=CHAT).status_code == 200

@@ -7,6 +7,7 @@ gone to the client, a stream is never switched.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -247,15 +248,27 @@ class LlmApi:
     async def _relay(self, chunks: AsyncIterator[bytes], call: RoutedCall, d: LiveDeployment, began: float, exchange: LlmExchange, span: Any = None) -> AsyncIterator[bytes]:
         tap = UsageTap()
         ok = False
+        client_gone = False
         try:
             async for chunk in chunks:
                 tap.feed(chunk)
                 yield chunk
             ok = True
+        except (GeneratorExit, asyncio.CancelledError):
+            # Closed or cancelled from our side (the client hung up, or shutdown), whether
+            # while waiting for the next chunk or while handing one on.
+            client_gone = True
+            raise
         finally:
-            self._end_span(span, ok, tap.usage, "" if ok else "stream interrupted")
-            self.router.record(call, d, ok, time.perf_counter() - began, tap.usage)
-            self._outcome(exchange, call, d, 200 if ok else 502, began, tap.usage)
+            if client_gone:
+                # The client hung up: says nothing about the deployment, so neither its
+                # breaker nor the strategy's statistics hear of it (499, as nginx logs it).
+                self._end_span(span, False, tap.usage, "client closed the stream")
+                self._outcome(exchange, call, d, 499, began, tap.usage)
+            else:
+                self._end_span(span, ok, tap.usage, "" if ok else "stream interrupted")
+                self.router.record(call, d, ok, time.perf_counter() - began, tap.usage)
+                self._outcome(exchange, call, d, 200 if ok else 502, began, tap.usage)
             if ok:
                 await self._native_success(call, exchange)
 
