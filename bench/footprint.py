@@ -26,19 +26,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
 
-# The 10-plugin set: every demo filter plus two more, each with what it needs granted.
-TEN_PLUGINS: list[tuple[str, str, dict, list[str]]] = [
-    ("tagger", "tagger", {"tag": "bench"}, []),
-    ("redactor", "redactor", {}, ["request_body"]),
-    ("chunk_counter", "chunk_counter", {}, ["response_body"]),
-    ("request_counter", "request_counter", {}, ["metrics"]),
-    ("rate_limiter", "rate_limiter", {"limit": 1000000, "window_s": 60, "header": "x-api-key"}, ["shared_kv"]),
-    ("pii_guard", "pii_guard", {"forbidden": ["password:"], "redact": False}, ["llm_request"]),
-    ("token_budget", "token_budget", {"budget_tokens": 100000000, "window_s": 86400, "header": "x-api-key"}, ["llm_request", "shared_kv"]),
-    ("bench_headers", "bench_headers", {}, []),
-    ("tagger_b", "tagger", {"tag": "bench-b"}, []),
-    ("redactor_b", "redactor", {}, ["request_body"]),
-]
+PY_TAGGER = [("py_tagger", "py_tagger", {"tag": "bench"}, [])]
 RUNS = 3
 
 
@@ -56,6 +44,7 @@ def rss_kib(pid: int | str = "self") -> int:
 
 
 def write_config(directory: Path, modules: dict[str, Path], plugins: list[tuple[str, str, dict, list[str]]], cache_dir: Path) -> tuple[Path, int]:
+    """A gateway config with `plugins` (name, module, config, capabilities) on the embedded upstream."""
     port = free_port()
     policy = {"plugins": {name: {"unpinned": True, "capabilities": caps} for name, _, _, caps in plugins}}
     config = {
@@ -68,6 +57,19 @@ def write_config(directory: Path, modules: dict[str, Path], plugins: list[tuple[
     (directory / "policy.yaml").write_text(yaml.safe_dump(policy))
     path = directory / "gateway.yaml"
     path.write_text(yaml.safe_dump(config))
+    return path, port
+
+
+def write_load_config(directory: Path, n_plugins: int, cache_dir: Path) -> tuple[Path, int]:
+    """The load benchmark's gateway config for its n-plugin set (so both measure the same
+    plugins), with the compile cache in `cache_dir`."""
+    from load.scenarios import PLUGIN_SETS, routeiq_config  # type: ignore[import-not-found]
+
+    port = free_port()
+    path = routeiq_config(directory, port, "http://127.0.0.1:9", PLUGIN_SETS[n_plugins])
+    config = yaml.safe_load(path.read_text())
+    config["runtime"] = {"cache_dir": str(cache_dir)}
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path, port
 
 
@@ -104,18 +106,21 @@ def start_gateway(config: Path, port: int) -> Start:
 def cold_start(modules: dict[str, Path], work: Path) -> list[tuple[str, Start]]:
     rows: list[tuple[str, Start]] = []
     cases = [
-        ("no plugins", [], False),
-        ("10 Rust plugins, empty compile cache", TEN_PLUGINS, False),
-        ("10 Rust plugins, warm compile cache", TEN_PLUGINS, True),
-        ("1 Python component plugin, empty compile cache", [("py_tagger", "py_tagger", {"tag": "bench"}, [])], False),
-        ("1 Python component plugin, warm compile cache", [("py_tagger", "py_tagger", {"tag": "bench"}, [])], True),
+        ("no plugins", 0, False),
+        ("10 Rust plugins, empty compile cache", 10, False),
+        ("10 Rust plugins, warm compile cache", 10, True),
+        ("1 Python component plugin, empty compile cache", PY_TAGGER, False),
+        ("1 Python component plugin, warm compile cache", PY_TAGGER, True),
     ]
     for label, plugins, warm in cases:
         samples = []
         for run in range(RUNS):
             case_dir = Path(tempfile.mkdtemp(dir=work))
             cache = work / f"cache-{label}" if warm else case_dir / "cache"
-            config, port = write_config(case_dir, modules, plugins, cache)
+            if isinstance(plugins, int):
+                config, port = write_load_config(case_dir, plugins, cache)
+            else:
+                config, port = write_config(case_dir, modules, plugins, cache)
             if warm and run == 0:
                 start_gateway(config, port)  # fills the cache
             samples.append(start_gateway(config, port))
@@ -161,6 +166,12 @@ def vm_memory(modules: dict[str, Path], work: Path) -> list[tuple[str, int, floa
         rows.append((label, count, total / count, total))
         print(f"memory: {label}: {total / count:.0f} KiB per VM, {total / 1024:.1f} MiB for {count}", flush=True)
     return rows
+
+
+def _ten_plugins() -> tuple:  # type: ignore[type-arg]
+    from load.scenarios import PLUGIN_SETS  # type: ignore[import-not-found]
+
+    return PLUGIN_SETS[10]
 
 
 def chart(starts: list[tuple[str, Start]], memory: list[tuple[str, int, float, int]], path: Path) -> None:
@@ -213,7 +224,7 @@ def main(argv: list[str]) -> int:
         "",
         f"Median of {RUNS} starts each; the process imports, compiles (or deserializes) every module, "
         "instantiates one VM per plugin and runs `proxy_on_vm_start`/`proxy_on_configure`. "
-        "The 10 plugins: " + ", ".join(f"`{name}`" + (f" ({module})" if module != name else "") for name, module, _, _ in TEN_PLUGINS) + ".",
+        "The 10 plugins are load.md's 10-plugin set: " + ", ".join(f"`{p.name}`" for p in _ten_plugins()) + ".",
         "",
         "| Case | seconds | over no plugins (s) | gateway RSS (MiB) |",
         "| --- | ---: | ---: | ---: |",

@@ -240,17 +240,11 @@ REPORTS = {
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     from importlib.metadata import version
 
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}, wasmtime-py {version('wasmtime')}"
+    from machine import cpu_model  # bench/machine.py
+
+    return f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}, wasmtime-py {version('wasmtime')}"
 
 
 STAGES = ("hooks", "footprint", "load")
@@ -304,7 +298,7 @@ def run_pytest_benchmarks(pytest_args: list[str]) -> int:
 
 def main(argv: list[str]) -> int:
     """./dev bench [--only hooks,footprint,load] [--quick] [pytest args for the hooks stage]"""
-    stages = list(STAGES)
+    stages: list[str] | None = None
     quick = False
     pytest_args: list[str] = []
     args = iter(argv)
@@ -317,6 +311,9 @@ def main(argv: list[str]) -> int:
             quick = True
         else:
             pytest_args.append(arg)
+    if stages is None:
+        # pytest arguments (say -k) select hook benchmarks: then only that stage runs.
+        stages = ["hooks"] if pytest_args else list(STAGES)
     unknown = set(stages) - set(STAGES)
     if unknown:
         print(f"unknown stage(s) {', '.join(sorted(unknown))}; stages: {', '.join(STAGES)}", file=sys.stderr)

@@ -17,7 +17,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from routeiq.config import ConfigError, load_config
-    from routeiq.gateway.app import CONFIG_ENV, POLICY_ENV, create_app
+    from routeiq.gateway.app import CONFIG_ENV, POLICY_ENV, create_app, tune_gc_for_serving
     from routeiq.log_format import configure_logging
 
     try:
@@ -50,6 +50,7 @@ def _serve(args: argparse.Namespace) -> int:
         logging.getLogger("routeiq").warning("kv backend 'memory' with %d workers: each worker has its own shared data; use kv: {backend: redis}", workers)
     uv_log = "warning" if server.log_level != "debug" else "debug"
     if workers == 1:
+        tune_gc_for_serving()
         uvicorn.run(app, host=host, port=port, log_level=uv_log, lifespan="on", timeout_graceful_shutdown=server.drain_timeout_s)
         return 0
     gateway.close()
