@@ -217,8 +217,7 @@ REPORTS = {
         "and audited). Columns: native Python hooks; the bench_filter guest in Rust, C, AssemblyScript and Python "
         "(component) through RouteIQ's host; the Rust guest through wasmtime-py's default API; an equivalent Extism "
         "plugin (C, `bench/extism_guest/`) through Extism's Python SDK (rows as input/output, KV and callout as host "
-        "functions). Python cells run with a 1 GiB memory cap (the guest leaks on large `set-buffer` calls; see "
-        "`bench/test_hook_matrix.py`).",
+        "functions). Every column runs under the default sandbox limits.",
         {},
         _matrix_goals,
         table=_matrix_table,

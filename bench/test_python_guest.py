@@ -78,10 +78,11 @@ def test_python_guest_wasmtime_py_component_api(benchmark, py_bench_guest: Path)
 
     def get_header(_store, _which, name):  # type: ignore[no-untyped-def]
         value = headers.get(name.encode())
-        return "not-found" if value is None else value
+        # result<byte-string, status>: both cases are str, so wasmtime-py wants them tagged
+        return wc.Variant("err", "not-found") if value is None else wc.Variant("ok", value.decode("latin-1"))
 
     def add_header(_store, _which, name, value):  # type: ignore[no-untyped-def]
-        headers.add(name.encode(), value)
+        headers.add(name.encode(), value.encode("latin-1"))
 
     def other(_store, *_args):  # type: ignore[no-untyped-def]
         return None
@@ -99,7 +100,7 @@ def test_python_guest_wasmtime_py_component_api(benchmark, py_bench_guest: Path)
     instance = linker.instantiate(store, component)
     iface = instance.get_export_index(store, FILTER_INTERFACE)
     func = lambda name: instance.get_func(store, instance.get_export_index(store, name, iface))  # noqa: E731
-    func("configure")(store, b"")
+    func("configure")(store, "")
     func("create-context")(store, 1)
     on_headers = func("on-request-headers")
 

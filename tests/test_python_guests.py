@@ -8,7 +8,9 @@ hash under .cache/guests); a missing componentize-py is installed, never skipped
 
 from __future__ import annotations
 
+import ctypes
 import json
+import struct
 import subprocess
 import sys
 import time
@@ -17,10 +19,14 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
+from routeiq.abi.proxy_wasm import Action
 from routeiq.dispatch.component_plugin import ComponentPlugin
 from routeiq.dispatch.plugin import PluginSpec, load_plugin
+from routeiq.hostcalls.state import HeaderMap, HttpStream
 from routeiq.policy.manifest import load_manifest
-from routeiq.runtime.component import component_cache
+from routeiq.policy.model import parse_policy
+from routeiq.runtime import component
+from routeiq.runtime.component import ComponentSandbox, HostImport, component_cache
 from routeiq.runtime.engine import EngineSettings
 from routeiq.runtime.errors import PluginLoadError
 from routeiq.runtime.limits import SandboxLimits
@@ -73,7 +79,7 @@ def test_py_tagger_tags_and_denies(make_app, py_guests: dict[str, Path]) -> None
             assert denied.headers["content-type"] == "application/json"
             assert denied.json() == {"error": {"message": "blocked by py_tagger", "type": "forbidden"}}
         health = client.get("/health").json()["plugins"][0]
-    assert health["kind"] == "component" and health["abi_version"].startswith("routeiq:filter@0.1.0")
+    assert health["kind"] == "component" and health["abi_version"].startswith("routeiq:filter@0.2.0")
     assert health["state"] == "ready" and health["traps"] == 0
 
 
@@ -165,6 +171,84 @@ def test_py_ext_auth_callout_timeout_follows_fail_open(make_app, live, py_guests
 
 
 # ------------------------------------------------------------------- policy
+# Every byte value, invalid UTF-8 (lone continuation, overlong, truncated, encoded
+# surrogate, 0xfe/0xff) and a `secret` for py_bench_filter to mask.
+BINARY = bytes(range(256)) + b"\x80\xc0\xaf\xc3\x28\xe2\x82\xed\xa0\x80\xfe\xff secret \x00" + bytes(range(255, -1, -1))
+
+
+def bench_filter_vm(runtime: WasmRuntime, wasm: Path, limits: SandboxLimits = SandboxLimits()):  # type: ignore[no-untyped-def]
+    policy = parse_policy({"plugins": {"py_bench_filter": {"unpinned": True, "capabilities": ["request_body", "response_body", "shared_kv"]}}}, "test policy")
+    loaded = load_plugin(PluginSpec("py_bench_filter", wasm, limits=limits), runtime, policy=policy)
+    vm = loaded.start()
+    stream = HttpStream(request_headers=HeaderMap(), response_trailers=HeaderMap())
+    context = vm.new_context(stream)
+    vm.call("proxy_on_context_create", context, context.context_id, vm.root.context_id)
+    return loaded, vm, stream, context
+
+
+def test_binary_bodies_cross_the_component_boundary_exactly(py_guests: dict[str, Path], module_cache_dir: Path) -> None:
+    # Bytes travel as latin-1-mapped byte-strings: every byte value must come back as
+    # itself, whatever UTF-8 would make of it, and lengths must count bytes.
+    runtime = WasmRuntime(EngineSettings(), module_cache_dir)
+    try:
+        loaded, vm, stream, context = bench_filter_vm(runtime, py_guests["py_bench_filter"])
+        cid = context.context_id
+        stream.request_body = bytearray(BINARY)
+        assert vm.call("proxy_on_request_body", context, cid, len(BINARY), 1) == Action.CONTINUE
+        assert bytes(stream.request_body) == BINARY.replace(b"secret", b"******") != BINARY
+        for chunk in (BINARY, bytes(range(128, 256))):  # the guest adds up len(body.read())
+            stream.response_body = bytearray(chunk)
+            vm.call("proxy_on_response_body", context, cid, len(chunk), 0)
+        vm.call("proxy_on_response_trailers", context, cid, 0)
+        assert stream.response_trailers is not None
+        assert stream.response_trailers.get(b"x-routeiq-body-bytes") == str(len(BINARY) + 128).encode()
+        assert loaded.stats.traps == 0
+        loaded.close()
+    finally:
+        runtime.close()
+
+
+def test_large_body_rewrites_do_not_grow_guest_memory(py_guests: dict[str, Path], module_cache_dir: Path) -> None:
+    # With list<u8> bodies the guest's linear memory grew on every 64 KiB set-buffer and
+    # the default 16 MiB limit trapped after ~79 rewrites; byte-strings do not leak.
+    body = (b'{"role":"user","content":"a secret here"},' * 1600)[: 64 * 1024]
+    runtime = WasmRuntime(EngineSettings(), module_cache_dir)
+    try:
+        loaded, vm, stream, context = bench_filter_vm(runtime, py_guests["py_bench_filter"])
+        for _ in range(200):
+            stream.request_body = bytearray(body)
+            vm.call("proxy_on_request_body", context, context.context_id, len(body), 1)
+        assert bytes(stream.request_body) == body.replace(b"secret", b"******")
+        assert loaded.stats.traps == 0
+        loaded.close()
+    finally:
+        runtime.close()
+
+
+def test_a_byte_string_beyond_latin1_answers_bad_argument() -> None:
+    # The SDK never sends one, but another guest could: a code point above U+00FF carries
+    # no byte, so the host answers `bad-argument` without calling the implementation.
+    calls: list[bytes] = []
+    imp = HostImport("set-llm-messages", ("bytes",), ("result", None), lambda data: calls.append(data) or 0)
+    thunk = ComponentSandbox._make_thunk(ComponentSandbox.__new__(ComponentSandbox), imp)
+    results = ctypes.create_string_buffer(component.VAL)
+    for text, status in (("ok \u00ff\u0000", None), ("\u0101", "bad-argument")):
+        utf8 = ctypes.create_string_buffer(text.encode(), len(text.encode()))
+        args = ctypes.create_string_buffer(struct.pack("<B7xQQQ", component.K_STRING, len(utf8.raw), ctypes.addressof(utf8), 0), component.VAL)
+        assert thunk(0, 0, 0, ctypes.addressof(args), 1, ctypes.addressof(results), 1) == 0
+        kind, is_ok, boxed = struct.unpack_from("<B7xBxxxxxxxQ", results.raw)
+        assert kind == component.K_RESULT
+        if status is None:
+            assert is_ok == 1
+        else:
+            assert is_ok == 0
+            enum = ctypes.string_at(boxed, component.VAL)
+            size, ptr = struct.unpack_from("<QQ", enum, 8)
+            assert ctypes.string_at(ptr, size).decode() == status
+            component._val_delete(ctypes.addressof(results))
+    assert calls == ["ok \u00ff\u0000".encode("latin-1")]
+
+
 def test_manifest_needs_are_refused_before_compiling(tmp_path: Path, py_guests: dict[str, Path]) -> None:
     runtime = WasmRuntime(EngineSettings(), tmp_path / "cache")
     try:

@@ -107,7 +107,7 @@ class ComponentVM(PluginVM):
         self.env.root = self.root
         self.env.active = self.root
         try:
-            configured = sandbox.call_generic("configure", bytes(self.env.plugin.plugin_config))
+            configured = sandbox.call_generic("configure", bytes(self.env.plugin.plugin_config).decode("latin-1"))  # a byte-string
         finally:
             self.env.active = None
         if not configured:

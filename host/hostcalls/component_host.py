@@ -146,7 +146,7 @@ class ComponentHostCalls:
             return Status.NOT_FOUND, b""
         if start > len(buf):
             return Status.BAD_ARGUMENT, b""
-        return Status.OK, bytes(buf[start : start + max_size])
+        return Status.OK, bytes(memoryview(buf)[start : start + max_size])  # one copy
 
     def get_buffer_size(self, which: int) -> tuple[int, int]:
         buffer_type = _BUFFER[which]

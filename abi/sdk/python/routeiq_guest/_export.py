@@ -13,7 +13,7 @@ import types as _types
 from typing import Any
 
 from . import log
-from ._bindings import AbortReason, Action, BufferType, FilterExport, Hooks, host
+from ._bindings import AbortReason, Action, BufferType, FilterExport, Hooks, from_wire, host
 from .filter import HttpFilter, Plugin
 from .http import CALL_RESPONSE_HEADERS, REQUEST_HEADERS, REQUEST_TRAILERS, RESPONSE_HEADERS, RESPONSE_TRAILERS, Body, CallResponse, buffer_bytes
 
@@ -94,13 +94,13 @@ def make_export(module: _types.ModuleType) -> type:
         def implemented(self) -> Hooks:
             return hooks
 
-        def configure(self, plugin_config: bytes) -> bool:
+        def configure(self, plugin_config: str) -> bool:
             try:
                 log.redirect_stdio()
                 plugin = plugin_cls()
                 state["plugin"] = plugin
                 filter_cls.plugin = plugin
-                return bool(plugin.on_configure(plugin_config))
+                return bool(plugin.on_configure(from_wire(plugin_config)))
             except BaseException as error:
                 _fail(error)
                 return False

@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 from ._bindings import Action, Err, StreamType, host
 from .errors import host_error
-from .http import REQUEST_HEADERS, REQUEST_TRAILERS, RESPONSE_HEADERS, RESPONSE_TRAILERS, Body, CallResponse, Headers, Value, _raw
+from .http import REQUEST_HEADERS, REQUEST_TRAILERS, RESPONSE_HEADERS, RESPONSE_TRAILERS, Body, CallResponse, Headers, Value, _wire
 
 
 class Plugin:
@@ -91,13 +91,13 @@ class HttpFilter:
     ) -> Action:
         """Answer locally instead of the upstream; returns Action.PAUSE so a hook can
         `return self.respond(403, ...)`. A dict or list body is sent as JSON."""
-        pairs = [(k.lower(), _raw(v)) for k, v in headers]
+        pairs = [(k.lower(), _wire(v)) for k, v in headers]
         if isinstance(body, (dict, list)):
             body = json.dumps(body, separators=(",", ":"))
             if not any(k == "content-type" for k, _ in pairs):
-                pairs.append(("content-type", b"application/json"))
+                pairs.append(("content-type", "application/json"))
         try:
-            host.send_local_response(status, details, _raw(body), pairs)
+            host.send_local_response(status, details, _wire(body), pairs)
         except Err as err:
             raise host_error(err, "send-local-response") from None
         return Action.PAUSE

@@ -9,18 +9,26 @@ from __future__ import annotations
 import json as _json
 from typing import Any, Iterable, Iterator
 
-from ._bindings import BufferType, Err, MapType, Status, host
+from ._bindings import BufferType, Err, MapType, Status, from_wire, host, to_wire
 from .errors import host_error
 
 Value = str | bytes
 
 
-def _text(raw: bytes) -> str:
-    return raw.decode("utf-8", "surrogateescape")
+def _text(wire: str) -> str:
+    """A byte-string's bytes decoded as UTF-8 (ASCII is already its own text)."""
+    return wire if wire.isascii() else wire.encode("latin-1").decode("utf-8", "surrogateescape")
 
 
-def _raw(value: Value) -> bytes:
-    return value if isinstance(value, bytes) else str(value).encode("utf-8", "surrogateescape")
+def _wire(value: Value) -> str:
+    """A value as the byte-string the host takes: bytes as they are, text as its UTF-8
+    (surrogate escapes back to their bytes)."""
+    if isinstance(value, (bytes, bytearray)):
+        return to_wire(value)
+    if isinstance(value, memoryview):
+        return to_wire(bytes(value))
+    text = value if isinstance(value, str) else str(value)
+    return text if text.isascii() else to_wire(text.encode("utf-8", "surrogateescape"))
 
 
 class Headers:
@@ -42,7 +50,7 @@ class Headers:
 
     def get_bytes(self, name: str) -> bytes | None:
         try:
-            return host.get_header(self._map, name)
+            return from_wire(host.get_header(self._map, name))
         except Err as err:
             if err.value == Status.NOT_FOUND:
                 return None
@@ -72,14 +80,14 @@ class Headers:
     def add(self, name: str, value: Value) -> None:
         """Add a header (an existing one of the same name stays)."""
         try:
-            host.add_header(self._map, name, _raw(value))
+            host.add_header(self._map, name, _wire(value))
         except Err as err:
             raise host_error(err, "add-header") from None
 
     def set(self, name: str, value: Value) -> None:
         """Replace every header of that name with one value."""
         try:
-            host.replace_header(self._map, name, _raw(value))
+            host.replace_header(self._map, name, _wire(value))
         except Err as err:
             raise host_error(err, "replace-header") from None
 
@@ -95,7 +103,7 @@ class Headers:
 
     def replace_all(self, pairs: Iterable[tuple[str, Value]]) -> None:
         try:
-            host.set_headers(self._map, [(k, _raw(v)) for k, v in pairs])
+            host.set_headers(self._map, [(k, _wire(v)) for k, v in pairs])
         except Err as err:
             raise host_error(err, "set-headers") from None
 
@@ -123,7 +131,7 @@ class Body:
     def read(self, start: int = 0, length: int | None = None) -> bytes:
         """Bytes of the buffer (needs the request_body / response_body capability)."""
         try:
-            return host.get_buffer(self._buffer, start, _MAX if length is None else length)
+            return from_wire(host.get_buffer(self._buffer, start, _MAX if length is None else length))
         except Err as err:
             raise host_error(err, "get-buffer") from None
 
@@ -135,15 +143,19 @@ class Body:
 
     def set(self, start: int, size: int, data: Value) -> None:
         """Replace `size` bytes at `start` with `data` (start at or past the end appends)."""
+        self._set(start, size, _wire(data))
+
+    def _set(self, start: int, size: int, wire: str) -> None:
         try:
-            host.set_buffer(self._buffer, start, size, _raw(data))
+            host.set_buffer(self._buffer, start, size, wire)
         except Err as err:
             raise host_error(err, "set-buffer") from None
 
     def replace(self, data: Value) -> None:
         """Replace the whole buffer (the host fixes content-length)."""
-        self.set(0, _MAX, data)
-        self.size = len(_raw(data))
+        wire = _wire(data)
+        self._set(0, _MAX, wire)
+        self.size = len(wire)  # one code point per byte
 
     def append(self, data: Value) -> None:
         self.set(_MAX, 0, data)
@@ -157,7 +169,7 @@ class Body:
 
 def buffer_bytes(which: BufferType) -> bytes:
     try:
-        return host.get_buffer(which, 0, _MAX)
+        return from_wire(host.get_buffer(which, 0, _MAX))
     except Err as err:
         if err.value == Status.NOT_FOUND:
             return b""

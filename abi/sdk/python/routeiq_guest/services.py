@@ -8,9 +8,9 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from . import cbor
-from ._bindings import Err, MetricType, Status, host
+from ._bindings import Err, MetricType, Status, from_wire, host, to_wire
 from .errors import host_error
-from .http import Value, _raw
+from .http import Value, _wire
 
 
 # ------------------------------------------------------------------- shared data
@@ -25,13 +25,13 @@ class SharedData:
             entry = host.get_shared_data(key)
         except Err as err:
             raise host_error(err, "get-shared-data") from None
-        return entry.value, entry.cas
+        return (None if entry.value is None else from_wire(entry.value)), entry.cas
 
     def set(self, key: str, value: Value, cas: int = 0) -> None:
         """Set unconditionally (cas 0) or only if the key is still at version `cas`
         (raises CasMismatch otherwise)."""
         try:
-            host.set_shared_data(key, _raw(value), cas)
+            host.set_shared_data(key, _wire(value), cas)
         except Err as err:
             raise host_error(err, "set-shared-data") from None
 
@@ -105,7 +105,7 @@ def get_property(path: str | Iterable[str]) -> bytes | None:
     """An Envoy-style attribute (`request.path`, `source.address`, ...), or None.
     Integers are 8-byte little-endian."""
     try:
-        return host.get_property(_path(path))
+        return from_wire(host.get_property(_path(path)))
     except Err as err:
         if err.value == Status.NOT_FOUND:
             return None
@@ -115,7 +115,7 @@ def get_property(path: str | Iterable[str]) -> bytes | None:
 def set_property(path: str | Iterable[str], value: Value) -> None:
     """Store a value for the rest of the exchange, visible to every plugin."""
     try:
-        host.set_property(_path(path), _raw(value))
+        host.set_property(_path(path), _wire(value))
     except Err as err:
         raise host_error(err, "set-property") from None
 
@@ -134,10 +134,10 @@ def http_call(
     """Start an HTTP callout to `upstream` (host[:port]); returns its call id. The answer
     arrives at HttpFilter.on_http_call_response. Needs `http_callout` and a matching
     callout rule in the policy. Return Action.PAUSE to hold the request meanwhile."""
-    pairs = [(":method", method.encode()), (":path", path.encode()), (":authority", (authority or upstream).encode()), (":scheme", scheme.encode())]
-    pairs += [(k.lower(), _raw(v)) for k, v in headers]
+    pairs = [(":method", _wire(method)), (":path", _wire(path)), (":authority", _wire(authority or upstream)), (":scheme", _wire(scheme))]
+    pairs += [(k.lower(), _wire(v)) for k, v in headers]
     try:
-        return host.http_call(upstream, pairs, _raw(body), [], timeout_ms)
+        return host.http_call(upstream, pairs, _wire(body), [], timeout_ms)
     except Err as err:
         raise host_error(err, "http-call") from None
 
@@ -165,7 +165,7 @@ class Llm:
         """{model, messages: [{role, content}], stream, params}, or None when this is
         not an LLM request."""
         try:
-            return cbor.loads(host.get_llm_request())
+            return cbor.loads(from_wire(host.get_llm_request()))
         except Err as err:
             if err.value == Status.NOT_FOUND:
                 return None
@@ -173,7 +173,7 @@ class Llm:
 
     def set_messages(self, messages: list[dict[str, Any]]) -> None:
         try:
-            host.set_llm_messages(cbor.dumps([{"role": m["role"], "content": m.get("content")} for m in messages]))
+            host.set_llm_messages(to_wire(cbor.dumps([{"role": m["role"], "content": m.get("content")} for m in messages])))
         except Err as err:
             raise host_error(err, "set-llm-messages") from None
 
@@ -187,7 +187,7 @@ class Llm:
         """{model, deployment, strategy, status, latency_ms, usage, ...} once the upstream
         answered (complete at on_log), else None."""
         try:
-            return cbor.loads(host.get_llm_response())
+            return cbor.loads(from_wire(host.get_llm_response()))
         except Err as err:
             if err.value == Status.NOT_FOUND:
                 return None
