@@ -127,15 +127,17 @@ class ChainStream:
 
     def _call(self, member: Member, name: str, *args: int) -> int | None | GuestTrap:
         vm = member.vm
-        assert vm is not None and member.context is not None
-        if self.tracer is not None and vm.exports(name):
-            return self._traced_call(member, name, *args)
-        if not vm.exports(name):
+        context = member.context
+        assert vm is not None and context is not None
+        if not vm.exports(name):  # not exported: never called, nothing recorded
             return None
+        if self.tracer is not None:
+            return self._traced_call(member, name, *args)
         began = perf_counter_ns()
         try:
-            result = vm.call(name, member.context, member.context.context_id, *args)
-            member.plugin.hooks.record(name, perf_counter_ns() - began, vm.vm.limits.fuel - vm.vm.fuel_remaining())
+            result = vm.call(name, context, context.context_id, *args)
+            sandbox = vm.vm
+            member.plugin.hooks.record(name, perf_counter_ns() - began, sandbox.limits.fuel - sandbox.fuel_remaining())
             return result
         except GuestTrap as exc:
             if not exc.callback:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 KEEP = 2048  # most recent samples per callback
 # Histogram bucket bounds in seconds (Prometheus `le`), from 5 µs to 1 s.
 BUCKETS_S = (5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0)
+_BOUNDS_NS = tuple(round(b * 1e9) for b in BUCKETS_S)  # callbacks are timed in integer ns
 
 
 class LatencyHistogram:
@@ -24,6 +25,12 @@ class LatencyHistogram:
         self.total += 1
         self.sum_s += seconds
         self._per_bucket[bisect_left(BUCKETS_S, seconds)] += 1
+
+    def observe_ns(self, nanoseconds: int) -> None:
+        """observe() for integer nanoseconds (the callback path: no float bisect)."""
+        self.total += 1
+        self.sum_s += nanoseconds * 1e-9
+        self._per_bucket[bisect_left(_BOUNDS_NS, nanoseconds)] += 1
 
     @property
     def counts(self) -> list[int]:
@@ -63,7 +70,7 @@ class HookStats:
         stats.count += 1
         stats.fuel_total += fuel
         stats.latencies_ns.append(elapsed_ns)
-        stats.histogram.observe(elapsed_ns / 1e9)
+        stats.histogram.observe_ns(elapsed_ns)
 
     def describe(self) -> dict[str, dict[str, float]]:
         return {
