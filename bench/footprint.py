@@ -243,6 +243,13 @@ def main(argv: list[str]) -> int:
     ]
     for label, count, per, total in memory:
         lines.append(f"| {label} | {count} | {per:.0f} | {total / 1024:.1f} |")
+    lines += [
+        "",
+        "Where a Python VM's memory goes: instantiating the component maps its pre-initialized "
+        "interpreter copy-on-write (~0.4 MB resident per VM); the guest's first call then makes "
+        "~17 MB of it private, inside componentize-py's runtime (freezing the interpreter's GC "
+        "when the snapshot is taken does not change it). Rust VMs touch only the pages they use.",
+    ]
     lines += ["", "![cold start and memory](footprint.png)", ""]
     (RESULTS / "footprint.md").write_text("\n".join(lines))
     summary = {

@@ -81,8 +81,14 @@ def _footprint_rows(footprint: dict[str, Any]) -> list[str]:
         rows.append(f"| Cold start to first `/health`, 10 Rust plugins | {warm:.2f} s with the compile cache, {empty:.2f} s without | | |")
     rust = next((v for k, v in per_vm.items() if k.startswith("Rust")), None)
     python = next((v for k, v in per_vm.items() if k.startswith("Python")), None)
+    hundred = footprint.get("mib_for_100_vms", {})
+    rust_100 = next((v for k, v in hundred.items() if k.startswith("Rust")), None)
+    python_100 = next((v for k, v in hundred.items() if k.startswith("Python")), None)
     if rust is not None:
-        rows.append(f"| Resident memory per plugin VM | Rust {rust:.0f} KiB" + (f", Python component {python / 1024:.1f} MiB" if python else "") + " | | |")
+        text = f"Rust {rust:.0f} KiB" + (f", Python component {python / 1024:.1f} MiB" if python else "")
+        if rust_100 is not None:
+            text += f" (100 VMs: Rust {rust_100:.0f} MiB" + (f", Python {python_100 / 1024:.1f} GiB" if python_100 else "") + ")"
+        rows.append(f"| Resident memory per plugin VM | {text} | | |")
     return rows
 
 
