@@ -62,3 +62,21 @@ def test_models_and_chat_completions_through_the_chain(make_app, guests: dict[st
         assert answer["usage"]["total_tokens"] == answer["usage"]["prompt_tokens"] + answer["usage"]["completion_tokens"]
         bad = client.post("/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
         assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_redactor_masks_a_128_kib_body_within_default_limits(guests: dict[str, Path]) -> None:
+    from routeiq.toolkit.harness import PluginTestHarness
+
+    prose = ("Plain prose with nothing secret in it, just words and spaces. " * 2100).encode()  # ~128 KiB
+    body = b'{"messages":[{"role":"user","content":"' + prose + b' mail ada@example.com key sk-' + b"a" * 20 + b'"}]}'
+    harness = PluginTestHarness(guests["redactor"], capabilities=["request_body"])
+    try:
+        for _ in range(3):  # under the default fuel per callback, every time
+            exchange = harness.request("POST", "/echo", headers={"content-type": "application/json"}, body=body)
+            assert exchange.status == 200
+            assert exchange.upstream is not None
+            sent = exchange.upstream.body
+            assert b"ada@example.com" not in sent and b"[REDACTED_EMAIL]" in sent and b"[REDACTED_KEY]" in sent
+            assert sent.startswith(b'{"messages":[{"role":"user","content":"Plain prose') and len(sent) > 128_000
+    finally:
+        harness.close()
