@@ -119,3 +119,6 @@ def test_token_budget_counts_usage_per_key(make_app, guests: dict[str, Path]) ->
         assert statuses[0] == 200 and statuses[-1] == 429
         assert spent >= 20
         assert client.post("/v1/chat/completions", json=CHAT, headers={"x-api-key": "team-b"}).status_code == 200
+    # the key is a credential: the logs only ever see its fingerprint
+    logs = " ".join(app.state.gateway.logs.messages("token_budget"))
+    assert "team-a" not in logs and "key=k-" in logs

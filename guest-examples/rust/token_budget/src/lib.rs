@@ -8,7 +8,8 @@
 //!   * The client is the value of request header `header` (default
 //!     `x-api-key`), or `anonymous` without it.
 //!   * `window = now_s / window_s` (`proxy_get_current_time_nanoseconds`,
-//!     integer division); shared-data key `tb:<client>:<window>`, value =
+//!     integer division); shared-data key `tb:<fingerprint>:<window>` (FNV-1a of
+//!     the header value, never the value itself), value =
 //!     decimal tokens used (missing key or unparsable value = 0).
 //!   * `used >= budget_tokens`: local response `429`, details
 //!     `token_budget`, header `content-type: application/json`, body
@@ -28,7 +29,7 @@
 //!   `get_shared_data_with_cas` (a missing key keeps the host's creation
 //!   token, so creation is atomic on RouteIQ), `set_shared_data(key,
 //!   used + n, cas)`, retry on 8 `CAS_MISMATCH`. Then logs INFO
-//!   `token_budget: key=<client> used=<new total> (+<n>)`.
+//!   `token_budget: key=<fingerprint> used=<new total> (+<n>)`.
 //!   `get_llm_response` failing (e.g. `NOT_FOUND`: no upstream answer)
 //!   logs DEBUG `token_budget: no llm response (status <s>)` and charges
 //!   nothing. Other failures log WARN
@@ -95,6 +96,16 @@ impl Config {
     }
 }
 
+/// `k-` + FNV-1a 64 of `value` in hex: stable across workers, not the credential itself.
+fn fingerprint(value: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in value.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("k-{:016x}", hash)
+}
+
 struct BudgetRoot {
     config: Rc<Config>,
 }
@@ -159,7 +170,10 @@ impl HttpContext for Budget {
                 return Action::Continue;
             }
         }
-        let client = hostcalls::get_http_request_header(&self.config.header).unwrap_or_else(|| "anonymous".to_string());
+        let raw = hostcalls::get_http_request_header(&self.config.header).unwrap_or_else(|| "anonymous".to_string());
+        // The header is usually a credential: only a fingerprint of it reaches shared
+        // data and the logs.
+        let client = fingerprint(&raw);
         let now_s = match hostcalls::get_current_time_nanoseconds() {
             Ok(ns) => ns / 1_000_000_000,
             Err(s) => {
