@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from goals import ADDED_P50_MS, EXTISM_RATIO, LITELLM_RPS_RATIO, PYTHON_HOOK_US, RUST_HEADERS_HOOK_US  # bench/goals.py
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 README = HERE.parent / "README.md"
@@ -33,14 +35,14 @@ def _hook_rows(medians: dict[str, dict[str, float]]) -> list[str]:
     if rust is not None and extism is not None:
         rows.append(
             f"| Request-headers hook, Rust guest (10 headers, read one, add one) | {rust:.2f} µs | Extism {extism:.1f} µs "
-            f"({extism / rust:.1f}x slower); wasmtime-py default path {wasmtime_py or float('nan'):.1f} µs | ≤ 5 µs and ≥ 5x Extism: {_verdict(rust <= 5.0 and extism / rust >= 5.0)} |"
+            f"({extism / rust:.1f}x slower); wasmtime-py default path {wasmtime_py or float('nan'):.1f} µs | ≤ {RUST_HEADERS_HOOK_US:g} µs and ≥ {EXTISM_RATIO:g}x Extism: {_verdict(rust <= RUST_HEADERS_HOOK_US and extism / rust >= EXTISM_RATIO)} |"
         )
     python = {k.split("[", 1)[1].rsplit("-", 1)[0]: v for k, v in cells.items() if k.endswith("-python]")}
     if python:
         worst_row = max(python, key=python.__getitem__)
         rows.append(
             f"| Same hooks, Python component guest | {python.get('request_headers', float('nan')):.1f} µs (headers); slowest row "
-            f"`{worst_row}` {python[worst_row]:.0f} µs | | ≤ 150 µs every row: {_verdict(python[worst_row] <= 150.0)} |"
+            f"`{worst_row}` {python[worst_row]:.0f} µs | | ≤ {PYTHON_HOOK_US:g} µs every row: {_verdict(python[worst_row] <= PYTHON_HOOK_US)} |"
         )
     return rows
 
@@ -58,7 +60,7 @@ def _load_rows(load: dict[str, Any]) -> list[str]:
         direct, three = find("direct", stream, 1), find("routeiq-3", stream, 1)
         if direct and three:
             added = three["wrk"]["p50_ms"] - direct["wrk"]["p50_ms"]
-            rows.append(f"| Added p50 latency, 3 Wasm plugins, {mode} (1 connection) | +{added:.2f} ms | | ≤ 2 ms: {_verdict(added <= 2.0)} |")
+            rows.append(f"| Added p50 latency, 3 Wasm plugins, {mode} (1 connection) | +{added:.2f} ms | | ≤ {ADDED_P50_MS:g} ms: {_verdict(added <= ADDED_P50_MS)} |")
     for stream in (False, True):
         mode = "streaming" if stream else "non-streaming"
         three, litellm = find("routeiq-3", stream, 32), find("litellm-proxy", stream, 32)
@@ -66,7 +68,7 @@ def _load_rows(load: dict[str, Any]) -> list[str]:
             ratio = three["wrk"]["rps"] / litellm["wrk"]["rps"]
             rows.append(
                 f"| Throughput, 3 Wasm plugins, {mode} (32 connections, 1 worker) | {three['wrk']['rps']:.0f} RPS | LiteLLM proxy "
-                f"{litellm['wrk']['rps']:.0f} RPS ({ratio:.1f}x) | ≥ 2x LiteLLM proxy: {_verdict(ratio >= 2.0)} |"
+                f"{litellm['wrk']['rps']:.0f} RPS ({ratio:.1f}x) | ≥ {LITELLM_RPS_RATIO:g}x LiteLLM proxy: {_verdict(ratio >= LITELLM_RPS_RATIO)} |"
             )
     return rows
 

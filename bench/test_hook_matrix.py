@@ -45,28 +45,18 @@ from routeiq.abi.proxy_wasm import Action, BufferType, MapType, Status, decode_m
 from routeiq.dispatch.plugin import PluginSpec, load_plugin
 from routeiq.hostcalls.state import HeaderMap, HostServices, HttpStream
 from routeiq.policy.model import parse_policy
-from routeiq.runtime.engine import EngineSettings
 from routeiq.runtime.limits import SandboxLimits
 from routeiq.runtime.wasm_runtime import WasmRuntime
 from routeiq.services.audit import AuditLog
 from routeiq.services.shared_store import next_cas
-from routeiq.toolchain.assemblyscript import build_assemblyscript_guests
-from routeiq.toolchain.c import COMMON_FLAGS, build_c_guests, ensure_c_compiler
-from routeiq.toolchain.python import build_python_guests
+from routeiq.toolchain.c import COMMON_FLAGS, ensure_c_compiler
 from routeiq.toolchain.rust import BuildFailed
+
+from inputs import HEADERS
 
 ROOT = Path(__file__).resolve().parents[1]
 EXTISM_SOURCE = Path(__file__).resolve().parent / "extism_guest" / "bench_filter.c"
 
-HEADERS = ((b":method", b"POST"), (b":path", b"/v1/chat/completions"), (b":authority", b"gw"), (b":scheme", b"http")) + (
-    (b"content-type", b"application/json"),
-    (b"x-api-key", b"sk-test"),
-    (b"user-agent", b"bench"),
-    (b"accept", b"*/*"),
-    (b"x-request-id", b"0123456789abcdef"),
-    (b"content-length", b"120"),
-)
-assert len(HEADERS) == 10
 RESPONSE_HEADERS = ((b":status", b"200"), (b"content-type", b"application/json"))
 CHUNK = bytes(range(256)) * 2
 assert len(CHUNK) == 512
@@ -565,17 +555,8 @@ def extism_cell(row: str, request: pytest.FixtureRequest) -> Cell:
 
 # ----------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def modules(guests: dict[str, Path]) -> dict[str, Path]:
-    built = {p.stem: p for p in build_c_guests(ROOT) + build_assemblyscript_guests(ROOT) + build_python_guests(ROOT)}
-    built.update(guests)
-    return {column: built[name] for column, name in GUESTS.items()}
-
-
-@pytest.fixture(scope="module")
-def runtime():  # type: ignore[no-untyped-def]
-    rt = WasmRuntime(EngineSettings(), ROOT / ".cache" / "bench-modules")
-    yield rt
-    rt.close()
+def modules(all_guests: dict[str, Path]) -> dict[str, Path]:
+    return {column: all_guests[name] for column, name in GUESTS.items()}
 
 
 @pytest.fixture(scope="module")

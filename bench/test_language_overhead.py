@@ -11,36 +11,15 @@ import pytest
 from routeiq.abi.proxy_wasm import Action
 from routeiq.dispatch.plugin import PluginSpec, load_plugin
 from routeiq.hostcalls.state import HeaderMap, HttpStream
-from routeiq.runtime.engine import EngineSettings
 from routeiq.runtime.wasm_runtime import WasmRuntime
-from routeiq.toolchain.assemblyscript import build_assemblyscript_guests
-from routeiq.toolchain.c import build_c_guests
-from routeiq.toolchain.python import build_python_guests
 
-ROOT = Path(__file__).resolve().parents[1]
-HEADERS = [(b":method", b"POST"), (b":path", b"/v1/chat/completions"), (b":authority", b"gw"), (b":scheme", b"http")] + [
-    (b"content-type", b"application/json"),
-    (b"x-api-key", b"sk-test"),
-    (b"user-agent", b"bench"),
-    (b"accept", b"*/*"),
-    (b"x-request-id", b"0123456789abcdef"),
-    (b"content-length", b"120"),
-]
+from inputs import HEADERS
 TAGGERS = {"rust": "tagger", "c": "c_tagger", "assemblyscript": "as_tagger", "python": "py_tagger"}
 
 
 @pytest.fixture(scope="module")
-def modules(guests: dict[str, Path]) -> dict[str, Path]:
-    built = {p.stem: p for p in build_c_guests(ROOT) + build_assemblyscript_guests(ROOT) + build_python_guests(ROOT)}
-    built.update(guests)
-    return {lang: built[name] for lang, name in TAGGERS.items()}
-
-
-@pytest.fixture(scope="module")
-def runtime():  # type: ignore[no-untyped-def]
-    rt = WasmRuntime(EngineSettings(), ROOT / ".cache" / "bench-modules")
-    yield rt
-    rt.close()
+def modules(all_guests: dict[str, Path]) -> dict[str, Path]:
+    return {lang: all_guests[name] for lang, name in TAGGERS.items()}
 
 
 @pytest.mark.benchmark(group="language-overhead")

@@ -25,28 +25,14 @@ from routeiq.runtime.engine import EngineSettings, create_engine
 from routeiq.runtime.wasm_runtime import WasmRuntime
 from routeiq.toolchain.python import build_python_guests
 
+from inputs import HEADERS
+
 ROOT = Path(__file__).resolve().parents[1]
-HEADERS = [(b":method", b"POST"), (b":path", b"/v1/chat/completions"), (b":authority", b"gw"), (b":scheme", b"http")] + [
-    (b"content-type", b"application/json"),
-    (b"x-api-key", b"sk-test"),
-    (b"user-agent", b"bench"),
-    (b"accept", b"*/*"),
-    (b"x-request-id", b"0123456789abcdef"),
-    (b"content-length", b"120"),
-]
-assert len(HEADERS) == 10
 
 
 @pytest.fixture(scope="module")
 def py_bench_guest() -> Path:
     return next(p for p in build_python_guests(ROOT, print) if p.stem == "py_bench_headers")
-
-
-@pytest.fixture(scope="module")
-def runtime():  # type: ignore[no-untyped-def]
-    rt = WasmRuntime(EngineSettings(), ROOT / ".cache" / "bench-modules")
-    yield rt
-    rt.close()
 
 
 def test_python_guest_routeiq_host(benchmark, runtime: WasmRuntime, py_bench_guest: Path) -> None:  # type: ignore[no-untyped-def]
