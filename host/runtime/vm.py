@@ -141,8 +141,6 @@ class WasmVM:
             self._deadline_ticks,
             self._call_failed,
         )
-        self._trap_out = ctypes.c_void_p()
-        self._trap_out_addr = ctypes.addressof(self._trap_out)
         self._pending: GuestTrap | None = None
         self._callbacks: list[object] = []  # keep ctypes thunks alive as long as the store
         self._depth = 0
