@@ -38,6 +38,13 @@ class ServerConfig(_Strict):
     max_concurrency: int = Field(0, ge=0)  # requests in flight per worker before 503 (0: no limit)
     drain_timeout_s: float = Field(30.0, ge=0)  # on SIGTERM: time in-flight requests get to finish
     watch_config: bool = True  # reload the config file live when it changes
+    # Client-side limits (431/413/408 answers; docs/limits-and-failures.md). The header
+    # limits also cap what a plugin can make a header map hold.
+    max_request_headers_kb: int = Field(60, ge=1, le=8192)
+    max_request_headers_count: int = Field(100, ge=1, le=10_000)
+    max_request_body_bytes: int = Field(32 * 1024 * 1024, ge=1)
+    header_read_timeout_s: float = Field(10.0, gt=0)  # a client must finish its request head within this
+    keep_alive_timeout_s: float = Field(15.0, gt=0)  # an idle keep-alive connection is closed after this
 
 
 class UpstreamConfig(_Strict):
