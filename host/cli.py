@@ -18,6 +18,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from routeiq.config import ConfigError, load_config
     from routeiq.gateway.app import CONFIG_ENV, POLICY_ENV, create_app, tune_gc_for_serving
+    from routeiq.gateway.http_server import uvicorn_options
     from routeiq.log_format import configure_logging
 
     try:
@@ -51,7 +52,7 @@ def _serve(args: argparse.Namespace) -> int:
     uv_log = "warning" if server.log_level != "debug" else "debug"
     if workers == 1:
         tune_gc_for_serving()
-        uvicorn.run(app, host=host, port=port, log_level=uv_log, lifespan="on", timeout_graceful_shutdown=server.drain_timeout_s)
+        uvicorn.run(app, host=host, port=port, log_level=uv_log, **uvicorn_options(server))
         return 0
     gateway.close()
     os.environ[CONFIG_ENV] = str(Path(args.config).resolve())
@@ -64,8 +65,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=port,
         workers=workers,
         log_level=uv_log,
-        lifespan="on",
-        timeout_graceful_shutdown=server.drain_timeout_s,
+        **uvicorn_options(server),
     )
     return 0
 

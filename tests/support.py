@@ -13,6 +13,8 @@ from typing import Any, Iterator
 import uvicorn
 
 from routeiq.abi.capabilities import Capability
+from routeiq.config import ServerConfig
+from routeiq.gateway.http_server import uvicorn_config
 
 ALL_GRANTED = object()
 
@@ -37,7 +39,9 @@ def free_port() -> int:
 def serve(app: Any) -> Iterator[str]:
     """Run `app` under a real uvicorn on loopback in a thread; yield its base URL."""
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    gateway = getattr(getattr(app, "state", None), "gateway", None)
+    server_settings = gateway.config.model.server if gateway is not None else ServerConfig()
+    config = uvicorn_config(app, server_settings, host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

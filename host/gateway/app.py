@@ -47,6 +47,7 @@ from .tracing import Tracing
 from .metrics_endpoint import metrics_endpoint
 from .plugin_filter import PluginFilter
 from .plugin_logs import PluginLogBook
+from .request_limits import RequestLimits
 from .reverse_proxy import ReverseProxy
 
 if TYPE_CHECKING:
@@ -294,7 +295,10 @@ def create_app(config: LoadedConfig, span_exporter: "SpanExporter | None" = None
             await gateway.aclose()
 
     app = Starlette(
-        middleware=[Middleware(ConcurrencyLimit, limit=config.model.server.max_concurrency, latency=gateway.request_latency)],
+        middleware=[
+            Middleware(RequestLimits, max_body_bytes=config.model.server.max_request_body_bytes),
+            Middleware(ConcurrencyLimit, limit=config.model.server.max_concurrency, latency=gateway.request_latency),
+        ],
         routes=[
             Route("/health", health, methods=["GET"]),
             Route("/metrics", metrics_endpoint(gateway), methods=["GET"]),

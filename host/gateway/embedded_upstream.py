@@ -7,20 +7,20 @@ message, so what plugins did to a request (redaction, tagging) is visible in the
 
 from __future__ import annotations
 
-import json
-
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from routeiq.hostcalls.llm_exchange import check_chat_request
 from routeiq.llm.mock_provider import MockFailure, MockProvider
+from routeiq.strict_json import JsonInputError, loads
 
 MOCK_MODELS = ("routeiq-mock", "routeiq-mock-large")
 
 
-def _error(status: int, message: str, type_: str = "invalid_request_error") -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": type_, "code": None}}, status_code=status)
+def _error(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": type_, "param": param, "code": None}}, status_code=status)
 
 
 async def models(_: Request) -> JSONResponse:
@@ -31,16 +31,19 @@ async def models(_: Request) -> JSONResponse:
 def chat_completions_endpoint(provider: MockProvider):  # type: ignore[no-untyped-def]
     async def chat_completions(request: Request) -> Response:
         try:
-            payload = json.loads(await request.body() or b"null")
-        except json.JSONDecodeError as exc:
-            return _error(400, f"request body is not valid JSON: {exc.msg}")
-        if not isinstance(payload, dict) or not isinstance(payload.get("messages"), list):
-            return _error(400, "'messages' must be a list")
-        model = str(payload.get("model") or MOCK_MODELS[0])
+            payload = check_chat_request(loads(await request.body() or b"null"))
+        except JsonInputError as exc:
+            return _error(400, exc.message, param=exc.param)
+        model = payload.get("model") or MOCK_MODELS[0]
+        try:
+            delay = float(request.headers.get("x-mock-chunk-delay-ms", "0") or 0)
+            if not 0 <= delay <= 60_000:  # also refuses nan and inf
+                raise ValueError
+        except ValueError:
+            return _error(400, "x-mock-chunk-delay-ms must be a number of milliseconds (0-60000)")
         try:
             if not payload.get("stream"):
                 return JSONResponse(await provider.complete(payload, model))
-            delay = float(request.headers.get("x-mock-chunk-delay-ms", "0") or 0)
             events = await provider.stream(payload, model, chunk_delay_ms=delay)
         except MockFailure as exc:
             return _error(500, str(exc), "server_error")

@@ -9,7 +9,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 def error_body(message: str, type_: str, code: str | None = None, **extra: Any) -> bytes:
-    error: dict[str, Any] = {"message": message, "type": type_, "code": code}
+    error: dict[str, Any] = {"message": message, "type": type_, "param": None, "code": code}
     error.update(extra)
     return json.dumps({"error": error}).encode()
 

@@ -16,7 +16,7 @@ from opentelemetry.trace import SpanKind
 from routeiq.abi.proxy_wasm import StreamType
 from routeiq.dispatch.chain import REQUEST, RESPONSE, ChainStream, Member, Step, Verdict, request_header_map
 from routeiq.dispatch.plugin import ProxyWasmPlugin
-from routeiq.hostcalls.llm_exchange import LlmExchange
+from routeiq.hostcalls.llm_exchange import ChatRequestError, LlmExchange
 from routeiq.hostcalls.state import HeaderMap, HttpStream, LocalResponse
 from routeiq.runtime.errors import PluginError
 
@@ -134,6 +134,7 @@ class _Exchange:
         self.response_sent = False  # http.response.start went to the client
         self.response_done = False
         self.replaced = False  # the upstream response was replaced; drop its messages
+        self.llm_body_invalid = False
 
     # -------------------------------------------------------------- driver
     async def run(self) -> None:
@@ -153,7 +154,10 @@ class _Exchange:
             if llm_body is None:
                 return  # the client went away
             self.stream.request_body_size = len(llm_body)
-            self.stream.llm = LlmExchange.parse(llm_body, self.owner.llm_models or frozenset())
+            try:
+                self.stream.llm = LlmExchange.parse(llm_body, self.owner.llm_models or frozenset())
+            except ChatRequestError:
+                pass  # plugins still run (an auth filter answers first); the LLM app answers 400
             self.has_body = bool(llm_body)
         verdict = await self._settle(self.chain.request_headers(not self.has_body), StreamType.HTTP_REQUEST, self.chain.request_headers, not self.has_body)
         if verdict.step is not Step.CONTINUE:
@@ -197,7 +201,7 @@ class _Exchange:
         scope["raw_path"] = path.encode("latin-1")
         scope["query_string"] = query.encode("latin-1")
         scope["headers"] = headers
-        if self.stream.llm is not None:
+        if self.stream.llm is not None and not self.llm_body_invalid:
             scope["routeiq.llm"] = self.stream.llm
         try:
             await self.owner.app(scope, receive, self._filtered_send)
@@ -226,10 +230,13 @@ class _Exchange:
         if body and self.chain.wants("proxy_on_request_body"):
             body = await self._body_chunk(REQUEST, body, True) or b""
         if exchange is not None:
-            reparsed = LlmExchange.parse(body, exchange.known_models)
-            if reparsed is not None:
-                exchange.request = reparsed.request
             exchange.forwarded = True
+            try:
+                exchange.request = LlmExchange.parse(body, exchange.known_models).request
+            except ChatRequestError:
+                # A plugin rewrote the body into something that is not a chat request:
+                # the LLM app parses what is forwarded and answers 400, as for a client.
+                self.llm_body_invalid = True
         return body
 
     def _upstream_request_headers(self) -> list[tuple[bytes, bytes]]:

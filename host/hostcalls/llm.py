@@ -10,7 +10,7 @@ import cbor2
 from routeiq.abi.capabilities import Capability
 from routeiq.abi.proxy_wasm import Status
 
-from .llm_exchange import LlmExchange
+from .llm_exchange import CHAT_ROLES, LlmExchange
 from .memory import return_bytes
 from .state import HostEnv
 
@@ -25,7 +25,7 @@ def _messages(value: Any) -> list[dict[str, str]] | None:
         if not isinstance(item, dict):
             return None
         role, content = item.get("role"), item.get("content")
-        if not isinstance(role, str) or not (isinstance(content, str) or content is None):
+        if not isinstance(role, str) or role not in CHAT_ROLES or not (isinstance(content, str) or content is None):
             return None
         out.append({"role": role, "content": content})
     return out

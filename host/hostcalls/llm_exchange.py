@@ -11,6 +11,42 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from routeiq.strict_json import JsonInputError, loads
+
+CHAT_ROLES = frozenset({"system", "user", "assistant", "tool", "developer", "function"})
+
+
+class ChatRequestError(JsonInputError):
+    """A chat request the gateway refuses with 400 (`param` names the field)."""
+
+
+def check_chat_request(request: Any) -> dict[str, Any]:
+    """The shape the gateway relies on; everything else is the deployment's to judge."""
+    if not isinstance(request, dict):
+        raise ChatRequestError("the body must be a JSON object with a 'messages' list")
+    messages = request.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ChatRequestError("'messages' must be a non-empty list of message objects", "messages")
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise ChatRequestError(f"{where} must be an object with 'role' and 'content'", where)
+        role = message.get("role")
+        if not isinstance(role, str) or role not in CHAT_ROLES:
+            raise ChatRequestError(f"{where}.role must be one of {', '.join(sorted(CHAT_ROLES))}", f"{where}.role")
+        content = message.get("content")
+        if isinstance(content, list):
+            for j, part in enumerate(content):
+                if not isinstance(part, dict):
+                    raise ChatRequestError(f"{where}.content[{j}] must be a content part object", f"{where}.content[{j}]")
+        elif not (content is None or isinstance(content, str)):
+            raise ChatRequestError(f"{where}.content must be a string, a list of content parts or null", f"{where}.content")
+    if "model" in request and not isinstance(request["model"], str):
+        raise ChatRequestError("'model' must be a string", "model")
+    if "stream" in request and not isinstance(request["stream"], bool):
+        raise ChatRequestError("'stream' must be a boolean", "stream")
+    return request
+
 
 @dataclass
 class LlmOutcome:
@@ -51,14 +87,15 @@ class LlmExchange:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def parse(cls, body: bytes, known_models: frozenset[str]) -> "LlmExchange | None":
+    def parse(cls, body: bytes, known_models: frozenset[str]) -> "LlmExchange":
+        """Raises ChatRequestError (a 400 for the client) for anything but a chat request."""
         try:
-            request = json.loads(body or b"null")
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return None
-        if not isinstance(request, dict) or not isinstance(request.get("messages"), list):
-            return None
-        return cls(request, known_models)
+            request = loads(body or b"null")
+        except ChatRequestError:
+            raise
+        except JsonInputError as exc:
+            raise ChatRequestError(exc.message, exc.param) from None
+        return cls(check_chat_request(request), known_models)
 
     def view(self) -> dict[str, Any]:
         """The request as routeiq_get_llm_request returns it (CBOR-encoded by the caller)."""

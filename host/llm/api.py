@@ -21,7 +21,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from routeiq.hostcalls.llm_exchange import LlmExchange, LlmOutcome
+from routeiq.hostcalls.llm_exchange import ChatRequestError, LlmExchange, LlmOutcome
+from routeiq.strict_json import JsonInputError, loads
 
 from .backends import BackendError, EmbeddedBackend, LitellmBackend, PassthroughBackend
 from .deployments import LiveDeployment
@@ -35,8 +36,8 @@ log = logging.getLogger("routeiq.llm")
 LLM_ROUTES = ("/v1/chat/completions", "/v1/models", "/v1/feedback")
 
 
-def openai_error(status: int, message: str, type_: str, code: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": type_, "param": None, "code": code}}, status_code=status, headers=headers)
+def openai_error(status: int, message: str, type_: str, code: str | None = None, headers: dict[str, str] | None = None, param: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": type_, "param": param, "code": code}}, status_code=status, headers=headers)
 
 
 class UsageTap:
@@ -53,8 +54,8 @@ class UsageTap:
             for line in event.split(b"\n"):
                 if line.startswith(b"data:") and b'"usage"' in line:
                     try:
-                        usage = json.loads(line[5:].strip()).get("usage")
-                    except (json.JSONDecodeError, AttributeError):
+                        usage = loads(line[5:].strip()).get("usage")
+                    except (JsonInputError, AttributeError):
                         continue
                     if isinstance(usage, dict):
                         self.usage = usage
@@ -86,10 +87,12 @@ class LlmApi:
 
     async def feedback(self, request: Request) -> Response:
         try:
-            payload = json.loads(await request.body() or b"null")
-            request_id = str(payload["request_id"])
-            score = float(payload["score"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            payload = loads(await request.body() or b"null")
+            request_id = payload["request_id"]
+            score = payload["score"]
+            if not isinstance(request_id, str) or isinstance(score, bool) or not isinstance(score, (int, float)):
+                raise TypeError
+        except (JsonInputError, KeyError, TypeError):
             return openai_error(400, "expected {\"request_id\": str, \"score\": number between 0 and 1}", "invalid_request_error")
         if not 0.0 <= score <= 1.0:
             return openai_error(400, "score must be between 0 and 1", "invalid_request_error", "invalid_score")
@@ -100,9 +103,10 @@ class LlmApi:
     async def chat_completions(self, request: Request) -> Response:
         exchange: LlmExchange | None = request.scope.get("routeiq.llm")
         if exchange is None:
-            exchange = LlmExchange.parse(await request.body(), frozenset(self.router.groups))
-            if exchange is None:
-                return openai_error(400, "the body must be a JSON object with a 'messages' list", "invalid_request_error", "invalid_body")
+            try:
+                exchange = LlmExchange.parse(await request.body(), frozenset(self.router.groups))
+            except ChatRequestError as exc:
+                return openai_error(400, exc.message, "invalid_request_error", "invalid_body", param=exc.param)
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         for native in self.native:
             changed = await native.on_llm_pre_call(request_id, exchange.request)
@@ -291,7 +295,7 @@ class LlmApi:
             return openai_error(503, f"no healthy deployment for {call.request.model!r} (all circuit breakers open)", "server_error", "no_healthy_deployment", {"retry-after": "5"})
         if not last.retryable and last.body:
             try:
-                return JSONResponse(json.loads(last.body), status_code=last.status)
-            except json.JSONDecodeError:
+                return JSONResponse(loads(last.body), status_code=last.status)
+            except JsonInputError:
                 pass
         return openai_error(504 if last.status == 504 else 502, f"all deployments failed; last: {last}", "server_error", "upstream_error")
