@@ -13,7 +13,7 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from support import free_port
+from support import free_port, with_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 UNSET = "ROUTEIQ_TEST_SURELY_UNSET_VARIABLE"
@@ -58,6 +58,11 @@ BAD: dict[str, tuple[Case, str]] = {
             "plugins": [{"name": "a", "wasm": _tagger(t, g), "depends_on": ["b"]}, {"name": "b", "wasm": _tagger(t, g), "depends_on": ["a"]}],
         },
         "cycle",
+    ),
+    "config vs the manifest's config_schema": (
+        lambda t, g: (t / "schema.wasm").write_bytes(with_manifest(g["tagger"].read_bytes(), {"config_schema": {"properties": {"tag": {"type": "string"}}}}))
+        and {"policy": _granted("tagger"), "plugins": [{"name": "tagger", "wasm": str(t / "schema.wasm"), "config": {"tag": 5}}]},
+        "config.tag: 5 is not of type 'string'",
     ),
     "policy file missing": (lambda t, g: {"policy": str(t / "no-such-policy.yaml")}, "no-such-policy.yaml"),
     "unknown strategy": (lambda t, g: _deployments(MOCK, strategy="no_such_strategy"), "unknown strategy 'no_such_strategy'"),
