@@ -5,6 +5,7 @@ Every setting and its default is documented in docs/configuration.md; keep both 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -246,6 +247,7 @@ class LoadedConfig:
         self.path = path
         self.base_dir = path.parent if path is not None else Path.cwd()
         self.policy_override: Path | None = None  # `serve --policy FILE` wins over the config key
+        self.digest: str | None = None  # sha256 of the file's bytes (None: not from a file)
 
     def load_policy(self) -> PolicyModel | None:
         """The operator policy (None: no policy, so every plugin gets no capabilities)."""
@@ -372,9 +374,19 @@ def parse_config(data: Any, source: str = "<config>", path: Path | None = None) 
 def load_config(path: str | os.PathLike[str]) -> LoadedConfig:
     p = Path(path)
     try:
-        text = p.read_text()
+        raw = p.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read config file: {exc.strerror or exc}") from None
+    return config_from_bytes(raw, p)
+
+
+def config_from_bytes(raw: bytes, p: Path) -> LoadedConfig:
+    """The config in `raw`, read from file `p`; its `digest` is the sha256 of `raw` (the
+    config watcher reloads only when that changes)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: the config file is not UTF-8 (byte {exc.start})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -382,4 +394,6 @@ def load_config(path: str | os.PathLike[str]) -> LoadedConfig:
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{p}{where}: invalid YAML: {problem}") from None
-    return parse_config(data, str(p), p.resolve())
+    loaded = parse_config(data, str(p), p.resolve())
+    loaded.digest = hashlib.sha256(raw).hexdigest()
+    return loaded

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -17,7 +18,7 @@ import httpx
 import yaml
 
 from routeiq.admin.auth import hash_key
-from support import free_port, with_manifest
+from support import eventually, free_port, with_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = {"viewer": "view-key-0123456789", "operator": "oper-key-0123456789", "admin": "admin-key-0123456789"}
@@ -341,5 +342,78 @@ def test_manual_quarantine_survives_restart_until_released(tmp_path: Path, guest
     try:
         assert gw.admin("GET", "/plugins/tagger", role="viewer").json()["state"] == "ready"
         assert gw.client.get("/echo").status_code == 200
+    finally:
+        gw.stop()
+
+
+def test_config_watcher_does_not_undo_admin_changes(tmp_path: Path, guests: dict[str, Path]) -> None:
+    """watch_config (the default) with the real 1 s watcher of a real `serve` process."""
+    port = free_port()
+    modules = {}
+    for name in ("a", "b", "c", "a2"):
+        modules[name] = tmp_path / f"{name}.wasm"
+        shutil.copy(guests["tagger"], modules[name])
+    path = tmp_path / "gw.yaml"
+
+    def write(a_module: str = "a", b_tag: str = "b-file", c_tag: str = "c-file") -> None:
+        config = {
+            "server": {"host": "127.0.0.1", "port": port},
+            "admin": {"state_dir": str(tmp_path / "state"), "keys": [{"name": role, "sha256": hash_key(key), "role": role} for role, key in KEYS.items()]},
+            "policy": {"plugins": {n: {"unpinned": True, "capabilities": ["response_body"]} for n in "abc"}},
+            "runtime": {"cache_dir": str(tmp_path / "cache")},
+            "plugins": [
+                {"name": "a", "wasm": str(modules[a_module]), "config": {"tag": "a-file"}},
+                {"name": "b", "wasm": str(modules["b"]), "config": {"tag": b_tag}},
+                {"name": "c", "wasm": str(modules["c"]), "config": {"tag": c_tag}},
+            ],
+        }
+        path.write_text(yaml.safe_dump(config))
+
+    def touch() -> None:
+        later = path.stat().st_mtime + 5
+        os.utime(path, (later, later))
+
+    write()
+    gw = Gateway(path, port)
+    try:
+        tags = lambda: [v for k, v in gw.client.get("/echo").json()["headers"] if k == "x-routeiq-tagged"]  # noqa: E731
+        watch = lambda: gw.client.get("/health").json()["config"]  # noqa: E731
+        assert tags() == ["a-file", "b-file", "c-file"]
+        swapped = gw.admin("POST", "/plugins/a/module", content=guests["chunk_counter"].read_bytes())
+        assert swapped.status_code == 200, swapped.text
+        assert gw.admin("PUT", "/plugins/b/config", role="operator", json={"tag": "b-admin"}).status_code == 200
+        assert tags() == ["b-admin", "c-file"]  # a is chunk_counter now: it tags nothing
+
+        touch()  # the no-op that used to revert both admin changes
+        assert eventually(lambda: watch().get("unchanged") == 1 or watch()["reloads"] > 0, timeout=10)
+        assert tags() == ["b-admin", "c-file"]
+        assert watch()["reloads"] == 0
+        assert gw.admin("GET", "/plugins/a", role="viewer").json()["sha256"] == swapped.json()["sha256"]
+
+        # A real edit: c's config (no admin change: applies), b's config and a's module
+        # (both overridden through /admin: reported, not applied).
+        write(a_module="a2", b_tag="b-edited", c_tag="c-edited")
+        assert eventually(lambda: watch()["reloads"] == 1, timeout=10)
+        assert tags() == ["b-admin", "c-edited"]
+        assert gw.admin("GET", "/plugins/a", role="viewer").json()["sha256"] == swapped.json()["sha256"]
+        report = watch()
+        assert report["last_error"] is None
+        assert [m.split(":")[0:2] for m in report["overridden"]] == [["plugin a", " module"], ["plugin b", " config"]]
+        assert "DELETE /admin/plugins/b/config" in report["overridden"][1]
+
+        touch()
+        assert eventually(lambda: watch()["unchanged"] == 2, timeout=10)
+        assert watch()["reloads"] == 1 and tags() == ["b-admin", "c-edited"]
+
+        # Undoing the admin changes returns each field to the file's (current) value.
+        assert gw.admin("DELETE", "/plugins/b/config", role="operator").status_code == 200
+        assert tags() == ["b-edited", "c-edited"]
+        assert gw.admin("DELETE", "/plugins/a/module").status_code == 200
+        assert tags() == ["a-file", "b-edited", "c-edited"]
+    finally:
+        gw.stop()
+    gw = Gateway(path, port)  # and a restart agrees: nothing left from the admin changes
+    try:
+        assert [v for k, v in gw.client.get("/echo").json()["headers"] if k == "x-routeiq-tagged"] == ["a-file", "b-edited", "c-edited"]
     finally:
         gw.stop()

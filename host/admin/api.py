@@ -177,6 +177,34 @@ def admin_routes(gateway: "Gateway") -> list[Route]:
             return _error(503, f"the module could not be kept in the admin state dir, the old one stays: {exc.strerror or exc}", "state_unwritable")
         return JSONResponse({"ok": True, "plugin": name, "sha256": plugin.sha256})
 
+    async def delete_config(request: Request) -> Response:
+        """
+        summary: Undo the admin config change - the config file's value for this plugin applies again (live) and is what a restart uses
+        responses: {200: {description: the file's config applies}, 400: {description: refused by the plugin or its schema}}
+        """
+        plugin = plugin_or_404(request)
+        if plugin is None:
+            return _error(404, f"no plugin {request.path_params['name']!r}", "not_found")
+        try:
+            plugin = gateway.reset_config(plugin.spec.name)
+        except PluginError as exc:
+            return _error(400, f"the file's configuration was refused, the admin one stays: {exc}", "rejected_by_plugin")
+        return JSONResponse({"ok": True, "plugin": plugin.spec.name, "config": plugin.spec.plugin_config.decode("utf-8", "replace")})
+
+    async def delete_module(request: Request) -> Response:
+        """
+        summary: Undo the admin module swap - hot-swap back to the module the config file names
+        responses: {200: {description: the file's module serves}, 400: {description: refused - the swapped-in module stays}}
+        """
+        plugin = plugin_or_404(request)
+        if plugin is None:
+            return _error(404, f"no plugin {request.path_params['name']!r}", "not_found")
+        try:
+            plugin = gateway.reset_module(plugin.spec.name)
+        except PluginError as exc:
+            return _error(400, f"the file's module was refused, the swapped-in one stays: {exc}", "module_refused")
+        return JSONResponse({"ok": True, "plugin": plugin.spec.name, "sha256": plugin.sha256})
+
     async def quarantine(request: Request) -> Response:
         """
         summary: Quarantine a plugin now (skipped, or 503 if not fail_open) until released - across restarts and module swaps
@@ -208,7 +236,9 @@ def admin_routes(gateway: "Gateway") -> list[Route]:
         Route("/admin/plugins/{name}/schema", guarded("viewer", get_schema), methods=["GET"]),
         Route("/admin/plugins/{name}/config", guarded("operator", put_config), methods=["PUT"]),
         Route("/admin/plugins/{name}/config", guarded("operator", patch_config), methods=["PATCH"]),
+        Route("/admin/plugins/{name}/config", guarded("operator", delete_config), methods=["DELETE"]),
         Route("/admin/plugins/{name}/module", guarded("admin", post_module), methods=["POST"]),
+        Route("/admin/plugins/{name}/module", guarded("admin", delete_module), methods=["DELETE"]),
         Route("/admin/plugins/{name}/quarantine", guarded("operator", quarantine), methods=["POST"]),
         Route("/admin/plugins/{name}/release", guarded("operator", release), methods=["POST"]),
     ]

@@ -77,6 +77,12 @@ class AdminState:
             state.pop("manifest", None)
         self._save(name, state)
 
+    def clear_module(self, name: str) -> None:
+        state = self.load(name)
+        if state.pop("module", None) is not None:
+            state.pop("manifest", None)
+            self._save(name, state)
+
     def save_quarantine(self, name: str, reason: str) -> None:
         state = self.load(name)
         state["quarantine"] = reason

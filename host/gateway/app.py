@@ -221,6 +221,30 @@ class Gateway:
         self._switch(old, new)
         return new
 
+    def file_spec(self, name: str) -> PluginSpec | None:
+        """The plugin as the config file (as last read) gives it, without admin changes."""
+        config = self.config_watcher.latest if self.config_watcher is not None else self.config
+        return next((s for s in config.plugin_specs() if s.name == name), None)
+
+    def reset_config(self, name: str) -> ProxyWasmPlugin:
+        """Undo an admin config change: the file's config applies again."""
+        plugin = self.plugin(name)
+        spec = self.file_spec(name)
+        config = spec.plugin_config if spec is not None else b""
+        if config != plugin.spec.plugin_config:
+            plugin.reconfigure(config)
+        self.admin_state.clear_config(name)
+        return plugin
+
+    def reset_module(self, name: str) -> ProxyWasmPlugin:
+        """Undo an admin module swap: back to the module the file names."""
+        spec = self.file_spec(name)
+        plugin = self.plugin(name)
+        if spec is not None and "module" in self.admin_state.overrides(name):
+            plugin = self.swap_to_file(name, spec.wasm_path, spec.sha256)
+        self.admin_state.clear_module(name)
+        return plugin
+
     def _start_replacement(self, old: ProxyWasmPlugin, spec: PluginSpec) -> ProxyWasmPlugin:
         new = load_plugin(spec, self.runtime, self.logs, self.policy, self.services)
         try:
@@ -253,7 +277,13 @@ class Gateway:
         if self.llm is not None:
             report["routing"] = self.llm.router.describe()
         if self.config_watcher is not None:
-            report["config"] = {"reloads": self.config_watcher.reloads, "last_error": self.config_watcher.last_error}
+            watcher = self.config_watcher
+            report["config"] = {
+                "reloads": watcher.reloads,
+                "unchanged": watcher.unchanged,  # touched, same content: not a reload
+                "last_error": watcher.last_error,
+                "overridden": sorted(watcher.overridden.values()),  # file edits an admin change overrides
+            }
         webhooks = self.events.stats()
         if webhooks is not None:
             report["webhooks"] = webhooks

@@ -1,16 +1,26 @@
 """Watches the main config file and applies what can change live, with the same validation
 as at startup. Plugin configuration changes go through proxy_on_configure; a changed module
 is hot-swapped; anything else (plugins added or removed, server, upstream, policy) is
-reported as needing a restart. A file that fails validation changes nothing."""
+reported as needing a restart. A file that fails validation changes nothing.
+
+Only a change of the file's content counts: a `touch`, or a rewrite with the same bytes,
+is not a reload. And the admin API's changes overlay the file: an edit applies to the
+fields it changed (against what the file said before), except a field an operator
+changed through /admin (a plugin's config or its module): that edit is not applied and is
+reported (a warning in the log and `config.overridden` in /health), never silently
+applied or dropped."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from routeiq.config import ConfigError, load_config
+from routeiq.config import ConfigError, config_from_bytes
+from routeiq.dispatch.plugin import PluginSpec
 from routeiq.runtime.errors import PluginError
 
 if TYPE_CHECKING:
@@ -19,21 +29,47 @@ if TYPE_CHECKING:
 log = logging.getLogger("routeiq.config")
 
 
+@dataclass(frozen=True)
+class _FileValues:
+    """The live-applicable fields of one plugin as the file gives them."""
+
+    module: tuple[Path, str | None]  # path and pin
+    config: bytes
+
+    @classmethod
+    def of(cls, spec: PluginSpec) -> "_FileValues":
+        return cls((spec.wasm_path.resolve(), spec.sha256.lower() if spec.sha256 else None), spec.plugin_config)
+
+
 class ConfigWatcher:
     def __init__(self, gateway: "Gateway", path: Path, interval_s: float = 1.0) -> None:
         self.gateway = gateway
         self.path = path
         self.interval_s = interval_s
-        self._mtime = self._stat()
+        self._stat = self._stat_now()
+        self._digest = gateway.config.digest or self._read_digest()
+        # What the file said for each plugin when it was last read: an edit is a field
+        # that differs from this, not from the running value (admin changes differ).
+        self._file = {s.name: _FileValues.of(s) for s in gateway.config.plugin_specs()}
+        self.latest = gateway.config  # the file as last read and validated
         self._task: asyncio.Task[None] | None = None
         self.reloads = 0
+        self.unchanged = 0  # the file was touched or rewritten with the same content
         self.last_error: str | None = None
+        self.overridden: dict[str, str] = {}  # "plugin.field" -> why the file's edit is not applied
 
-    def _stat(self) -> float:
+    def _stat_now(self) -> tuple[int, int]:
         try:
-            return self.path.stat().st_mtime_ns
+            st = self.path.stat()
         except OSError:
-            return 0.0
+            return (0, -1)
+        return (st.st_mtime_ns, st.st_size)
+
+    def _read_digest(self) -> str | None:
+        try:
+            return hashlib.sha256(self.path.read_bytes()).hexdigest()
+        except OSError:
+            return None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -46,40 +82,79 @@ class ConfigWatcher:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval_s)
-            mtime = self._stat()
-            if mtime != self._mtime:
-                self._mtime = mtime
-                self.reload()
+            self.poll()
 
-    def reload(self) -> None:
+    def poll(self) -> None:
+        """Reload if the file's content changed since it was last read."""
+        stat = self._stat_now()
+        if stat == self._stat:
+            return
+        self._stat = stat
         try:
-            fresh = load_config(self.path)
+            raw = self.path.read_bytes()
+        except OSError as exc:
+            self.last_error = f"{self.path}: cannot read config file: {exc.strerror or exc}"
+            log.error("config reload: %s", self.last_error)
+            return
+        digest = hashlib.sha256(raw).hexdigest()
+        if digest == self._digest:
+            self.unchanged += 1
+            log.debug("config file %s touched, content unchanged: nothing to reload", self.path)
+            return
+        self._digest = digest
+        self.reload(raw)
+
+    def reload(self, raw: bytes | None = None) -> None:
+        try:
+            fresh = config_from_bytes(raw if raw is not None else self.path.read_bytes(), self.path)
             specs = {s.name: s for s in fresh.plugin_specs()}
-        except ConfigError as exc:
+        except (ConfigError, OSError) as exc:
             self.last_error = str(exc)
             log.error("config reload refused, keeping the running configuration:\n%s", exc)
             return
+        self.latest = fresh
         gateway = self.gateway
         current = {p.spec.name: p for p in gateway.plugins}
         if set(specs) != set(current) | {f["name"] for f in gateway.failed_plugins}:
             log.warning("config reload: plugins were added or removed; that takes a restart")
         problems = []
-        for name, plugin in current.items():
+        for name in current:
             spec = specs.get(name)
-            if spec is None:
+            before = self._file.get(name)
+            if spec is None or before is None:
                 continue
+            now = _FileValues.of(spec)
+            applied_module, applied_config = before.module, before.config
+            overrides = gateway.admin_state.overrides(name)
             try:
-                if spec.wasm_path.resolve() != plugin.spec.wasm_path.resolve() or (spec.sha256 and spec.sha256 != plugin.sha256):
-                    gateway.swap_module(name, spec.wasm_path.read_bytes())
+                if now.module != before.module:
+                    if "module" in overrides:
+                        self._override(name, "module", f"the file now names {spec.wasm_path}, but a module swapped in through the admin API overrides it")
+                    else:
+                        gateway.swap_to_file(name, spec.wasm_path, spec.sha256)
+                        self.overridden.pop(f"{name}.module", None)
+                    applied_module = now.module
+                if now.config != before.config:
                     plugin = gateway.plugin(name)
-                if spec.plugin_config != plugin.spec.plugin_config:
-                    plugin.reconfigure(spec.plugin_config)
-                    gateway.admin_state.clear_config(name)  # the file is the newer word now
+                    if "config" in overrides and now.config != plugin.spec.plugin_config:
+                        self._override(name, "config", "the file's config changed, but a config set through the admin API overrides it")
+                    elif now.config != plugin.spec.plugin_config:
+                        plugin.reconfigure(spec.plugin_config)
+                        self.overridden.pop(f"{name}.config", None)
+                    applied_config = now.config
             except (PluginError, OSError) as exc:
                 problems.append(f"plugin {name}: {exc}")
+            # A field that failed to apply keeps its old value here, so the next edit retries it.
+            self._file[name] = _FileValues(applied_module, applied_config)
         self.reloads += 1
         self.last_error = "; ".join(problems) or None
         if problems:
             log.error("config reload applied partly: %s", self.last_error)
         else:
             log.warning("config reloaded from %s", self.path)
+
+    def _override(self, name: str, field: str, why: str) -> None:
+        undo = f"DELETE /admin/plugins/{name}/{field}"
+        message = f"plugin {name}: {field}: {why}; the file's value is not applied ({undo} returns to the file's)"
+        self.overridden[f"{name}.{field}"] = message
+        log.warning("config reload: %s", message)
