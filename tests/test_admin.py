@@ -417,3 +417,13 @@ def test_config_watcher_does_not_undo_admin_changes(tmp_path: Path, guests: dict
         assert [v for k, v in gw.client.get("/echo").json()["headers"] if k == "x-routeiq-tagged"] == ["a-file", "b-edited", "c-edited"]
     finally:
         gw.stop()
+
+
+def test_a_schema_with_a_dangling_ref_answers_400_not_500(make_app, live, http, tmp_path: Path, guests: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
+    module = tmp_path / "ref.wasm"
+    module.write_bytes(with_manifest(guests["tagger"].read_bytes(), {"config_schema": {"properties": {"tag": {"$ref": "http://127.0.0.1:9/t.json"}}}}))
+    admin = {"state_dir": str(tmp_path / "state"), "keys": [{"name": "ops", "sha256": hash_key(KEYS["operator"]), "role": "operator"}]}
+    base = live(make_app([{"name": "tagger", "wasm": str(module)}], admin=admin))
+    answer = http.put(base + "/admin/plugins/tagger/config", json={"tag": "x"}, headers={"authorization": f"Bearer {KEYS['operator']}"})
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "schema_violation"
+    assert "cannot resolve" in answer.json()["error"]["message"]

@@ -64,6 +64,11 @@ BAD: dict[str, tuple[Case, str]] = {
         and {"policy": _granted("tagger"), "plugins": [{"name": "tagger", "wasm": str(t / "schema.wasm"), "config": {"tag": 5}}]},
         "config.tag: 5 is not of type 'string'",
     ),
+    "invalid config_schema in the manifest": (
+        lambda t, g: (t / "bad-schema.wasm").write_bytes(with_manifest(g["tagger"].read_bytes(), {"config_schema": {"type": 5}}))
+        and {"policy": _granted("tagger"), "plugins": [{"name": "tagger", "wasm": str(t / "bad-schema.wasm")}]},
+        "config_schema: Value error, not a valid JSON Schema",
+    ),
     "policy file missing": (lambda t, g: {"policy": str(t / "no-such-policy.yaml")}, "no-such-policy.yaml"),
     "unknown strategy": (lambda t, g: _deployments(MOCK, strategy="no_such_strategy"), "unknown strategy 'no_such_strategy'"),
     "tampered artifact": (

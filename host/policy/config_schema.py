@@ -10,6 +10,7 @@ from typing import Any, Iterable
 
 import jsonschema
 from jsonschema.exceptions import SchemaError, ValidationError
+from referencing.exceptions import Unresolvable
 
 from routeiq import strict_json
 from routeiq.runtime.errors import PluginLoadError
@@ -42,7 +43,13 @@ def _path(parts: Iterable[Any], root: str = "config") -> str:
 def schema_errors(schema: dict[str, Any], document: Any) -> list[str]:
     """Every violation of `schema` by `document`, each naming its path (empty: valid)."""
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-    errors: list[ValidationError] = sorted(cls(schema).iter_errors(document), key=lambda e: (list(map(str, e.absolute_path)), e.message))
+    try:
+        found: list[ValidationError] = list(cls(schema).iter_errors(document))
+    except Unresolvable as exc:
+        # Only refs inside the schema resolve (nothing is fetched); a dangling one is the
+        # plugin author's error, reported instead of raised.
+        return [f"config_schema: cannot resolve {exc}"]
+    errors = sorted(found, key=lambda e: (list(map(str, e.absolute_path)), e.message))
     return [f"{_path(e.absolute_path)}: {e.message}" for e in errors]
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from routeiq import strict_json
 from routeiq.abi.capabilities import MANIFEST_SECTION, Capability
 
 
@@ -92,9 +92,9 @@ def load_manifest(wasm_path: Path, wasm: bytes, kept: PluginManifest | None = No
     if section is not None:
         origin = f"custom section {MANIFEST_SECTION}"
         try:
-            raw = json.loads(section.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ManifestError(f"{origin} is not valid JSON: {exc}") from None
+            raw = strict_json.loads(section)  # a module's bytes: no NaN, bounded nesting
+        except strict_json.JsonInputError as exc:
+            raise ManifestError(f"{origin} is not valid JSON: {exc.message}") from None
     else:
         for sidecar in _sidecars(wasm_path):
             if sidecar.exists():
