@@ -410,6 +410,7 @@ def test_config_watcher_does_not_undo_admin_changes(tmp_path: Path, guests: dict
         assert tags() == ["b-edited", "c-edited"]
         assert gw.admin("DELETE", "/plugins/a/module").status_code == 200
         assert tags() == ["a-file", "b-edited", "c-edited"]
+        assert watch()["overridden"] == []
     finally:
         gw.stop()
     gw = Gateway(path, port)  # and a restart agrees: nothing left from the admin changes

@@ -234,6 +234,8 @@ class Gateway:
         if config != plugin.spec.plugin_config:
             plugin.reconfigure(config)
         self.admin_state.clear_config(name)
+        if self.config_watcher is not None:
+            self.config_watcher.handed_back(name, "config")
         return plugin
 
     def reset_module(self, name: str) -> ProxyWasmPlugin:
@@ -243,6 +245,8 @@ class Gateway:
         if spec is not None and "module" in self.admin_state.overrides(name):
             plugin = self.swap_to_file(name, spec.wasm_path, spec.sha256)
         self.admin_state.clear_module(name)
+        if self.config_watcher is not None:
+            self.config_watcher.handed_back(name, "module")
         return plugin
 
     def _start_replacement(self, old: ProxyWasmPlugin, spec: PluginSpec) -> ProxyWasmPlugin:

@@ -82,7 +82,11 @@ class ConfigWatcher:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.interval_s)
-            self.poll()
+            try:
+                self.poll()
+            except Exception as exc:  # a surprise in one reload must not stop the watching
+                self.last_error = f"config reload failed: {exc}"
+                log.exception("config reload failed")
 
     def poll(self) -> None:
         """Reload if the file's content changed since it was last read."""
@@ -152,6 +156,10 @@ class ConfigWatcher:
             log.error("config reload applied partly: %s", self.last_error)
         else:
             log.warning("config reloaded from %s", self.path)
+
+    def handed_back(self, name: str, field: str) -> None:
+        """An admin change was undone: the file's value applies, no conflict remains."""
+        self.overridden.pop(f"{name}.{field}", None)
 
     def _override(self, name: str, field: str, why: str) -> None:
         undo = f"DELETE /admin/plugins/{name}/{field}"
