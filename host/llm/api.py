@@ -120,9 +120,7 @@ class LlmApi:
                     span.set_attribute("routeiq.decide_us", call.decide_s * 1e6)
         except NoSuchModel as exc:
             return openai_error(404, f"the model {str(exc) or '(none)'!r} does not exist; see GET /v1/models", "invalid_request_error", "model_not_found")
-        if body.get("stream"):
-            return await self._stream(call, body, exchange)
-        return await self._complete(call, body, exchange)
+        return await self._run(call, body, exchange, bool(body.get("stream")))
 
     def _headers(self, call: RoutedCall, d: LiveDeployment, attempts: int) -> dict[str, str]:
         return {
@@ -191,86 +189,80 @@ class LlmApi:
     def _attempts(self, call: RoutedCall) -> list[LiveDeployment]:
         return call.order[: self.retries + 1]
 
-    async def _complete(self, call: RoutedCall, body: dict[str, Any], exchange: LlmExchange) -> Response:
+    async def _run(self, call: RoutedCall, body: dict[str, Any], exchange: LlmExchange, stream: bool) -> Response:
+        """Try the candidates in order until one answers. Every way out of an attempt
+        settles it (see `_Attempt`), so no breaker is left with a probe slot taken."""
         last: BackendError | None = None
-        for attempt, d in enumerate(self._attempts(call), start=1):
+        for number, d in enumerate(self._attempts(call), start=1):
             breaker = self.router.breaker(d)
             if not breaker.allow():
                 continue
-            began = time.perf_counter()
-            span = self._span(call, d, False)
+            attempt = _Attempt(self, call, d, breaker.probe_round, stream)
             try:
-                answer = await self.backends[d.kind].complete(d, body, self.timeout_s)
+                if stream:
+                    return await self._open_stream(attempt, body, exchange, number)
+                return await self._answer(attempt, body, exchange, number)
             except BackendError as exc:
-                self._end_span(span, False, None, str(exc))
-                self.router.record(call, d, False, time.perf_counter() - began)
-                log.warning("request %s: %s failed (%s); %s", call.request.request_id, d.id, exc, "failing over" if exc.retryable else "not retryable")
-                last = exc
-                if not exc.retryable:
-                    break
-                self.router.fallbacks += 1
-                continue
-            usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else None
-            if span is not None:
-                span.set_attribute("gen_ai.response.model", str(answer.get("model", "")))
-            self._end_span(span, True, usage)
-            self.router.record(call, d, True, time.perf_counter() - began, usage)
-            self._outcome(exchange, call, d, 200, began, usage)
-            await self._native_success(call, exchange)
-            return JSONResponse(answer, headers=self._headers(call, d, attempt))
+                error = exc
+            except Exception as exc:  # an answer we cannot use, or a backend bug: the deployment failed
+                log.warning("request %s: %s failed unexpectedly", call.request.request_id, d.id, exc_info=True)
+                error = BackendError(f"{d.id} failed: {type(exc).__name__}: {exc}", 502)
+            except BaseException:  # cancelled: says nothing about the deployment
+                attempt.abandon("cancelled")
+                raise
+            attempt.fail(str(error))
+            log.warning("request %s: %s failed (%s); %s", call.request.request_id, d.id, error, "failing over" if error.retryable else "not retryable")
+            last = error
+            if not error.retryable:
+                break
+            self.router.fallbacks += 1
         return await self._exhausted(call, last)
 
-    async def _stream(self, call: RoutedCall, body: dict[str, Any], exchange: LlmExchange) -> Response:
-        last: BackendError | None = None
-        for attempt, d in enumerate(self._attempts(call), start=1):
-            breaker = self.router.breaker(d)
-            if not breaker.allow():
-                continue
-            began = time.perf_counter()
-            span = self._span(call, d, True)
-            try:
-                chunks = await self.backends[d.kind].stream(d, body, self.timeout_s)
-            except BackendError as exc:
-                self._end_span(span, False, None, str(exc))
-                self.router.record(call, d, False, time.perf_counter() - began)
-                last = exc
-                if not exc.retryable:
-                    break
-                self.router.fallbacks += 1
-                continue
-            return StreamingResponse(
-                self._relay(chunks, call, d, began, exchange, span),
-                media_type="text/event-stream",
-                headers={"cache-control": "no-cache", **self._headers(call, d, attempt)},
-            )
-        return await self._exhausted(call, last)
+    async def _answer(self, attempt: "_Attempt", body: dict[str, Any], exchange: LlmExchange, number: int) -> Response:
+        d = attempt.d
+        answer = await self.backends[d.kind].complete(d, body, self.timeout_s)
+        if not isinstance(answer, dict):
+            raise BackendError(f"{d.id} answered JSON that is not an object ({type(answer).__name__})", 502)
+        usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else None
+        response = JSONResponse(answer, headers=self._headers(attempt.call, d, number))  # refuses NaN: a bad answer
+        if attempt.span is not None:
+            attempt.span.set_attribute("gen_ai.response.model", str(answer.get("model", "")))
+        attempt.succeed(usage)
+        self._outcome(exchange, attempt.call, d, 200, attempt.began, usage)
+        await self._native_success(attempt.call, exchange)
+        return response
 
-    async def _relay(self, chunks: AsyncIterator[bytes], call: RoutedCall, d: LiveDeployment, began: float, exchange: LlmExchange, span: Any = None) -> AsyncIterator[bytes]:
+    async def _open_stream(self, attempt: "_Attempt", body: dict[str, Any], exchange: LlmExchange, number: int) -> Response:
+        d = attempt.d
+        chunks = await self.backends[d.kind].stream(d, body, self.timeout_s)
+        return _RelayResponse(
+            self._relay(chunks, attempt, exchange),
+            attempt,
+            chunks,
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", **self._headers(attempt.call, d, number)},
+        )
+
+    async def _relay(self, chunks: AsyncIterator[bytes], attempt: "_Attempt", exchange: LlmExchange) -> AsyncIterator[bytes]:
         tap = UsageTap()
-        ok = False
-        client_gone = False
         try:
             async for chunk in chunks:
                 tap.feed(chunk)
                 yield chunk
-            ok = True
         except (GeneratorExit, asyncio.CancelledError):
             # Closed or cancelled from our side (the client hung up, or shutdown), whether
-            # while waiting for the next chunk or while handing one on.
-            client_gone = True
+            # while waiting for the next chunk or while handing one on: says nothing about
+            # the deployment (499, as nginx logs it).
+            attempt.abandon("client closed the stream", tap.usage)
+            self._outcome(exchange, attempt.call, attempt.d, 499, attempt.began, tap.usage)
             raise
-        finally:
-            if client_gone:
-                # The client hung up: says nothing about the deployment, so neither its
-                # breaker nor the strategy's statistics hear of it (499, as nginx logs it).
-                self._end_span(span, False, tap.usage, "client closed the stream")
-                self._outcome(exchange, call, d, 499, began, tap.usage)
-            else:
-                self._end_span(span, ok, tap.usage, "" if ok else "stream interrupted")
-                self.router.record(call, d, ok, time.perf_counter() - began, tap.usage)
-                self._outcome(exchange, call, d, 200 if ok else 502, began, tap.usage)
-            if ok:
-                await self._native_success(call, exchange)
+        except BaseException:
+            attempt.fail("stream interrupted", tap.usage)
+            self._outcome(exchange, attempt.call, attempt.d, 502, attempt.began, tap.usage)
+            raise
+        attempt.succeed(tap.usage)
+        self._outcome(exchange, attempt.call, attempt.d, 200, attempt.began, tap.usage)
+        await self._native_success(attempt.call, exchange)
 
     async def _native_success(self, call: RoutedCall, exchange: LlmExchange) -> None:
         outcome = exchange.outcome.as_dict() if exchange.outcome is not None else {}
@@ -295,3 +287,57 @@ class LlmApi:
             except json.JSONDecodeError:
                 pass
         return openai_error(504 if last.status == 504 else 502, f"all deployments failed; last: {last}", "server_error", "upstream_error")
+
+
+class _Attempt:
+    """One try of one deployment. Settled exactly once, whatever way the try ends: an
+    answer (`succeed`), an error or an answer we cannot use (`fail`: breaker and strategy
+    hear it), or cancellation / a client that went away (`abandon`: the half-open probe
+    slot is handed back and nothing is counted against the deployment)."""
+
+    def __init__(self, api: LlmApi, call: RoutedCall, d: LiveDeployment, probe_round: int, stream: bool) -> None:
+        self.api = api
+        self.call = call
+        self.d = d
+        self.probe_round = probe_round
+        self.began = time.perf_counter()
+        self.span = api._span(call, d, stream)
+        self.settled = False
+
+    def succeed(self, usage: dict[str, int] | None) -> None:
+        if not self.settled:
+            self.settled = True
+            self.api._end_span(self.span, True, usage)
+            self.api.router.record(self.call, self.d, True, time.perf_counter() - self.began, usage)
+
+    def fail(self, error: str, usage: dict[str, int] | None = None) -> None:
+        if not self.settled:
+            self.settled = True
+            self.api._end_span(self.span, False, usage, error)
+            self.api.router.record(self.call, self.d, False, time.perf_counter() - self.began, usage)
+
+    def abandon(self, reason: str, usage: dict[str, int] | None = None) -> None:
+        if not self.settled:
+            self.settled = True
+            self.api._end_span(self.span, False, usage, reason)
+            self.api.router.breaker(self.d).release(self.probe_round)
+
+
+class _RelayResponse(StreamingResponse):
+    """A relayed stream that settles its attempt even if the relay never ran (the client
+    was gone before the first chunk) and always closes the upstream stream."""
+
+    def __init__(self, content: AsyncIterator[bytes], attempt: _Attempt, upstream: AsyncIterator[bytes], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._attempt = attempt
+        self._upstream = upstream
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            for iterator in (self.body_iterator, self._upstream):
+                aclose = getattr(iterator, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+            self._attempt.abandon("client closed the stream before it started")

@@ -2,7 +2,9 @@
 
 closed -> open after `failure_threshold` failures within `window_s`; open -> half-open
 after `cooldown_s`; half-open lets `half_open_probes` calls through: a success closes the
-breaker, a failure opens it again for another cool-down.
+breaker, a failure opens it again for another cool-down. A probe that ends without an
+outcome (the caller was cancelled) hands its slot back with `release`, so a breaker can
+never stay half-open with every probe slot taken by calls that are gone.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class CircuitBreaker:
         self._failures: deque[float] = deque()
         self._opened_at = 0.0
         self._probes = 0
+        self.probe_round = 0  # which half-open period the probes counted in _probes belong to
         self.transitions: Counter[tuple[str, str]] = Counter()
 
     def _move(self, new: str) -> None:
@@ -48,6 +51,7 @@ class CircuitBreaker:
         if self.state == OPEN and self._clock() - self._opened_at >= self.settings.cooldown_s:
             self._move(HALF_OPEN)
             self._probes = 0
+            self.probe_round += 1
         if self.state == CLOSED:
             return True
         if self.state == HALF_OPEN and self._probes < self.settings.half_open_probes:
@@ -62,6 +66,12 @@ class CircuitBreaker:
         if self.state == OPEN:
             return self._clock() - self._opened_at >= self.settings.cooldown_s
         return self._probes < self.settings.half_open_probes
+
+    def release(self, probe_round: int) -> None:
+        """Give back a probe slot taken in half-open period `probe_round` without an
+        outcome. A slot from an earlier period is gone already (the state moved on)."""
+        if self.state == HALF_OPEN and self.probe_round == probe_round and self._probes > 0:
+            self._probes -= 1
 
     def success(self) -> None:
         if self.state == HALF_OPEN:

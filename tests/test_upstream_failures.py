@@ -1,0 +1,179 @@
+"""Deployments and upstreams that misbehave (issue #11, "Upstreams and breakers"): answers
+the host cannot use, trickling bodies, stalled streams; breakers that must neither stick
+half-open nor trip on a handful of failures in a sea of successes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from support import eventually
+
+CHAT = {"model": "chat", "messages": [{"role": "user", "content": "hello there"}]}
+COMPLETION = {
+    "id": "chatcmpl-fake",
+    "object": "chat.completion",
+    "created": 0,
+    "model": "fake",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3},
+}
+
+
+class FakeDeployment:
+    """An OpenAI-compatible upstream (raw ASGI, served by a real uvicorn) whose behaviour
+    the test switches: `mode` is one of ok, error, list, garbage, trickle, stall_stream,
+    silent_stream."""
+
+    def __init__(self) -> None:
+        self.mode = "ok"
+        self.calls = 0
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        while (await receive()).get("more_body"):
+            pass
+        self.calls += 1
+        gone = asyncio.Event()
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            await self._answer(send, gone)
+        finally:
+            watcher.cancel()
+
+    async def _answer(self, send: Any, gone: asyncio.Event) -> None:
+        mode = self.mode
+        if mode in ("ok", "error", "list", "garbage"):
+            status, body = {
+                "ok": (200, json.dumps(COMPLETION).encode()),
+                "error": (500, b'{"error": {"message": "boom"}}'),
+                "list": (200, b"[]"),
+                "garbage": (200, b"\x80\x81 not json, not even UTF-8"),
+            }[mode]
+            await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json" if mode == "trickle" else b"text/event-stream")]})
+        if mode == "trickle":  # a valid answer, one byte a second
+            pieces = [bytes([b]) for b in json.dumps(COMPLETION).encode()]
+        elif mode == "stall_stream":  # one event, then nothing
+            pieces = [b'data: {"choices": [{"index": 0, "delta": {"content": "hi"}}]}\n\n']
+        else:  # silent_stream: headers, then nothing at all
+            pieces = []
+        for i, piece in enumerate(pieces):
+            if i and await _gone_within(gone, 1.0):
+                return
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+        await _gone_within(gone, 60.0)
+
+
+async def _gone_within(gone: asyncio.Event, seconds: float) -> bool:
+    try:
+        await asyncio.wait_for(gone.wait(), seconds)
+        return True
+    except asyncio.TimeoutError:
+        return False
+
+
+@pytest.fixture
+def fake(live) -> tuple[FakeDeployment, str]:  # type: ignore[no-untyped-def]
+    deployment = FakeDeployment()
+    return deployment, live(deployment) + "/v1"
+
+
+def routed_app(make_app, api_base: str, **router: Any):  # type: ignore[no-untyped-def]
+    deployment = {
+        "model_name": "chat",
+        "litellm_params": {"model": "openai/fake", "api_base": api_base, "api_key": "sk-test"},
+        "model_info": {"id": "a"},
+    }
+    return make_app([], model_list=[deployment], router={"retries": 0, **router})
+
+
+def breaker_state(client: httpx.Client, url: str) -> str:
+    return client.get(f"{url}/health").json()["breakers"]["deployment:a"]["state"]
+
+
+# ------------------------------------------------------------------ item 9
+@pytest.mark.parametrize("unusable", ["list", "garbage"])
+def test_an_unusable_answer_to_the_half_open_probe_does_not_stick_the_breaker(make_app, live, fake, http: httpx.Client, unusable: str) -> None:  # type: ignore[no-untyped-def]
+    deployment, api_base = fake
+    url = live(routed_app(make_app, api_base, breaker={"failure_threshold": 1, "cooldown_s": 0.3}))
+    chat = f"{url}/v1/chat/completions"
+    deployment.mode = "error"
+    assert http.post(chat, json=CHAT).status_code == 502
+    assert breaker_state(http, url) == "open"
+    deployment.mode = unusable  # the half-open probe gets `[]` or bytes that are not JSON
+    time.sleep(0.35)
+    probe = http.post(chat, json=CHAT)
+    assert probe.status_code == 502, probe.text  # the deployment failed, OpenAI-shaped
+    assert probe.json()["error"]["code"] == "upstream_error"
+    assert breaker_state(http, url) == "open"  # that probe counted as a failure...
+    deployment.mode = "ok"  # ...and once the deployment is healthy the next probe goes through
+    assert eventually(lambda: http.post(chat, json=CHAT).status_code == 200, timeout=5)
+    assert breaker_state(http, url) == "closed"
+
+
+def test_a_cancelled_half_open_probe_hands_its_slot_back(make_app, fake) -> None:  # type: ignore[no-untyped-def]
+    from routeiq.hostcalls.llm_exchange import LlmExchange
+
+    deployment, api_base = fake
+    app = routed_app(make_app, api_base, breaker={"failure_threshold": 1, "cooldown_s": 0.2})
+    api = app.state.gateway.llm
+    breaker = api.router.breakers.get("deployment:a")
+
+    async def scenario() -> None:
+        try:
+            deployment.mode = "error"
+            call = api.router.plan("r1", CHAT, None)
+            assert (await api._run(call, CHAT, LlmExchange(dict(CHAT)), False)).status_code == 502
+            assert breaker.state == "open"
+            await asyncio.sleep(0.25)
+            deployment.mode = "trickle"  # the probe hangs...
+            calls = deployment.calls
+            task = asyncio.ensure_future(api._run(api.router.plan("r2", CHAT, None), CHAT, LlmExchange(dict(CHAT)), False))
+            while deployment.calls == calls:
+                await asyncio.sleep(0.01)
+            task.cancel()  # ...and is cancelled (shutdown, a client gone): no outcome
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert breaker.state == "half_open" and breaker.available()  # the slot is free again
+            deployment.mode = "ok"
+            answer = await api._run(api.router.plan("r3", CHAT, None), CHAT, LlmExchange(dict(CHAT)), False)
+            assert answer.status_code == 200
+            assert breaker.state == "closed"
+        finally:
+            await api.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_client_gone_before_the_first_chunk_of_a_probe_does_not_stick_the_breaker(make_app, live, fake, http: httpx.Client) -> None:  # type: ignore[no-untyped-def]
+    deployment, api_base = fake
+    url = live(routed_app(make_app, api_base, breaker={"failure_threshold": 1, "cooldown_s": 0.3}))
+    chat = f"{url}/v1/chat/completions"
+    deployment.mode = "error"
+    assert http.post(chat, json=CHAT).status_code == 502
+    time.sleep(0.35)
+    deployment.mode = "silent_stream"  # the probe's stream never sends a byte
+    with httpx.Client(timeout=httpx.Timeout(30, read=0.5), trust_env=False) as impatient:
+        with pytest.raises(httpx.ReadTimeout):  # the client gives up and hangs up
+            with impatient.stream("POST", chat, json={**CHAT, "stream": True}) as response:
+                next(response.iter_raw())
+    deployment.mode = "ok"
+    assert eventually(lambda: http.post(chat, json=CHAT).status_code == 200, timeout=5)
