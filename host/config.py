@@ -162,7 +162,9 @@ class RouterConfig(_Strict):
     custom_routers: str | None = None  # directory of custom strategy modules
     auto_model: str = "auto"  # a request for this model may be routed to any deployment
     retries: int = Field(2, ge=0, le=10)  # other deployments tried after a failure
-    timeout_s: float = Field(60.0, gt=0)
+    timeout_s: float = Field(60.0, gt=0)  # a whole non-streaming attempt: connect, head and body
+    first_byte_timeout_s: float | None = Field(None, gt=0)  # streaming: until the first chunk (None: timeout_s)
+    stream_idle_timeout_s: float = Field(30.0, gt=0)  # streaming: longest gap between two chunks
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
 
 

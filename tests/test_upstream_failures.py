@@ -165,7 +165,7 @@ def test_a_cancelled_half_open_probe_hands_its_slot_back(make_app, fake) -> None
 
 def test_a_client_gone_before_the_first_chunk_of_a_probe_does_not_stick_the_breaker(make_app, live, fake, http: httpx.Client) -> None:  # type: ignore[no-untyped-def]
     deployment, api_base = fake
-    url = live(routed_app(make_app, api_base, breaker={"failure_threshold": 1, "cooldown_s": 0.3}))
+    url = live(routed_app(make_app, api_base, first_byte_timeout_s=1, breaker={"failure_threshold": 1, "cooldown_s": 0.3}))
     chat = f"{url}/v1/chat/completions"
     deployment.mode = "error"
     assert http.post(chat, json=CHAT).status_code == 502
@@ -177,3 +177,120 @@ def test_a_client_gone_before_the_first_chunk_of_a_probe_does_not_stick_the_brea
                 next(response.iter_raw())
     deployment.mode = "ok"
     assert eventually(lambda: http.post(chat, json=CHAT).status_code == 200, timeout=5)
+
+
+# ------------------------------------------------------------------ item 11
+def test_a_trickling_deployment_cannot_hold_a_request_past_timeout_s(make_app, live, fake) -> None:  # type: ignore[no-untyped-def]
+    deployment, api_base = fake
+    url = live(routed_app(make_app, api_base, timeout_s=1))
+    deployment.mode = "trickle"  # headers at once, then the body a byte every 0.5 s
+    with httpx.Client(timeout=10, trust_env=False) as client:  # main: held until this read timeout
+        began = time.monotonic()
+        response = client.post(f"{url}/v1/chat/completions", json=CHAT)
+    assert response.status_code == 504, response.text
+    assert response.json()["error"]["code"] == "upstream_error"
+    assert "router.timeout_s" in response.json()["error"]["message"]
+    assert time.monotonic() - began < 8  # ended by the deadline, not by the client giving up
+
+
+def test_a_stream_without_a_first_chunk_fails_over_within_first_byte_timeout(make_app, live, fake) -> None:  # type: ignore[no-untyped-def]
+    deployment, api_base = fake
+    embedded = {"model_name": "chat", "litellm_params": {"model": "openai/mock-b", "api_base": "embedded"}, "model_info": {"id": "b"}}
+    silent = {"model_name": "chat", "litellm_params": {"model": "openai/fake", "api_base": api_base, "api_key": "k"}, "model_info": {"id": "a", "cost_per_1k_tokens": 0}}
+    embedded["model_info"]["cost_per_1k_tokens"] = 1
+    app = make_app([], model_list=[silent, embedded], router={"strategy": "cheapest", "retries": 1, "first_byte_timeout_s": 1})
+    url = live(app)
+    deployment.mode = "silent_stream"  # a 200 and headers, then nothing
+    with httpx.Client(timeout=10, trust_env=False) as client:
+        response = client.post(f"{url}/v1/chat/completions", json={**CHAT, "stream": True})
+    assert response.status_code == 200
+    assert response.headers["x-routeiq-deployment"] == "b"  # the silent one was left in time
+    assert response.headers["x-routeiq-attempts"] == "2"
+    assert response.text.rstrip().endswith("data: [DONE]")
+
+
+def test_a_stream_that_goes_quiet_is_cut_with_an_error_event(make_app, live, fake) -> None:  # type: ignore[no-untyped-def]
+    deployment, api_base = fake
+    url = live(routed_app(make_app, api_base, stream_idle_timeout_s=1))
+    deployment.mode = "stall_stream"  # one event, then silence
+    with httpx.Client(timeout=10, trust_env=False) as client:
+        began = time.monotonic()
+        response = client.post(f"{url}/v1/chat/completions", json={**CHAT, "stream": True})
+        assert time.monotonic() - began < 8
+        events = [e for e in response.text.split("\n\n") if e]
+        assert response.status_code == 200
+        assert json.loads(events[0][6:])["choices"][0]["delta"]["content"] == "hi"
+        error = json.loads(events[-1][6:])["error"]
+        assert "router.stream_idle_timeout_s" in error["message"] and error["code"] == "upstream_error"
+        assert "data: [DONE]" not in response.text  # an OpenAI client raises on the error event
+
+
+class Trickler:
+    """A raw TCP upstream that answers `script` (bytes, or None: stay silent) a byte every
+    `interval_s`, in its own thread; for slow-head / stalled-body attacks on the proxy."""
+
+    def __init__(self, head: bytes, body: bytes = b"", stall: bool = True, interval_s: float = 0.5) -> None:
+        import socket
+        import threading
+
+        self.head, self.body, self.stall, self.interval_s = head, body, stall, interval_s
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self._stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import threading
+
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: Any) -> None:
+        with conn:
+            try:
+                conn.recv(65536)
+                for byte in self.head:  # the head a byte at a time
+                    conn.sendall(bytes([byte]))
+                    if self._stop.wait(self.interval_s):
+                        return
+                conn.sendall(self.body)
+                self._stop.wait(30 if self.stall else 0)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._server.close()
+
+
+@pytest.fixture
+def trickler():  # type: ignore[no-untyped-def]
+    made: list[Trickler] = []
+    yield lambda *a, **k: made.append(Trickler(*a, **k)) or made[-1]
+    for t in made:
+        t.close()
+
+
+def test_the_reverse_proxy_bounds_a_trickled_response_head(make_app, live, trickler) -> None:  # type: ignore[no-untyped-def]
+    upstream = trickler(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\n", b"ok")
+    url = live(make_app([], upstream={"url": f"http://127.0.0.1:{upstream.port}", "timeout_s": 1}))
+    with httpx.Client(timeout=10, trust_env=False) as client:
+        began = time.monotonic()
+        response = client.get(f"{url}/anything")
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "upstream_timeout"
+    assert time.monotonic() - began < 8
+
+
+def test_the_reverse_proxy_cuts_a_body_that_goes_quiet(make_app, live, trickler) -> None:  # type: ignore[no-untyped-def]
+    upstream = trickler(b"", b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 100\r\n\r\nonly part of it")
+    url = live(make_app([], upstream={"url": f"http://127.0.0.1:{upstream.port}", "timeout_s": 1}))
+    with httpx.Client(timeout=10, trust_env=False) as client:
+        began = time.monotonic()
+        with pytest.raises(httpx.RemoteProtocolError):  # the response is cut, not completed
+            client.get(f"{url}/anything")
+    assert time.monotonic() - began < 8

@@ -1,8 +1,13 @@
 """The OpenAI-compatible endpoints: /v1/chat/completions, /v1/models, /v1/feedback.
 
 A deployment that fails before its first byte (error status, timeout, refused
-connection) is marked on its breaker and the next candidate is tried; once bytes have
-gone to the client, a stream is never switched.
+connection, an answer that is not a JSON object) is marked on its breaker and the next
+candidate is tried; once bytes have gone to the client, a stream is never switched.
+
+Deadlines are whole (`Deadlines`): a non-streaming attempt gets `timeout_s` for all of
+it, connect to last body byte; a streaming one gets `first_byte_s` until its first
+chunk, then at most `idle_s` between chunks. A stream that goes quiet mid-way ends with
+an OpenAI-style `data: {"error": ...}` event and no `[DONE]`.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import json
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -60,14 +66,23 @@ class UsageTap:
                         self.usage = usage
 
 
+@dataclass(frozen=True)
+class Deadlines:
+    """router.timeout_s, router.first_byte_timeout_s (default timeout_s), router.stream_idle_timeout_s."""
+
+    whole_s: float = 60.0
+    first_byte_s: float = 60.0
+    idle_s: float = 30.0
+
+
 class LlmApi:
-    def __init__(self, router: LlmRouter, embedded: EmbeddedBackend, passthrough: PassthroughBackend, litellm: LitellmBackend, timeout_s: float, retries: int) -> None:
+    def __init__(self, router: LlmRouter, embedded: EmbeddedBackend, passthrough: PassthroughBackend, litellm: LitellmBackend, deadlines: Deadlines, retries: int) -> None:
         self.tracer: Tracer | None = None  # set by the app when tracing is on
         self.events: Any = None  # GatewayEvents, set by the app
         self.native: list[Any] = []  # native GatewayPlugins, set by the app
         self.router = router
         self.backends = {"embedded": embedded, "passthrough": passthrough, "litellm": litellm}
-        self.timeout_s = timeout_s
+        self.deadlines = deadlines
         self.retries = retries
         self.app = Starlette(
             routes=[
@@ -220,7 +235,12 @@ class LlmApi:
 
     async def _answer(self, attempt: "_Attempt", body: dict[str, Any], exchange: LlmExchange, number: int) -> Response:
         d = attempt.d
-        answer = await self.backends[d.kind].complete(d, body, self.timeout_s)
+        whole = self.deadlines.whole_s
+        try:
+            async with asyncio.timeout(whole):  # connect, head and the whole body
+                answer = await self.backends[d.kind].complete(d, body, whole)
+        except TimeoutError:
+            raise BackendError(f"{d.id} did not answer within {whole:g} s (router.timeout_s)", 504) from None
         if not isinstance(answer, dict):
             raise BackendError(f"{d.id} answered JSON that is not an object ({type(answer).__name__})", 502)
         usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else None
@@ -234,35 +254,67 @@ class LlmApi:
 
     async def _open_stream(self, attempt: "_Attempt", body: dict[str, Any], exchange: LlmExchange, number: int) -> Response:
         d = attempt.d
-        chunks = await self.backends[d.kind].stream(d, body, self.timeout_s)
+        first_byte = self.deadlines.first_byte_s
+        try:
+            # The first chunk is fetched before the response starts: until then the
+            # request can still fail over. (If anext fails, the stream has ended: the
+            # failure went through its frame, so there is nothing left to close.)
+            async with asyncio.timeout(first_byte):
+                # The backend's own per-operation timeout is only a backstop for ours.
+                chunks = await self.backends[d.kind].stream(d, body, max(first_byte, self.deadlines.idle_s))
+                first = await anext(chunks)
+        except StopAsyncIteration:
+            raise BackendError(f"{d.id} ended its stream without sending anything", 502) from None
+        except TimeoutError:
+            raise BackendError(f"{d.id} sent no first chunk within {first_byte:g} s (router.first_byte_timeout_s)", 504) from None
         return _RelayResponse(
-            self._relay(chunks, attempt, exchange),
+            self._relay(first, chunks, attempt, exchange),
             attempt,
             chunks,
             media_type="text/event-stream",
             headers={"cache-control": "no-cache", **self._headers(attempt.call, d, number)},
         )
 
-    async def _relay(self, chunks: AsyncIterator[bytes], attempt: "_Attempt", exchange: LlmExchange) -> AsyncIterator[bytes]:
+    async def _relay(self, first: bytes, chunks: AsyncIterator[bytes], attempt: "_Attempt", exchange: LlmExchange) -> AsyncIterator[bytes]:
         tap = UsageTap()
+        error = ""
         try:
-            async for chunk in chunks:
+            chunk: bytes | None = first
+            while chunk is not None:
                 tap.feed(chunk)
                 yield chunk
+                chunk, error = await self._next_chunk(chunks, attempt.d)
+            if error:
+                attempt.fail(error, tap.usage)  # before the event: the client may leave during it
+                self._outcome(exchange, attempt.call, attempt.d, 502, attempt.began, tap.usage)
+                event = {"error": {"message": error, "type": "server_error", "param": None, "code": "upstream_error"}}
+                yield b"data: " + json.dumps(event).encode() + b"\n\n"
+                return
         except (GeneratorExit, asyncio.CancelledError):
             # Closed or cancelled from our side (the client hung up, or shutdown), whether
             # while waiting for the next chunk or while handing one on: says nothing about
             # the deployment (499, as nginx logs it).
+            if not attempt.settled:
+                self._outcome(exchange, attempt.call, attempt.d, 499, attempt.began, tap.usage)
             attempt.abandon("client closed the stream", tap.usage)
-            self._outcome(exchange, attempt.call, attempt.d, 499, attempt.began, tap.usage)
-            raise
-        except BaseException:
-            attempt.fail("stream interrupted", tap.usage)
-            self._outcome(exchange, attempt.call, attempt.d, 502, attempt.began, tap.usage)
             raise
         attempt.succeed(tap.usage)
         self._outcome(exchange, attempt.call, attempt.d, 200, attempt.began, tap.usage)
         await self._native_success(attempt.call, exchange)
+
+    async def _next_chunk(self, chunks: AsyncIterator[bytes], d: LiveDeployment) -> tuple[bytes | None, str]:
+        """The next chunk within router.stream_idle_timeout_s; (None, "") at the end,
+        (None, why) if the deployment went quiet or broke the stream."""
+        idle = self.deadlines.idle_s
+        try:
+            async with asyncio.timeout(idle):
+                return await anext(chunks), ""
+        except StopAsyncIteration:
+            return None, ""
+        except TimeoutError:
+            return None, f"{d.id} sent nothing for {idle:g} s (router.stream_idle_timeout_s); stream cut"
+        except Exception as exc:  # the upstream connection broke mid-stream
+            return None, f"{d.id} broke its stream: {type(exc).__name__}: {exc}"
 
     async def _native_success(self, call: RoutedCall, exchange: LlmExchange) -> None:
         outcome = exchange.outcome.as_dict() if exchange.outcome is not None else {}
@@ -336,8 +388,12 @@ class _RelayResponse(StreamingResponse):
         try:
             await super().__call__(scope, receive, send)
         finally:
-            for iterator in (self.body_iterator, self._upstream):
-                aclose = getattr(iterator, "aclose", None)
-                if aclose is not None:
-                    await aclose()
+            await _aclose(self.body_iterator)
+            await _aclose(self._upstream)
             self._attempt.abandon("client closed the stream before it started")
+
+
+async def _aclose(iterator: Any) -> None:
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        await aclose()
