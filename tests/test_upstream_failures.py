@@ -113,7 +113,7 @@ def breaker_state(client: httpx.Client, url: str) -> str:
 @pytest.mark.parametrize("unusable", ["list", "garbage"])
 def test_an_unusable_answer_to_the_half_open_probe_does_not_stick_the_breaker(make_app, live, fake, http: httpx.Client, unusable: str) -> None:  # type: ignore[no-untyped-def]
     deployment, api_base = fake
-    url = live(routed_app(make_app, api_base, breaker={"failure_threshold": 1, "cooldown_s": 0.3}))
+    url = live(routed_app(make_app, api_base, breaker={"consecutive_failures": 1, "cooldown_s": 0.3}))
     chat = f"{url}/v1/chat/completions"
     deployment.mode = "error"
     assert http.post(chat, json=CHAT).status_code == 502
@@ -133,7 +133,7 @@ def test_a_cancelled_half_open_probe_hands_its_slot_back(make_app, fake) -> None
     from routeiq.hostcalls.llm_exchange import LlmExchange
 
     deployment, api_base = fake
-    app = routed_app(make_app, api_base, breaker={"failure_threshold": 1, "cooldown_s": 0.2})
+    app = routed_app(make_app, api_base, breaker={"consecutive_failures": 1, "cooldown_s": 0.2})
     api = app.state.gateway.llm
     breaker = api.router.breakers.get("deployment:a")
 
@@ -165,7 +165,7 @@ def test_a_cancelled_half_open_probe_hands_its_slot_back(make_app, fake) -> None
 
 def test_a_client_gone_before_the_first_chunk_of_a_probe_does_not_stick_the_breaker(make_app, live, fake, http: httpx.Client) -> None:  # type: ignore[no-untyped-def]
     deployment, api_base = fake
-    url = live(routed_app(make_app, api_base, first_byte_timeout_s=1, breaker={"failure_threshold": 1, "cooldown_s": 0.3}))
+    url = live(routed_app(make_app, api_base, first_byte_timeout_s=1, breaker={"consecutive_failures": 1, "cooldown_s": 0.3}))
     chat = f"{url}/v1/chat/completions"
     deployment.mode = "error"
     assert http.post(chat, json=CHAT).status_code == 502
@@ -294,3 +294,103 @@ def test_the_reverse_proxy_cuts_a_body_that_goes_quiet(make_app, live, trickler)
         with pytest.raises(httpx.RemoteProtocolError):  # the response is cut, not completed
             client.get(f"{url}/anything")
     assert time.monotonic() - began < 8
+
+
+# ------------------------------------------------------------------ item 10
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def breaker(**settings: Any):  # type: ignore[no-untyped-def]
+    from routeiq.services.breakers import BreakerSettings, CircuitBreaker
+
+    clock = FakeClock()
+    return CircuitBreaker("test", BreakerSettings(**settings), clock=clock), clock
+
+
+def test_rare_failures_among_many_successes_never_open_a_breaker() -> None:
+    b, clock = breaker()
+    for i in range(2009):
+        clock.now += 0.001  # all inside one 30 s window
+        if i % 223 == 100:  # 9 failures, scattered
+            b.failure()
+        else:
+            b.success()
+        assert b.state == "closed", i
+    assert b.transitions == {}
+
+
+def test_consecutive_failures_open_a_breaker_whatever_the_volume() -> None:
+    b, clock = breaker()
+    for _ in range(500):
+        b.success()
+    for i in range(5):
+        assert b.state == "closed"
+        clock.now += 0.01
+        b.failure()
+    assert b.state == "open"
+
+
+def test_a_failure_rate_over_the_window_opens_a_breaker_once_it_has_volume() -> None:
+    b, clock = breaker()
+    for i in range(19):  # alternating: never 5 in a row; 50% but fewer than 20 calls
+        clock.now += 0.1
+        b.success() if i % 2 else b.failure()
+        assert b.state == "closed", i
+    clock.now += 0.1
+    b.success()  # the 20th call: 10 of 20 failed, but a success does not open it
+    assert b.state == "closed"
+    clock.now += 0.1
+    b.failure()  # 11 of 21 (>= 50%) with volume: open
+    assert b.state == "open"
+
+
+def test_failures_leave_the_sliding_window() -> None:
+    b, clock = breaker(minimum_requests=4, consecutive_failures=0)
+    b.failure()
+    b.failure()
+    clock.now += 31  # those two are out of the 30 s window now
+    for _ in range(3):
+        b.success()
+    b.failure()  # 1 of 4 in the window: below 50%
+    assert b.state == "closed"
+
+
+def test_the_old_failure_threshold_name_means_consecutive_failures(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from routeiq.config import ConfigError, parse_config
+
+    config = parse_config({"router": {"breaker": {"failure_threshold": 3}}}, "gw.yaml", tmp_path / "gw.yaml")
+    assert config.model.router.breaker.consecutive_failures == 3
+    with pytest.raises(ConfigError, match="not both"):
+        parse_config({"router": {"breaker": {"failure_threshold": 3, "consecutive_failures": 2}}}, "gw.yaml", tmp_path / "gw.yaml")
+
+
+def test_rare_callout_failures_do_not_open_the_ext_auth_breaker(make_app, live, guests) -> None:  # type: ignore[no-untyped-def]
+    from starlette.testclient import TestClient
+
+    from support import plugin
+
+    seen = {"calls": 0}
+
+    async def check(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        seen["calls"] += 1
+        status = 500 if seen["calls"] % 60 == 0 else 200  # 1 in 60 fails
+        await send({"type": "http.response.start", "status": status, "headers": [(b"x-auth-user", b"alice")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    auth = live(check).removeprefix("http://")
+    host, port = auth.rsplit(":", 1)
+    policy = {"plugins": {"ext_auth": {"unpinned": True, "capabilities": ["http_callout"], "callouts": [{"scheme": "http", "host": host, "port": int(port), "methods": ["GET"]}]}}}
+    app = make_app([plugin("ext_auth", guests["ext_auth"], config={"upstream": auth, "path": "/check", "timeout_ms": 2000})], policy=policy)
+    with TestClient(app) as client:
+        statuses = [client.get("/echo", headers={"authorization": "Bearer t"}).status_code for _ in range(600)]
+        breakers = client.get("/health").json()["breakers"]
+    assert statuses.count(401) == 10  # exactly the auth service's own failures...
+    assert statuses.count(200) == 590  # ...and no request refused by an open breaker
+    assert breakers[f"callout:{host}:{port}"]["transitions"] == {}
