@@ -71,7 +71,7 @@ class Gateway:
         self.events: GatewayEvents
         policy = config.load_policy()
         breaker = config.model.router.breaker
-        self.breakers = BreakerBoard(BreakerSettings(breaker.failure_threshold, breaker.window_s, breaker.cooldown_s, breaker.half_open_probes), self._breaker_changed)
+        self.breakers = BreakerBoard(BreakerSettings(**breaker.model_dump()), self._breaker_changed)
         self.services = HostServices(
             store=_store(config, self.breakers),
             metrics=PluginMetrics(),

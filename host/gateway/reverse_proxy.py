@@ -6,8 +6,12 @@ can name another host. Requests go straight to httpx's connection pool (one tran
 per app): no cookie jar, no redirects, no proxies from the environment, and header
 handling that stays linear in the number of headers. Bodies stream both ways.
 
-Deadlines (`upstream.timeout_s`): the response head must arrive within it, and so must
-each body chunk after the previous one (a stream may run longer in total).
+Deadlines (`upstream.timeout_s`), bounded in wall-clock time, not per socket read (a
+trickle of one byte a second defeats a read timeout): the response head must arrive
+within timeout_s of the request having been sent (504 otherwise), and then every body
+chunk within timeout_s of the previous one (otherwise the response is cut: the client
+sees a truncated body and a closed connection). A proxy cannot bound a whole response
+it streams through (downloads, event streams), so there is no total deadline.
 """
 
 from __future__ import annotations
@@ -73,6 +77,10 @@ class ReverseProxy:
         has_length = any(k.lower() == b"content-length" for k, _ in headers)
         method = scope["method"]
 
+        loop = asyncio.get_running_loop()
+        # Armed once the request is sent: a slow client upload is not the upstream's time.
+        head_deadline = asyncio.timeout(None)
+
         async def body() -> AsyncIterator[bytes]:
             while True:
                 message = await receive()
@@ -82,6 +90,7 @@ class ReverseProxy:
                 if chunk:
                     yield chunk
                 if not message.get("more_body", False):
+                    head_deadline.reschedule(loop.time() + self.timeout_s)
                     return
 
         content: Any
@@ -92,12 +101,14 @@ class ReverseProxy:
             await _drain(receive)
         request = httpx.Request(method, url, headers=headers, content=content, extensions={"timeout": self._timeout})
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with head_deadline:
+                if content is None:
+                    head_deadline.reschedule(loop.time() + self.timeout_s)
                 response = await self.transport().handle_async_request(request)
         except ClientDisconnected:
             return
         except (httpx.TimeoutException, TimeoutError) as exc:
-            await send_error(send, 504, f"upstream sent no response head within {self.timeout_s:g} s ({type(exc).__name__})", "upstream_error", "upstream_timeout")
+            await send_error(send, 504, f"upstream timed out: no response head within {self.timeout_s:g} s ({type(exc).__name__})", "upstream_error", "upstream_timeout")
             return
         except httpx.HTTPError as exc:
             log.warning("upstream %s failed: %s", url, exc)
@@ -107,18 +118,22 @@ class ReverseProxy:
         try:
             out_headers = [(k, v) for k, v in response.headers.raw if k.lower() not in HOP_BY_HOP]
             await send({"type": "http.response.start", "status": response.status_code, "headers": out_headers})
-            # Each chunk within the read timeout of the last: a stalled upstream ends
-            # the response (the client sees it truncated) instead of holding it open.
-            async for chunk in response.aiter_raw():
+            chunks = response.aiter_raw()
+            while True:
+                try:
+                    async with asyncio.timeout(self.timeout_s):
+                        chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    break
+                except (httpx.TimeoutException, TimeoutError):
+                    log.warning("upstream %s sent nothing for %g s (upstream.timeout_s); response cut", url, self.timeout_s)
+                    raise ConnectionAbortedError("upstream stalled mid-response") from None
+                except httpx.HTTPError as exc:
+                    log.warning("upstream %s failed mid-response: %s", url, exc)
+                    raise ConnectionAbortedError("upstream failed mid-response") from None
                 if chunk:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except httpx.TimeoutException:
-            log.warning("upstream %s stalled mid-response for %g s; aborting it", url, self.timeout_s)
-            raise ConnectionAbortedError("upstream stalled mid-response") from None
-        except httpx.HTTPError as exc:
-            log.warning("upstream %s failed mid-response: %s", url, exc)
-            raise ConnectionAbortedError("upstream failed mid-response") from None
         finally:
             await response.aclose()
 
