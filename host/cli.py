@@ -7,18 +7,24 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from routeiq import __version__
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+    from routeiq.config import LoadedConfig
 
 _LOG_LEVELS = {"trace": 5, "debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR, "critical": logging.CRITICAL}
 
 
-def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
+def _build_app(args: argparse.Namespace) -> "tuple[LoadedConfig, Starlette] | int":
+    """Load the config and build the gateway app exactly as serving does: every check
+    (module read and validation, pins, manifests vs policy, strategies, deployments) runs
+    here. An int is the exit code after the refusal was printed."""
     from routeiq.config import ConfigError, load_config
-    from routeiq.gateway.app import CONFIG_ENV, POLICY_ENV, create_app, tune_gc_for_serving
-    from routeiq.gateway.http_server import uvicorn_options
+    from routeiq.gateway.app import create_app
     from routeiq.log_format import configure_logging
 
     try:
@@ -31,12 +37,25 @@ def _serve(args: argparse.Namespace) -> int:
     server = config.model.server
     configure_logging(_LOG_LEVELS[server.log_level], server.log_format)
     try:
-        # Build once here even with several workers: bad config or a refused plugin
-        # fails now, with a message, instead of in every worker.
-        app = create_app(config)
+        return config, create_app(config)
     except ConfigError as exc:
         print(f"routeiq: {exc}", file=sys.stderr)
         return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from routeiq.gateway.app import CONFIG_ENV, POLICY_ENV, tune_gc_for_serving
+    from routeiq.gateway.http_server import uvicorn_options
+
+    # Build once here even with several workers: bad config or a refused plugin
+    # fails now, with a message, instead of in every worker.
+    built = _build_app(args)
+    if isinstance(built, int):
+        return built
+    config, app = built
+    server = config.model.server
     host = args.host or server.host
     port = args.port if args.port is not None else server.port
     workers = args.workers or server.workers
@@ -96,13 +115,13 @@ def _build_guests(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    from routeiq.config import ConfigError, load_config
-
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"routeiq: {exc}", file=sys.stderr)
-        return 2
+    # The same build as `serve`, closed instead of served: whatever serve refuses, this
+    # refuses with the same message and exit code.
+    built = _build_app(args)
+    if isinstance(built, int):
+        return built
+    config, app = built
+    app.state.gateway.close()
     print(f"{args.config}: ok ({len(config.model.plugins)} plugins)")
     return 0
 
@@ -281,8 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     sign.add_argument("module")
     sign.set_defaults(func=_policy_sign)
 
-    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check = sub.add_parser("check-config", help="run every check `serve` runs (config, modules, pins, policy, routing), then exit")
     check.add_argument("config")
+    check.add_argument("--policy", help="operator policy file, as for serve")
     check.set_defaults(func=_check_config)
 
     route_eval = sub.add_parser("route-eval", help="train every strategy and compare them offline", add_help=False)

@@ -224,6 +224,9 @@ class AdminKeyConfig(_Strict):
 class AdminConfig(_Strict):
     keys: list[AdminKeyConfig] = Field(default_factory=list)  # no keys: the admin API answers 401
     state_dir: str = ".routeiq-state"  # operator changes (config, modules), relative to the config file
+    # Admin request bodies are refused (413) past these, before they are buffered.
+    max_config_bytes: int = Field(1024 * 1024, ge=1)  # PUT/PATCH plugin config
+    max_module_bytes: int = Field(64 * 1024 * 1024, ge=1)  # POST module (hot swap)
 
 
 class GatewayConfig(_Strict):

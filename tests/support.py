@@ -118,3 +118,40 @@ def redis_server() -> Iterator[str]:
         client.close()
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def _leb(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def with_manifest(wasm: bytes, manifest: dict[str, Any] | None) -> bytes:
+    """`wasm` with its routeiq.manifest custom section replaced by `manifest` (None: no
+    manifest at all), as a plugin author would build it."""
+    from routeiq.abi.capabilities import MANIFEST_SECTION
+    from routeiq.policy.manifest import _leb128
+
+    out = bytearray(wasm[:8])
+    pos = 8
+    while pos < len(wasm):
+        start = pos
+        size, body = _leb128(wasm, pos + 1)
+        end = body + size
+        if wasm[start] == 0:
+            name_len, name_pos = _leb128(wasm, body)
+            if wasm[name_pos : name_pos + name_len].decode() == MANIFEST_SECTION:
+                pos = end
+                continue
+        out += wasm[start:end]
+        pos = end
+    if manifest is not None:
+        import json
+
+        name = MANIFEST_SECTION.encode()
+        payload = _leb(len(name)) + name + json.dumps(manifest).encode()
+        out += b"\0" + _leb(len(payload)) + payload
+    return bytes(out)

@@ -11,24 +11,27 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import httpx
 import yaml
 
 from routeiq.admin.auth import hash_key
-from support import free_port
+from support import free_port, with_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = {"viewer": "view-key-0123456789", "operator": "oper-key-0123456789", "admin": "admin-key-0123456789"}
 
 
-def write_config(tmp_path: Path, guests: dict[str, Path], port: int) -> Path:
+def write_config(tmp_path: Path, guests: dict[str, Path], port: int, module_bytes: bytes | None = None, server: dict[str, Any] | None = None, **admin: Any) -> Path:
     module = tmp_path / "tagger.wasm"
-    shutil.copy(guests["tagger"], module)
+    if module_bytes is None:
+        shutil.copy(guests["tagger"], module)
+    else:
+        module.write_bytes(module_bytes)
     config = {
-        "server": {"host": "127.0.0.1", "port": port},
-        "admin": {"state_dir": str(tmp_path / "state"), "keys": [{"name": role, "sha256": hash_key(key), "role": role} for role, key in KEYS.items()]},
+        "server": {"host": "127.0.0.1", "port": port, **(server or {})},
+        "admin": {"state_dir": str(tmp_path / "state"), "keys": [{"name": role, "sha256": hash_key(key), "role": role} for role, key in KEYS.items()], **admin},
         "policy": {"plugins": {"tagger": {"unpinned": True, "capabilities": ["response_body"]}}},
         "runtime": {"cache_dir": str(tmp_path / "cache")},
         "plugins": [{"name": "tagger", "wasm": str(module), "config": {"tag": "from-file"}, "fail_open": False}],
@@ -53,8 +56,8 @@ class Gateway:
                 time.sleep(0.1)
         self.client = httpx.Client(base_url=self.url, timeout=10, trust_env=False)
 
-    def admin(self, method: str, path: str, role: str = "admin", **kw: Any) -> httpx.Response:
-        return self.client.request(method, f"/admin{path}", headers={"authorization": f"Bearer {KEYS[role]}"}, **kw)
+    def admin(self, method: str, path: str, role: str = "admin", headers: dict[str, str] | None = None, **kw: Any) -> httpx.Response:
+        return self.client.request(method, f"/admin{path}", headers={"authorization": f"Bearer {KEYS[role]}", **(headers or {})}, **kw)
 
     def stop(self) -> None:
         self.client.close()
@@ -183,3 +186,160 @@ def test_admin_new_key_prints_a_working_hash() -> None:
     assert out.returncode == 0
     key = out.stdout.split("key (give it to its owner; it is not stored):", 1)[1].split()[0]
     assert hash_key(key) in out.stdout
+
+
+TAGGER_SCHEMA = {
+    "type": "object",
+    "properties": {"tag": {"type": "string"}, "deny_header": {"type": "string"}, "deny_paths": {"type": "array", "items": {"type": "string"}}},
+    "additionalProperties": False,
+}
+TAGGER_MANIFEST = {"name": "tagger", "version": "2.0.0", "capabilities": [], "config_schema": TAGGER_SCHEMA}
+
+
+def _state_files(directory: Path) -> dict[str, int]:
+    return {str(p.relative_to(directory)): p.stat().st_size for p in directory.rglob("*") if p.is_file()} if directory.exists() else {}
+
+
+def test_config_schema_enforced_merge_patch_and_kept_across_swap(tmp_path: Path, guests: dict[str, Path]) -> None:
+    port = free_port()
+    config = write_config(tmp_path, guests, port, with_manifest(guests["tagger"].read_bytes(), TAGGER_MANIFEST))
+    gw = Gateway(config, port)
+    try:
+        tagged = lambda: dict(gw.client.get("/echo").json()["headers"]).get("x-routeiq-tagged")  # noqa: E731
+        schema = gw.admin("GET", "/plugins/tagger/schema", role="viewer")
+        assert schema.status_code == 200 and schema.json() == TAGGER_SCHEMA
+        refused = gw.admin("PUT", "/plugins/tagger/config", role="operator", json={"tag": 5})
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"] == {"message": "config.tag: 5 is not of type 'string'", "type": "admin_error", "code": "schema_violation"}
+        assert tagged() == "from-file"  # nothing applied
+        # PATCH merges (RFC 7396) and validates the merged result.
+        nested = gw.admin("PATCH", "/plugins/tagger/config", role="operator", json={"deny_paths": ["/ok", 7]})
+        assert nested.status_code == 400 and nested.json()["error"]["message"] == "config.deny_paths[1]: 7 is not of type 'string'"
+        merged = gw.admin("PATCH", "/plugins/tagger/config", role="operator", json={"deny_paths": ["/echo/secret"]}, headers={"content-type": "application/merge-patch+json"})
+        assert merged.status_code == 200, merged.text
+        assert merged.json()["config"] == {"tag": "from-file", "deny_paths": ["/echo/secret"]}
+        assert gw.client.get("/echo/secret/x").status_code == 403 and tagged() == "from-file"
+        removed = gw.admin("PATCH", "/plugins/tagger/config", role="operator", json={"deny_paths": None, "tag": "patched"})
+        assert removed.json()["config"] == {"tag": "patched"}
+        assert gw.client.get("/echo/secret/x").status_code == 200 and tagged() == "patched"
+        wrong_type = gw.admin("PATCH", "/plugins/tagger/config", role="operator", content=b'{"tag": "x"}', headers={"content-type": "text/plain"})
+        assert wrong_type.status_code == 415
+        # PUT replaces the whole configuration.
+        assert gw.admin("PUT", "/plugins/tagger/config", role="operator", json={"deny_header": "x-no"}).json()["config"] == {"deny_header": "x-no"}
+        assert tagged() == "routeiq"  # the tag went with the rest: the guest's default
+        # A swapped-in module without a manifest keeps the plugin's (name, version, schema).
+        plain = with_manifest(guests["tagger"].read_bytes(), None)
+        swapped = gw.admin("POST", "/plugins/tagger/module", content=plain)
+        assert swapped.status_code == 200, swapped.text
+        metadata = gw.admin("GET", "/plugins/tagger", role="viewer").json()["metadata"]
+        assert (metadata["name"], metadata["version"], metadata["config_schema"]) == ("tagger", "2.0.0", TAGGER_SCHEMA)
+        assert gw.admin("GET", "/plugins/tagger/schema", role="viewer").json() == TAGGER_SCHEMA
+        assert gw.admin("PUT", "/plugins/tagger/config", role="operator", json={"tag": 5}).status_code == 400
+    finally:
+        gw.stop()
+    gw = Gateway(config, port)  # the kept manifest is persisted with the swapped module
+    try:
+        assert gw.admin("GET", "/plugins/tagger", role="viewer").json()["metadata"]["version"] == "2.0.0"
+        assert gw.admin("PATCH", "/plugins/tagger/config", role="operator", json={"tag": 5}).json()["error"]["code"] == "schema_violation"
+        # A new module that carries its own manifest brings its own schema.
+        own = with_manifest(guests["tagger"].read_bytes(), {**TAGGER_MANIFEST, "version": "3.0.0", "config_schema": {"type": "object"}})
+        assert gw.admin("POST", "/plugins/tagger/module", content=own).status_code == 200
+        assert gw.admin("GET", "/plugins/tagger/schema", role="viewer").json() == {"type": "object"}
+        assert gw.admin("PUT", "/plugins/tagger/config", role="operator", json={"tag": "any"}).status_code == 200
+    finally:
+        gw.stop()
+
+
+def _chunked(data: bytes, size: int = 64 * 1024) -> Iterator[bytes]:
+    """A body httpx sends with Transfer-Encoding: chunked (no Content-Length)."""
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+def test_admin_json_is_strict_and_refusals_leave_nothing(tmp_path: Path, guests: dict[str, Path]) -> None:
+    port = free_port()
+    gw = Gateway(write_config(tmp_path, guests, port), port)  # default limits
+    state = tmp_path / "state"
+    try:
+        assert gw.admin("PUT", "/plugins/tagger/config", role="operator", json={"tag": "kept"}).status_code == 200
+        before = _state_files(state)
+        config_before = gw.admin("GET", "/plugins/tagger", role="viewer").json()["config"]
+        malformed = {
+            "invalid UTF-8": b'{"tag": "\xff\xfe"}',
+            "deep nesting": b'{"tag": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+            "NaN": b'{"tag": NaN}',
+            "Infinity": b'{"tag": -Infinity}',
+            "overflowing number": b'{"tag": 1e999}',
+            "lone surrogate": b'{"tag": "\\ud800"}',
+        }
+        for what, body in malformed.items():
+            for method in ("PUT", "PATCH"):
+                answer = gw.admin(method, "/plugins/tagger/config", role="operator", content=body, headers={"content-type": "application/json"})
+                assert answer.status_code == 400, (what, method, answer.text)
+                assert answer.json()["error"]["code"] == "invalid_json", (what, answer.text)
+        # Over the default admin.max_config_bytes (1 MiB): refused before it is buffered.
+        huge = json.dumps({"tag": "x" * (1024 * 1024)}).encode()
+        assert gw.admin("PUT", "/plugins/tagger/config", role="operator", content=huge).status_code == 413
+        assert gw.admin("GET", "/plugins/tagger", role="viewer").json()["config"] == config_before
+        # Refused uploads: not Wasm, truncated, an unknown host import.
+        refusals = [b"not wasm at all", b"\0asm\x01\0\0\0junk" * 100, guests["tagger"].read_bytes()[:-100], guests["hostile_import"].read_bytes()]
+        for _ in range(3):
+            for body in refusals:
+                answer = gw.admin("POST", "/plugins/tagger/module", content=body)
+                assert answer.status_code == 400 and answer.json()["error"]["code"] == "module_refused", answer.text
+        assert _state_files(state) == before  # nothing written, nothing left behind
+        assert dict(gw.client.get("/echo").json()["headers"])["x-routeiq-tagged"] == "kept"
+    finally:
+        gw.stop()
+
+
+def test_admin_body_limits_by_length_and_while_streaming(tmp_path: Path, guests: dict[str, Path]) -> None:
+    port = free_port()
+    module_size = guests["tagger"].stat().st_size
+    # The client-side body cap does not apply to /admin (its own limits do).
+    server = {"max_request_body_bytes": 1024}
+    gw = Gateway(write_config(tmp_path, guests, port, server=server, max_config_bytes=2048, max_module_bytes=module_size + 1024), port)
+    state = tmp_path / "state"
+    try:
+        big = json.dumps({"tag": "x" * 4096}).encode()
+        for method in ("PUT", "PATCH"):
+            for body in (big, _chunked(big, 512)):  # by Content-Length, and counted while streaming
+                answer = gw.admin(method, "/plugins/tagger/config", role="operator", content=body, headers={"content-type": "application/json"})
+                assert answer.status_code == 413, answer.text
+                assert answer.json()["error"] == {"message": "the body is larger than 2048 bytes (admin.max_config_bytes)", "type": "admin_error", "code": "body_too_large"}
+        oversized = guests["tagger"].read_bytes() + b"\0" * 2048
+        for body in (oversized, _chunked(oversized)):
+            answer = gw.admin("POST", "/plugins/tagger/module", content=body)
+            assert answer.status_code == 413 and "admin.max_module_bytes" in answer.json()["error"]["message"], answer.text
+        assert _state_files(state) == {}
+        assert gw.admin("PUT", "/plugins/tagger/config", role="operator", json={"tag": "small"}).status_code == 200
+        assert gw.admin("POST", "/plugins/tagger/module", content=guests["tagger"].read_bytes()).status_code == 200
+    finally:
+        gw.stop()
+
+
+def test_manual_quarantine_survives_restart_until_released(tmp_path: Path, guests: dict[str, Path]) -> None:
+    port = free_port()
+    config = write_config(tmp_path, guests, port)
+    gw = Gateway(config, port)
+    try:
+        assert gw.admin("POST", "/plugins/tagger/quarantine", role="operator").json()["state"] == "quarantined"
+    finally:
+        gw.stop()
+    gw = Gateway(config, port)
+    try:
+        plugin = gw.admin("GET", "/plugins/tagger", role="viewer").json()
+        assert plugin["state"] == "quarantined" and plugin["quarantine_reason"] == "by operator operator"
+        assert gw.client.get("/echo").status_code == 503  # fail_open: false
+        # A module swap does not lift it either.
+        assert gw.admin("POST", "/plugins/tagger/module", content=guests["chunk_counter"].read_bytes()).status_code == 200
+        assert gw.admin("GET", "/plugins/tagger", role="viewer").json()["state"] == "quarantined"
+        assert gw.admin("POST", "/plugins/tagger/release", role="operator").json()["state"] == "ready"
+    finally:
+        gw.stop()
+    gw = Gateway(config, port)
+    try:
+        assert gw.admin("GET", "/plugins/tagger", role="viewer").json()["state"] == "ready"
+        assert gw.client.get("/echo").status_code == 200
+    finally:
+        gw.stop()

@@ -1,33 +1,38 @@
 """/admin routes. Roles: viewer (read), operator (config, quarantine), admin (modules).
 
 Authenticate with `Authorization: Bearer <key>` (or `x-routeiq-admin-key`). The OpenAPI
-description is at /admin/openapi.json."""
+description is at /admin/openapi.json. Bodies are read under admin.max_config_bytes /
+admin.max_module_bytes (413 past them) and JSON is parsed strictly (400), so nothing
+malformed is applied or persisted."""
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
-import jsonschema
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.schemas import SchemaGenerator
 
+from routeiq.policy.config_schema import ConfigSchemaError, validate_document
 from routeiq.runtime.errors import PluginError
 
 from .auth import AdminKey, allows, authenticate
+from .body import BodyRefused, merge_patch, parse_json, read_limited
 
 if TYPE_CHECKING:
     from routeiq.gateway.app import Gateway
 
-MAX_MODULE_BYTES = 64 * 1024 * 1024
+MERGE_PATCH_TYPES = ("application/merge-patch+json", "application/json")
 
 schemas = SchemaGenerator({"openapi": "3.0.0", "info": {"title": "RouteIQ admin API", "version": "1"}})
 
 
 def _error(status: int, message: str, code: str) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": "admin_error", "code": code}}, status_code=status)
+    # A body refused unread leaves the connection unusable for another request.
+    headers = {"connection": "close"} if status == 413 else None
+    return JSONResponse({"error": {"message": message, "type": "admin_error", "code": code}}, status_code=status, headers=headers)
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -35,6 +40,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 def admin_routes(gateway: "Gateway") -> list[Route]:
     keys: list[AdminKey] = gateway.admin_keys
+    limits = gateway.config.model.admin
 
     def guarded(role: str, handler: Handler) -> Handler:
         async def endpoint(request: Request) -> Response:
@@ -46,7 +52,10 @@ def admin_routes(gateway: "Gateway") -> list[Route]:
             if not allows(key.role, role):
                 return _error(403, f"role {key.role!r} may not do this (needs {role})", "forbidden")
             request.state.admin_key = key
-            return await handler(request)
+            try:
+                return await handler(request)
+            except BodyRefused as refused:
+                return _error(refused.status, refused.message, refused.code)
 
         endpoint.__doc__ = handler.__doc__
         return endpoint
@@ -96,65 +105,89 @@ def admin_routes(gateway: "Gateway") -> list[Route]:
         plugin = plugin_or_404(request)
         if plugin is None:
             return _error(404, f"no plugin {request.path_params['name']!r}", "not_found")
-        schema = (plugin.admission.manifest.model_extra or {}).get("config_schema")
+        schema = plugin.admission.manifest.config_schema
         if schema is None:
             return _error(404, f"plugin {plugin.spec.name!r} declares no config_schema in its manifest", "no_schema")
         return JSONResponse(schema)
 
-    async def put_config(request: Request) -> Response:
-        """
-        summary: Replace a plugin's configuration - validated, applied live through proxy_on_configure, persisted
-        responses: {200: {description: applied}, 400: {description: invalid or refused by the plugin}}
-        """
-        plugin = plugin_or_404(request)
-        if plugin is None:
-            return _error(404, f"no plugin {request.path_params['name']!r}", "not_found")
-        raw = await request.body()
+    def apply_config(plugin: Any, document: Any) -> Response:
+        """Validate `document` (schema, size), apply it live, then persist it."""
         try:
-            document = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            return _error(400, f"the body must be JSON: {exc.msg}", "invalid_json")
-        schema = (plugin.admission.manifest.model_extra or {}).get("config_schema")
-        if schema is not None:
-            try:
-                jsonschema.validate(document, schema)
-            except jsonschema.ValidationError as exc:
-                where = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
-                return _error(400, f"config {where}: {exc.message}", "schema_violation")
+            validate_document(plugin.admission.manifest.config_schema, document)
+        except ConfigSchemaError as exc:
+            return _error(400, str(exc), "schema_violation")
         config = json.dumps(document, separators=(",", ":")).encode()
+        if len(config) > limits.max_config_bytes:
+            return _error(413, f"the resulting config is larger than {limits.max_config_bytes} bytes (admin.max_config_bytes)", "body_too_large")
         try:
             plugin.reconfigure(config)
+        except ConfigSchemaError as exc:
+            return _error(400, str(exc), "schema_violation")
         except PluginError as exc:
             return _error(400, f"the plugin refused the configuration: {exc}", "rejected_by_plugin")
         gateway.admin_state.save_config(plugin.spec.name, config)
         return JSONResponse({"ok": True, "plugin": plugin.spec.name, "config": document})
 
+    async def put_config(request: Request) -> Response:
+        """
+        summary: Replace a plugin's whole configuration (keys not sent are gone; PATCH merges) - validated against the manifest's config_schema, applied live through proxy_on_configure, persisted
+        responses: {200: {description: applied}, 400: {description: not strict JSON / schema violation / refused by the plugin}, 413: {description: larger than admin.max_config_bytes}}
+        """
+        plugin = plugin_or_404(request)
+        if plugin is None:
+            return _error(404, f"no plugin {request.path_params['name']!r}", "not_found")
+        document = parse_json(await read_limited(request, limits.max_config_bytes, "admin.max_config_bytes"))
+        return apply_config(plugin, document)
+
+    async def patch_config(request: Request) -> Response:
+        """
+        summary: Merge into a plugin's configuration (RFC 7396 JSON merge patch - null deletes a key), then validate, apply and persist as PUT does
+        responses: {200: {description: applied}, 400: {description: not strict JSON / schema violation / refused by the plugin}, 409: {description: the current config is not JSON}, 413: {description: larger than admin.max_config_bytes}, 415: {description: not a merge patch}}
+        """
+        plugin = plugin_or_404(request)
+        if plugin is None:
+            return _error(404, f"no plugin {request.path_params['name']!r}", "not_found")
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type not in MERGE_PATCH_TYPES:
+            return _error(415, f"send a JSON merge patch ({' or '.join(MERGE_PATCH_TYPES)})", "unsupported_media_type")
+        patch = parse_json(await read_limited(request, limits.max_config_bytes, "admin.max_config_bytes"))
+        current_raw = plugin.spec.plugin_config
+        try:
+            current = parse_json(current_raw) if current_raw.strip() else {}
+        except BodyRefused:
+            return _error(409, f"plugin {plugin.spec.name!r} has a configuration that is not JSON; replace it with PUT", "config_not_json")
+        return apply_config(plugin, merge_patch(current, patch))
+
     async def post_module(request: Request) -> Response:
         """
-        summary: Hot-swap a plugin's module (body - the .wasm). In-flight requests finish on the old VM; a failing module is rolled back
-        responses: {200: {description: swapped}, 400: {description: refused, nothing changed}}
+        summary: Hot-swap a plugin's module (body - the .wasm). In-flight requests finish on the old VM; a refused module is not kept; a module without a manifest keeps the plugin's
+        responses: {200: {description: swapped}, 400: {description: refused, nothing changed}, 413: {description: larger than admin.max_module_bytes}}
         """
         name = request.path_params["name"]
         if plugin_or_404(request) is None:
             return _error(404, f"no plugin {name!r}", "not_found")
-        wasm = await request.body()
-        if not wasm or len(wasm) > MAX_MODULE_BYTES:
-            return _error(400, f"send the module as the body (at most {MAX_MODULE_BYTES} bytes)", "bad_module")
+        wasm = await read_limited(request, limits.max_module_bytes, "admin.max_module_bytes")
+        if not wasm:
+            return _error(400, "send the module as the body", "bad_module")
         try:
             plugin = gateway.swap_module(name, wasm)
         except PluginError as exc:
             return _error(400, f"module refused, the old one stays: {exc}", "module_refused")
+        except OSError as exc:
+            return _error(503, f"the module could not be kept in the admin state dir, the old one stays: {exc.strerror or exc}", "state_unwritable")
         return JSONResponse({"ok": True, "plugin": name, "sha256": plugin.sha256})
 
     async def quarantine(request: Request) -> Response:
         """
-        summary: Quarantine a plugin now (skipped, or 503 if not fail_open) until released
+        summary: Quarantine a plugin now (skipped, or 503 if not fail_open) until released - across restarts and module swaps
         responses: {200: {description: quarantined}}
         """
         plugin = plugin_or_404(request)
         if plugin is None:
             return _error(404, f"no plugin {request.path_params['name']!r}", "not_found")
-        plugin.quarantine(f"by operator {request.state.admin_key.name}", manual=True)
+        reason = f"by operator {request.state.admin_key.name}"
+        gateway.admin_state.save_quarantine(plugin.spec.name, reason)  # holds across restarts
+        plugin.quarantine(reason, manual=True)
         return JSONResponse({"ok": True, **plugin.describe()})
 
     async def release(request: Request) -> Response:
@@ -165,6 +198,7 @@ def admin_routes(gateway: "Gateway") -> list[Route]:
         plugin = plugin_or_404(request)
         if plugin is None:
             return _error(404, f"no plugin {request.path_params['name']!r}", "not_found")
+        gateway.admin_state.clear_quarantine(plugin.spec.name)
         plugin.release(f"by operator {request.state.admin_key.name}")
         return JSONResponse({"ok": True, **plugin.describe()})
 
@@ -173,6 +207,7 @@ def admin_routes(gateway: "Gateway") -> list[Route]:
         Route("/admin/plugins/{name}", guarded("viewer", get_plugin), methods=["GET"]),
         Route("/admin/plugins/{name}/schema", guarded("viewer", get_schema), methods=["GET"]),
         Route("/admin/plugins/{name}/config", guarded("operator", put_config), methods=["PUT"]),
+        Route("/admin/plugins/{name}/config", guarded("operator", patch_config), methods=["PATCH"]),
         Route("/admin/plugins/{name}/module", guarded("admin", post_module), methods=["POST"]),
         Route("/admin/plugins/{name}/quarantine", guarded("operator", quarantine), methods=["POST"]),
         Route("/admin/plugins/{name}/release", guarded("operator", release), methods=["POST"]),

@@ -1,8 +1,10 @@
 """Operator changes made through the admin API, persisted so they survive a restart.
 
-<state_dir>/plugins/<name>.json holds a plugin's config and module overrides;
-<state_dir>/modules/<sha256>.wasm holds uploaded modules (content-addressed). Every write
-is atomic (temp file + rename), so a crash leaves the old state or the new, never half."""
+<state_dir>/plugins/<name>.json holds a plugin's config and module overrides, the manifest
+a swapped-in module kept from its predecessor, and a manual quarantine;
+<state_dir>/modules/<sha256>.wasm holds uploaded modules (content-addressed), written only
+once the module was accepted. Every write is atomic (temp file + rename), so a crash
+leaves the old state or the new, never half."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from routeiq.dispatch.plugin import PluginSpec
+from routeiq.policy.manifest import PluginManifest
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -53,16 +56,45 @@ class AdminState:
         if state.pop("config", None) is not None:
             self._save(name, state)
 
+    def module_path(self, wasm: bytes) -> Path:
+        """Where `wasm` is kept once accepted (nothing is written here)."""
+        return self.directory / "modules" / f"{hashlib.sha256(wasm).hexdigest()}.wasm"
+
     def store_module(self, wasm: bytes) -> Path:
-        path = self.directory / "modules" / f"{hashlib.sha256(wasm).hexdigest()}.wasm"
+        """Keep an accepted module; call only after it loaded and started."""
+        path = self.module_path(wasm)
         if not path.exists():
             _atomic_write(path, wasm)
         return path
 
-    def save_module(self, name: str, module: Path) -> None:
+    def save_module(self, name: str, module: Path, kept_manifest: PluginManifest | None = None) -> None:
+        """`kept_manifest`: the predecessor's manifest, when the new module carries none."""
         state = self.load(name)
         state["module"] = str(module)
+        if kept_manifest is not None:
+            state["manifest"] = kept_manifest.model_dump(mode="json", exclude_none=True)
+        else:
+            state.pop("manifest", None)
         self._save(name, state)
+
+    def save_quarantine(self, name: str, reason: str) -> None:
+        state = self.load(name)
+        state["quarantine"] = reason
+        self._save(name, state)
+
+    def clear_quarantine(self, name: str) -> None:
+        state = self.load(name)
+        if state.pop("quarantine", None) is not None:
+            self._save(name, state)
+
+    def quarantine_reason(self, name: str) -> str | None:
+        """The reason of a manual quarantine still in force (until released)."""
+        reason = self.load(name).get("quarantine")
+        return reason if isinstance(reason, str) else None
+
+    def overrides(self, name: str) -> set[str]:
+        """Which fields operators changed: "config", "module"."""
+        return {k for k in ("config", "module") if k in self.load(name)}
 
     def apply(self, spec: PluginSpec) -> PluginSpec:
         """The spec with what operators changed since the config file was written."""
@@ -70,5 +102,6 @@ class AdminState:
         if "config" in state:
             spec = replace(spec, plugin_config=state["config"].encode())
         if "module" in state and Path(state["module"]).exists():
-            spec = replace(spec, wasm_path=Path(state["module"]), sha256=None)
+            kept = PluginManifest.model_validate(state["manifest"]) if "manifest" in state else None
+            spec = replace(spec, wasm_path=Path(state["module"]), sha256=None, manifest=kept)
         return spec

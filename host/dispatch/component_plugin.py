@@ -151,7 +151,7 @@ class ComponentPlugin(ProxyWasmPlugin):
             raise PluginLoadError(f"{spec.wasm_path} is not a WebAssembly component")
         # The policy decides before anything is compiled.
         try:
-            self.admission = admit(self.policy, spec.name, spec.wasm_path, wasm, digest, spec.limits)
+            self.admission = admit(self.policy, spec.name, spec.wasm_path, wasm, digest, spec.limits, spec.manifest)
         except AdmissionRefused as refused:
             self.services.audit.denied(spec.name, "load", refused.reason, str(refused))
             raise

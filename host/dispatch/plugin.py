@@ -23,6 +23,7 @@ from routeiq.dispatch.hook_stats import HookStats
 from routeiq.hostcalls.state import ContextState, HostEnv, HostServices, LogSink, PluginIdentity
 from routeiq.hostcalls.table import build_host_functions
 from routeiq.policy.admission import Admission, AdmissionRefused, admit
+from routeiq.policy.config_schema import validate_config
 from routeiq.policy.grants import deny_all
 from routeiq.policy.manifest import PluginManifest
 from routeiq.policy.model import PolicyModel
@@ -92,6 +93,7 @@ class PluginSpec:
     priority: int | None = None
     on_startup_failure: str = "abort"  # abort | continue | quarantine
     startup_timeout_ms: int = 10_000
+    manifest: PluginManifest | None = None  # a swapped-in module without one keeps this (its predecessor's)
 
 
 @dataclass
@@ -329,6 +331,7 @@ class ProxyWasmPlugin:
         self.abi_version = ""
         self.sha256 = ""
         self.module: wasmtime.Module = self._load_module()
+        self.check_config(spec.plugin_config)  # at startup, after a swap, on every reload
         self._vm: PluginVM | None = None
         self._generation = 0
         self._retry_at = 0.0
@@ -366,7 +369,7 @@ class ProxyWasmPlugin:
             raise PluginLoadError(f"{spec.wasm_path} is not a valid WebAssembly module: {first}") from None
         # The policy decides before anything is compiled (validation above compiles nothing).
         try:
-            self.admission = admit(self.policy, spec.name, spec.wasm_path, wasm, digest, spec.limits)
+            self.admission = admit(self.policy, spec.name, spec.wasm_path, wasm, digest, spec.limits, spec.manifest)
         except AdmissionRefused as refused:
             self.services.audit.denied(spec.name, "load", refused.reason, str(refused))
             raise
@@ -461,6 +464,10 @@ class ProxyWasmPlugin:
         log.warning("plugin %s quarantined: %s", self.spec.name, reason)
         self._emit("plugin_quarantined", {"plugin": self.spec.name, "reason": reason, "manual": manual})
 
+    @property
+    def manually_quarantined(self) -> bool:
+        return self.quarantined_at is not None and self._quarantine_manual
+
     def release(self, reason: str = "released") -> None:
         if self.quarantined_at is None:
             return
@@ -511,9 +518,15 @@ class ProxyWasmPlugin:
             vm.close()
 
     # ------------------------------------------------------------ live config
+    def check_config(self, config: bytes) -> None:
+        """Raise ConfigSchemaError if `config` violates the manifest's config_schema."""
+        validate_config(self.admission.manifest.config_schema, config)
+
     def reconfigure(self, config: bytes) -> None:
         """Apply a new plugin configuration to the live VM (proxy_on_configure) and to
-        every later VM; a plugin that refuses it (false or a trap) keeps the old one."""
+        every later VM; a configuration the schema refuses is not applied, and a plugin
+        that refuses it (false or a trap) keeps the old one."""
+        self.check_config(config)
         vm = self.current_vm()
         old = self.spec.plugin_config
         self.spec.plugin_config = config

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import tempfile
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from starlette.applications import Starlette
@@ -40,6 +42,7 @@ from routeiq.admin.state import AdminState
 from routeiq.native.loader import load_native
 from routeiq.native.middleware import NativePlugins
 from routeiq.native.plugin import GatewayPlugin
+from routeiq.policy.manifest import KEPT_ORIGIN
 
 from .config_watch import ConfigWatcher
 from .events import GatewayEvents
@@ -95,6 +98,9 @@ class Gateway:
                 plugin = self._load(spec, policy)
                 if plugin is not None:
                     plugin.on_event = self.events.emit
+                    reason = self.admin_state.quarantine_reason(spec.name)
+                    if reason is not None:  # an operator's quarantine holds until released
+                        plugin.quarantine(reason, manual=True)
                     self.plugins.append(plugin)
             self._order_plugins()
             self.native = self._load_native(policy)
@@ -190,24 +196,51 @@ class Gateway:
         return next(p for p in self.plugins if p.spec.name == name)
 
     def swap_module(self, name: str, wasm: bytes) -> ProxyWasmPlugin:
-        """Hot swap: build and start the new module first (any failure leaves the old one
-        serving), then switch; exchanges in flight finish on the old VM."""
+        """Hot swap (admin upload): build and start the new module first (any failure
+        leaves the old one serving and nothing written to the state dir), then switch;
+        exchanges in flight finish on the old VM. The operator's change is persisted."""
         old = self.plugin(name)
-        path = self.admin_state.store_module(wasm)
-        spec = replace(old.spec, wasm_path=path, sha256=None)
+        kept = old.admission.manifest if old.admission.manifest_origin != "none" else None
+        with tempfile.TemporaryDirectory(prefix="routeiq-upload-") as staging:
+            # Validated from outside the state dir; kept there only once accepted.
+            staged = Path(staging) / self.admin_state.module_path(wasm).name
+            staged.write_bytes(wasm)
+            new = self._start_replacement(old, replace(old.spec, wasm_path=staged, sha256=None, manifest=kept))
+            try:
+                path = self.admin_state.store_module(wasm)
+            except OSError:
+                new.close()
+                raise
+        new.spec.wasm_path = path
+        self._switch(old, new)
+        self.admin_state.save_module(name, path, kept if new.admission.manifest_origin == KEPT_ORIGIN else None)
+        return new
+
+    def swap_to_file(self, name: str, wasm_path: Path, sha256: str | None) -> ProxyWasmPlugin:
+        """Hot swap to the module the config file names (the watcher): nothing persisted,
+        the file is the record."""
+        old = self.plugin(name)
+        new = self._start_replacement(old, replace(old.spec, wasm_path=wasm_path, sha256=sha256, manifest=None))
+        self._switch(old, new)
+        return new
+
+    def _start_replacement(self, old: ProxyWasmPlugin, spec: PluginSpec) -> ProxyWasmPlugin:
         new = load_plugin(spec, self.runtime, self.logs, self.policy, self.services)
         try:
             new.start()
         except PluginError:
             new.close()
             raise
+        return new
+
+    def _switch(self, old: ProxyWasmPlugin, new: ProxyWasmPlugin) -> None:
         new.on_event = self.events.emit
         self.plugins[self.plugins.index(old)] = new  # the filter reads this same list
+        if old.manually_quarantined:  # a swap does not lift an operator's quarantine
+            new.quarantine(old.quarantine_reason, manual=True)
         new.start_background()
         old.retire()
-        self.admin_state.save_module(name, path)
-        log.warning("plugin %s: module swapped to sha256 %s", name, new.sha256[:12])
-        return new
+        log.warning("plugin %s: module swapped to sha256 %s", new.spec.name, new.sha256[:12])
 
     def health(self) -> dict[str, Any]:
         plugins = [p.describe() for p in self.plugins] + self.failed_plugins

@@ -5,6 +5,10 @@ read; a chunked body is counted as it streams and ends in 413 the moment it pass
 cap (or, if the response already started, the connection is aborted). Nothing past the
 cap is ever buffered, whichever layer reads the body: to the inner app the client has
 gone away.
+
+/admin/ is not a client route: its handlers read bodies under their own limits
+(admin.max_config_bytes, admin.max_module_bytes; host/admin/body.py), so a module upload
+may be larger than a chat request.
 """
 
 from __future__ import annotations
@@ -20,13 +24,16 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
+ADMIN_PREFIX = "/admin/"
+
+
 class RequestLimits:
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"].startswith(ADMIN_PREFIX):
             await self.app(scope, receive, send)
             return
         cap = self.max_body_bytes

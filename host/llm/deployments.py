@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -39,11 +40,32 @@ def _kind(entry: ModelEntry) -> Kind:
     return "litellm"
 
 
+ENV_PREFIX = "os.environ/"
+
+
+def _resolve_env(value: Any, where: str) -> Any:
+    """litellm's `os.environ/NAME` references, resolved now: an unset variable refuses the
+    config at startup instead of sending the literal reference as a key later."""
+    if isinstance(value, str) and value.startswith(ENV_PREFIX):
+        name = value[len(ENV_PREFIX) :]
+        resolved = os.environ.get(name)
+        if not name or resolved is None:
+            raise ValueError(f"{where}: {value} is not set in the environment")
+        return resolved
+    if isinstance(value, dict):
+        return {k: _resolve_env(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_env(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
 def build_deployments(entries: list[ModelEntry]) -> list[LiveDeployment]:
     out = []
     seen: dict[str, int] = {}
-    for entry in entries:
-        params = entry.litellm_params
+    for position, entry in enumerate(entries):
+        where = f"model_list[{position}].litellm_params"
+        resolved = {k: _resolve_env(v, f"{where}.{k}") for k, v in entry.litellm_params.model_dump(exclude_none=True).items()}
+        params = entry.litellm_params.model_validate(resolved)
         index = seen.get(entry.model_name, 0)
         seen[entry.model_name] = index + 1
         deployment_id = entry.model_info.id or f"{entry.model_name}#{index}"
@@ -63,10 +85,11 @@ def build_deployments(entries: list[ModelEntry]) -> list[LiveDeployment]:
                 api_base=(params.api_base or "").rstrip("/") if params.api_base != "embedded" else "",
                 api_key=params.api_key or "",
                 upstream_model=upstream_model,
-                litellm_params=params.model_dump(exclude_none=True),
+                litellm_params=resolved,
             )
         )
     ids = [d.id for d in out]
     if len(set(ids)) != len(ids):
-        raise ValueError("model_list: model_info.id values must be unique")
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        raise ValueError(f"model_list: model_info.id values must be unique ({', '.join(repr(i) for i in twice)} used more than once)")
     return out

@@ -89,15 +89,18 @@ def _verify_pin(name: str, entry: PluginPolicyModel, policy: PolicyModel, sha256
     return " and ".join(pins)
 
 
-def admit(policy: PolicyModel | None, name: str, wasm_path: Path, wasm: bytes, sha256: str, limits: SandboxLimits) -> Admission:
-    """Decide what a module may do, or refuse it with a message naming what is wrong."""
+def admit(
+    policy: PolicyModel | None, name: str, wasm_path: Path, wasm: bytes, sha256: str, limits: SandboxLimits, kept: PluginManifest | None = None
+) -> Admission:
+    """Decide what a module may do, or refuse it with a message naming what is wrong.
+    `kept`: the replaced module's manifest, for a swapped-in module that carries none."""
     entry = policy.plugins.get(name) if policy is not None else None
     if entry is None:
         grant = deny_all(name)
     else:  # a tampered module is reported as such, before its manifest is trusted
         grant = _grant(name, entry, _verify_pin(name, entry, policy, sha256))  # type: ignore[arg-type]
     try:
-        manifest, origin = load_manifest(wasm_path, wasm)
+        manifest, origin = load_manifest(wasm_path, wasm, kept)
     except ManifestError as exc:
         raise AdmissionRefused("manifest", f"bad manifest: {exc}") from None
     missing = [c.value for c in manifest.capabilities if c not in grant.capabilities]

@@ -7,9 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from routeiq.abi.capabilities import MANIFEST_SECTION, Capability
+
+
+KEPT_ORIGIN = "kept from the module it replaced"
 
 
 class ManifestError(ValueError):
@@ -26,6 +29,16 @@ class PluginManifest(BaseModel):
     depends_on: list[str] = Field(default_factory=list)  # plugins that must run before this one
     priority: int = 0  # among plugins free to run, higher runs first
     config_schema: dict[str, Any] | None = None  # JSON schema of the plugin configuration
+
+    @field_validator("config_schema")
+    @classmethod
+    def _valid_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # A broken schema is the plugin author's error: refuse the module, not every config.
+        if value is not None:
+            from .config_schema import check_schema
+
+            check_schema(value)
+        return value
 
 
 def _leb128(data: bytes, pos: int) -> tuple[int, int]:
@@ -68,8 +81,11 @@ def _sidecars(wasm_path: Path) -> list[Path]:
     return [Path(f"{stem}.manifest.json"), Path(f"{stem}.manifest.yaml"), Path(f"{stem}.manifest.yml")]
 
 
-def load_manifest(wasm_path: Path, wasm: bytes) -> tuple[PluginManifest, str]:
-    """The manifest and where it came from ("section", a sidecar path, or "none")."""
+def load_manifest(wasm_path: Path, wasm: bytes, kept: PluginManifest | None = None) -> tuple[PluginManifest, str]:
+    """The manifest and where it came from ("section", a sidecar path, or "none").
+
+    `kept`: the manifest of the module this one replaces (a hot swap), used when this
+    module carries none, so a swap keeps the plugin's name, version and config_schema."""
     raw: object = None
     origin = "none"
     section = custom_sections(wasm).get(MANIFEST_SECTION)
@@ -89,6 +105,8 @@ def load_manifest(wasm_path: Path, wasm: bytes) -> tuple[PluginManifest, str]:
                     raise ManifestError(f"{sidecar}: invalid YAML/JSON: {exc}") from None
                 break
     if raw is None:
+        if kept is not None:
+            return kept, KEPT_ORIGIN
         return PluginManifest(), origin
     try:
         return PluginManifest.model_validate(raw), origin
