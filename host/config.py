@@ -150,10 +150,24 @@ class ModelEntry(_Strict):
 
 
 class BreakerConfig(_Strict):
-    failure_threshold: int = Field(5, ge=1)
+    failure_rate_threshold: float = Field(0.5, gt=0, le=1)  # failed share of the window's calls that opens it
+    minimum_requests: int = Field(20, ge=1)  # calls in the window before the rate counts
+    consecutive_failures: int = Field(5, ge=0)  # failures in a row that open it regardless (0: off)
     window_s: float = Field(30.0, gt=0)
     cooldown_s: float = Field(10.0, ge=0)
     half_open_probes: int = Field(1, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_name(cls, data: Any) -> Any:
+        # `failure_threshold` (failures within window_s) was the rule before failure
+        # rates; a config that still says it means "this many in a row".
+        if isinstance(data, dict) and "failure_threshold" in data:
+            if "consecutive_failures" in data:
+                raise ValueError("give consecutive_failures or its old name failure_threshold, not both")
+            data = {**data}
+            data["consecutive_failures"] = data.pop("failure_threshold")
+        return data
 
 
 class RouterConfig(_Strict):
@@ -163,7 +177,9 @@ class RouterConfig(_Strict):
     custom_routers: str | None = None  # directory of custom strategy modules
     auto_model: str = "auto"  # a request for this model may be routed to any deployment
     retries: int = Field(2, ge=0, le=10)  # other deployments tried after a failure
-    timeout_s: float = Field(60.0, gt=0)
+    timeout_s: float = Field(60.0, gt=0)  # a whole non-streaming attempt: connect, head and body
+    first_byte_timeout_s: float | None = Field(None, gt=0)  # streaming: until the first chunk (None: timeout_s)
+    stream_idle_timeout_s: float = Field(30.0, gt=0)  # streaming: longest gap between two chunks
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
 
 

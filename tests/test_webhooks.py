@@ -182,7 +182,7 @@ def test_outage_restart_delivers_every_event_once(tmp_path: Path) -> None:
     server = ReceiverServer(receiver.app, port)
     outbox = tmp_path / "outbox.db"
     target = WebhookTarget("sink", f"http://127.0.0.1:{port}/hook", SECRET, ["*"], timeout_s=1, max_attempts=1000, backoff_initial_s=0.05, backoff_max_s=0.2)
-    settings = BreakerSettings(failure_threshold=3, window_s=10, cooldown_s=0.2)
+    settings = BreakerSettings(consecutive_failures=3, window_s=10, cooldown_s=0.2)
 
     async def before_restart() -> tuple[str, list[str], dict[str, Any]]:
         dispatcher = WebhookDispatcher([target], outbox, BreakerBoard(settings))
@@ -193,7 +193,7 @@ def test_outage_restart_delivers_every_event_once(tmp_path: Path) -> None:
         server.stop()  # the receiver is down: nothing listens on the port
         emitted = [dispatcher.emit(TYPES[i % len(TYPES)], {"request_id": f"req-{i}", "seq": i}) for i in range(20)]
         assert dispatcher.stats()["pending"] == 20
-        await until(lambda: dispatcher.stats()["failed_attempts"] >= settings.failure_threshold)
+        await until(lambda: dispatcher.stats()["failed_attempts"] >= settings.consecutive_failures)
         await until(lambda: dispatcher.stats()["targets"]["sink"]["breaker"] != "closed")
         # Only one dispatcher may deliver from an outbox file at a time.
         other = WebhookDispatcher([target], outbox)
@@ -273,7 +273,7 @@ def test_backoff_breaker_and_dead_letters(tmp_path: Path) -> None:
     receiver = Receiver()
     receiver.status = 503  # up, but failing
     transitions: list[tuple[str, str, float]] = []
-    settings = BreakerSettings(failure_threshold=3, window_s=30, cooldown_s=0.4, half_open_probes=1)
+    settings = BreakerSettings(consecutive_failures=3, window_s=30, cooldown_s=0.4, half_open_probes=1)
     board = BreakerBoard(settings, lambda name, old, new: transitions.append((old, new, time.monotonic())))
     outbox = tmp_path / "outbox.db"
     with serve(receiver.app) as base:
@@ -300,11 +300,11 @@ def test_backoff_breaker_and_dead_letters(tmp_path: Path) -> None:
         # Exponential backoff with equal jitter: the n-th retry waits at least half of
         # initial * 2^(n-1).
         assert gaps[0] >= 0.05 - 0.01 and gaps[1] >= 0.1 - 0.01
-        # The breaker opened after failure_threshold attempts; while open (a cool-down),
+        # The breaker opened after consecutive_failures attempts; while open (a cool-down),
         # nothing reached the receiver; each half-open state let exactly one probe through.
         assert transitions[0][:2] == ("closed", "open")
         opened_at = transitions[0][2]
-        assert sum(1 for h in hits if h.at <= opened_at) == settings.failure_threshold
+        assert sum(1 for h in hits if h.at <= opened_at) == settings.consecutive_failures
         for old, new, at in transitions:
             if new == "open":
                 assert not [h for h in hits if at < h.at < at + settings.cooldown_s - 0.01]

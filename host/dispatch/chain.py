@@ -17,12 +17,13 @@ import logging
 from dataclasses import dataclass
 from time import perf_counter_ns
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from opentelemetry.trace import Status, StatusCode
 
 from routeiq.abi.capabilities import Capability
 from routeiq.abi.proxy_wasm import Action, StreamType
+from routeiq.hostcalls.header_rules import HeaderRules
 from routeiq.hostcalls.state import ContextState, HeaderMap, HttpStream
 from routeiq.runtime.errors import GuestTrap, PluginError
 
@@ -166,6 +167,32 @@ class ChainStream:
             span.set_attribute("routeiq.outcome", "ok" if result != Action.PAUSE else "pause")
             return result
 
+    def _undo_point(self, member: Member, body: bytearray | None = None) -> "Callable[[], None] | None":
+        """For a fail_open plugin: a way back to the exchange as it was before this
+        callback, so a plugin skipped after a trap leaves no partial edits behind
+        (headers, trailers, body, a local response, LLM request changes). A plugin
+        that fails closed ends the exchange anyway, so it pays nothing for this."""
+        if not member.plugin.spec.fail_open:
+            return None
+        stream = self.stream
+        maps = [m for m in (stream.request_headers, stream.response_headers, stream.request_trailers, stream.response_trailers) if m is not None]
+        saved_pairs = [list(m.pairs) for m in maps]
+        local = stream.local_response
+        llm = stream.llm
+        saved_llm = (llm.request.get("messages"), llm.pinned_model, llm.dirty) if llm is not None else None
+        saved_body = bytes(body) if body is not None else None
+
+        def undo() -> None:
+            for m, pairs in zip(maps, saved_pairs):
+                m.pairs = pairs
+            stream.local_response = local
+            if llm is not None and saved_llm is not None:
+                llm.request["messages"], llm.pinned_model, llm.dirty = saved_llm
+            if body is not None and saved_body is not None:
+                body[:] = saved_body
+
+        return undo
+
     def has_failure_verdict(self) -> Verdict | None:
         if self.failure is not None:
             return Verdict(Step.FAILED, error=self.failure)
@@ -228,8 +255,13 @@ class ChainStream:
                 if self.failure is not None:
                     return Verdict(Step.FAILED, position, error=self.failure)
                 continue
+            undo = self._undo_point(member)
             action = self._call(member, callback, count, int(eos))
             if isinstance(action, GuestTrap):
+                if self.failure is None:  # fail_open: skipped, and so is what it asked for
+                    if undo is not None:
+                        undo()
+                    continue
                 action = None
             verdict = self._after_callback(member, action, position, st)
             if verdict is not None:
@@ -265,8 +297,13 @@ class ChainStream:
                 if self.failure is not None:
                     return Verdict(Step.FAILED, position, error=self.failure)
                 continue
+            undo = self._undo_point(member)
             action = self._call(member, callback, count)
             if isinstance(action, GuestTrap):
+                if self.failure is None:  # fail_open: skipped, and so is what it asked for
+                    if undo is not None:
+                        undo()
+                    continue
                 action = None
             verdict = self._after_callback(member, action, position, st)
             if verdict is not None:
@@ -311,6 +348,7 @@ class ChainStream:
                 stream.request_body = buffer
             else:
                 stream.response_body = buffer
+            undo = self._undo_point(member, buffer)
             try:
                 action = self._call(member, callback, len(buffer), int(eos))
             finally:
@@ -319,7 +357,12 @@ class ChainStream:
             if isinstance(action, GuestTrap):
                 if self.failure is not None:
                     return Verdict(Step.FAILED, position, error=self.failure)
-                action = None  # fail_open: pass what it held through unchanged
+                if undo is not None:
+                    undo()
+                # fail_open: pass what it held through unchanged, ignore what it asked for
+                data = bytes(buffer)
+                buffer.clear()
+                continue
             if action == Action.PAUSE and not eos and self.failure is None and stream.local_response is None:
                 context = member.context
                 assert context is not None
@@ -381,7 +424,7 @@ class ChainStream:
                 member.plugin.active_streams -= 1
 
 
-def request_header_map(method: str, path: str, authority: str, scheme: str, headers: list[tuple[bytes, bytes]]) -> HeaderMap:
-    pairs = [(b":method", method.encode()), (b":path", path.encode()), (b":authority", authority.encode()), (b":scheme", scheme.encode())]
+def request_header_map(method: str, path: str, authority: str, scheme: str, headers: list[tuple[bytes, bytes]], rules: HeaderRules | None = None) -> HeaderMap:
+    pairs = [(b":method", method.encode()), (b":path", path.encode("latin-1")), (b":authority", authority.encode("latin-1")), (b":scheme", scheme.encode())]
     pairs.extend((k.lower(), v) for k, v in headers if k.lower() != b"host")
-    return HeaderMap(pairs)
+    return HeaderMap(pairs, rules=rules)

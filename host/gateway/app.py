@@ -22,6 +22,7 @@ from routeiq.config import ConfigError, LoadedConfig, UpstreamConfig
 from routeiq.dispatch.hook_stats import LatencyHistogram
 from routeiq.dispatch.ordering import OrderingError, plugin_order
 from routeiq.dispatch.plugin import PluginSpec, ProxyWasmPlugin, load_plugin
+from routeiq.hostcalls.header_rules import HeaderLimits
 from routeiq.hostcalls.state import HostServices
 from routeiq.runtime.errors import PluginError, PluginLoadError
 from routeiq.runtime.wasm_runtime import WasmRuntime
@@ -73,7 +74,7 @@ class Gateway:
         self.events: GatewayEvents
         policy = config.load_policy()
         breaker = config.model.router.breaker
-        self.breakers = BreakerBoard(BreakerSettings(breaker.failure_threshold, breaker.window_s, breaker.cooldown_s, breaker.half_open_probes), self._breaker_changed)
+        self.breakers = BreakerBoard(BreakerSettings(**breaker.model_dump()), self._breaker_changed)
         self.services = HostServices(
             store=_store(config, self.breakers),
             metrics=PluginMetrics(),
@@ -122,13 +123,15 @@ class Gateway:
             self.close()
             raise
         tracer = self.tracing.tracer
+        server = config.model.server
+        header_limits = HeaderLimits(server.max_request_headers_count, server.max_request_headers_kb * 1024)
         if self.llm is not None:
             self.llm.tracer = tracer
             self.llm.events = self.events
             self.llm.native = [p for p, _ in self.native]
-            self.filter = PluginFilter(llm_dispatch(self.llm, self.upstream_app), self.plugins, frozenset(self.llm.router.groups), tracer, self.events)
+            self.filter = PluginFilter(llm_dispatch(self.llm, self.upstream_app), self.plugins, frozenset(self.llm.router.groups), tracer, self.events, header_limits)
         else:
-            self.filter = PluginFilter(self.upstream_app, self.plugins, tracer=tracer, events=self.events)
+            self.filter = PluginFilter(self.upstream_app, self.plugins, tracer=tracer, events=self.events, header_limits=header_limits)
 
     def _breaker_changed(self, name: str, old: str, new: str) -> None:
         log.warning("circuit breaker %s: %s -> %s", name, old, new)

@@ -16,11 +16,14 @@ from opentelemetry.trace import SpanKind
 from routeiq.abi.proxy_wasm import StreamType
 from routeiq.dispatch.chain import REQUEST, RESPONSE, ChainStream, Member, Step, Verdict, request_header_map
 from routeiq.dispatch.plugin import ProxyWasmPlugin
+from routeiq.hostcalls.header_rules import REQUEST as REQUEST_MAP
+from routeiq.hostcalls.header_rules import RESPONSE as RESPONSE_MAP
+from routeiq.hostcalls.header_rules import HeaderLimits, HeaderRules, valid_origin_form
 from routeiq.hostcalls.llm_exchange import ChatRequestError, LlmExchange
 from routeiq.hostcalls.state import HeaderMap, HttpStream, LocalResponse
 from routeiq.runtime.errors import PluginError
 
-from .errors import error_body, send_bytes
+from .errors import error_body, send_bytes, send_error
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
@@ -54,8 +57,12 @@ class PluginFilter:
         llm_models: frozenset[str] | None = None,
         tracer: Tracer | None = None,
         events: Any = None,
+        header_limits: HeaderLimits | None = None,
     ) -> None:
         self.app = app
+        limits = header_limits or HeaderLimits()
+        self.request_rules = HeaderRules(REQUEST_MAP, limits)
+        self.response_rules = HeaderRules(RESPONSE_MAP, limits)
         self.events = events  # GatewayEvents: plugin failures are `error` events
         self.plugins = plugins
         self.llm_models = llm_models  # set when the gateway serves the LLM path itself
@@ -116,13 +123,14 @@ class _Exchange:
         if not any(k == b"x-request-id" for k, _ in raw_headers):
             raw_headers.append((b"x-request-id", request_id.encode()))
         authority = next((v.decode("latin-1") for k, v in raw_headers if k == b"host"), "")
+        self.client_authority = authority.encode("latin-1")
         path = scope.get("raw_path") or scope["path"].encode()
         path_text = path.decode("latin-1") if isinstance(path, bytes) else path
         if scope.get("query_string"):
             path_text += "?" + scope["query_string"].decode("latin-1")
         self.has_body = _has_body(raw_headers)
         self.stream = HttpStream(
-            request_headers=request_header_map(scope["method"], path_text, authority, scope.get("scheme", "http"), raw_headers),
+            request_headers=request_header_map(scope["method"], path_text, authority, scope.get("scheme", "http"), raw_headers, owner.request_rules),
             request_id=request_id,
             client=tuple(scope["client"]) if scope.get("client") else None,  # type: ignore[arg-type]
             server=tuple(scope["server"]) if scope.get("server") else None,  # type: ignore[arg-type]
@@ -194,8 +202,13 @@ class _Exchange:
                 receive = self._streaming_request_body(first)
         scope = dict(self.scope)
         req = self.stream.request_headers
+        target = req.get(b":path") or b"/"
+        if not valid_origin_form(target):
+            # The host calls refuse such a :path from a plugin; this is the client's own.
+            await send_error(self.send, 400, "the request target must be an origin-form path", "invalid_request_error", "invalid_path")
+            return
         scope["method"] = (req.get(b":method") or b"GET").decode("latin-1")
-        full_path = (req.get(b":path") or b"/").decode("latin-1")
+        full_path = target.decode("latin-1")
         path, _, query = full_path.partition("?")
         scope["path"] = path
         scope["raw_path"] = path.encode("latin-1")
@@ -203,6 +216,9 @@ class _Exchange:
         scope["headers"] = headers
         if self.stream.llm is not None and not self.llm_body_invalid:
             scope["routeiq.llm"] = self.stream.llm
+        authority = req.get(b":authority")
+        if authority and authority != self.client_authority:
+            scope["routeiq.authority"] = authority  # a plugin rewrote it: the upstream's Host
         try:
             await self.owner.app(scope, receive, self._filtered_send)
         except StreamAborted as aborted:
@@ -343,7 +359,7 @@ class _Exchange:
         upstream = [(k.lower(), v) for k, v in message.get("headers", [])]
         stream = self.stream
         stream.response_code = status
-        stream.response_headers = HeaderMap([(b":status", str(status).encode())] + upstream)
+        stream.response_headers = HeaderMap([(b":status", str(status).encode())] + upstream, rules=self.owner.response_rules)
         verdict = await self._settle(self.chain.response_headers(False), StreamType.HTTP_RESPONSE, self.chain.response_headers, False)
         if verdict.step is not Step.CONTINUE:
             self.replaced = True

@@ -25,6 +25,7 @@ from routeiq.services.callout import CalloutRefused, plan_callout
 
 from .buffers import BufferCalls
 from .contexts import ContextCalls
+from .header_rules import HeaderRefused
 from .headers import _map as header_map
 from .llm import MAX_CBOR_BYTES, LlmCalls, _messages
 from .properties import PropertyCalls
@@ -111,28 +112,40 @@ class ComponentHostCalls:
         hmap = self._writable(which)
         if isinstance(hmap, int):
             return hmap
-        hmap.set_all(pairs)
+        try:
+            hmap.set_all(pairs)
+        except HeaderRefused as refused:
+            return self.env.deny("set-headers", refused.reason, refused.detail, Status.BAD_ARGUMENT)
         return Status.OK
 
     def add_header(self, which: int, name: bytes, value: bytes) -> int:
         hmap = self._writable(which)
         if isinstance(hmap, int):
             return hmap
-        hmap.add(name, value)
+        try:
+            hmap.add(name, value)
+        except HeaderRefused as refused:
+            return self.env.deny("add-header", refused.reason, refused.detail, Status.BAD_ARGUMENT)
         return Status.OK
 
     def replace_header(self, which: int, name: bytes, value: bytes) -> int:
         hmap = self._writable(which)
         if isinstance(hmap, int):
             return hmap
-        hmap.replace(name, value)
+        try:
+            hmap.replace(name, value)
+        except HeaderRefused as refused:
+            return self.env.deny("replace-header", refused.reason, refused.detail, Status.BAD_ARGUMENT)
         return Status.OK
 
     def remove_header(self, which: int, name: bytes) -> int:
         hmap = self._writable(which)
         if isinstance(hmap, int):
             return hmap
-        hmap.remove(name)
+        try:
+            hmap.remove(name)
+        except HeaderRefused as refused:
+            return self.env.deny("remove-header", refused.reason, refused.detail, Status.BAD_ARGUMENT)
         return Status.OK
 
     # ---------------------------------------------------------------- buffers

@@ -6,6 +6,7 @@ from __future__ import annotations
 from routeiq.abi.proxy_wasm import MapFormatError, MapType, Status, decode_map
 
 from .memory import return_bytes
+from .header_rules import HeaderRefused
 from .state import HeaderMap, HostEnv
 
 _KNOWN_MAPS = frozenset(int(m) for m in MapType)
@@ -65,6 +66,8 @@ class HeaderCalls:
             hmap.set_all(decode_map(raw))
         except MapFormatError:
             return Status.BAD_ARGUMENT
+        except HeaderRefused as refused:
+            return self.env.deny("proxy_set_header_map_pairs", refused.reason, refused.detail, Status.BAD_ARGUMENT)
         return Status.OK
 
     def proxy_get_header_map_value(self, map_type: int, key: int, key_size: int, ret_data: int, ret_size: int) -> int:
@@ -93,7 +96,10 @@ class HeaderCalls:
         hmap = self._mutate(map_type)
         if isinstance(hmap, int):
             return hmap
-        hmap.add(name, val)
+        try:
+            hmap.add(name, val)
+        except HeaderRefused as refused:
+            return self.env.deny("proxy_add_header_map_value", refused.reason, refused.detail, Status.BAD_ARGUMENT)
         return Status.OK
 
     def proxy_replace_header_map_value(self, map_type: int, key: int, key_size: int, value: int, value_size: int) -> int:
@@ -102,7 +108,10 @@ class HeaderCalls:
         hmap = self._mutate(map_type)
         if isinstance(hmap, int):
             return hmap
-        hmap.replace(name, val)
+        try:
+            hmap.replace(name, val)
+        except HeaderRefused as refused:
+            return self.env.deny("proxy_replace_header_map_value", refused.reason, refused.detail, Status.BAD_ARGUMENT)
         return Status.OK
 
     def proxy_remove_header_map_value(self, map_type: int, key: int, key_size: int) -> int:
@@ -110,5 +119,8 @@ class HeaderCalls:
         hmap = self._mutate(map_type)
         if isinstance(hmap, int):
             return hmap
-        hmap.remove(name)
+        try:
+            hmap.remove(name)
+        except HeaderRefused as refused:
+            return self.env.deny("proxy_remove_header_map_value", refused.reason, refused.detail, Status.BAD_ARGUMENT)
         return Status.OK

@@ -12,6 +12,7 @@ from routeiq.abi.capabilities import Capability
 from routeiq.abi.proxy_wasm import LogLevel, Pairs, Status, StreamType, encode_map
 from routeiq.policy.grants import Grant, deny_all
 
+from .header_rules import HeaderRefused, HeaderRules
 from .llm_exchange import LlmExchange
 from routeiq.runtime.errors import PluginError
 from routeiq.services.audit import AuditLog
@@ -21,13 +22,17 @@ from routeiq.services.shared_store import InMemoryStore, SharedStore
 
 
 class HeaderMap:
-    """Ordered header pairs with lower-case names, like Envoy's header maps."""
+    """Ordered header pairs with lower-case names, like Envoy's header maps.
 
-    __slots__ = ("pairs", "writable")
+    With `rules` set (the maps plugins write), every change is checked first and a
+    refused one (HeaderRefused) leaves the map as it was."""
 
-    def __init__(self, pairs: Pairs | None = None, writable: bool = True) -> None:
+    __slots__ = ("pairs", "writable", "rules")
+
+    def __init__(self, pairs: Pairs | None = None, writable: bool = True, rules: HeaderRules | None = None) -> None:
         self.pairs: Pairs = list(pairs or [])
         self.writable = writable
+        self.rules = rules
 
     def get(self, name: bytes) -> bytes | None:
         name = name.lower()
@@ -40,23 +45,52 @@ class HeaderMap:
         return found
 
     def add(self, name: bytes, value: bytes) -> None:
-        self.pairs.append((name.lower(), value))
+        name = name.lower()
+        rules = self.rules
+        if rules is not None:
+            rules.check_pair(name, value)
+            if name.startswith(b":") and any(k == name for k, _ in self.pairs):
+                raise HeaderRefused("pseudo_header", f"{name.decode('latin-1')} is already set (replace it)")
+            rules.check_size(self.pairs, self.pairs + [(name, value)])
+        self.pairs.append((name, value))
 
     def replace(self, name: bytes, value: bytes) -> None:
         name = name.lower()
-        for i, (k, _) in enumerate(self.pairs):
+        pairs = self.pairs
+        for i, (k, _) in enumerate(pairs):
             if k == name:
-                self.pairs[i] = (k, value)
-                self.pairs[i + 1 :] = [(k2, v2) for k2, v2 in self.pairs[i + 1 :] if k2 != name]
-                return
-        self.pairs.append((name, value))
+                after = pairs[:i] + [(k, value)] + [(k2, v2) for k2, v2 in pairs[i + 1 :] if k2 != name]
+                break
+        else:
+            after = pairs + [(name, value)]
+        if self.rules is not None:
+            self.rules.check_pair(name, value)
+            self.rules.check_size(pairs, after)
+        self.pairs = after
 
     def remove(self, name: bytes) -> None:
         name = name.lower()
+        if self.rules is not None:
+            self.rules.check_remove(name)
         self.pairs = [(k, v) for k, v in self.pairs if k != name]
 
     def set_all(self, pairs: Pairs) -> None:
-        self.pairs = [(k.lower(), v) for k, v in pairs]
+        after = [(k.lower(), v) for k, v in pairs]
+        rules = self.rules
+        if rules is not None:
+            seen: set[bytes] = set()
+            for k, v in after:
+                rules.check_pair(k, v)
+                if k.startswith(b":"):
+                    if k in seen:
+                        raise HeaderRefused("pseudo_header", f"{k.decode('latin-1')} is given twice")
+                    seen.add(k)
+            # Pseudo-headers the new pairs leave out keep their values: a request
+            # always has a method, a path and a scheme.
+            kept = [(k, v) for k, v in self.pairs if k.startswith(b":") and k not in seen]
+            after = kept + after
+            rules.check_size(self.pairs, after)
+        self.pairs = after
 
     def serialize(self) -> bytes:
         return encode_map(self.pairs)

@@ -1,8 +1,13 @@
 """The OpenAI-compatible endpoints: /v1/chat/completions, /v1/models, /v1/feedback.
 
 A deployment that fails before its first byte (error status, timeout, refused
-connection) is marked on its breaker and the next candidate is tried; once bytes have
-gone to the client, a stream is never switched.
+connection, an answer that is not a JSON object) is marked on its breaker and the next
+candidate is tried; once bytes have gone to the client, a stream is never switched.
+
+Deadlines are whole (`Deadlines`): a non-streaming attempt gets `timeout_s` for all of
+it, connect to last body byte; a streaming one gets `first_byte_s` until its first
+chunk, then at most `idle_s` between chunks. A stream that goes quiet mid-way ends with
+an OpenAI-style `data: {"error": ...}` event and no `[DONE]`.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import json
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -61,14 +67,23 @@ class UsageTap:
                         self.usage = usage
 
 
+@dataclass(frozen=True)
+class Deadlines:
+    """router.timeout_s, router.first_byte_timeout_s (default timeout_s), router.stream_idle_timeout_s."""
+
+    whole_s: float = 60.0
+    first_byte_s: float = 60.0
+    idle_s: float = 30.0
+
+
 class LlmApi:
-    def __init__(self, router: LlmRouter, embedded: EmbeddedBackend, passthrough: PassthroughBackend, litellm: LitellmBackend, timeout_s: float, retries: int) -> None:
+    def __init__(self, router: LlmRouter, embedded: EmbeddedBackend, passthrough: PassthroughBackend, litellm: LitellmBackend, deadlines: Deadlines, retries: int) -> None:
         self.tracer: Tracer | None = None  # set by the app when tracing is on
         self.events: Any = None  # GatewayEvents, set by the app
         self.native: list[Any] = []  # native GatewayPlugins, set by the app
         self.router = router
         self.backends = {"embedded": embedded, "passthrough": passthrough, "litellm": litellm}
-        self.timeout_s = timeout_s
+        self.deadlines = deadlines
         self.retries = retries
         self.app = Starlette(
             routes=[
@@ -124,9 +139,7 @@ class LlmApi:
                     span.set_attribute("routeiq.decide_us", call.decide_s * 1e6)
         except NoSuchModel as exc:
             return openai_error(404, f"the model {str(exc) or '(none)'!r} does not exist; see GET /v1/models", "invalid_request_error", "model_not_found")
-        if body.get("stream"):
-            return await self._stream(call, body, exchange)
-        return await self._complete(call, body, exchange)
+        return await self._run(call, body, exchange, bool(body.get("stream")))
 
     def _headers(self, call: RoutedCall, d: LiveDeployment, attempts: int) -> dict[str, str]:
         return {
@@ -195,86 +208,117 @@ class LlmApi:
     def _attempts(self, call: RoutedCall) -> list[LiveDeployment]:
         return call.order[: self.retries + 1]
 
-    async def _complete(self, call: RoutedCall, body: dict[str, Any], exchange: LlmExchange) -> Response:
+    async def _run(self, call: RoutedCall, body: dict[str, Any], exchange: LlmExchange, stream: bool) -> Response:
+        """Try the candidates in order until one answers. Every way out of an attempt
+        settles it (see `_Attempt`), so no breaker is left with a probe slot taken."""
         last: BackendError | None = None
-        for attempt, d in enumerate(self._attempts(call), start=1):
+        for number, d in enumerate(self._attempts(call), start=1):
             breaker = self.router.breaker(d)
             if not breaker.allow():
                 continue
-            began = time.perf_counter()
-            span = self._span(call, d, False)
+            attempt = _Attempt(self, call, d, breaker.probe_round, stream)
             try:
-                answer = await self.backends[d.kind].complete(d, body, self.timeout_s)
+                if stream:
+                    return await self._open_stream(attempt, body, exchange, number)
+                return await self._answer(attempt, body, exchange, number)
             except BackendError as exc:
-                self._end_span(span, False, None, str(exc))
-                self.router.record(call, d, False, time.perf_counter() - began)
-                log.warning("request %s: %s failed (%s); %s", call.request.request_id, d.id, exc, "failing over" if exc.retryable else "not retryable")
-                last = exc
-                if not exc.retryable:
-                    break
-                self.router.fallbacks += 1
-                continue
-            usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else None
-            if span is not None:
-                span.set_attribute("gen_ai.response.model", str(answer.get("model", "")))
-            self._end_span(span, True, usage)
-            self.router.record(call, d, True, time.perf_counter() - began, usage)
-            self._outcome(exchange, call, d, 200, began, usage)
-            await self._native_success(call, exchange)
-            return JSONResponse(answer, headers=self._headers(call, d, attempt))
+                error = exc
+            except Exception as exc:  # an answer we cannot use, or a backend bug: the deployment failed
+                log.warning("request %s: %s failed unexpectedly", call.request.request_id, d.id, exc_info=True)
+                error = BackendError(f"{d.id} failed: {type(exc).__name__}: {exc}", 502)
+            except BaseException:  # cancelled: says nothing about the deployment
+                attempt.abandon("cancelled")
+                raise
+            attempt.fail(str(error))
+            log.warning("request %s: %s failed (%s); %s", call.request.request_id, d.id, error, "failing over" if error.retryable else "not retryable")
+            last = error
+            if not error.retryable:
+                break
+            self.router.fallbacks += 1
         return await self._exhausted(call, last)
 
-    async def _stream(self, call: RoutedCall, body: dict[str, Any], exchange: LlmExchange) -> Response:
-        last: BackendError | None = None
-        for attempt, d in enumerate(self._attempts(call), start=1):
-            breaker = self.router.breaker(d)
-            if not breaker.allow():
-                continue
-            began = time.perf_counter()
-            span = self._span(call, d, True)
-            try:
-                chunks = await self.backends[d.kind].stream(d, body, self.timeout_s)
-            except BackendError as exc:
-                self._end_span(span, False, None, str(exc))
-                self.router.record(call, d, False, time.perf_counter() - began)
-                last = exc
-                if not exc.retryable:
-                    break
-                self.router.fallbacks += 1
-                continue
-            return StreamingResponse(
-                self._relay(chunks, call, d, began, exchange, span),
-                media_type="text/event-stream",
-                headers={"cache-control": "no-cache", **self._headers(call, d, attempt)},
-            )
-        return await self._exhausted(call, last)
-
-    async def _relay(self, chunks: AsyncIterator[bytes], call: RoutedCall, d: LiveDeployment, began: float, exchange: LlmExchange, span: Any = None) -> AsyncIterator[bytes]:
-        tap = UsageTap()
-        ok = False
-        client_gone = False
+    async def _answer(self, attempt: "_Attempt", body: dict[str, Any], exchange: LlmExchange, number: int) -> Response:
+        d = attempt.d
+        whole = self.deadlines.whole_s
         try:
-            async for chunk in chunks:
+            async with asyncio.timeout(whole):  # connect, head and the whole body
+                answer = await self.backends[d.kind].complete(d, body, whole)
+        except TimeoutError:
+            raise BackendError(f"{d.id} did not answer within {whole:g} s (router.timeout_s)", 504) from None
+        if not isinstance(answer, dict):
+            raise BackendError(f"{d.id} answered JSON that is not an object ({type(answer).__name__})", 502)
+        usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else None
+        response = JSONResponse(answer, headers=self._headers(attempt.call, d, number))  # refuses NaN: a bad answer
+        if attempt.span is not None:
+            attempt.span.set_attribute("gen_ai.response.model", str(answer.get("model", "")))
+        attempt.succeed(usage)
+        self._outcome(exchange, attempt.call, d, 200, attempt.began, usage)
+        await self._native_success(attempt.call, exchange)
+        return response
+
+    async def _open_stream(self, attempt: "_Attempt", body: dict[str, Any], exchange: LlmExchange, number: int) -> Response:
+        d = attempt.d
+        first_byte = self.deadlines.first_byte_s
+        try:
+            # The first chunk is fetched before the response starts: until then the
+            # request can still fail over. (If anext fails, the stream has ended: the
+            # failure went through its frame, so there is nothing left to close.)
+            async with asyncio.timeout(first_byte):
+                # The backend's own per-operation timeout is only a backstop for ours.
+                chunks = await self.backends[d.kind].stream(d, body, max(first_byte, self.deadlines.idle_s))
+                first = await anext(chunks)
+        except StopAsyncIteration:
+            raise BackendError(f"{d.id} ended its stream without sending anything", 502) from None
+        except TimeoutError:
+            raise BackendError(f"{d.id} sent no first chunk within {first_byte:g} s (router.first_byte_timeout_s)", 504) from None
+        return _RelayResponse(
+            self._relay(first, chunks, attempt, exchange),
+            attempt,
+            chunks,
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", **self._headers(attempt.call, d, number)},
+        )
+
+    async def _relay(self, first: bytes, chunks: AsyncIterator[bytes], attempt: "_Attempt", exchange: LlmExchange) -> AsyncIterator[bytes]:
+        tap = UsageTap()
+        error = ""
+        try:
+            chunk: bytes | None = first
+            while chunk is not None:
                 tap.feed(chunk)
                 yield chunk
-            ok = True
+                chunk, error = await self._next_chunk(chunks, attempt.d)
+            if error:
+                attempt.fail(error, tap.usage)  # before the event: the client may leave during it
+                self._outcome(exchange, attempt.call, attempt.d, 502, attempt.began, tap.usage)
+                event = {"error": {"message": error, "type": "server_error", "param": None, "code": "upstream_error"}}
+                yield b"data: " + json.dumps(event).encode() + b"\n\n"
+                return
         except (GeneratorExit, asyncio.CancelledError):
             # Closed or cancelled from our side (the client hung up, or shutdown), whether
-            # while waiting for the next chunk or while handing one on.
-            client_gone = True
+            # while waiting for the next chunk or while handing one on: says nothing about
+            # the deployment (499, as nginx logs it).
+            if not attempt.settled:
+                self._outcome(exchange, attempt.call, attempt.d, 499, attempt.began, tap.usage)
+            attempt.abandon("client closed the stream", tap.usage)
             raise
-        finally:
-            if client_gone:
-                # The client hung up: says nothing about the deployment, so neither its
-                # breaker nor the strategy's statistics hear of it (499, as nginx logs it).
-                self._end_span(span, False, tap.usage, "client closed the stream")
-                self._outcome(exchange, call, d, 499, began, tap.usage)
-            else:
-                self._end_span(span, ok, tap.usage, "" if ok else "stream interrupted")
-                self.router.record(call, d, ok, time.perf_counter() - began, tap.usage)
-                self._outcome(exchange, call, d, 200 if ok else 502, began, tap.usage)
-            if ok:
-                await self._native_success(call, exchange)
+        attempt.succeed(tap.usage)
+        self._outcome(exchange, attempt.call, attempt.d, 200, attempt.began, tap.usage)
+        await self._native_success(attempt.call, exchange)
+
+    async def _next_chunk(self, chunks: AsyncIterator[bytes], d: LiveDeployment) -> tuple[bytes | None, str]:
+        """The next chunk within router.stream_idle_timeout_s; (None, "") at the end,
+        (None, why) if the deployment went quiet or broke the stream."""
+        idle = self.deadlines.idle_s
+        try:
+            async with asyncio.timeout(idle):
+                return await anext(chunks), ""
+        except StopAsyncIteration:
+            return None, ""
+        except TimeoutError:
+            return None, f"{d.id} sent nothing for {idle:g} s (router.stream_idle_timeout_s); stream cut"
+        except Exception as exc:  # the upstream connection broke mid-stream
+            return None, f"{d.id} broke its stream: {type(exc).__name__}: {exc}"
 
     async def _native_success(self, call: RoutedCall, exchange: LlmExchange) -> None:
         outcome = exchange.outcome.as_dict() if exchange.outcome is not None else {}
@@ -299,3 +343,61 @@ class LlmApi:
             except JsonInputError:
                 pass
         return openai_error(504 if last.status == 504 else 502, f"all deployments failed; last: {last}", "server_error", "upstream_error")
+
+
+class _Attempt:
+    """One try of one deployment. Settled exactly once, whatever way the try ends: an
+    answer (`succeed`), an error or an answer we cannot use (`fail`: breaker and strategy
+    hear it), or cancellation / a client that went away (`abandon`: the half-open probe
+    slot is handed back and nothing is counted against the deployment)."""
+
+    def __init__(self, api: LlmApi, call: RoutedCall, d: LiveDeployment, probe_round: int, stream: bool) -> None:
+        self.api = api
+        self.call = call
+        self.d = d
+        self.probe_round = probe_round
+        self.began = time.perf_counter()
+        self.span = api._span(call, d, stream)
+        self.settled = False
+
+    def succeed(self, usage: dict[str, int] | None) -> None:
+        if not self.settled:
+            self.settled = True
+            self.api._end_span(self.span, True, usage)
+            self.api.router.record(self.call, self.d, True, time.perf_counter() - self.began, usage)
+
+    def fail(self, error: str, usage: dict[str, int] | None = None) -> None:
+        if not self.settled:
+            self.settled = True
+            self.api._end_span(self.span, False, usage, error)
+            self.api.router.record(self.call, self.d, False, time.perf_counter() - self.began, usage)
+
+    def abandon(self, reason: str, usage: dict[str, int] | None = None) -> None:
+        if not self.settled:
+            self.settled = True
+            self.api._end_span(self.span, False, usage, reason)
+            self.api.router.breaker(self.d).release(self.probe_round)
+
+
+class _RelayResponse(StreamingResponse):
+    """A relayed stream that settles its attempt even if the relay never ran (the client
+    was gone before the first chunk) and always closes the upstream stream."""
+
+    def __init__(self, content: AsyncIterator[bytes], attempt: _Attempt, upstream: AsyncIterator[bytes], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._attempt = attempt
+        self._upstream = upstream
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await _aclose(self.body_iterator)
+            await _aclose(self._upstream)
+            self._attempt.abandon("client closed the stream before it started")
+
+
+async def _aclose(iterator: Any) -> None:
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        await aclose()

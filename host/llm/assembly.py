@@ -8,7 +8,7 @@ from typing import Any, Awaitable, Callable
 from routeiq.config import ConfigError, LoadedConfig
 from routeiq.services.breakers import BreakerBoard
 
-from .api import LLM_ROUTES, LlmApi
+from .api import LLM_ROUTES, Deadlines, LlmApi
 from .backends import EmbeddedBackend, LitellmBackend, PassthroughBackend
 from .deployments import build_deployments
 from .mock_provider import MockBehaviour, MockProvider
@@ -60,7 +60,8 @@ def build_llm(config: LoadedConfig, breakers: BreakerBoard, mock: MockProvider) 
     for name, behaviour in model.mock.models.items():
         mock.behaviours[name] = MockBehaviour(**behaviour.model_dump())
     router = LlmRouter(deployments, strategy, breakers, router_cfg.auto_model)
-    return LlmApi(router, EmbeddedBackend(mock), PassthroughBackend(), LitellmBackend(deployments), router_cfg.timeout_s, router_cfg.retries)
+    deadlines = Deadlines(router_cfg.timeout_s, router_cfg.first_byte_timeout_s or router_cfg.timeout_s, router_cfg.stream_idle_timeout_s)
+    return LlmApi(router, EmbeddedBackend(mock), PassthroughBackend(), LitellmBackend(deployments), deadlines, router_cfg.retries)
 
 
 def llm_dispatch(llm: LlmApi, fallback: ASGIApp) -> ASGIApp:

@@ -75,8 +75,9 @@ class PassthroughBackend:
         headers = {"content-type": "application/json"}
         if d.api_key:
             headers["authorization"] = f"Bearer {d.api_key}"
-        # Per-operation limits like a read timeout, not a cap on a long stream's total time.
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout_s, sock_read=timeout_s)
+        # Only a connect limit here: the API bounds the whole attempt (router.timeout_s) or,
+        # for a stream, the first chunk and the gaps between chunks.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout_s, sock_read=None)
         try:
             response = await self._http().post(
                 f"{d.api_base}/chat/completions",

@@ -180,7 +180,16 @@ class CalloutClient:
         if not breaker.allow():
             self.failed += 1
             return CalloutResult(False, message=f"circuit open for {target.host}:{target.port}")
-        result = await self._run(target, body, timeout_ms, max_bytes)
+        probe_round = breaker.probe_round
+        try:
+            result = await self._run(target, body, timeout_ms, max_bytes)
+        except Exception as exc:  # a request httpx cannot even build is the plugin's, not the target's
+            breaker.release(probe_round)
+            self.failed += 1
+            return CalloutResult(False, message=f"{type(exc).__name__}: {exc}")
+        except BaseException:  # cancelled (the stream ended): no outcome, the probe slot back
+            breaker.release(probe_round)
+            raise
         breaker.success() if result.ok and result.status_code < 500 else breaker.failure()
         return result
 
