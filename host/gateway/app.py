@@ -205,7 +205,7 @@ class Gateway:
             # Validated from outside the state dir; kept there only once accepted.
             staged = Path(staging) / self.admin_state.module_path(wasm).name
             staged.write_bytes(wasm)
-            new = self._start_replacement(old, replace(old.spec, wasm_path=staged, sha256=None, manifest=kept))
+            new = self._start_replacement(replace(old.spec, wasm_path=staged, sha256=None, manifest=kept))
             try:
                 path = self.admin_state.store_module(wasm)
             except OSError:
@@ -220,7 +220,7 @@ class Gateway:
         """Hot swap to the module the config file names (the watcher): nothing persisted,
         the file is the record."""
         old = self.plugin(name)
-        new = self._start_replacement(old, replace(old.spec, wasm_path=wasm_path, sha256=sha256, manifest=None))
+        new = self._start_replacement(replace(old.spec, wasm_path=wasm_path, sha256=sha256, manifest=None))
         self._switch(old, new)
         return new
 
@@ -252,7 +252,7 @@ class Gateway:
             self.config_watcher.handed_back(name, "module")
         return plugin
 
-    def _start_replacement(self, old: ProxyWasmPlugin, spec: PluginSpec) -> ProxyWasmPlugin:
+    def _start_replacement(self, spec: PluginSpec) -> ProxyWasmPlugin:
         new = load_plugin(spec, self.runtime, self.logs, self.policy, self.services)
         try:
             new.start()
