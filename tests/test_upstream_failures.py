@@ -394,3 +394,90 @@ def test_rare_callout_failures_do_not_open_the_ext_auth_breaker(make_app, live, 
     assert statuses.count(401) == 10  # exactly the auth service's own failures...
     assert statuses.count(200) == 590  # ...and no request refused by an open breaker
     assert breakers[f"callout:{host}:{port}"]["transitions"] == {}
+
+
+# ------------------------------------------------------------------ item 3
+@pytest.fixture
+def stoppable_redis():  # type: ignore[no-untyped-def]
+    """A redis-server of this test's own (the session one is shared), to SIGSTOP."""
+    import signal
+    import subprocess
+
+    import redis
+
+    from support import free_port, redis_server_binary
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    try:
+        assert eventually(lambda: _pings(client), timeout=10), "redis-server did not start"
+        yield url, proc
+    finally:
+        client.close()
+        proc.send_signal(signal.SIGCONT)
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _pings(client: Any) -> bool:
+    import redis
+
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def py_rate_limiter() -> Any:
+    from routeiq.toolchain.python import build_python_guests
+
+    from conftest import ROOT
+
+    return next(p for p in build_python_guests(ROOT) if p.stem == "py_rate_limiter")
+
+
+@pytest.mark.parametrize("limiter", ["rate_limiter", "py_rate_limiter"], ids=["core_module", "component"])
+def test_a_stalled_redis_is_a_status_for_the_rate_limiter_not_a_trap(make_app, live, guests, request, stoppable_redis, http: httpx.Client, caplog, limiter: str) -> None:  # type: ignore[no-untyped-def]
+    import logging
+    import signal
+
+    from support import plugin
+
+    redis_url, redis_proc = stoppable_redis
+    module = guests["rate_limiter"] if limiter == "rate_limiter" else request.getfixturevalue("py_rate_limiter")
+    app = make_app(
+        [plugin(limiter, module, config={"limit": 1000, "window_s": 86400})],
+        policy={"plugins": {limiter: {"unpinned": True, "capabilities": ["shared_kv"]}}},
+        kv={"backend": "redis", "url": redis_url, "timeout_s": 0.5},  # > the plugin's 100 ms deadline
+        router={"breaker": {"cooldown_s": 0.5}},
+    )
+    url = live(app)
+    key = {"x-api-key": "alice"}
+    first = http.get(f"{url}/echo", headers=key)
+    assert first.status_code == 200 and first.headers["x-ratelimit-remaining"] == "999"
+    caplog.set_level(logging.ERROR, logger="routeiq.services.store")
+    redis_proc.send_signal(signal.SIGSTOP)  # Redis stalls: connections open, no answers
+    try:
+        stalled = [http.get(f"{url}/echo", headers=key) for _ in range(8)]
+    finally:
+        redis_proc.send_signal(signal.SIGCONT)
+    # Each request's shared-data calls got INTERNAL_FAILURE (the limiter fails open on
+    # it): no deadline_exceeded trap, so the fail-closed plugin answered no 503.
+    assert [r.status_code for r in stalled] == [200] * 8, [r.text for r in stalled]
+    assert all("x-ratelimit-remaining" not in r.headers for r in stalled)
+    health = http.get(f"{url}/health").json()
+    described = next(p for p in health["plugins"] if p["name"] == limiter)
+    assert (described["state"], described["traps"], described["quarantines"]) == ("ready", 0, 0)
+    assert health["breakers"]["redis"]["transitions"].get("closed->open", 0) >= 1  # stopped waiting on it
+    unavailable = [r for r in caplog.records if "unavailable" in r.getMessage()]
+    assert len(unavailable) == 1, [r.getMessage() for r in unavailable]  # rate-limited, not one per call
+    # Redis is back: requests pass at once, and counting resumes after the breaker's probe.
+    assert http.get(f"{url}/echo", headers=key).status_code == 200
+    assert eventually(lambda: "x-ratelimit-remaining" in http.get(f"{url}/echo", headers=key).headers, timeout=5)

@@ -37,9 +37,9 @@ class SharedDataCalls:
         if not env.grant.can_read(namespace):
             return env.deny(call, "kv_namespace", f"namespace {namespace!r} is not readable", Status.BAD_ARGUMENT), None, 0
         try:
-            value, cas = env.services.store.get(namespace, name)
-        except StoreUnavailable as exc:
-            env.logger.error("shared data backend unavailable: %s", exc)
+            with env.store_wait():
+                value, cas = env.services.store.get(namespace, name)
+        except StoreUnavailable:  # logged (rate-limited) by the store
             return Status.INTERNAL_FAILURE, None, 0
         env.services.kv_ops[(env.plugin.name, "get")] += 1
         return Status.OK, value, cas
@@ -60,9 +60,9 @@ class SharedDataCalls:
         if not env.grant.can_write(namespace):
             return env.deny(call, "kv_namespace", f"namespace {namespace!r} is not writable", Status.BAD_ARGUMENT)
         try:
-            status = env.services.store.set(namespace, name, raw_value, cas)
-        except StoreUnavailable as exc:
-            env.logger.error("shared data backend unavailable: %s", exc)
+            with env.store_wait():
+                status = env.services.store.set(namespace, name, raw_value, cas)
+        except StoreUnavailable:  # logged (rate-limited) by the store
             return Status.INTERNAL_FAILURE
         env.services.kv_ops[(env.plugin.name, "set")] += 1
         return status

@@ -16,8 +16,7 @@ class SharedQueueCalls:
         self.env = env
 
     def _unavailable(self, exc: StoreUnavailable) -> int:
-        self.env.logger.error("shared queue backend unavailable: %s", exc)
-        return Status.INTERNAL_FAILURE
+        return Status.INTERNAL_FAILURE  # logged (rate-limited) by the store
 
     def proxy_register_shared_queue(self, name: int, name_size: int, ret_id: int) -> int:
         env = self.env
@@ -29,7 +28,8 @@ class SharedQueueCalls:
         if not raw:
             return Status.BAD_ARGUMENT
         try:
-            qid = env.services.store.register_queue(env.grant.namespace, raw.decode("utf-8", "replace"), env.queue_listener)
+            with env.store_wait():
+                qid = env.services.store.register_queue(env.grant.namespace, raw.decode("utf-8", "replace"), env.queue_listener)
         except StoreUnavailable as exc:
             return self._unavailable(exc)
         env.vm.write_u32(ret_id, qid)
@@ -46,7 +46,8 @@ class SharedQueueCalls:
         if not env.grant.can_read(namespace):
             return env.deny("proxy_resolve_shared_queue", "kv_namespace", f"namespace {namespace!r} is not granted", Status.BAD_ARGUMENT)
         try:
-            qid = env.services.store.resolve_queue(namespace, raw.decode("utf-8", "replace"))
+            with env.store_wait():
+                qid = env.services.store.resolve_queue(namespace, raw.decode("utf-8", "replace"))
         except StoreUnavailable as exc:
             return self._unavailable(exc)
         if qid is None:
@@ -70,7 +71,8 @@ class SharedQueueCalls:
         if len(data) > limits.queue_item_bytes:
             return env.deny("proxy_enqueue_shared_queue", "queue_size", f"item of {len(data)} bytes exceeds {limits.queue_item_bytes}", Status.BAD_ARGUMENT)
         try:
-            return store.enqueue(queue_id, data, limits.queue_max_items)
+            with env.store_wait():
+                return store.enqueue(queue_id, data, limits.queue_max_items)
         except StoreUnavailable as exc:
             return self._unavailable(exc)
 
@@ -87,7 +89,8 @@ class SharedQueueCalls:
         if not env.grant.can_read(ref.namespace):
             return env.deny("proxy_dequeue_shared_queue", "kv_namespace", f"namespace {ref.namespace!r} is not readable", Status.BAD_ARGUMENT)
         try:
-            status, item = store.dequeue(queue_id)
+            with env.store_wait():
+                status, item = store.dequeue(queue_id)
         except StoreUnavailable as exc:
             return self._unavailable(exc)
         if status != Status.OK:

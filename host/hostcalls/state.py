@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -238,6 +239,14 @@ class HostEnv:
         if capability in self.grant.capabilities:
             return None
         return self.deny(call, "capability", f"{capability.value} is not granted", Status.UNIMPLEMENTED)
+
+    def store_wait(self) -> "contextlib.AbstractContextManager[None]":
+        """Around a shared store call: a store in another process (Redis) is dependency
+        time, not the plugin's, so its wait is kept off the callback's deadline."""
+        vm = self.vm
+        if vm is None or not self.services.store.blocking:
+            return contextlib.nullcontext()
+        return vm.outside_deadline()
 
     @property
     def stream(self) -> HttpStream | None:

@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 typedef union {
     int32_t i32;
@@ -47,6 +48,7 @@ typedef struct {
     get_fuel_fn get_fuel;
     uint64_t fuel;
     uint64_t ticks;
+    uint64_t armed_ns; /* CLOCK_MONOTONIC when the current top-level call got its deadline */
     int depth;
     int closed;
     PyObject *on_failure; /* (name, trap_ptr, error_ptr) -> exception instance */
@@ -72,6 +74,7 @@ Sandbox_init(Sandbox *self, PyObject *args, PyObject *kwds)
     self->get_fuel = (get_fuel_fn)(uintptr_t)get_fuel;
     self->fuel = fuel;
     self->ticks = ticks;
+    self->armed_ns = 0;
     self->depth = 0;
     self->closed = 0;
     Py_XINCREF(on_failure);
@@ -129,6 +132,29 @@ Sandbox_get_depth(Sandbox *self, void *unused)
     return PyLong_FromLong(self->depth);
 }
 
+/* armed_ns is read and moved by the host when a host call waits on a dependency: the
+ * wait is not charged to the callback (WasmVM.outside_deadline). Same clock as Python's
+ * time.monotonic_ns(). */
+static PyObject *
+Sandbox_get_armed_ns(Sandbox *self, void *unused)
+{
+    return PyLong_FromUnsignedLongLong(self->armed_ns);
+}
+
+static int
+Sandbox_set_armed_ns(Sandbox *self, PyObject *value, void *unused)
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_TypeError, "armed_ns cannot be deleted");
+        return -1;
+    }
+    unsigned long long v = PyLong_AsUnsignedLongLong(value);
+    if (v == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    self->armed_ns = v;
+    return 0;
+}
+
 static PyObject *
 Sandbox_get_closed(Sandbox *self, void *unused)
 {
@@ -144,6 +170,8 @@ static PyMethodDef Sandbox_methods[] = {
 static PyGetSetDef Sandbox_getset[] = {
     {"depth", (getter)Sandbox_get_depth, NULL, "guest calls currently on the stack", NULL},
     {"closed", (getter)Sandbox_get_closed, NULL, "whether close() was called", NULL},
+    {"armed_ns", (getter)Sandbox_get_armed_ns, (setter)Sandbox_set_armed_ns,
+     "monotonic ns when the current top-level call's deadline started (moved by waits)", NULL},
     {NULL},
 };
 
@@ -215,6 +243,9 @@ GuestCall_vectorcall(GuestCall *self, PyObject *const *args, size_t nargsf, PyOb
         if (err)
             return raise_failure(self, NULL, err);
         sb->set_deadline(sb->ctx, sb->ticks);
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        sb->armed_ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
     }
     void *trap = NULL;
     void *err;

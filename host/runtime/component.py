@@ -19,6 +19,7 @@ latin-1), never as `list<u8>`: wasmtime lowers and lifts a list value element by
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import logging
@@ -27,7 +28,7 @@ import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import wasmtime
 from wasmtime import _ffi as ffi
@@ -506,6 +507,8 @@ class ComponentSandbox:
         environment: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.limits = limits
+        self._tick_ms = epoch_tick_ms
+        self._armed_ns = 0  # when the current callback's deadline started (moved by waits)
         self._deadline_ticks = max(1, -(-limits.timeout_ms // epoch_tick_ms)) + 1
         self._component = component
         self._filter_interface = filter_interface
@@ -607,7 +610,21 @@ class ComponentSandbox:
         if err:
             raise HostCallFailure(capi.error_message(err))
         capi.context_set_epoch_deadline(self._ctx, self._deadline_ticks)
+        self._armed_ns = time.monotonic_ns()
         self._pending = None
+
+    @contextlib.contextmanager
+    def outside_deadline(self) -> Iterator[None]:
+        """As WasmVM.outside_deadline: a dependency wait is not the plugin's time."""
+        began = time.monotonic_ns()
+        try:
+            yield
+        finally:
+            if self._depth and not self.closed:
+                now = time.monotonic_ns()
+                self._armed_ns += now - began
+                left_ms = self.limits.timeout_ms - (now - self._armed_ns) / 1e6
+                capi.context_set_epoch_deadline(self._ctx, max(1, -(-int(left_ms) // self._tick_ms)) + 1)
 
     def instantiate(self) -> None:
         """Instantiate under fuel and deadline (component start code is bounded too)."""

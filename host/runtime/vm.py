@@ -10,11 +10,13 @@ and only when an access falls beyond the last size seen (memory never shrinks).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import struct
+import time
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import wasmtime
 
@@ -121,6 +123,7 @@ class WasmVM:
         epoch_tick_ms: int,
     ) -> None:
         self.limits = limits
+        self._tick_ms = epoch_tick_ms
         self._deadline_ticks = max(1, -(-limits.timeout_ms // epoch_tick_ms)) + 1
         self.store = wasmtime.Store(engine)
         self.store.set_limits(
@@ -201,6 +204,22 @@ class WasmVM:
         if err:
             raise HostCallFailure(capi.error_message(err))
         capi.context_set_epoch_deadline(ctx, self._deadline_ticks)
+
+    @contextlib.contextmanager
+    def outside_deadline(self) -> Iterator[None]:
+        """A host call waiting on a dependency (Redis) inside this block is not charged
+        to the callback's wall-clock deadline: afterwards the deadline is re-armed with
+        what was left of it when the wait began. (Fuel is not touched: a wait uses none.)"""
+        began = time.monotonic_ns()
+        try:
+            yield
+        finally:
+            sandbox = self._sandbox
+            if sandbox.depth and not self.closed:
+                now = time.monotonic_ns()
+                sandbox.armed_ns = armed = sandbox.armed_ns + (now - began)
+                left_ms = self.limits.timeout_ms - (now - armed) / 1e6
+                capi.context_set_epoch_deadline(self._ctx, max(1, -(-int(left_ms) // self._tick_ms)) + 1)
 
     def _call_failed(self, callback: str, trap: int, err: int) -> GuestTrap:
         """What a failed guest call raises (called from _fastcall with the raw pointers)."""

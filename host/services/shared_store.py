@@ -9,8 +9,10 @@ only if the key does not exist. Queues are FIFO lists with readiness callbacks.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Protocol
@@ -41,6 +43,8 @@ class QueueRef:
 
 
 class SharedStore(Protocol):
+    blocking: bool  # calls wait on another process: not charged to the plugin's deadline
+
     def get(self, namespace: str, key: str) -> tuple[bytes | None, int]: ...
     def set(self, namespace: str, key: str, value: bytes, cas: int) -> Status: ...
     def register_queue(self, namespace: str, name: str, listener: QueueListener | None) -> int: ...
@@ -100,6 +104,8 @@ class _QueueDirectory:
 
 class InMemoryStore:
     """The embedded default: one process, no dependencies."""
+
+    blocking = False
 
     def __init__(self) -> None:
         self._data: dict[tuple[str, str], tuple[bytes, int]] = {}
@@ -187,19 +193,59 @@ return 1
 """
 
 
+class FailureLog:
+    """Logs a dependency's failures at most once per `interval_s`; the next line says
+    how many were folded into it (a dead Redis must not log once per host call)."""
+
+    def __init__(self, what: str, interval_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._what = what
+        self._interval_s = interval_s
+        self._clock = clock
+        self._last: float | None = None
+        self._since = 0  # failures since the last line
+        self.total = 0
+
+    def note(self, detail: str) -> None:
+        now = self._clock()
+        self.total += 1
+        self._since += 1
+        if self._last is not None and now - self._last < self._interval_s:
+            return
+        folded = self._since - 1
+        more = f" (and {folded} more failures in the last {now - self._last:.0f} s)" if folded and self._last is not None else ""
+        log.error("%s unavailable: %s%s", self._what, detail, more)
+        self._last = now
+        self._since = 0
+
+
 class RedisStore:
     """Several workers or replicas share state through one Redis, with the same CAS rules.
 
-    Calls are synchronous (a proxy-wasm host call is), so each one is a loopback round
-    trip on the event loop thread; keep Redis close.
+    A proxy-wasm host call is synchronous, so the calling callback waits for its answer;
+    the I/O itself runs on the store's own thread and the wait is bounded as a whole by
+    `timeout_s` (kv.timeout_s: connect, send, reply, whatever redis-py does inside).
+    The host call layer does not charge the wait to the plugin's deadline (`blocking`).
+    A failed or timed-out call raises StoreUnavailable (the plugin gets a status, never
+    a trap) and counts on the `redis` breaker: while it is open calls fail at once
+    instead of each waiting for a dead Redis. Failures are logged rate-limited.
     """
+
+    blocking = True
 
     def __init__(self, url: str, prefix: str = "routeiq", timeout_s: float = 1.0, breakers: BreakerBoard | None = None) -> None:
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
         self._breaker = (breakers or BreakerBoard()).get("redis")
         self._redis_errors = (redis.RedisError, OSError)
-        self._client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        self._timeout_s = timeout_s
+        # One reconnect for a pooled connection Redis closed (a restart); a timeout is
+        # not retried: the caller's whole budget is timeout_s.
+        retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
+        self._client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=retry)
+        self._io = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="routeiq-redis")
+        self.failures = FailureLog("shared data backend (redis)")
         self._prefix = prefix
         self._set = self._client.register_script(_SET_SCRIPT)
         self._enqueue = self._client.register_script(_ENQUEUE_SCRIPT)
@@ -210,16 +256,29 @@ class RedisStore:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def _call(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
-        """One Redis command behind the breaker: fail fast while Redis is known down."""
-        if not self._breaker.allow():
+        """One Redis command on the store's thread, behind the breaker, within timeout_s."""
+        breaker = self._breaker
+        if not breaker.allow():
+            self.failures.note("circuit open for redis")
             raise StoreUnavailable("circuit open for redis")
+        probe_round = breaker.probe_round
+        future = self._io.submit(fn, *args, **kwargs)
         try:
-            result = fn(*args, **kwargs)
+            result = future.result(timeout=self._timeout_s)
+        except concurrent.futures.TimeoutError:
+            future.cancel()  # if it has not started, it never will
+            detail = f"no answer within {self._timeout_s:g} s (kv.timeout_s)"
         except self._redis_errors as exc:
-            self._breaker.failure()
-            raise StoreUnavailable(str(exc)) from None
-        self._breaker.success()
-        return result
+            detail = f"{type(exc).__name__}: {exc}"
+        except BaseException:
+            breaker.release(probe_round)
+            raise
+        else:
+            breaker.success()
+            return result
+        breaker.failure()
+        self.failures.note(detail)
+        raise StoreUnavailable(detail)
 
     def _kv_key(self, namespace: str, key: str) -> str:
         return f"{self._prefix}:kv:{namespace}:{key}"
@@ -316,4 +375,5 @@ class RedisStore:
         if self._pubsub is not None:
             self._pubsub.close()
             self._pubsub = None
+        self._io.shutdown(wait=False, cancel_futures=True)
         self._client.close()
