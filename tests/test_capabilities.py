@@ -3,6 +3,7 @@ metrics, HTTP callouts; and without them: denials, audit, SSRF, limits."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import time
@@ -16,6 +17,8 @@ from starlette.testclient import TestClient
 from callout_service import create_callout_service
 from routeiq.abi.capabilities import MANIFEST_SECTION, Capability
 from routeiq.abi.proxy_wasm import Status, WasiErrno
+from routeiq.policy.grants import CalloutRule, Grant
+from routeiq.services.callout import CalloutRefused, Resolver, plan_callout
 from support import eventually, grant_everything, plugin
 
 
@@ -191,6 +194,16 @@ def test_oversize_callout_responses_fail_the_call(make_app, guests: dict[str, Pa
         ("10.0.0.1", "ssrf"),
         ("localhost", "ssrf"),  # a name that resolves to loopback
         ("127.0.0.1:99999", "bad_target"),  # an absurd port
+        # IPv4 embedded in IPv6: compatible, NAT64 (well-known and local-use), SIIT,
+        # mapped, 6to4, Teredo (client 127.0.0.1)
+        ("[::7f00:1]", "ssrf"),
+        ("[64:ff9b::7f00:1]", "ssrf"),
+        ("[64:ff9b:1::a00:1]", "ssrf"),
+        ("[::ffff:0:7f00:1]", "ssrf"),
+        ("[::ffff:127.0.0.1]", "ssrf"),
+        ("[2002:7f00:1::]", "ssrf"),
+        ("[2001:0:4136:e378:8000:63bf:80ff:fffe]", "ssrf"),
+        ("[::1", "bad_target"),
     ],
 )
 def test_ssrf_targets_are_refused(make_app, guests: dict[str, Path], upstream: str, reason: str) -> None:  # type: ignore[no-untyped-def]
@@ -329,3 +342,36 @@ def test_repeated_denials_are_all_recorded_but_warned_about_once(tmp_path: Path,
     with caplog.at_level(logging.WARNING, logger="routeiq.audit"):
         audit.denied("looper", "proxy_http_call", "capability", "http_callout not granted")
     assert "99 more like it" in caplog.records[-1].getMessage()
+
+
+class FixedResolver(Resolver):
+    """DNS answering one address for every name (what an attacker's zone would do)."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__()
+        self.address = address
+
+    def resolve(self, host: str, port: int):  # type: ignore[no-untyped-def]
+        if host.startswith("[") or host.replace(".", "").isdigit():
+            return super().resolve(host, port)
+        return [ipaddress.ip_address(self.address)]
+
+
+@pytest.mark.parametrize("address", ["::7f00:1", "64:ff9b::a9fe:a9fe", "::ffff:0:a00:1", "2002:c0a8:101::1", "::ffff:169.254.169.254", "2001:0:4136:e378:8000:63bf:f5ff:fffe", "fd00::1", "ff02::1"])
+def test_names_resolving_to_embedded_private_addresses_are_refused(address: str) -> None:
+    grant = Grant("p", callouts=(CalloutRule(scheme="http", host="*.example.com", port=80, methods=frozenset({"GET"})),))
+    headers = [(b":method", b"GET"), (b":path", b"/"), (b":scheme", b"http")]
+    with pytest.raises(CalloutRefused) as refused:
+        plan_callout(grant, "evil.example.com", headers, FixedResolver(address))
+    assert refused.value.reason == "ssrf"
+    # A public address embedded the same way is fine.
+    assert plan_callout(grant, "ok.example.com", headers, FixedResolver("64:ff9b::808:808")).address == "64:ff9b::808:808"
+
+
+@pytest.mark.parametrize("target", ["h.example.com:\u0660\u0661", "h.example.com:\u00b2", "h.example.com:+80", "h.example.com: 80", "[zz::1]:80", "h.example.com:80:80", "\u2603.example.com", "a" * 300 + ".example.com", "[::1%eth0]:80"])
+def test_unparsable_targets_are_refusals_never_exceptions(target: str) -> None:
+    target = target.encode().decode("unicode_escape")
+    grant = Grant("p", callouts=(CalloutRule(scheme="http", host="*", port=80, methods=frozenset({"GET"})),))
+    headers = [(b":method", b"GET"), (b":path", b"/"), (b":scheme", b"http")]
+    with pytest.raises(CalloutRefused):
+        plan_callout(grant, target, headers, Resolver())

@@ -62,9 +62,34 @@ class CalloutResult:
     timed_out: bool = False
 
 
+_V4_IN_LOW_BITS = (
+    ipaddress.IPv6Network("::/96"),  # IPv4-compatible (deprecated), also :: and ::1
+    ipaddress.IPv6Network("::ffff:0:0/96"),  # IPv4-mapped
+    ipaddress.IPv6Network("::ffff:0:0:0/96"),  # SIIT (IPv4-translated)
+    ipaddress.IPv6Network("64:ff9b::/96"),  # NAT64 well-known prefix
+)
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")  # local-use NAT64: embedding varies
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """Every IPv4 address an IPv6 address carries (mapped, compatible, SIIT, NAT64,
+    6to4, Teredo server and client), as the OWASP SSRF cheat sheet asks to unwrap."""
+    found = [ipaddress.IPv4Address(int(ip) & 0xFFFF_FFFF)] if any(ip in net for net in _V4_IN_LOW_BITS) else []
+    if ip.sixtofour is not None:
+        found.append(ip.sixtofour)
+    if ip.teredo is not None:
+        found.extend(ip.teredo)
+    return found
+
+
 def forbidden_address(ip: IPAddress) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    """Only global unicast may be called, whatever form the address takes."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in _NAT64_LOCAL:
+            return True
+        inner = embedded_ipv4(ip)
+        if inner:
+            return any(forbidden_address(v4) for v4 in inner)
     return not ip.is_global or ip.is_multicast
 
 
@@ -76,7 +101,9 @@ def _split_authority(upstream: str, scheme: str) -> tuple[str, int]:
     if "@" in text:
         raise CalloutRefused("bad_target", f"userinfo is not allowed in a callout target: {upstream!r}")
     if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
+        host, closed, rest = text[1:].partition("]")
+        if not closed or (rest and not rest.startswith(":")):
+            raise CalloutRefused("bad_target", f"malformed IPv6 literal in callout target {upstream!r}")
         port_text = rest[1:] if rest.startswith(":") else ""
     elif text.count(":") == 1:
         host, port_text = text.split(":")
@@ -85,7 +112,8 @@ def _split_authority(upstream: str, scheme: str) -> tuple[str, int]:
     if not host:
         raise CalloutRefused("bad_target", f"no host in callout target {upstream!r}")
     if port_text:
-        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        # ASCII digits only: str.isdigit() and int() also take '²' and '٠١'.
+        if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
             raise CalloutRefused("bad_target", f"invalid port {port_text!r} in callout target {upstream!r}")
         return host.lower(), int(port_text)
     return host.lower(), _DEFAULT_PORT[scheme]
@@ -107,11 +135,15 @@ class Resolver:
         cached = self._cache.get((host, port))
         if cached and cached[0] > now:
             return cached[1]
+        if not host.isascii():
+            raise CalloutRefused("bad_target", f"callout host {host[:64]!r} is not ASCII (use its IDNA form)")
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos))
         except socket.gaierror as exc:
             raise CalloutRefused("dns", f"cannot resolve {host!r}: {exc.strerror}") from None
-        addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos))
+        except (OSError, UnicodeError, ValueError) as exc:  # over-long labels and the like
+            raise CalloutRefused("dns", f"cannot resolve {host[:64]!r}: {exc}") from None
         self._cache[(host, port)] = (now + self._ttl, addresses)
         return addresses
 
@@ -129,7 +161,17 @@ def _matching_rules(rules: Iterable[CalloutRule], scheme: str, host: str, port: 
 
 
 def plan_callout(grant: Grant, upstream: str, headers: list[tuple[bytes, bytes]], resolver: Resolver) -> CalloutTarget:
-    """Check a proxy_http_call against the grant and pick the address to connect to."""
+    """Check a proxy_http_call against the grant and pick the address to connect to.
+    Every refusal, including input that does not parse, is a CalloutRefused."""
+    try:
+        return _plan_callout(grant, upstream, headers, resolver)
+    except CalloutRefused:
+        raise
+    except (ValueError, UnicodeError, OSError) as exc:
+        raise CalloutRefused("bad_target", f"callout target {upstream[:64]!r} does not parse: {exc}") from None
+
+
+def _plan_callout(grant: Grant, upstream: str, headers: list[tuple[bytes, bytes]], resolver: Resolver) -> CalloutTarget:
     pseudo = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers if k.startswith(b":")}
     scheme = pseudo.get(":scheme", "http").lower()
     if scheme not in _DEFAULT_PORT:
