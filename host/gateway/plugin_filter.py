@@ -241,12 +241,15 @@ class _Exchange:
         """Messages a plugin replaced go into the body first; raw body rewrites by body
         callbacks come after and are parsed back, so both kinds of edit land."""
         exchange = self.stream.llm
+        parsed = body
         if exchange is not None and exchange.dirty:
             body = exchange.body()
         if body and self.chain.wants("proxy_on_request_body"):
             body = await self._body_chunk(REQUEST, body, True) or b""
         if exchange is not None:
             exchange.forwarded = True
+            if body is parsed or body == parsed:
+                return body  # unchanged since it was parsed: no second parse
             try:
                 exchange.request = LlmExchange.parse(body, exchange.known_models).request
             except ChatRequestError:

@@ -38,8 +38,12 @@ class RequestLimits:
             return
         cap = self.max_body_bytes
         declared = _content_length(scope["headers"])
-        if declared is not None and declared > cap:
-            await send_error(send, 413, f"request body of {declared} bytes exceeds the limit of {cap} bytes", "invalid_request_error", "request_too_large", [(b"connection", b"close")])
+        if declared is not None:
+            if declared > cap:
+                await send_error(send, 413, f"request body of {declared} bytes exceeds the limit of {cap} bytes", "invalid_request_error", "request_too_large", [(b"connection", b"close")])
+            else:
+                # The HTTP parser delivers exactly content-length bytes: nothing to count.
+                await self.app(scope, receive, send)
             return
         received = 0
         started = False
