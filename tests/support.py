@@ -155,3 +155,52 @@ def with_manifest(wasm: bytes, manifest: dict[str, Any] | None) -> bytes:
         payload = _leb(len(name)) + name + json.dumps(manifest).encode()
         out += b"\0" + _leb(len(payload)) + payload
     return bytes(out)
+
+
+@contextlib.contextmanager
+def slow_tcp_proxy(target_port: int, delay_s: float) -> Iterator[int]:
+    """A loopback TCP proxy to `target_port` that holds every reply chunk for `delay_s`
+    (a dependency slowed by a loaded machine or a far network); yields its port."""
+    import asyncio
+
+    ready = threading.Event()
+    state: dict[str, Any] = {}
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float) -> None:
+        try:
+            while chunk := await reader.read(65536):
+                if delay:
+                    await asyncio.sleep(delay)
+                writer.write(chunk)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        try:
+            up_r, up_w = await asyncio.open_connection("127.0.0.1", target_port)
+        except OSError:
+            client_w.close()
+            return
+        await asyncio.gather(pipe(client_r, up_w, 0.0), pipe(up_r, client_w, delay_s))
+
+    async def main() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        state["port"] = server.sockets[0].getsockname()[1]
+        state["stop"] = asyncio.Event()
+        state["loop"] = asyncio.get_running_loop()
+        ready.set()
+        async with server:
+            await state["stop"].wait()
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    thread.start()
+    if not ready.wait(10):
+        raise RuntimeError("the TCP proxy did not start")
+    try:
+        yield state["port"]
+    finally:
+        state["loop"].call_soon_threadsafe(state["stop"].set)
+        thread.join(timeout=5)

@@ -481,3 +481,28 @@ def test_a_stalled_redis_is_a_status_for_the_rate_limiter_not_a_trap(make_app, l
     # Redis is back: requests pass at once, and counting resumes after the breaker's probe.
     assert http.get(f"{url}/echo", headers=key).status_code == 200
     assert eventually(lambda: "x-ratelimit-remaining" in http.get(f"{url}/echo", headers=key).headers, timeout=5)
+
+
+# ------------------------------------------------------------------ item 16
+@pytest.mark.parametrize("limiter", ["rate_limiter", "py_rate_limiter"], ids=["core_module", "component"])
+def test_a_slow_redis_counts_exactly_and_is_not_charged_to_the_plugin(make_app, live, guests, request, redis_url: str, http: httpx.Client, limiter: str) -> None:  # type: ignore[no-untyped-def]
+    """Every Redis reply takes 150 ms, longer than the plugin's whole 100 ms deadline (as on
+    a loaded CI machine): the wait is the dependency's, so the limiter still counts exactly
+    and no request is lost to a deadline trap (the 503 a fail-closed plugin answers)."""
+    from support import plugin, slow_tcp_proxy
+
+    module = guests["rate_limiter"] if limiter == "rate_limiter" else request.getfixturevalue("py_rate_limiter")
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    with slow_tcp_proxy(port, delay_s=0.15) as slow_port:
+        app = make_app(
+            [plugin(limiter, module, config={"limit": 3, "window_s": 86400})],
+            policy={"plugins": {limiter: {"unpinned": True, "capabilities": ["shared_kv"]}}},
+            kv={"backend": "redis", "url": f"redis://127.0.0.1:{slow_port}/0", "prefix": f"slow{time.monotonic_ns()}", "timeout_s": 2.0},
+        )
+        url = live(app)
+        answers = [http.get(f"{url}/echo", headers={"x-api-key": "alice"}) for _ in range(5)]
+        health = http.get(f"{url}/health").json()
+    assert [r.status_code for r in answers] == [200, 200, 200, 429, 429], [r.text for r in answers]
+    assert [r.headers.get("x-ratelimit-remaining") for r in answers] == ["2", "1", "0", "0", "0"]
+    described = next(p for p in health["plugins"] if p["name"] == limiter)
+    assert (described["state"], described["traps"]) == ("ready", 0)
