@@ -74,6 +74,9 @@ class LimitsConfig(_Strict):
     memory_mb: int = Field(16, ge=1, le=4096)
     timeout_ms: int = Field(100, ge=1, le=600_000)
     pause_timeout_ms: int = Field(30_000, ge=1)
+    # Envoy's per-filter buffer limit: the most body bytes this plugin may hold (one
+    # direction), buffered by Pause or written by proxy_set_buffer_bytes.
+    max_buffer_bytes: int = Field(32 * 1024 * 1024, ge=1024)
 
 
 class QuarantineConfig(_Strict):
@@ -330,6 +333,7 @@ class LoadedConfig:
                     environment=tuple(sorted(p.env.items())),
                     log_level=level,
                     pause_timeout_ms=p.limits.pause_timeout_ms,
+                    max_buffer_bytes=p.limits.max_buffer_bytes,
                     quarantine_max_traps=p.quarantine.max_traps,
                     quarantine_window_s=p.quarantine.window_s,
                     quarantine_cooldown_s=p.quarantine.cooldown_s,

@@ -13,6 +13,7 @@ so a chain with no buffering plugin keeps a streaming body streaming.
 from __future__ import annotations
 
 import enum
+import json
 import logging
 from dataclasses import dataclass
 from time import perf_counter_ns
@@ -24,7 +25,7 @@ from opentelemetry.trace import Status, StatusCode
 from routeiq.abi.capabilities import Capability
 from routeiq.abi.proxy_wasm import Action, StreamType
 from routeiq.hostcalls.header_rules import HeaderRules
-from routeiq.hostcalls.state import ContextState, HeaderMap, HttpStream
+from routeiq.hostcalls.state import ContextState, HeaderMap, HttpStream, LocalResponse
 from routeiq.runtime.errors import GuestTrap, PluginError
 
 from .plugin import PluginVM, ProxyWasmPlugin
@@ -42,6 +43,12 @@ BODY_CAPABILITY = {
     "proxy_on_request_body": Capability.REQUEST_BODY,
     "proxy_on_response_body": Capability.RESPONSE_BODY,
 }
+
+
+class BufferLimitExceeded(PluginError):
+    """A body grew past plugins[].limits.max_buffer_bytes (not the plugin's fault: no trap)."""
+
+    kind = "buffer_limit"
 
 
 class Step(enum.Enum):
@@ -344,6 +351,8 @@ class ChainStream:
                 continue
             buffer = member.buffers[direction]
             buffer.extend(data)
+            if len(buffer) > member.plugin.spec.max_buffer_bytes:
+                return self._over_buffer_limit(member, position, direction)
             if direction == REQUEST:
                 stream.request_body = buffer
             else:
@@ -374,6 +383,20 @@ class ChainStream:
             data = bytes(buffer)
             buffer.clear()
         return Verdict(Step.CONTINUE, data=data)
+
+    def _over_buffer_limit(self, member: Member, position: int, direction: int) -> Verdict:
+        """A body outgrew what the plugin may hold (Envoy's per-filter buffer limit): the
+        request is answered 413; a response, already started, is aborted."""
+        name, cap = member.plugin.spec.name, member.plugin.spec.max_buffer_bytes
+        member.buffers[direction].clear()
+        which = "request" if direction == REQUEST else "response"
+        message = f"the {which} body exceeds the {cap}-byte buffer limit of plugin {name} (plugins[].limits.max_buffer_bytes)"
+        log.warning("request %s: %s", self.stream.request_id, message)
+        if direction == REQUEST and not self.stream.response_started:
+            body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None, "code": "request_too_large", "plugin": name}}).encode()
+            self.stream.local_response = LocalResponse(413, body, [(b"content-type", b"application/json")], "buffer_limit", name)
+            return Verdict(Step.LOCAL, position, member=member)
+        return Verdict(Step.FAILED, position, member=member, error=BufferLimitExceeded(message))
 
     # ------------------------------------------------------------------- end
     def finish(self) -> list[Member]:

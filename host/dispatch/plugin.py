@@ -86,6 +86,7 @@ class PluginSpec:
     environment: tuple[tuple[str, str], ...] = ()
     log_level: LogLevel = LogLevel.INFO
     pause_timeout_ms: int = 30_000
+    max_buffer_bytes: int = 32 * 1024 * 1024  # body bytes it may hold, per direction
     quarantine_max_traps: int = 5  # traps within the window that quarantine the plugin
     quarantine_window_s: float = 60.0
     quarantine_cooldown_s: float = 30.0  # then one probe VM; healthy -> restored
@@ -348,6 +349,7 @@ class ProxyWasmPlugin:
             vm_config=spec.vm_config,
             environment=spec.environment,
             log_level=spec.log_level,
+            max_buffer_bytes=spec.max_buffer_bytes,
         )
         return HostEnv(identity, self.log_sink, self.admission.grant, self.services)
 

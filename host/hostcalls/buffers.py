@@ -74,12 +74,21 @@ class BufferCalls:
         denied = self._gate("proxy_set_buffer_bytes", buffer_type)
         if denied is not None:
             return denied
+        return self.write("proxy_set_buffer_bytes", buffer_type, start, size, value)
+
+    def write(self, call: str, buffer_type: int, start: int, size: int, value: bytes) -> int:
+        """Replace `size` bytes at `start` (append past the end), within the plugin's buffer cap."""
         buf = self._buffer(buffer_type)
         if buf is None:
             return Status.NOT_FOUND
         if buffer_type in _READ_ONLY or not isinstance(buf, bytearray):
             return Status.BAD_ARGUMENT
-        if start >= len(buf):
+        length = len(buf)
+        replaced = 0 if start >= length else min(size, length - start)
+        cap = self.env.plugin.max_buffer_bytes
+        if length - replaced + len(value) > cap:
+            return self.env.deny(call, "buffer_limit", f"the body would exceed {cap} bytes (plugins[].limits.max_buffer_bytes)", Status.BAD_ARGUMENT)
+        if start >= length:
             buf.extend(value)  # append (start may be SIZE_MAX)
         else:
             buf[start : start + size] = value  # prepend, inject or replace

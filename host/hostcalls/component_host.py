@@ -55,7 +55,6 @@ _BUFFER = (
     BufferType.VM_CONFIGURATION,
     BufferType.PLUGIN_CONFIGURATION,
 )
-_READ_ONLY = frozenset({BufferType.VM_CONFIGURATION, BufferType.PLUGIN_CONFIGURATION, BufferType.HTTP_CALL_RESPONSE_BODY})
 _METRIC = (MetricType.COUNTER, MetricType.GAUGE, MetricType.HISTOGRAM)
 
 E = lambda names: ("enum", names)  # noqa: E731
@@ -176,16 +175,7 @@ class ComponentHostCalls:
         denied = self._buffers._gate("set-buffer", buffer_type)
         if denied is not None:
             return denied
-        buf = self._buffers._buffer(buffer_type)
-        if buf is None:
-            return Status.NOT_FOUND
-        if buffer_type in _READ_ONLY or not isinstance(buf, bytearray):
-            return Status.BAD_ARGUMENT
-        if start >= len(buf):
-            buf.extend(data)
-        else:
-            buf[start : start + size] = data
-        return Status.OK
+        return self._buffers.write("set-buffer", buffer_type, start, size, data)
 
     # --------------------------------------------------------- stream control
     def send_local_response(self, status_code: int, details: str, body: bytes, headers: list[tuple[bytes, bytes]]) -> int:

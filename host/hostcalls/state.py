@@ -186,6 +186,7 @@ class PluginIdentity:
     vm_config: bytes = b""
     environment: tuple[tuple[str, str], ...] = ()
     log_level: LogLevel = LogLevel.INFO
+    max_buffer_bytes: int = 32 * 1024 * 1024  # a body buffer may not grow past this
 
 
 @dataclass
