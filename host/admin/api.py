@@ -170,7 +170,7 @@ def admin_routes(gateway: "Gateway") -> list[Route]:
         if not wasm:
             return _error(400, "send the module as the body", "bad_module")
         try:
-            plugin = gateway.swap_module(name, wasm)
+            plugin = await gateway.swap_module(name, wasm)
         except PluginError as exc:
             return _error(400, f"module refused, the old one stays: {exc}", "module_refused")
         except OSError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -195,17 +196,24 @@ class Gateway:
     def plugin(self, name: str) -> ProxyWasmPlugin:
         return next(p for p in self.plugins if p.spec.name == name)
 
-    def swap_module(self, name: str, wasm: bytes) -> ProxyWasmPlugin:
+    async def swap_module(self, name: str, wasm: bytes) -> ProxyWasmPlugin:
         """Hot swap (admin upload): build and start the new module first (any failure
         leaves the old one serving and nothing written to the state dir), then switch;
-        exchanges in flight finish on the old VM. The operator's change is persisted."""
+        exchanges in flight finish on the old VM. The operator's change is persisted.
+        Reading, admission and compiling (a second or more for a multi-MB module) run on
+        a thread, so the gateway keeps serving meanwhile; the VM starts on the loop."""
         old = self.plugin(name)
         kept = old.admission.manifest if old.admission.manifest_origin != "none" else None
         with tempfile.TemporaryDirectory(prefix="routeiq-upload-") as staging:
             # Validated from outside the state dir; kept there only once accepted.
             staged = Path(staging) / self.admin_state.module_path(wasm).name
             staged.write_bytes(wasm)
-            new = self._start_replacement(replace(old.spec, wasm_path=staged, sha256=None, manifest=kept))
+            spec = replace(old.spec, wasm_path=staged, sha256=None, manifest=kept)
+            loaded = await asyncio.to_thread(load_plugin, spec, self.runtime, self.logs, self.policy, self.services)
+            if self.plugin(name) is not old:  # another swap won the race while this one compiled
+                loaded.close()
+                raise PluginLoadError(f"plugin {name} was swapped by another change meanwhile; retry")
+            new = self._start(loaded)
             try:
                 path = self.admin_state.store_module(wasm)
             except OSError:
@@ -253,7 +261,9 @@ class Gateway:
         return plugin
 
     def _start_replacement(self, spec: PluginSpec) -> ProxyWasmPlugin:
-        new = load_plugin(spec, self.runtime, self.logs, self.policy, self.services)
+        return self._start(load_plugin(spec, self.runtime, self.logs, self.policy, self.services))
+
+    def _start(self, new: ProxyWasmPlugin) -> ProxyWasmPlugin:
         try:
             new.start()
         except PluginError:
