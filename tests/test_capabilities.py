@@ -300,6 +300,7 @@ def test_every_gated_call_is_denied_without_its_capability(make_app, guests: dic
         assert got[call] == str(Status.UNIMPLEMENTED), call
     assert got["request_body_read"] == str(Status.UNIMPLEMENTED)
     assert got["response_body_read"] == str(Status.UNIMPLEMENTED)
+    app.state.gateway.services.audit.close()  # written by the audit thread: write out the rest
     records = [json.loads(line) for line in audit_file.read_text().splitlines()]
     assert {r["call"] for r in records} >= set(expected_calls) | {"proxy_get_buffer_bytes"}
     assert all(r["plugin"] == "sneaky" and r["reason"] == "capability" and r["request_id"] == "req-42" for r in records)
@@ -334,6 +335,7 @@ def test_repeated_denials_are_all_recorded_but_warned_about_once(tmp_path: Path,
         audit.denied("other", "proxy_http_call", "capability", "http_callout not granted")
     assert audit.counts[("looper", "proxy_http_call", "capability")] == 100
     assert len(audit.recent("looper")) == 100
+    audit.close()  # the file is written by the audit thread; closing writes out the rest
     assert len((tmp_path / "audit.jsonl").read_text().splitlines()) == 101
     warnings = [r.getMessage() for r in caplog.records if r.name == "routeiq.audit"]
     assert len(warnings) == 2 and "looper" in warnings[0] and "other" in warnings[1]

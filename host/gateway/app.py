@@ -338,6 +338,7 @@ class Gateway:
         self.runtime.close()
         self.tracing.shutdown()
         self.services.store.close()
+        self.services.audit.close()
 
 
 def _store(config: LoadedConfig, breakers: BreakerBoard) -> SharedStore:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
+import queue
 import threading
 import time
 from collections import Counter, deque
@@ -37,8 +39,15 @@ class AuditLog:
         self.counts: Counter[tuple[str, str, str]] = Counter()  # (plugin, call, reason)
         self._last_warning: dict[tuple[str, str, str], tuple[float, int]] = {}  # key -> (when, count then)
         self._lock = threading.Lock()
+        # The file is written by a thread of its own through a kept-open handler: a
+        # denial on the event loop costs a queue put, never a disk write.
+        self._lines: queue.SimpleQueue[logging.LogRecord] | None = None
+        self._writer: logging.handlers.QueueListener | None = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
+            self._lines = queue.SimpleQueue()
+            self._writer = logging.handlers.QueueListener(self._lines, logging.FileHandler(path, encoding="utf-8"))
+            self._writer.start()
 
     def denied(self, plugin: str, call: str, reason: str, detail: str, request_id: str = "") -> None:
         now = time.time()
@@ -48,9 +57,9 @@ class AuditLog:
             self._recent.append(record)
             self.counts[key] += 1
             count = self.counts[key]
-            if self.path is not None:
-                with self.path.open("a") as f:
-                    f.write(json.dumps({"event": "hostcall_denied", **asdict(record)}) + "\n")
+            if self._lines is not None:
+                line = json.dumps({"event": "hostcall_denied", **asdict(record)})
+                self._lines.put(logging.makeLogRecord({"msg": line, "levelno": logging.WARNING}))
             last = self._last_warning.get(key)
             if last is not None and now - last[0] < self.warn_interval_s:
                 return
@@ -58,6 +67,15 @@ class AuditLog:
         folded = count - last[1] - 1 if last is not None else 0
         more = f" (and {folded} more like it in the last {now - last[0]:.0f} s)" if folded and last is not None else ""
         log.warning("denied %s to plugin %s (%s): %s [request %s]%s", call, plugin, reason, detail, request_id or "-", more)
+
+    def close(self) -> None:
+        """Write out what is queued and close the file (the gateway's shutdown)."""
+        writer, self._writer = self._writer, None
+        self._lines = None
+        if writer is not None:
+            writer.stop()
+            for handler in writer.handlers:
+                handler.close()
 
     def recent(self, plugin: str | None = None) -> list[AuditRecord]:
         with self._lock:
