@@ -70,21 +70,14 @@ def eventually(check: Any, timeout: float = 5.0) -> Any:
         time.sleep(0.01)
 
 
-def redis_server_binary() -> str:
-    """redis-server, installed from Debian packages if it is missing (tests need the real one)."""
+def redis_server_binary(search_path: str | None = None) -> str:
+    """redis-server on PATH (or /usr/bin). Tests never install it: `./dev setup` does."""
     import shutil
-    import subprocess
 
-    found = shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
-    if found:
-        return found
-    if shutil.which("apt-get"):
-        sudo = [] if os.geteuid() == 0 else ["sudo"]
-        subprocess.run([*sudo, "apt-get", "update", "-qq"], check=False, capture_output=True)
-        subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", "redis-server"], check=False, capture_output=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-    found = shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
+    where = search_path if search_path is not None else os.pathsep.join([os.environ.get("PATH", ""), "/usr/bin"])
+    found = shutil.which("redis-server", path=where)
     if not found:
-        raise RuntimeError("redis-server is required by the Redis tests: install it (Debian: apt-get install redis-server)")
+        raise RuntimeError("redis-server is required by the Redis tests and is not installed: run `./dev setup` (Debian package redis-server)")
     return found
 
 
