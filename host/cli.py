@@ -126,6 +126,30 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _docs_config(args: argparse.Namespace) -> int:
+    from routeiq.config_reference import REGENERATE, default_document, updated_document
+
+    path = Path(args.path) if args.path else default_document()
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        print(f"routeiq: {path}: cannot read: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    wanted = updated_document(text)
+    if args.check:
+        if wanted != text:
+            print(f"routeiq: {path}: the generated reference is out of date; {REGENERATE}", file=sys.stderr)
+            return 1
+        print(f"{path}: up to date")
+        return 0
+    if wanted != text:
+        path.write_text(wanted)
+        print(f"{path}: reference regenerated")
+    else:
+        print(f"{path}: up to date")
+    return 0
+
+
 def _policy_check(args: argparse.Namespace) -> int:
     from routeiq.config import ConfigError, load_config
     from routeiq.policy.explain import explain
@@ -343,6 +367,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo_auth.add_argument("--host", default="127.0.0.1")
     demo_auth.add_argument("--port", type=int, default=9101)
     demo_auth.set_defaults(func=_demo_auth)
+
+    docs = sub.add_parser("docs-config", help="regenerate docs/configuration.md's reference from the config, policy and manifest models")
+    docs.add_argument("--path", help="the document (default: docs/configuration.md of this checkout)")
+    docs.add_argument("--check", action="store_true", help="only check: exit 1 when the document is out of date")
+    docs.set_defaults(func=_docs_config)
 
     build = sub.add_parser("build-guests", help="build the guest SDKs and every guest example (cached by content hash)")
     build.add_argument("--root", default=".", help="repository root (default: .)")

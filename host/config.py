@@ -1,6 +1,7 @@
 """The gateway's configuration file: schema, defaults, and errors that name file and field.
 
-Every setting and its default is documented in docs/configuration.md; keep both in step.
+Every setting carries its meaning in `Field(description=...)`: docs/configuration.md's
+reference is generated from these models (`routeiq docs-config`).
 """
 
 from __future__ import annotations
@@ -30,29 +31,47 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+LOG_LEVELS = Literal["trace", "debug", "info", "warn", "error", "critical"]
+
+
 class ServerConfig(_Strict):
-    host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)
-    workers: int = Field(1, ge=1, le=64)
-    log_level: Literal["trace", "debug", "info", "warn", "error", "critical"] = "info"
-    log_format: Literal["text", "json"] = "text"
-    max_concurrency: int = Field(0, ge=0)  # requests in flight per worker before 503 (0: no limit)
-    drain_timeout_s: float = Field(30.0, ge=0)  # on SIGTERM: time in-flight requests get to finish
-    watch_config: bool = True  # reload the config file live when it changes
-    # Client-side limits (431/413/408 answers; docs/limits-and-failures.md). The header
-    # limits also cap what a plugin can make a header map hold.
-    max_request_headers_kb: int = Field(60, ge=1, le=8192)
-    max_request_headers_count: int = Field(100, ge=1, le=10_000)
-    max_request_body_bytes: int = Field(32 * 1024 * 1024, ge=1)
-    header_read_timeout_s: float = Field(10.0, gt=0)  # a client must finish its request head within this
-    keep_alive_timeout_s: float = Field(15.0, gt=0)  # an idle keep-alive connection is closed after this
+    host: str = Field("127.0.0.1", description="Listen address.")
+    port: int = Field(8080, ge=0, le=65535, description="Listen port (`serve --port` overrides).")
+    workers: int = Field(1, ge=1, le=64, description="Worker processes (`serve --workers N` overrides).")
+    log_level: LOG_LEVELS = Field("info", description="Gateway log level; also the default `proxy_get_log_level` of every plugin.")
+    log_format: Literal["text", "json"] = Field("text", description="`json`: one object per line, with trace ids, secrets scrubbed.")
+    max_concurrency: int = Field(0, ge=0, description="Requests in flight per worker before answering 503 with Retry-After (0: no limit). /health and /metrics are never shed.")
+    drain_timeout_s: float = Field(30.0, ge=0, description="On SIGTERM, in-flight requests get this long to finish.")
+    watch_config: bool = Field(
+        True,
+        description=(
+            "Reload this file live when its content changes (sha256; a `touch` is not a reload): plugin config changes go "
+            "through proxy_on_configure, a changed module is hot-swapped, a file that fails validation changes nothing; "
+            "added/removed plugins and other sections need a restart. Admin API changes overlay the file: an edit of a "
+            "field an operator changed through /admin (a plugin's config or module) is not applied but reported (log "
+            "warning and /health config.overridden); DELETE /admin/plugins/NAME/config|module returns that field to the file's value."
+        ),
+    )
+    # Client-side limits (431/413/408 answers; docs/limits-and-failures.md).
+    max_request_headers_kb: int = Field(60, ge=1, le=8192, description="Request head (all header names + values) above this: 431. Also caps the bytes a plugin can make any header map hold.")
+    max_request_headers_count: int = Field(100, ge=1, le=10_000, description="More request headers than this: 431. Also caps the entries of plugin-built header maps.")
+    max_request_body_bytes: int = Field(32 * 1024 * 1024, ge=1, description="Request body above this (32 MiB): 413 with an OpenAI-shaped error. Does not apply to /admin (see `admin`).")
+    header_read_timeout_s: float = Field(10.0, gt=0, description="A request head not complete this long after its first byte: 408, connection closed.")
+    keep_alive_timeout_s: float = Field(15.0, gt=0, description="A connection idle this long (before its first request or between keep-alive requests) is closed.")
 
 
 class UpstreamConfig(_Strict):
-    url: str
-    timeout_s: float = Field(60.0, gt=0)
-    connect_timeout_s: float = Field(5.0, gt=0)
-    max_connections: int = Field(100, ge=1)
+    url: str = Field(description="The upstream's base URL, http:// or https:// (a trailing / is dropped).")
+    timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description=(
+            "Wall-clock bounds, not per socket read: the response head within this of the request being sent (else 504), "
+            "then each body chunk within this of the previous one (else the response is cut). No total bound: a proxied stream may run as long as it flows."
+        ),
+    )
+    connect_timeout_s: float = Field(5.0, gt=0, description="Connect timeout.")
+    max_connections: int = Field(100, ge=1, description="Pooled connections to the upstream.")
 
     @field_validator("url")
     @classmethod
@@ -63,46 +82,50 @@ class UpstreamConfig(_Strict):
 
 
 class RuntimeConfig(_Strict):
-    cache_dir: str | None = None  # default: $XDG_CACHE_HOME/routeiq/modules
-    cache: bool = True
-    epoch_tick_ms: int = Field(5, ge=1, le=1000)
-    max_wasm_stack_kb: int = Field(512, ge=64, le=65536)
+    cache_dir: str | None = Field(None, description="Compiled-module cache directory (null: `$XDG_CACHE_HOME/routeiq/modules`, i.e. ~/.cache/routeiq/modules).")
+    cache: bool = Field(True, description="Cache compiled modules on disk.")
+    epoch_tick_ms: int = Field(5, ge=1, le=1000, description="Granularity of the wall-clock deadline (`limits.timeout_ms`).")
+    max_wasm_stack_kb: int = Field(512, ge=64, le=65536, description="Guest stack; deeper recursion traps.")
 
 
 class LimitsConfig(_Strict):
-    fuel: int = Field(20_000_000, ge=1000)
-    memory_mb: int = Field(16, ge=1, le=4096)
-    timeout_ms: int = Field(100, ge=1, le=600_000)
-    pause_timeout_ms: int = Field(30_000, ge=1)
-    # Envoy's per-filter buffer limit: the most body bytes this plugin may hold (one
-    # direction), buffered by Pause or written by proxy_set_buffer_bytes.
-    max_buffer_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    fuel: int = Field(20_000_000, ge=1000, description="Fuel per callback (about one unit per Wasm instruction); out of fuel: trap `fuel_exhausted`. The policy may cap it.")
+    memory_mb: int = Field(16, ge=1, le=4096, description="Linear memory cap; growth past it is refused (the guest's allocator aborts: trap `memory_limit`). The policy may cap it.")
+    timeout_ms: int = Field(100, ge=1, le=600_000, description="Wall clock per callback; over it: trap `deadline_exceeded` (granularity `runtime.epoch_tick_ms`). The policy may cap it.")
+    pause_timeout_ms: int = Field(30_000, ge=1, description="Longest a plugin may keep a stream paused without proxy_continue_stream; then plugin failure `pause_timeout`.")
+    max_buffer_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Body bytes this plugin may hold per direction (Envoy's per-filter buffer limit): what it buffers by returning Pause or writes with proxy_set_buffer_bytes. Over it: a request is answered 413, a started response is aborted, a write answers BAD_ARGUMENT.")
 
 
 class QuarantineConfig(_Strict):
-    max_traps: int = Field(5, ge=1)  # traps within window_s that quarantine the plugin
-    window_s: float = Field(60.0, gt=0)
-    cooldown_s: float = Field(30.0, ge=0)  # then a probe; a clean exchange restores it
+    max_traps: int = Field(5, ge=1, description="Traps within `window_s` that quarantine the plugin.")
+    window_s: float = Field(60.0, gt=0, description="Sliding window the traps are counted in.")
+    cooldown_s: float = Field(30.0, ge=0, description="Then one probe VM; a clean exchange restores the plugin.")
 
 
 class PluginConfig(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    wasm: str | None = None  # a Wasm plugin (sandboxed)...
-    python: str | None = None  # ...or a native one: "package.module:Class" or "file.py:Class"
-    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
-    root_id: str = ""
-    vm_id: str = ""
-    config: Union[str, dict[str, Any], list[Any], None] = None
-    vm_config: Union[str, dict[str, Any], list[Any], None] = None
-    fail_open: bool = False
-    limits: LimitsConfig = Field(default_factory=LimitsConfig)
-    env: dict[str, str] = Field(default_factory=dict)
-    log_level: Literal["trace", "debug", "info", "warn", "error", "critical"] | None = None
-    quarantine: QuarantineConfig = Field(default_factory=QuarantineConfig)
-    depends_on: list[str] | None = None  # default: the manifest's
-    priority: int | None = None  # default: the manifest's (0)
-    on_startup_failure: Literal["abort", "continue", "quarantine"] = "abort"
-    startup_timeout_ms: int = Field(10_000, ge=1)
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Unique plugin name (also its KV/queue namespace and its policy entry).")
+    wasm: str | None = Field(None, description="Path to the Wasm module (a sandboxed plugin). Exactly one of `wasm` and `python` is given.")
+    python: str | None = Field(
+        None,
+        description=(
+            "A native Python plugin instead (trusted tier, docs/native-plugins.md): `package.module:Class` or `file.py:Class`. "
+            "The policy must allow it by name and exact target (`native: true`, `module:`); only `config` and `fail_open` apply to it."
+        ),
+    )
+    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$", description="Optional pin of the module's sha256; a mismatch refuses to load.")
+    root_id: str = Field("", description="proxy-wasm root id, as in Envoy.")
+    vm_id: str = Field("", description="Reported as the plugin_vm_id property.")
+    config: Union[str, dict[str, Any], list[Any], None] = Field(None, description="Plugin configuration: a string is passed as is, a mapping or list as compact JSON bytes (null: empty). Checked against the manifest's config_schema.")
+    vm_config: Union[str, dict[str, Any], list[Any], None] = Field(None, description="VM configuration, same encoding as `config`.")
+    fail_open: bool = Field(False, description="On a plugin failure: skip the plugin (true) or answer 503 (false).")
+    limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Sandbox limits (the policy may cap them lower).")
+    env: dict[str, str] = Field(default_factory=dict, description="WASI environment variables the plugin sees (nothing of the gateway's environment).")
+    log_level: LOG_LEVELS | None = Field(None, description="This plugin's log level (null: `server.log_level`).")
+    quarantine: QuarantineConfig = Field(default_factory=QuarantineConfig, description="Automatic quarantine of a misbehaving plugin.")
+    depends_on: list[str] | None = Field(None, description="Plugins that must run before this one (null: the manifest's `depends_on`).")
+    priority: int | None = Field(None, description="Among plugins free to run, higher first (null: the manifest's `priority`, default 0).")
+    on_startup_failure: Literal["abort", "continue", "quarantine"] = Field("abort", description="A plugin that fails to start: `abort` refuses to start the gateway, `continue` runs without it, `quarantine` keeps it quarantined and probes it after the cooldown.")
+    startup_timeout_ms: int = Field(10_000, ge=1, description="A plugin slower than this to start counts as failed.")
 
     @model_validator(mode="after")
     def _one_kind(self) -> "PluginConfig":
@@ -112,10 +135,17 @@ class PluginConfig(_Strict):
 
 
 class KvConfig(_Strict):
-    backend: Literal["memory", "redis"] = "memory"
-    url: str | None = None  # redis://host:port/db, required for the redis backend
-    prefix: str = "routeiq"
-    timeout_s: float = Field(1.0, gt=0)
+    backend: Literal["memory", "redis"] = Field("memory", description="`memory`: one process; `redis`: workers and replicas share it.")
+    url: str | None = Field(None, description="`redis://host:port/db` (or rediss://); required for the redis backend.")
+    prefix: str = Field("routeiq", description="Redis key prefix.")
+    timeout_s: float = Field(
+        1.0,
+        gt=0,
+        description=(
+            "Whole budget of one Redis call (connect, send, reply), run on the store's own thread; over it, or Redis down, "
+            "the plugin's host call answers INTERNAL_FAILURE (never a trap) and the `redis` breaker counts it. The wait is not charged to the plugin's timeout_ms."
+        ),
+    )
 
     @model_validator(mode="after")
     def _url(self) -> "KvConfig":
@@ -125,40 +155,51 @@ class KvConfig(_Strict):
 
 
 class AuditConfig(_Strict):
-    path: str | None = None  # JSON lines; default: the routeiq.audit logger only
+    path: str | None = Field(
+        None,
+        description=(
+            "Also write denied host calls here as JSON lines (null: log only). Every denial is counted (/metrics, admin); "
+            "the log warning is rate-limited to one per plugin/call/reason every 10 s."
+        ),
+    )
 
 
 class LitellmParams(BaseModel):
-    """litellm's deployment parameters; keys RouteIQ does not use pass through to litellm."""
+    """Any other key is a litellm parameter and passes through to litellm."""
 
     model_config = ConfigDict(extra="allow")
-    model: str = Field(min_length=1)
-    api_base: str | None = None  # "embedded": the built-in mock provider
-    api_key: str | None = None
+    model: str = Field(min_length=1, description="`provider/model`; `openai/...` with an `api_base` is called directly.")
+    api_base: str | None = Field(None, description="Provider base URL, or `embedded` for the built-in mock provider.")
+    api_key: str | None = Field(
+        None,
+        description="API key; `os.environ/NAME` (litellm syntax, also in any other value) is read at startup, and an unset NAME refuses the config (serve and check-config exit 2 naming the field).",
+    )
 
 
 class ModelInfo(BaseModel):
+    """Other keys are accepted and ignored by RouteIQ (litellm's own model_info keys)."""
+
     model_config = ConfigDict(extra="allow")
-    id: str | None = None
-    cost_per_1k_tokens: float = Field(0.0, ge=0)
-    quality: float = Field(0.5, ge=0, le=1)
-    weight: float = Field(1.0, gt=0)
-    passthrough: bool | None = None  # None: direct for OpenAI-compatible deployments, litellm otherwise
+    id: str | None = Field(None, description="Deployment id, unique (null: `<model_name>#<index>`).")
+    cost_per_1k_tokens: float = Field(0.0, ge=0, description="Used by cost-aware strategies.")
+    quality: float = Field(0.5, ge=0, le=1, description="Prior quality for cost_capped_quality.")
+    weight: float = Field(1.0, gt=0, description="weighted_round_robin weight.")
+    passthrough: bool | None = Field(None, description="null: direct for OpenAI-compatible deployments with an api_base, litellm otherwise; false forces litellm, true forces direct.")
 
 
 class ModelEntry(_Strict):
-    model_name: str = Field(min_length=1)
-    litellm_params: LitellmParams
-    model_info: ModelInfo = Field(default_factory=ModelInfo)
+    model_name: str = Field(min_length=1, description="The model group clients ask for.")
+    litellm_params: LitellmParams = Field(description="Passed to litellm for providers that need translation.")
+    model_info: ModelInfo = Field(default_factory=ModelInfo, description="RouteIQ's routing data for this deployment.")
 
 
 class BreakerConfig(_Strict):
-    failure_rate_threshold: float = Field(0.5, gt=0, le=1)  # failed share of the window's calls that opens it
-    minimum_requests: int = Field(20, ge=1)  # calls in the window before the rate counts
-    consecutive_failures: int = Field(5, ge=0)  # failures in a row that open it regardless (0: off)
-    window_s: float = Field(30.0, gt=0)
-    cooldown_s: float = Field(10.0, ge=0)
-    half_open_probes: int = Field(1, ge=1)
+    failure_rate_threshold: float = Field(0.5, gt=0, le=1, description="Opens when this share of the calls in `window_s` failed...")
+    minimum_requests: int = Field(20, ge=1, description="...and the window holds at least this many calls.")
+    consecutive_failures: int = Field(5, ge=0, description="Or this many failures in a row, whatever the volume (0: off). `failure_threshold`, the old name, is accepted for it.")
+    window_s: float = Field(30.0, gt=0, description="Sliding window of the failure rate, in seconds.")
+    cooldown_s: float = Field(10.0, ge=0, description="Open -> half-open after this.")
+    half_open_probes: int = Field(1, ge=1, description="Calls let through while half-open.")
 
     @model_validator(mode="before")
     @classmethod
@@ -174,79 +215,87 @@ class BreakerConfig(_Strict):
 
 
 class RouterConfig(_Strict):
-    strategy: str = "weighted_round_robin"
-    strategy_options: dict[str, Any] = Field(default_factory=dict)
-    artifact: str | None = None  # a trained strategy saved by `routeiq route-train` (sha256-checked)
-    custom_routers: str | None = None  # directory of custom strategy modules
-    auto_model: str = "auto"  # a request for this model may be routed to any deployment
-    retries: int = Field(2, ge=0, le=10)  # other deployments tried after a failure
-    timeout_s: float = Field(60.0, gt=0)  # a whole non-streaming attempt: connect, head and body
-    first_byte_timeout_s: float | None = Field(None, gt=0)  # streaming: until the first chunk (None: timeout_s)
-    stream_idle_timeout_s: float = Field(30.0, gt=0)  # streaming: longest gap between two chunks
-    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    strategy: str = Field("weighted_round_robin", description="A strategy name from `routeiq route-eval` / strategies/.")
+    strategy_options: dict[str, Any] = Field(default_factory=dict, description="Keyword options of that strategy.")
+    artifact: str | None = Field(None, description="Trained strategy state saved by `routeiq route-train` (JSON with sha256, verified on load).")
+    custom_routers: str | None = Field(None, description="Directory of custom strategy modules (interface checked at load).")
+    auto_model: str = Field("auto", description="A request for this model name may be routed to any deployment.")
+    retries: int = Field(2, ge=0, le=10, description="Other deployments tried after a failure.")
+    timeout_s: float = Field(60.0, gt=0, description="A whole non-streaming attempt, connect to last body byte; over it: 504 (or the next deployment).")
+    first_byte_timeout_s: float | None = Field(
+        None,
+        gt=0,
+        description="Streaming: until the first chunk (null: `timeout_s`). The first chunk is awaited before the response starts, so a silent deployment still fails over.",
+    )
+    stream_idle_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Streaming: longest gap between two chunks; over it the stream ends with a `data: {\"error\": ...}` event and no [DONE]. Raise it for models that pause mid-answer.",
+    )
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig, description="Circuit breakers: per deployment, per callout target (ext_auth...), Redis and webhook target.")
 
 
 class MockModelConfig(_Strict):
-    latency_ms: float = Field(0.0, ge=0)
-    failure_rate: float = Field(0.0, ge=0, le=1)
-    timeout_rate: float = Field(0.0, ge=0, le=1)
-    chunk_delay_ms: float = Field(0.0, ge=0)
+    latency_ms: float = Field(0.0, ge=0, description="Delay before each answer.")
+    failure_rate: float = Field(0.0, ge=0, le=1, description="Share of calls that fail (a provider error, so the router fails over).")
+    timeout_rate: float = Field(0.0, ge=0, le=1, description="Share of calls that hang past the attempt's timeout.")
+    chunk_delay_ms: float = Field(0.0, ge=0, description="Delay between streamed chunks.")
 
 
 class MockConfig(_Strict):
-    models: dict[str, MockModelConfig] = Field(default_factory=dict)  # provider model name (or "*") -> behaviour
+    models: dict[str, MockModelConfig] = Field(default_factory=dict, description="Behaviour of the embedded mock provider per provider model name (the part after `openai/`), or `*` for all.")
 
 
 class TracingConfig(_Strict):
-    exporter: Literal["none", "otlp"] = "none"
-    endpoint: str = "http://127.0.0.1:4318/v1/traces"  # OTLP/HTTP traces endpoint
-    service_name: str = "routeiq"
+    exporter: Literal["none", "otlp"] = Field("none", description="OpenTelemetry: a span per request, plugin callback, routing decision and LLM call, exported over OTLP/HTTP (`otlp`) or not at all.")
+    endpoint: str = Field("http://127.0.0.1:4318/v1/traces", description="OTLP/HTTP traces endpoint.")
+    service_name: str = Field("routeiq", description="service.name of the spans.")
 
 
 class WebhookTargetConfig(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    url: str = Field(pattern=r"^https?://")
-    secret: str = Field(min_length=16)  # HMAC-SHA256 key shared with the receiver
-    events: list[Literal["*", "request_complete", "error", "model_switch", "plugin_quarantined", "breaker_state_change"]] = Field(default_factory=lambda: ["*"])
-    timeout_s: float = Field(5.0, gt=0)
-    max_attempts: int = Field(10, ge=1)
-    backoff_initial_s: float = Field(0.5, gt=0)
-    backoff_max_s: float = Field(60.0, gt=0)
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Unique target name; also names its breaker `webhook:<name>`.")
+    url: str = Field(pattern=r"^https?://", description="Where events are POSTed.")
+    secret: str = Field(min_length=16, description="HMAC-SHA256 key shared with the receiver (docs/webhooks.md).")
+    events: list[Literal["*", "request_complete", "error", "model_switch", "plugin_quarantined", "breaker_state_change"]] = Field(default_factory=lambda: ["*"], description="Event types sent to this target (`*`: all).")
+    timeout_s: float = Field(5.0, gt=0, description="Time budget of one delivery attempt.")
+    max_attempts: int = Field(10, ge=1, description="Attempts before the event moves to the outbox's `dead` table.")
+    backoff_initial_s: float = Field(0.5, gt=0, description="Delay before the first retry; doubles per attempt (capped by backoff_max_s, with jitter).")
+    backoff_max_s: float = Field(60.0, gt=0, description="Longest delay between two attempts.")
 
 
 class WebhooksConfig(_Strict):
-    outbox: str = ".routeiq-state/webhooks.sqlite"  # relative to the config file; one file per worker
-    targets: list[WebhookTargetConfig] = Field(default_factory=list)
+    outbox: str = Field(".routeiq-state/webhooks.sqlite", description="Durable outbox, relative to the config file; one file per worker (.1, .2, ...).")
+    targets: list[WebhookTargetConfig] = Field(default_factory=list, description="Receivers (docs/webhooks.md).")
 
 
 class AdminKeyConfig(_Strict):
-    name: str
-    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")  # `routeiq admin new-key` prints key and hash
-    role: Literal["viewer", "operator", "admin"]
+    name: str = Field(description="Key name (audit log, metrics).")
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$", description="sha256 of the key; `routeiq admin new-key --name ops --role operator` prints key and hash.")
+    role: Literal["viewer", "operator", "admin"] = Field(description="viewer < operator < admin.")
 
 
 class AdminConfig(_Strict):
-    keys: list[AdminKeyConfig] = Field(default_factory=list)  # no keys: the admin API answers 401
-    state_dir: str = ".routeiq-state"  # operator changes (config, modules), relative to the config file
+    keys: list[AdminKeyConfig] = Field(default_factory=list, description="API keys of the /admin API (none: every admin call answers 401).")
+    state_dir: str = Field(".routeiq-state", description="Operator changes (config, swapped modules, kept manifests, manual quarantines) that survive restarts; relative to the config file.")
     # Admin request bodies are refused (413) past these, before they are buffered.
-    max_config_bytes: int = Field(1024 * 1024, ge=1)  # PUT/PATCH plugin config
-    max_module_bytes: int = Field(64 * 1024 * 1024, ge=1)  # POST module (hot swap)
+    max_config_bytes: int = Field(1024 * 1024, ge=1, description="PUT/PATCH config body (and the merged result) above this (1 MiB): 413 body_too_large, refused before it is buffered.")
+    max_module_bytes: int = Field(64 * 1024 * 1024, ge=1, description="POST module body above this (64 MiB): 413 body_too_large. server.max_request_body_bytes does not apply to /admin.")
 
 
 class GatewayConfig(_Strict):
-    server: ServerConfig = Field(default_factory=ServerConfig)
-    upstream: Union[Literal["embedded"], UpstreamConfig] = "embedded"
-    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
-    policy: Union[str, dict[str, Any], None] = None  # a policy file path, or the policy inline
-    kv: KvConfig = Field(default_factory=KvConfig)
-    audit: AuditConfig = Field(default_factory=AuditConfig)
-    model_list: list[ModelEntry] = Field(default_factory=list)  # litellm's model list format
-    router: RouterConfig = Field(default_factory=RouterConfig)
-    mock: MockConfig = Field(default_factory=MockConfig)
-    tracing: TracingConfig = Field(default_factory=TracingConfig)
-    webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
-    admin: AdminConfig = Field(default_factory=AdminConfig)
-    plugins: list[PluginConfig] = Field(default_factory=list)
+    server: ServerConfig = Field(default_factory=ServerConfig, description="The HTTP server.")
+    upstream: Union[Literal["embedded"], UpstreamConfig] = Field("embedded", description="Where non-LLM traffic (and /v1/* without a model_list) goes: `embedded`, the built-in mock OpenAI upstream (no keys, no network), or a reverse proxy to a URL.")
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="The Wasm runtime.")
+    policy: Union[str, dict[str, Any], None] = Field(None, description="Operator policy: a file path, or the policy inline (null: none, every capability denied); `serve --policy FILE` overrides. Fields: the policy reference below.")
+    kv: KvConfig = Field(default_factory=KvConfig, description="Shared data and queues behind shared_kv / shared_queue.")
+    audit: AuditConfig = Field(default_factory=AuditConfig, description="Denied host calls.")
+    model_list: list[ModelEntry] = Field(default_factory=list, description="LLM deployments, in litellm's model list format (empty: /v1/* goes to `upstream` like any other path).")
+    router: RouterConfig = Field(default_factory=RouterConfig, description="Routing across deployments.")
+    mock: MockConfig = Field(default_factory=MockConfig, description="The embedded mock provider.")
+    tracing: TracingConfig = Field(default_factory=TracingConfig, description="OpenTelemetry tracing.")
+    webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig, description="Signed event deliveries (docs/webhooks.md).")
+    admin: AdminConfig = Field(default_factory=AdminConfig, description="The /admin API (the README's operator guide).")
+    plugins: list[PluginConfig] = Field(default_factory=list, description="Plugins, run in this order on requests and in reverse order on responses.")
 
     @model_validator(mode="after")
     def _unique_names(self) -> "GatewayConfig":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 import time
@@ -69,13 +70,14 @@ def eventually(check: Any, timeout: float = 5.0) -> Any:
         time.sleep(0.01)
 
 
-def redis_server_binary() -> str:
-    """The real redis-server the Redis tests run against (`./dev test` installs it)."""
+def redis_server_binary(search_path: str | None = None) -> str:
+    """redis-server on PATH (or /usr/bin). Tests never install it: `./dev setup` does."""
     import shutil
 
-    found = shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
+    where = search_path if search_path is not None else os.pathsep.join([os.environ.get("PATH", ""), "/usr/bin"])
+    found = shutil.which("redis-server", path=where)
     if not found:
-        raise RuntimeError("redis-server is required by the Redis tests: run them with ./dev test (its setup installs the Debian package), or apt-get install redis-server")
+        raise RuntimeError("redis-server is required by the Redis tests and is not installed: run `./dev setup` (Debian package redis-server)")
     return found
 
 

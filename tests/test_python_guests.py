@@ -3,7 +3,8 @@ world) through the real app: the examples, policy denials, the sandbox (fuel, de
 memory, exceptions) with fail_open either way, and the compiled-component cache.
 
 The guests are built once per session from guest-examples/python (cached by content
-hash under .cache/guests); a missing componentize-py is installed, never skipped.
+hash under .cache/guests). componentize-py comes from requirements.lock (`./dev setup`);
+without it these tests fail, naming the fix.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import json
 import struct
+import sys
 import time
 from pathlib import Path
 
@@ -39,9 +41,9 @@ HOSTILE = {"x-hostile": "1"}
 
 @pytest.fixture(scope="session")
 def py_guests() -> dict[str, Path]:
-    """Every Python guest, built with componentize-py (requirements.lock pins it; ./dev setup installs it)."""
+    """Every Python guest, built with componentize-py (never installed from a test)."""
     if componentize_version() is None:
-        pytest.fail(f"componentize-py is required ({COMPONENTIZE_PY_PIN}, in requirements.lock): run the tests with ./dev test, whose setup installs it")
+        pytest.fail(f"componentize-py is required and is not installed in {sys.executable}: run `./dev setup` (it installs {COMPONENTIZE_PY_PIN} from requirements.lock)")
     return {p.stem: p for p in build_python_guests(ROOT, print)}
 
 

@@ -15,9 +15,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from routeiq.config import parse_config
-from routeiq.dispatch.chain import ChainStream, Step, request_header_map
 from routeiq.gateway.app import PluginStartupError, create_app
-from routeiq.hostcalls.state import HeaderMap, HttpStream
 from support import eventually, plugin
 
 HOSTILE = {"x-hostile": "1"}
@@ -147,23 +145,16 @@ def test_trap_after_the_response_is_contained(make_app, guests: dict[str, Path],
         assert trappy.describe()["vm_generation"] == 2
 
 
-@pytest.mark.parametrize("fail_open", [False, True], ids=["fail_closed", "fail_open"])
 @pytest.mark.parametrize("callback", ["request_trailers", "response_trailers"])
-def test_trap_in_trailer_callbacks(make_app, guests: dict[str, Path], callback: str, fail_open: bool) -> None:  # type: ignore[no-untyped-def]
-    # HTTP/1.1 through uvicorn never delivers trailers, so drive the chain directly.
-    app = make_app([plugin("trappy", guests["hostile_trap"], config=callback, fail_open=fail_open)])
+def test_trailer_callbacks_are_never_called(make_app, live, guests: dict[str, Path], callback: str) -> None:  # type: ignore[no-untyped-def]
+    # Trailers are unsupported (docs/plugin-host.md): a module that traps in its trailer
+    # callback serves chunked requests and streamed answers untouched, fail_open or not.
+    app = make_app([plugin("trappy", guests["hostile_trap"], config=callback, fail_open=False)])
     trappy = app.state.gateway.plugin("trappy")
-    stream = HttpStream(request_headers=request_header_map("POST", "/x", "h", "http", [(b"x-hostile", b"1")]))
-    chain = ChainStream([trappy], stream)
-    assert chain.request_headers(False).step is Step.CONTINUE
-    if callback == "request_trailers":
-        stream.request_trailers = HeaderMap([(b"x-checksum", b"1")])
-        verdict = chain.request_trailers()
-    else:
-        stream.response_headers = HeaderMap([(b":status", b"200")])
-        assert chain.response_headers(False).step is Step.CONTINUE
-        stream.response_trailers = HeaderMap([(b"x-checksum", b"1")])
-        verdict = chain.response_trailers()
-    assert verdict.step is (Step.CONTINUE if fail_open else Step.FAILED)
-    assert trappy.stats.traps_by_kind == {"unreachable": 1}
-    chain.finish()
+    url = live(app)
+    with httpx.Client(timeout=10, trust_env=False) as client:
+        chunked = client.post(f"{url}/echo", headers=HOSTILE, content=iter([b"a" * 10, b"b" * 10]))
+        assert chunked.status_code == 200
+        streamed = client.post(f"{url}/v1/chat/completions", headers=HOSTILE, json={"model": "mock-large", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+        assert streamed.status_code == 200 and "data: [DONE]" in streamed.text
+    assert trappy.stats.traps == 0 and trappy.state == "ready"

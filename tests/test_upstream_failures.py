@@ -225,6 +225,56 @@ def test_a_stream_that_goes_quiet_is_cut_with_an_error_event(make_app, live, fak
         assert "data: [DONE]" not in response.text  # an OpenAI client raises on the error event
 
 
+LLM_HOOKS = """
+from routeiq.native.plugin import GatewayPlugin
+
+
+class Hooks(GatewayPlugin):
+    name = "hooks"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.events = []
+
+    async def on_llm_success(self, request_id, outcome):
+        self.events.append(("success", outcome["status"]))
+
+    async def on_llm_failure(self, request_id, error):
+        self.events.append(("failure", error))
+"""
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["non_streaming", "streaming"])
+def test_a_failed_request_is_logged_and_reported_the_same_streaming_or_not(make_app, live, fake, tmp_path, caplog, stream: bool) -> None:  # type: ignore[no-untyped-def]
+    # Non-streaming: the deployment answers garbage. Streaming: one event, then silence
+    # past stream_idle_timeout_s (bytes already sent: no failover). Either way the one
+    # attempt loop logs the failure and tells the native plugins (on_llm_failure).
+    deployment, api_base = fake
+    hooks = tmp_path / "hooks.py"
+    hooks.write_text(LLM_HOOKS)
+    model = {"model_name": "chat", "litellm_params": {"model": "openai/fake", "api_base": api_base, "api_key": "sk-test"}, "model_info": {"id": "a"}}
+    app = make_app(
+        [{"name": "hooks", "python": f"{hooks}:Hooks"}],
+        policy={"plugins": {"hooks": {"native": True, "module": f"{hooks}:Hooks"}}},
+        model_list=[model],
+        router={"retries": 0, "stream_idle_timeout_s": 1},
+    )
+    native = app.state.gateway.native[0][0]
+    url = live(app)
+    deployment.mode = "stall_stream" if stream else "garbage"
+    with caplog.at_level("WARNING", logger="routeiq.llm"), httpx.Client(timeout=10, trust_env=False) as client:
+        response = client.post(f"{url}/v1/chat/completions", json={**CHAT, "stream": stream})
+        if stream:
+            assert response.status_code == 200 and "router.stream_idle_timeout_s" in response.text
+        else:
+            assert response.status_code == 502
+    assert eventually(lambda: [kind for kind, _ in native.events] == ["failure"]), native.events
+    failed = [r.getMessage() for r in caplog.records if r.name == "routeiq.llm" and " failed (" in r.getMessage()]
+    assert len(failed) == 1 and "a failed (" in failed[0], failed
+    if stream:
+        assert "stream_idle_timeout_s" in failed[0] and "no failover" in failed[0]
+
+
 class Trickler:
     """A raw TCP upstream that answers `script` (bytes, or None: stay silent) a byte every
     `interval_s`, in its own thread; for slow-head / stalled-body attacks on the proxy."""

@@ -284,39 +284,6 @@ class ChainStream:
         count = len(headers) if headers is not None else 0
         return self._headers(self._response_order, start, "proxy_on_response_headers", count, end_of_stream, StreamType.HTTP_RESPONSE)
 
-    def request_trailers(self, start: int = 0) -> Verdict:
-        trailers = self.stream.request_trailers
-        count = len(trailers) if trailers is not None else 0
-        return self._trailers(self._request_order, start, "proxy_on_request_trailers", count, StreamType.HTTP_REQUEST)
-
-    def response_trailers(self, start: int = 0) -> Verdict:
-        trailers = self.stream.response_trailers
-        count = len(trailers) if trailers is not None else 0
-        return self._trailers(self._response_order, start, "proxy_on_response_trailers", count, StreamType.HTTP_RESPONSE)
-
-    def _trailers(self, order: list[int], start: int, callback: str, count: int, st: StreamType) -> Verdict:
-        failure = self.has_failure_verdict()
-        if failure:
-            return failure
-        for position in range(start, len(order)):
-            member = self.members[order[position]]
-            if not self._live(member):
-                if self.failure is not None:
-                    return Verdict(Step.FAILED, position, error=self.failure)
-                continue
-            undo = self._undo_point(member)
-            action = self._call(member, callback, count)
-            if isinstance(action, GuestTrap):
-                if self.failure is None:  # fail_open: skipped, and so is what it asked for
-                    if undo is not None:
-                        undo()
-                    continue
-                action = None
-            verdict = self._after_callback(member, action, position, st)
-            if verdict is not None:
-                return verdict
-        return CONTINUE
-
     # ---------------------------------------------------------------- bodies
     def request_body(self, chunk: bytes, end_of_stream: bool, start: int = 0) -> Verdict:
         return self._body(REQUEST, chunk, end_of_stream, start)

@@ -209,18 +209,20 @@ class LlmApi:
         return call.order[: self.retries + 1]
 
     async def _run(self, call: RoutedCall, body: dict[str, Any], exchange: LlmExchange, stream: bool) -> Response:
-        """Try the candidates in order until one answers. Every way out of an attempt
-        settles it (see `_Attempt`), so no breaker is left with a probe slot taken."""
+        """The one attempt loop, streaming or not: try the candidates in order until one
+        answers. `_answer` and `_open_stream` differ only in how a deployment answers;
+        every failure of either (and a stream cut mid-way, in `_relay`) goes through
+        `_attempt_failed`, and every way out settles the attempt (see `_Attempt`), so no
+        breaker is left with a probe slot taken."""
         last: BackendError | None = None
+        begin = self._open_stream if stream else self._answer
         for number, d in enumerate(self._attempts(call), start=1):
             breaker = self.router.breaker(d)
             if not breaker.allow():
                 continue
             attempt = _Attempt(self, call, d, breaker.probe_round, stream)
             try:
-                if stream:
-                    return await self._open_stream(attempt, body, exchange, number)
-                return await self._answer(attempt, body, exchange, number)
+                return await begin(attempt, body, exchange, number)
             except BackendError as exc:
                 error = exc
             except Exception as exc:  # an answer we cannot use, or a backend bug: the deployment failed
@@ -229,13 +231,17 @@ class LlmApi:
             except BaseException:  # cancelled: says nothing about the deployment
                 attempt.abandon("cancelled")
                 raise
-            attempt.fail(str(error))
-            log.warning("request %s: %s failed (%s); %s", call.request.request_id, d.id, error, "failing over" if error.retryable else "not retryable")
             last = error
+            self._attempt_failed(attempt, str(error), "failing over" if error.retryable else "not retryable")
             if not error.retryable:
                 break
             self.router.fallbacks += 1
         return await self._exhausted(call, last)
+
+    def _attempt_failed(self, attempt: "_Attempt", error: str, then: str, usage: dict[str, int] | None = None) -> None:
+        """An attempt failed: breaker and strategy hear it, and the operator's log says so."""
+        attempt.fail(error, usage)
+        log.warning("request %s: %s failed (%s); %s", attempt.call.request.request_id, attempt.d.id, error, then)
 
     async def _answer(self, attempt: "_Attempt", body: dict[str, Any], exchange: LlmExchange, number: int) -> Response:
         d = attempt.d
@@ -289,8 +295,10 @@ class LlmApi:
                 yield chunk
                 chunk, error = await self._next_chunk(chunks, attempt.d)
             if error:
-                attempt.fail(error, tap.usage)  # before the event: the client may leave during it
+                # Settled before the event is sent: the client may leave during it.
+                self._attempt_failed(attempt, error, "stream cut (its first bytes were sent: no failover)", tap.usage)
                 self._outcome(exchange, attempt.call, attempt.d, 502, attempt.began, tap.usage)
+                await self._request_failed(attempt.call, 502, error)
                 event = {"error": {"message": error, "type": "server_error", "param": None, "code": "upstream_error"}}
                 yield b"data: " + json.dumps(event).encode() + b"\n\n"
                 return
@@ -328,13 +336,17 @@ class LlmApi:
             except Exception:
                 log.exception("native plugin %s failed in on_llm_success", native.name)
 
-    async def _exhausted(self, call: RoutedCall, last: BackendError | None) -> Response:
+    async def _request_failed(self, call: RoutedCall, status: int, error: str) -> None:
+        """The request failed for good (every candidate, or a stream cut mid-way)."""
         for native in self.native:
             try:
-                await native.on_llm_failure(call.request.request_id, str(last or "no healthy deployment"))
+                await native.on_llm_failure(call.request.request_id, error)
             except Exception:
                 log.exception("native plugin %s failed in on_llm_failure", native.name)
-        self._emit("error", {"request_id": call.request.request_id, "model": call.request.model, "status": 503 if last is None else 502, "error": str(last or "no healthy deployment")})
+        self._emit("error", {"request_id": call.request.request_id, "model": call.request.model, "status": status, "error": error})
+
+    async def _exhausted(self, call: RoutedCall, last: BackendError | None) -> Response:
+        await self._request_failed(call, 503 if last is None else 502, str(last or "no healthy deployment"))
         if last is None:
             return openai_error(503, f"no healthy deployment for {call.request.model!r} (all circuit breakers open)", "server_error", "no_healthy_deployment", {"retry-after": "5"})
         if not last.retryable and last.body:

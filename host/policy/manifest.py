@@ -20,15 +20,17 @@ class ManifestError(ValueError):
 
 
 class PluginManifest(BaseModel):
+    """Other keys are accepted and ignored."""
+
     model_config = ConfigDict(extra="allow")
 
-    name: str | None = None
-    version: str | None = None
-    description: str | None = None
-    capabilities: list[Capability] = Field(default_factory=list)
-    depends_on: list[str] = Field(default_factory=list)  # plugins that must run before this one
-    priority: int = 0  # among plugins free to run, higher runs first
-    config_schema: dict[str, Any] | None = None  # JSON schema of the plugin configuration
+    name: str | None = Field(None, description="The plugin's own name (informational: the config's `plugins[].name` is the one used).")
+    version: str | None = Field(None, description="The plugin's version (informational).")
+    description: str | None = Field(None, description="One line about the plugin.")
+    capabilities: list[Capability] = Field(default_factory=list, description="Capabilities it needs; one the policy does not grant refuses the plugin before it is compiled.")
+    depends_on: list[str] = Field(default_factory=list, description="Plugins that must run before this one (the config's `depends_on` overrides).")
+    priority: int = Field(0, description="Among plugins free to run, higher runs first (the config's `priority` overrides).")
+    config_schema: dict[str, Any] | None = Field(None, description="JSON Schema of the plugin configuration (draft from `$schema`, else 2020-12); a config that does not match is refused.")
 
     @field_validator("config_schema")
     @classmethod

@@ -22,10 +22,10 @@ class _Strict(BaseModel):
 
 
 class CalloutRuleModel(_Strict):
-    scheme: str = Field("https", pattern=r"^https?$")
-    host: str = Field(min_length=1)
-    port: int | None = Field(None, ge=1, le=65535)
-    methods: list[str] = Field(default_factory=lambda: ["GET"])
+    scheme: str = Field("https", pattern=r"^https?$", description="`https` or `http`.")
+    host: str = Field(min_length=1, description="Exact host name or IP literal the plugin may call (case-insensitive; an IPv6 literal with or without brackets). A non-public address is allowed only when named here.")
+    port: int | None = Field(None, ge=1, le=65535, description="Port (null: the scheme's default, 443 for https and 80 for http).")
+    methods: list[str] = Field(default_factory=lambda: ["GET"], description="HTTP methods allowed (case-insensitive).")
 
     @field_validator("methods")
     @classmethod
@@ -34,38 +34,38 @@ class CalloutRuleModel(_Strict):
 
 
 class KvGrantModel(_Strict):
-    read: list[str] = Field(default_factory=list)
-    write: list[str] = Field(default_factory=list)
+    read: list[str] = Field(default_factory=list, description="Other plugins' namespaces this plugin may read (a key `ns/rest` addresses namespace `ns`). Its own namespace is always granted.")
+    write: list[str] = Field(default_factory=list, description="Namespaces it may read and write.")
 
 
 class PolicyLimitsModel(_Strict):
-    fuel: int | None = Field(None, ge=1000)
-    memory_mb: int | None = Field(None, ge=1, le=4096)
-    timeout_ms: int | None = Field(None, ge=1)
-    callouts_per_request: int = Field(4, ge=0, le=1000)
-    callout_timeout_ms: int = Field(5_000, ge=1, le=600_000)
-    callout_max_response_bytes: int = Field(1024 * 1024, ge=1)
-    kv_key_bytes: int = Field(256, ge=1)
-    kv_value_bytes: int = Field(64 * 1024, ge=1)
-    queue_item_bytes: int = Field(64 * 1024, ge=1)
-    queue_max_items: int = Field(10_000, ge=1)
+    fuel: int | None = Field(None, ge=1000, description="Caps the config's `plugins[].limits.fuel` (null: no cap).")
+    memory_mb: int | None = Field(None, ge=1, le=4096, description="Caps `plugins[].limits.memory_mb` (null: no cap).")
+    timeout_ms: int | None = Field(None, ge=1, description="Caps `plugins[].limits.timeout_ms` (null: no cap).")
+    callouts_per_request: int = Field(4, ge=0, le=1000, description="Callouts per stream (per tick for root contexts); more: BAD_ARGUMENT, audited `callout_limit`.")
+    callout_timeout_ms: int = Field(5_000, ge=1, le=600_000, description="Longest callout.")
+    callout_max_response_bytes: int = Field(1024 * 1024, ge=1, description="Largest callout response (1 MiB); a larger one fails the call.")
+    kv_key_bytes: int = Field(256, ge=1, description="Largest KV key.")
+    kv_value_bytes: int = Field(64 * 1024, ge=1, description="Largest KV value.")
+    queue_item_bytes: int = Field(64 * 1024, ge=1, description="Largest queue item.")
+    queue_max_items: int = Field(10_000, ge=1, description="Items a queue holds before enqueue is refused.")
 
 
 class SignatureModel(_Strict):
-    key: str  # name in trusted_keys
-    value: str  # base64 ed25519 signature of the module's sha256 digest
+    key: str = Field(description="Name of a key in `trusted_keys`.")
+    value: str = Field(description="Base64 ed25519 signature of the module's 32-byte sha256 digest (`routeiq policy sign`).")
 
 
 class PluginPolicyModel(_Strict):
-    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
-    signature: SignatureModel | None = None
-    unpinned: bool = False  # explicitly grant to whatever module carries this name
-    native: bool = False  # a native Python plugin (trusted tier), allowed by name and module
-    module: str | None = None  # for native plugins: the exact `python:` target allowed
-    capabilities: list[Capability] = Field(default_factory=list)
-    callouts: list[CalloutRuleModel] = Field(default_factory=list)
-    kv: KvGrantModel = Field(default_factory=KvGrantModel)
-    limits: PolicyLimitsModel = Field(default_factory=PolicyLimitsModel)
+    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$", description="Pin: the module must hash to this.")
+    signature: SignatureModel | None = Field(None, description="Pin: an ed25519 signature by a trusted key (with `sha256` too, both must hold).")
+    unpinned: bool = Field(False, description="Explicitly grant to whatever module carries this name. A Wasm entry needs `sha256`, `signature` or `unpinned: true`.")
+    native: bool = Field(False, description="A native Python plugin (`plugins[].python`, trusted tier): allowed by name and exact `module`, no pin, no sandbox.")
+    module: str | None = Field(None, description="For `native: true` (required there): the exact `python:` target allowed, e.g. `audit.py:Audit`. Nothing is imported before it matches.")
+    capabilities: list[Capability] = Field(default_factory=list, description="Capabilities granted (docs/policy.md); the manifest must ask for them too.")
+    callouts: list[CalloutRuleModel] = Field(default_factory=list, description="Allow-list of `http_callout` targets.")
+    kv: KvGrantModel = Field(default_factory=KvGrantModel, description="Access to other plugins' KV and queue namespaces.")
+    limits: PolicyLimitsModel = Field(default_factory=PolicyLimitsModel, description="Limits of this plugin's host calls, and caps of its sandbox limits.")
 
     @model_validator(mode="after")
     def _pinned(self) -> "PluginPolicyModel":
@@ -79,8 +79,8 @@ class PluginPolicyModel(_Strict):
 
 
 class PolicyModel(_Strict):
-    trusted_keys: dict[str, str] = Field(default_factory=dict)
-    plugins: dict[str, PluginPolicyModel] = Field(default_factory=dict)
+    trusted_keys: dict[str, str] = Field(default_factory=dict, description="Ed25519 public keys (base64 or hex) that may sign modules, by name (`routeiq policy keygen`).")
+    plugins: dict[str, PluginPolicyModel] = Field(default_factory=dict, description="What each plugin, by config name, may do. A plugin without an entry gets no capabilities.")
 
     @model_validator(mode="after")
     def _keys(self) -> "PolicyModel":
