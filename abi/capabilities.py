@@ -41,8 +41,49 @@ GATED_CALLS: dict[str, Capability] = {
     "routeiq_set_llm_model": Capability.LLM_REQUEST,
     "routeiq_get_llm_response": Capability.LLM_REQUEST,
 }
-"""Host calls gated as a whole. Body buffers are gated per buffer type (request_body,
-response_body) inside proxy_{get,set}_buffer_bytes and proxy_get_buffer_status."""
+"""Host calls gated as a whole: for a plugin without the capability they are linked to
+a stub that audits the call and answers UNIMPLEMENTED (as proxy-wasm-cpp-host links
+stubs for calls outside `allowed_capabilities`). Body buffers are gated per buffer type
+(request_body, response_body) inside proxy_{get,set}_buffer_bytes and
+proxy_get_buffer_status, since the argument decides."""
+
+UNGATED_CALLS: frozenset[str] = frozenset(
+    {
+        # logging, clock, configuration
+        "proxy_log",
+        "proxy_get_log_level",
+        "proxy_get_current_time_nanoseconds",
+        # header maps
+        "proxy_get_header_map_pairs",
+        "proxy_set_header_map_pairs",
+        "proxy_get_header_map_size",
+        "proxy_get_header_map_value",
+        "proxy_add_header_map_value",
+        "proxy_replace_header_map_value",
+        "proxy_remove_header_map_value",
+        # buffers (gated per buffer type, see above)
+        "proxy_get_buffer_bytes",
+        "proxy_set_buffer_bytes",
+        "proxy_get_buffer_status",
+        # stream control and contexts
+        "proxy_send_local_response",
+        "proxy_continue_stream",
+        "proxy_close_stream",
+        "proxy_continue_request",
+        "proxy_continue_response",
+        "proxy_clear_route_cache",
+        "proxy_set_effective_context",
+        "proxy_done",
+        # properties
+        "proxy_get_property",
+        "proxy_set_property",
+        # the status of the callout response being delivered (no callout without the grant)
+        "proxy_get_status",
+    }
+)
+"""The basic contract of every HTTP filter. Every host call the host links is in exactly
+one of GATED_CALLS and UNGATED_CALLS: the import tables refuse to build otherwise, so a
+new host call cannot be added without deciding its gate."""
 
 MANIFEST_SECTION = "routeiq.manifest"
 

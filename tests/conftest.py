@@ -11,6 +11,7 @@ import pytest
 
 from routeiq.config import parse_config
 from routeiq.gateway.app import create_app
+from routeiq.toolchain.python import COMPONENTIZE_PY_PIN, build_python_guests, componentize_version
 from routeiq.toolchain.rust import build_rust_guests
 from support import ALL_GRANTED, grant_everything, redis_server, serve
 
@@ -21,6 +22,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def guests() -> dict[str, Path]:
     """Every Rust guest, built from source (cached by content hash)."""
     return {p.stem: p for p in build_rust_guests(ROOT)}
+
+
+@pytest.fixture(scope="session")
+def py_guests() -> dict[str, Path]:
+    """Every Python guest, built with componentize-py (never installed from a test)."""
+    if componentize_version() is None:
+        pytest.fail(f"componentize-py is required and is not installed: run `./dev setup` (it installs {COMPONENTIZE_PY_PIN} from requirements.lock)")
+    return {p.stem: p for p in build_python_guests(ROOT, print)}
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ from starlette.testclient import TestClient
 from callout_service import create_callout_service
 from routeiq.abi.capabilities import MANIFEST_SECTION, Capability
 from routeiq.abi.proxy_wasm import Status, WasiErrno
+from routeiq.hostcalls.component_abi import AUDIT_NAMES
 from routeiq.policy.grants import CalloutRule, Grant
 from routeiq.services.callout import CalloutRefused, Resolver, plan_callout
 from support import eventually, grant_everything, plugin
@@ -36,8 +37,27 @@ def probe(client: TestClient, scenario: str, **headers: str) -> dict[str, str]:
     return lines(response.text)
 
 
-def probe_app(make_app, guests: dict[str, Path], policy_extra: dict[str, Any] | None = None, **top: Any):  # type: ignore[no-untyped-def]
-    return make_app([plugin("probe", guests["hostcall_probe"])], policy=grant_everything(["probe"], **(policy_extra or {})), **top)
+class Probe:
+    """The conformance probe of one ABI: the Rust core module or the Python component
+    (the same scenarios and output; see guest-examples/python/py_hostcall_probe)."""
+
+    def __init__(self, kind: str, wasm: Path) -> None:
+        self.kind, self.wasm = kind, wasm
+
+    def call(self, proxy_name: str) -> str:
+        """The name the audit log gives a host call of this probe's ABI."""
+        return proxy_name if self.kind == "core_module" else AUDIT_NAMES[proxy_name]
+
+
+@pytest.fixture(params=["core_module", "component"])
+def probe_guest(request, guests: dict[str, Path], py_guests: dict[str, Path]) -> Probe:  # type: ignore[no-untyped-def]
+    if request.param == "core_module":
+        return Probe("core_module", guests["hostcall_probe"])
+    return Probe("component", py_guests["py_hostcall_probe"])
+
+
+def probe_app(make_app, probe_guest: Probe, policy_extra: dict[str, Any] | None = None, **top: Any):  # type: ignore[no-untyped-def]
+    return make_app([plugin("probe", probe_guest.wasm)], policy=grant_everything(["probe"], **(policy_extra or {})), **top)
 
 
 # ------------------------------------------------------------------ shared data
@@ -50,22 +70,22 @@ def check_kv_semantics(client: TestClient) -> None:
     assert got["cas_set_status"] == "0" and got["value2"] == "v2"
 
 
-def test_shared_data_with_cas_in_memory(make_app, guests: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
-    with TestClient(probe_app(make_app, guests)) as client:
+def test_shared_data_with_cas_in_memory(make_app, probe_guest: Probe) -> None:  # type: ignore[no-untyped-def]
+    with TestClient(probe_app(make_app, probe_guest)) as client:
         check_kv_semantics(client)
         again = probe(client, "kv")  # the key exists now
         assert again["get_missing_status"] == "0"
 
 
-def test_shared_data_with_cas_in_redis(make_app, guests: dict[str, Path], redis_url: str) -> None:  # type: ignore[no-untyped-def]
+def test_shared_data_with_cas_in_redis(make_app, probe_guest: Probe, redis_url: str) -> None:  # type: ignore[no-untyped-def]
     prefix = f"t{time.monotonic_ns()}"
-    with TestClient(probe_app(make_app, guests, kv={"backend": "redis", "url": redis_url, "prefix": prefix})) as client:
+    with TestClient(probe_app(make_app, probe_guest, kv={"backend": "redis", "url": redis_url, "prefix": prefix})) as client:
         check_kv_semantics(client)
     stored = redis.Redis.from_url(redis_url).hgetall(f"{prefix}:kv:probe:probe:k")
     assert stored[b"v"] == b"v2" and int(stored[b"c"]) >= 2
 
 
-def test_namespaces_are_per_plugin_unless_shared(make_app, guests: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
+def test_namespaces_are_per_plugin_unless_shared(make_app, guests: dict[str, Path], probe_guest: Probe) -> None:  # type: ignore[no-untyped-def]
     window = int(time.time()) // 60
     key = f"rl:anonymous:{window}"
     policy = {
@@ -74,7 +94,7 @@ def test_namespaces_are_per_plugin_unless_shared(make_app, guests: dict[str, Pat
             "probe": {"unpinned": True, "capabilities": [c.value for c in Capability], "kv": {"read": ["rate_limiter"]}},
         }
     }
-    app = make_app([plugin("rate_limiter", guests["rate_limiter"], config={"limit": 100}), plugin("probe", guests["hostcall_probe"])], policy=policy)
+    app = make_app([plugin("rate_limiter", guests["rate_limiter"], config={"limit": 100}), plugin("probe", probe_guest.wasm)], policy=policy)
     with TestClient(app) as client:
         # Same key name, own namespace: the probe does not see the limiter's counter...
         own = probe(client, "kv", **{"x-kv-key": key})
@@ -86,11 +106,11 @@ def test_namespaces_are_per_plugin_unless_shared(make_app, guests: dict[str, Pat
         denied = probe(client, "kv", **{"x-kv-put": "rate_limiter/forged=0"})
         assert denied["put_status"] == str(Status.BAD_ARGUMENT)
     audit = app.state.gateway.services.audit.recent("probe")
-    assert [(r.call, r.reason) for r in audit] == [("proxy_set_shared_data", "kv_namespace")]
+    assert [(r.call, r.reason) for r in audit] == [(probe_guest.call("proxy_set_shared_data"), "kv_namespace")]
 
 
-def test_oversize_keys_and_values_are_refused(make_app, guests: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
-    app = probe_app(make_app, guests, {"limits": {"kv_key_bytes": 64, "kv_value_bytes": 1024}})
+def test_oversize_keys_and_values_are_refused(make_app, probe_guest: Probe) -> None:  # type: ignore[no-untyped-def]
+    app = probe_app(make_app, probe_guest, {"limits": {"kv_key_bytes": 64, "kv_value_bytes": 1024}})
     with TestClient(app) as client:
         assert probe(client, "kv_big", **{"x-key-len": "64", "x-value-len": "1024"})["status"] == "0"
         assert probe(client, "kv_big", **{"x-key-len": "65"})["status"] == str(Status.BAD_ARGUMENT)
@@ -108,8 +128,8 @@ def kv_backend(request, redis_url: str) -> dict[str, Any]:  # type: ignore[no-un
     return {"backend": "redis", "url": redis_url, "prefix": f"q{time.monotonic_ns()}"}
 
 
-def test_shared_queues(make_app, guests: dict[str, Path], kv_backend: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
-    with TestClient(probe_app(make_app, guests, kv=kv_backend)) as client:
+def test_shared_queues(make_app, probe_guest: Probe, kv_backend: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
+    with TestClient(probe_app(make_app, probe_guest, kv=kv_backend)) as client:
         got = probe(client, "queue")
     assert got["register_status"] == "0" and got["enqueue_status"] == "0"
     assert (got["first"], got["second"]) == ("m1", "m2")
@@ -119,9 +139,9 @@ def test_shared_queues(make_app, guests: dict[str, Path], kv_backend: dict[str, 
     assert got["bad_queue_status"] == str(Status.NOT_FOUND)
 
 
-def test_timers_drive_on_tick_and_queue_readiness(make_app, guests: dict[str, Path], kv_backend: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
+def test_timers_drive_on_tick_and_queue_readiness(make_app, probe_guest: Probe, kv_backend: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
     # With Redis, readiness travels by pub/sub, as it would between workers.
-    app = make_app([plugin("probe", guests["hostcall_probe"], config={"tick_ms": 20})], policy=grant_everything(["probe"]), kv=kv_backend)
+    app = make_app([plugin("probe", probe_guest.wasm, config={"tick_ms": 20})], policy=grant_everything(["probe"]), kv=kv_backend)
     with TestClient(app) as client:
         ticks = eventually(lambda: int(probe(client, "timers")["ticks"]) >= 5 and probe(client, "timers"))
         assert ticks and int(ticks["queue_ready_items"]) >= 1  # on_tick enqueued, on_queue_ready dequeued
@@ -133,13 +153,14 @@ def test_timers_drive_on_tick_and_queue_readiness(make_app, guests: dict[str, Pa
 
 
 # ---------------------------------------------------------------------- metrics
-def test_metrics_and_prometheus_export(make_app, guests: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
-    with TestClient(probe_app(make_app, guests)) as client:
+def test_metrics_and_prometheus_export(make_app, probe_guest: Probe) -> None:  # type: ignore[no-untyped-def]
+    with TestClient(probe_app(make_app, probe_guest)) as client:
         got = probe(client, "metrics")
         assert got["define_status"] == "0" and got["inc_status"] == "0" and got["value"] == "2"
         assert got["negative_status"] == str(Status.BAD_ARGUMENT)  # counters never go down
         assert got["gauge"] == "42" and got["hist_status"] == "0"
-        assert got["bad_type_status"] == str(Status.BAD_ARGUMENT)
+        if probe_guest.kind == "core_module":  # a WIT enum cannot carry an unknown type
+            assert got["bad_type_status"] == str(Status.BAD_ARGUMENT)
         text = client.get("/metrics").text
     assert "routeiq_plugin_probe_probe_requests_total 2.0" in text
     assert "routeiq_plugin_probe_probe_gauge 42.0" in text
@@ -158,29 +179,29 @@ def port_of(url: str) -> int:
     return int(url.rsplit(":", 1)[1])
 
 
-def callout_app(make_app, guests: dict[str, Path], rules: list[dict[str, Any]], **limits: Any):  # type: ignore[no-untyped-def]
-    return probe_app(make_app, guests, {"callouts": rules, "limits": limits})
+def callout_app(make_app, probe_guest: Probe, rules: list[dict[str, Any]], **limits: Any):  # type: ignore[no-untyped-def]
+    return probe_app(make_app, probe_guest, {"callouts": rules, "limits": limits})
 
 
-def test_callout_round_trip(make_app, guests: dict[str, Path], service: str) -> None:  # type: ignore[no-untyped-def]
+def test_callout_round_trip(make_app, probe_guest: Probe, service: str) -> None:  # type: ignore[no-untyped-def]
     rules = [{"scheme": "http", "host": "127.0.0.1", "port": port_of(service), "methods": ["GET", "POST"]}]
-    with TestClient(callout_app(make_app, guests, rules)) as client:
+    with TestClient(callout_app(make_app, probe_guest, rules)) as client:
         got = probe(client, "callout", **{"x-upstream": f"127.0.0.1:{port_of(service)}", "x-path": "/echo", "x-method": "POST", "x-call-body": "hi"})
     assert got["call_status"] == "0" and got["status"] == "200" and got["get_status"] == "200"
     assert got["body"] == "POST /echo hi"
     assert int(got["num_headers"]) > 1
 
 
-def test_redirects_are_not_followed(make_app, guests: dict[str, Path], service: str) -> None:  # type: ignore[no-untyped-def]
+def test_redirects_are_not_followed(make_app, probe_guest: Probe, service: str) -> None:  # type: ignore[no-untyped-def]
     rules = [{"scheme": "http", "host": "127.0.0.1", "port": port_of(service), "methods": ["GET"]}]
-    with TestClient(callout_app(make_app, guests, rules)) as client:
+    with TestClient(callout_app(make_app, probe_guest, rules)) as client:
         got = probe(client, "callout", **{"x-upstream": f"127.0.0.1:{port_of(service)}", "x-path": "/redirect"})
     assert got["status"] == "302"  # handed to the plugin as is; 10.0.0.1 is never contacted
 
 
-def test_oversize_callout_responses_fail_the_call(make_app, guests: dict[str, Path], service: str) -> None:  # type: ignore[no-untyped-def]
+def test_oversize_callout_responses_fail_the_call(make_app, probe_guest: Probe, service: str) -> None:  # type: ignore[no-untyped-def]
     rules = [{"scheme": "http", "host": "127.0.0.1", "port": port_of(service), "methods": ["GET"]}]
-    with TestClient(callout_app(make_app, guests, rules, callout_max_response_bytes=10_000)) as client:
+    with TestClient(callout_app(make_app, probe_guest, rules, callout_max_response_bytes=10_000)) as client:
         got = probe(client, "callout", **{"x-upstream": f"127.0.0.1:{port_of(service)}", "x-path": "/big"})
     assert got["num_headers"] == "0"  # the spec's signal for a failed call
 
@@ -206,24 +227,24 @@ def test_oversize_callout_responses_fail_the_call(make_app, guests: dict[str, Pa
         ("[::1", "bad_target"),
     ],
 )
-def test_ssrf_targets_are_refused(make_app, guests: dict[str, Path], upstream: str, reason: str) -> None:  # type: ignore[no-untyped-def]
+def test_ssrf_targets_are_refused(make_app, probe_guest: Probe, upstream: str, reason: str) -> None:  # type: ignore[no-untyped-def]
     # The rule allows any host on port 8443: only the address check stands in the way.
     rules = [{"scheme": "http", "host": "*", "port": 8443, "methods": ["GET"]}]
-    app = callout_app(make_app, guests, rules)
+    app = callout_app(make_app, probe_guest, rules)
     target = upstream if ":" in upstream.strip("[]") and not upstream.startswith("[") else f"{upstream}:8443"
     with TestClient(app) as client:
         got = probe(client, "callout", **{"x-upstream": target})
         assert got == {"call_status": str(Status.BAD_ARGUMENT)}
         assert client.get("/echo").status_code == 200  # the gateway keeps serving
     (record,) = app.state.gateway.services.audit.recent("probe")
-    assert (record.call, record.reason) == ("proxy_http_call", reason)
+    assert (record.call, record.reason) == (probe_guest.call("proxy_http_call"), reason)
     assert app.state.gateway.services.callouts.started == 0  # nothing was sent
 
 
-def test_targets_outside_the_allow_list_are_refused(make_app, guests: dict[str, Path], service: str) -> None:  # type: ignore[no-untyped-def]
+def test_targets_outside_the_allow_list_are_refused(make_app, probe_guest: Probe, service: str) -> None:  # type: ignore[no-untyped-def]
     port = port_of(service)
     rules = [{"scheme": "http", "host": "127.0.0.1", "port": port, "methods": ["GET"]}]
-    app = callout_app(make_app, guests, rules)
+    app = callout_app(make_app, probe_guest, rules)
     with TestClient(app) as client:
         assert probe(client, "callout", **{"x-upstream": f"127.0.0.1:{port}", "x-method": "POST"})["call_status"] == "2"
         assert probe(client, "callout", **{"x-upstream": f"127.0.0.1:{port + 1}"})["call_status"] == "2"
@@ -231,10 +252,10 @@ def test_targets_outside_the_allow_list_are_refused(make_app, guests: dict[str, 
     assert {r.reason for r in app.state.gateway.services.audit.recent("probe")} == {"not_allowed"}
 
 
-def test_callout_flood_is_capped_per_request(make_app, guests: dict[str, Path], service: str) -> None:  # type: ignore[no-untyped-def]
+def test_callout_flood_is_capped_per_request(make_app, probe_guest: Probe, service: str) -> None:  # type: ignore[no-untyped-def]
     port = port_of(service)
     rules = [{"scheme": "http", "host": "127.0.0.1", "port": port, "methods": ["GET"]}]
-    app = callout_app(make_app, guests, rules, callouts_per_request=3)
+    app = callout_app(make_app, probe_guest, rules, callouts_per_request=3)
     with TestClient(app) as client:
         got = probe(client, "callout_flood", **{"x-upstream": f"127.0.0.1:{port}", "x-count": "10"})
         assert (got["ok"], got["refused"], got["first_refused_status"]) == ("3", "7", str(Status.BAD_ARGUMENT))
@@ -272,9 +293,9 @@ def strip_section(wasm: bytes, name: str) -> bytes:
     return bytes(out)
 
 
-def test_every_gated_call_is_denied_without_its_capability(make_app, guests: dict[str, Path], tmp_path: Path, module_cache_dir: Path) -> None:  # type: ignore[no-untyped-def]
-    sneaky = tmp_path / "sneaky.wasm"
-    sneaky.write_bytes(strip_section(guests["hostcall_probe"].read_bytes(), MANIFEST_SECTION))
+def test_every_gated_call_is_denied_without_its_capability(make_app, probe_guest: Probe, tmp_path: Path, module_cache_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    sneaky = tmp_path / "sneaky.wasm"  # no manifest section, and no sidecar beside it
+    sneaky.write_bytes(strip_section(probe_guest.wasm.read_bytes(), MANIFEST_SECTION))
     audit_file = tmp_path / "audit.jsonl"
     app = make_app([plugin("sneaky", sneaky)], policy={"plugins": {"sneaky": {"unpinned": True}}}, audit={"path": str(audit_file)})
     with TestClient(app) as client:
@@ -302,9 +323,9 @@ def test_every_gated_call_is_denied_without_its_capability(make_app, guests: dic
     assert got["response_body_read"] == str(Status.UNIMPLEMENTED)
     app.state.gateway.services.audit.close()  # written by the audit thread: write out the rest
     records = [json.loads(line) for line in audit_file.read_text().splitlines()]
-    assert {r["call"] for r in records} >= set(expected_calls) | {"proxy_get_buffer_bytes"}
+    assert {r["call"] for r in records} >= {probe_guest.call(c) for c in expected_calls + ["proxy_get_buffer_bytes"]}
     assert all(r["plugin"] == "sneaky" and r["reason"] == "capability" and r["request_id"] == "req-42" for r in records)
-    assert 'routeiq_hostcall_denials_total{call="proxy_get_shared_data",plugin="sneaky",reason="capability"} 1.0' in metrics
+    assert f'routeiq_hostcall_denials_total{{call="{probe_guest.call("proxy_get_shared_data")}",plugin="sneaky",reason="capability"}} 1.0' in metrics
     assert app.state.gateway.plugin("sneaky").stats.traps == 0
 
 

@@ -9,13 +9,8 @@ import wasmtime
 
 from routeiq.abi.capabilities import Capability
 from routeiq.abi.proxy_wasm import BufferType, MapType, Status, StreamType, decode_map
-from routeiq.hostcalls.buffers import BufferCalls
-from routeiq.hostcalls.contexts import ContextCalls
-from routeiq.hostcalls.headers import HeaderCalls
-from routeiq.hostcalls.properties import PropertyCalls
+from routeiq.hostcalls.proxy_abi import build_host_functions
 from routeiq.hostcalls.state import ContextState, HeaderMap, HostEnv, HttpStream, PluginIdentity
-from routeiq.hostcalls.stream import StreamCalls
-from routeiq.hostcalls.table import build_host_functions
 from routeiq.policy.grants import Grant
 from routeiq.runtime.engine import EngineSettings
 from routeiq.runtime.limits import SandboxLimits
@@ -37,9 +32,13 @@ GUEST = """
 
 
 class Guest:
-    def __init__(self, env: HostEnv, vm: WasmVM) -> None:
-        self.env, self.vm = env, vm
+    def __init__(self, env: HostEnv, vm: WasmVM, table: dict) -> None:  # type: ignore[type-arg]
+        self.env, self.vm, self.table = env, vm, table
         self._scratch = 64
+
+    def call(self, name: str, *args: int) -> int:
+        """Call a host function as the guest would (the linked implementation)."""
+        return self.table[("env", name)].impl(*args)
 
     def put(self, data: bytes) -> tuple[int, int]:
         ptr = self._scratch
@@ -56,90 +55,84 @@ def guest(tmp_path: Path):  # type: ignore[no-untyped-def]
     runtime = WasmRuntime(EngineSettings(), None)
     module = wasmtime.Module(runtime.engine, wasmtime.wat2wasm(GUEST))
     env = HostEnv(PluginIdentity(name="unit", plugin_config=b"cfg"), grant=Grant(plugin="unit", capabilities=frozenset(Capability)))
-    vm = WasmVM(runtime.engine, module, SandboxLimits(), build_host_functions(env), runtime.settings.epoch_tick_ms)
+    table = build_host_functions(env)
+    vm = WasmVM(runtime.engine, module, SandboxLimits(), table, runtime.settings.epoch_tick_ms)
     env.vm = vm
     vm.instantiate()
     vm.set_allocator(vm.function("proxy_on_memory_allocate"))  # type: ignore[arg-type]
     stream = HttpStream(request_headers=HeaderMap([(b":path", b"/a"), (b"x-one", b"1")]))
     env.active = ContextState(context_id=2, stream=stream)
     env.contexts[2] = env.active
-    yield Guest(env, vm)
+    yield Guest(env, vm, table)
     vm.close()
     runtime.close()
 
 
 def test_set_property_is_visible_to_later_reads(guest: Guest) -> None:
-    props = PropertyCalls(guest.env)
     path, value = guest.put(b"routeiq\0tenant"), guest.put(b"acme")
-    assert props.proxy_set_property(*path, *value) == Status.OK
-    assert props.proxy_get_property(*guest.put(b"routeiq.tenant"), 8, 12) == Status.OK
+    assert guest.call("proxy_set_property", *path, *value) == Status.OK
+    assert guest.call("proxy_get_property", *guest.put(b"routeiq.tenant"), 8, 12) == Status.OK
     assert guest.returned() == b"acme"
-    assert props.proxy_set_property(*guest.put(b""), *value) == Status.BAD_ARGUMENT
+    assert guest.call("proxy_set_property", *guest.put(b""), *value) == Status.BAD_ARGUMENT
 
 
 def test_buffer_status_and_read_only_buffers(guest: Guest) -> None:
-    buffers = BufferCalls(guest.env)
     guest.env.stream.request_body = bytearray(b"hello")  # type: ignore[union-attr]
-    assert buffers.proxy_get_buffer_status(BufferType.HTTP_REQUEST_BODY, 8, 12) == Status.OK
+    assert guest.call("proxy_get_buffer_status", BufferType.HTTP_REQUEST_BODY, 8, 12) == Status.OK
     assert guest.vm.read_u32(8) == 5
-    assert buffers.proxy_get_buffer_bytes(BufferType.HTTP_REQUEST_BODY, 1, 3, 8, 12) == Status.OK
+    assert guest.call("proxy_get_buffer_bytes", BufferType.HTTP_REQUEST_BODY, 1, 3, 8, 12) == Status.OK
     assert guest.returned() == b"ell"
-    assert buffers.proxy_get_buffer_bytes(BufferType.HTTP_REQUEST_BODY, 6, 1, 8, 12) == Status.BAD_ARGUMENT
-    assert buffers.proxy_set_buffer_bytes(BufferType.HTTP_REQUEST_BODY, 5, 0, *guest.put(b"!")) == Status.OK
+    assert guest.call("proxy_get_buffer_bytes", BufferType.HTTP_REQUEST_BODY, 6, 1, 8, 12) == Status.BAD_ARGUMENT
+    assert guest.call("proxy_set_buffer_bytes", BufferType.HTTP_REQUEST_BODY, 5, 0, *guest.put(b"!")) == Status.OK
     assert guest.env.stream.request_body == bytearray(b"hello!")  # type: ignore[union-attr]
-    assert buffers.proxy_set_buffer_bytes(BufferType.PLUGIN_CONFIGURATION, 0, 0, *guest.put(b"x")) == Status.BAD_ARGUMENT
-    assert buffers.proxy_get_buffer_status(BufferType.HTTP_RESPONSE_BODY, 8, 12) == Status.NOT_FOUND
-    assert buffers.proxy_get_buffer_status(42, 8, 12) == Status.BAD_ARGUMENT
+    assert guest.call("proxy_set_buffer_bytes", BufferType.PLUGIN_CONFIGURATION, 0, 0, *guest.put(b"x")) == Status.BAD_ARGUMENT
+    assert guest.call("proxy_get_buffer_status", BufferType.HTTP_RESPONSE_BODY, 8, 12) == Status.NOT_FOUND
+    assert guest.call("proxy_get_buffer_status", 42, 8, 12) == Status.BAD_ARGUMENT
 
 
 def test_header_maps_outside_their_phase(guest: Guest) -> None:
-    headers = HeaderCalls(guest.env)
     key, value = guest.put(b"x-new"), guest.put(b"v")
     # Response headers do not exist yet during the request.
-    assert headers.proxy_get_header_map_value(MapType.HTTP_RESPONSE_HEADERS, *key, 8, 12) == Status.NOT_FOUND
-    assert headers.proxy_add_header_map_value(MapType.HTTP_RESPONSE_HEADERS, *key, *value) == Status.BAD_ARGUMENT
+    assert guest.call("proxy_get_header_map_value", MapType.HTTP_RESPONSE_HEADERS, *key, 8, 12) == Status.NOT_FOUND
+    assert guest.call("proxy_add_header_map_value", MapType.HTTP_RESPONSE_HEADERS, *key, *value) == Status.BAD_ARGUMENT
     # Once forwarded, request headers are read-only.
     guest.env.stream.request_headers.writable = False  # type: ignore[union-attr]
-    assert headers.proxy_add_header_map_value(MapType.HTTP_REQUEST_HEADERS, *key, *value) == Status.BAD_ARGUMENT
-    assert headers.proxy_get_header_map_pairs(MapType.HTTP_REQUEST_HEADERS, 8, 12) == Status.OK
+    assert guest.call("proxy_add_header_map_value", MapType.HTTP_REQUEST_HEADERS, *key, *value) == Status.BAD_ARGUMENT
+    assert guest.call("proxy_get_header_map_pairs", MapType.HTTP_REQUEST_HEADERS, 8, 12) == Status.OK
     assert decode_map(guest.returned()) == [(b":path", b"/a"), (b"x-one", b"1")]
 
 
 def test_repeated_headers_join_with_commas_and_replace_collapses_them(guest: Guest) -> None:
-    headers = HeaderCalls(guest.env)
     name = guest.put(b"X-Dup")
-    headers.proxy_add_header_map_value(MapType.HTTP_REQUEST_HEADERS, *name, *guest.put(b"a"))
-    headers.proxy_add_header_map_value(MapType.HTTP_REQUEST_HEADERS, *name, *guest.put(b"b"))
-    assert headers.proxy_get_header_map_value(MapType.HTTP_REQUEST_HEADERS, *name, 8, 12) == Status.OK
+    guest.call("proxy_add_header_map_value", MapType.HTTP_REQUEST_HEADERS, *name, *guest.put(b"a"))
+    guest.call("proxy_add_header_map_value", MapType.HTTP_REQUEST_HEADERS, *name, *guest.put(b"b"))
+    assert guest.call("proxy_get_header_map_value", MapType.HTTP_REQUEST_HEADERS, *name, 8, 12) == Status.OK
     assert guest.returned() == b"a,b"
-    headers.proxy_replace_header_map_value(MapType.HTTP_REQUEST_HEADERS, *name, *guest.put(b"c"))
+    guest.call("proxy_replace_header_map_value", MapType.HTTP_REQUEST_HEADERS, *name, *guest.put(b"c"))
     assert guest.env.stream.request_headers.pairs[-1] == (b"x-dup", b"c")  # type: ignore[union-attr]
     assert [k for k, _ in guest.env.stream.request_headers.pairs].count(b"x-dup") == 1  # type: ignore[union-attr]
 
 
 def test_continue_calls_of_abi_0_2_0_and_route_cache(guest: Guest) -> None:
-    calls = StreamCalls(guest.env)
-    assert calls.proxy_continue_request() == Status.OK
-    assert calls.proxy_continue_response() == Status.OK
+    assert guest.call("proxy_continue_request") == Status.OK
+    assert guest.call("proxy_continue_response") == Status.OK
     assert guest.env.active.resume_requested == {StreamType.HTTP_REQUEST, StreamType.HTTP_RESPONSE}  # type: ignore[union-attr]
-    assert calls.proxy_clear_route_cache() == Status.OK
-    assert calls.proxy_continue_stream(StreamType.DOWNSTREAM) == Status.UNIMPLEMENTED
+    assert guest.call("proxy_clear_route_cache") == Status.OK
+    assert guest.call("proxy_continue_stream", StreamType.DOWNSTREAM) == Status.UNIMPLEMENTED
 
 
 def test_local_response_validation(guest: Guest) -> None:
-    calls = StreamCalls(guest.env)
     details, body, headers = guest.put(b"d"), guest.put(b"b"), guest.put(b"")
-    assert calls.proxy_send_local_response(99, *details, *body, *headers, 0) == Status.BAD_ARGUMENT
-    assert calls.proxy_send_local_response(200, *details, *body, *guest.put(b"\x05\x00\x00\x00"), 0) == Status.BAD_ARGUMENT
+    assert guest.call("proxy_send_local_response", 99, *details, *body, *headers, 0) == Status.BAD_ARGUMENT
+    assert guest.call("proxy_send_local_response", 200, *details, *body, *guest.put(b"\x05\x00\x00\x00"), 0) == Status.BAD_ARGUMENT
     guest.env.stream.response_started = True  # type: ignore[union-attr]
-    assert calls.proxy_send_local_response(200, *details, *body, *headers, 0) == Status.BAD_ARGUMENT
+    assert guest.call("proxy_send_local_response", 200, *details, *body, *headers, 0) == Status.BAD_ARGUMENT
     assert guest.env.stream.local_response is None  # type: ignore[union-attr]
 
 
 def test_proxy_done_releases_a_context_waiting_for_it(guest: Guest) -> None:
-    calls = ContextCalls(guest.env)
     woken = []
     guest.env.active.awaiting_done = True  # type: ignore[union-attr]
     guest.env.active.wakeup = lambda: woken.append(True)  # type: ignore[union-attr]
-    assert calls.proxy_done() == Status.OK
+    assert guest.call("proxy_done") == Status.OK
     assert guest.env.active.done_called and woken == [True]  # type: ignore[union-attr]

@@ -39,14 +39,6 @@ ROOT = Path(__file__).resolve().parents[1]
 HOSTILE = {"x-hostile": "1"}
 
 
-@pytest.fixture(scope="session")
-def py_guests() -> dict[str, Path]:
-    """Every Python guest, built with componentize-py (never installed from a test)."""
-    if componentize_version() is None:
-        pytest.fail(f"componentize-py is required and is not installed in {sys.executable}: run `./dev setup` (it installs {COMPONENTIZE_PY_PIN} from requirements.lock)")
-    return {p.stem: p for p in build_python_guests(ROOT, print)}
-
-
 def grant(name: str, *capabilities: str, **extra: object) -> dict:  # type: ignore[type-arg]
     return {"plugins": {name: {"unpinned": True, "capabilities": list(capabilities), **extra}}}
 

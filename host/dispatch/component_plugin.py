@@ -17,7 +17,7 @@ import hashlib
 import logging
 from typing import Any, Callable
 
-from routeiq.hostcalls.component_host import build_component_imports
+from routeiq.hostcalls.component_abi import build_component_imports
 from routeiq.hostcalls.state import ContextState
 from routeiq.policy.admission import AdmissionRefused, admit
 from routeiq.runtime.component import (
@@ -58,6 +58,7 @@ CALLBACKS: dict[str, tuple[str, tuple[str, ...], Any, str | None, Adapter]] = {
         "on-http-call-response", ("u32", "u32", "u32", "u32", "u32"), None, "http-call-response", lambda c, a: (c.context_id, a[1], a[2], a[3], a[4])
     ),
     "proxy_on_tick": ("on-tick", (), None, "tick", lambda c, a: ()),
+    "proxy_on_queue_ready": ("on-queue-ready", ("u32",), None, "queue-ready", lambda c, a: (a[1],)),
 }
 
 

@@ -21,7 +21,7 @@ import wasmtime
 from routeiq.abi.proxy_wasm import ABI_VERSION_EXPORTS, LogLevel
 from routeiq.dispatch.hook_stats import HookStats
 from routeiq.hostcalls.state import ContextState, HostEnv, HostServices, LogSink, PluginIdentity
-from routeiq.hostcalls.table import build_host_functions
+from routeiq.hostcalls.proxy_abi import build_host_functions
 from routeiq.policy.admission import Admission, AdmissionRefused, admit
 from routeiq.policy.config_schema import validate_config
 from routeiq.policy.grants import deny_all

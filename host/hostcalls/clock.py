@@ -6,13 +6,9 @@ import time
 
 from routeiq.abi.proxy_wasm import Status
 
-from .state import HostEnv
+from .group import CallGroup
 
 
-class ClockCalls:
-    def __init__(self, env: HostEnv) -> None:
-        self.env = env
-
-    def proxy_get_current_time_nanoseconds(self, ret_time: int) -> int:
-        self.env.vm.write_u64(ret_time, time.time_ns())
-        return Status.OK
+class ClockCalls(CallGroup):
+    def proxy_get_current_time_nanoseconds(self) -> tuple[int, int]:
+        return Status.OK, time.time_ns()

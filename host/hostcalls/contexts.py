@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from routeiq.abi.proxy_wasm import Status
 
-from .state import HostEnv
+from .group import CallGroup
 
 
-class ContextCalls:
-    def __init__(self, env: HostEnv) -> None:
-        self.env = env
-
+class ContextCalls(CallGroup):
     def proxy_set_effective_context(self, context_id: int) -> int:
         context = self.env.contexts.get(context_id)
         if context is None:

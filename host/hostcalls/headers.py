@@ -3,9 +3,9 @@ proxy_{get,add,replace,remove}_header_map_value."""
 
 from __future__ import annotations
 
-from routeiq.abi.proxy_wasm import MapFormatError, MapType, Status, decode_map
+from routeiq.abi.proxy_wasm import MapType, Pairs, Status
 
-from .memory import return_bytes
+from .group import CallGroup
 from .header_rules import HeaderRefused
 from .state import HeaderMap, HostEnv
 
@@ -15,7 +15,8 @@ _REQUEST_HEADERS = int(MapType.HTTP_REQUEST_HEADERS)
 _RESPONSE_HEADERS = int(MapType.HTTP_RESPONSE_HEADERS)
 
 
-def _map(env: HostEnv, map_type: int) -> HeaderMap | None:
+def header_map(env: HostEnv, map_type: int) -> HeaderMap | None:
+    """The map `map_type` names in the current context, or None (not in this phase)."""
     stream = env.stream
     if stream is not None:
         if map_type == _REQUEST_HEADERS:
@@ -37,90 +38,72 @@ def _map(env: HostEnv, map_type: int) -> HeaderMap | None:
     return None
 
 
-class HeaderCalls:
-    def __init__(self, env: HostEnv) -> None:
-        self.env = env
-
-    def proxy_get_header_map_pairs(self, map_type: int, ret_data: int, ret_size: int) -> int:
+class HeaderCalls(CallGroup):
+    def proxy_get_header_map_pairs(self, map_type: int) -> tuple[int, Pairs]:
         if map_type not in _KNOWN_MAPS:
-            return Status.BAD_ARGUMENT
-        hmap = _map(self.env, map_type)
-        data = hmap.serialize() if hmap is not None else b""
-        return return_bytes(self.env, data, ret_data, ret_size)
+            return Status.BAD_ARGUMENT, []
+        hmap = header_map(self.env, map_type)
+        return Status.OK, hmap.pairs if hmap is not None else []
 
-    def proxy_get_header_map_size(self, map_type: int, ret_size: int) -> int:
+    def proxy_get_header_map_size(self, map_type: int) -> tuple[int, int]:
         if map_type not in _KNOWN_MAPS:
-            return Status.BAD_ARGUMENT
-        hmap = _map(self.env, map_type)
-        self.env.vm.write_u32(ret_size, len(hmap.serialize()) if hmap is not None else 0)
-        return Status.OK
+            return Status.BAD_ARGUMENT, 0
+        hmap = header_map(self.env, map_type)
+        return Status.OK, len(hmap.serialize()) if hmap is not None else 0
 
-    def proxy_set_header_map_pairs(self, map_type: int, data: int, size: int) -> int:
+    def proxy_get_header_map_value(self, map_type: int, name: bytes) -> tuple[int, bytes]:
         if map_type not in _KNOWN_MAPS:
-            return Status.BAD_ARGUMENT
-        raw = self.env.vm.read(data, size)
-        hmap = _map(self.env, map_type)
-        if hmap is None or not hmap.writable:
-            return Status.BAD_ARGUMENT
-        try:
-            hmap.set_all(decode_map(raw))
-        except MapFormatError:
-            return Status.BAD_ARGUMENT
-        except HeaderRefused as refused:
-            return self.env.deny("proxy_set_header_map_pairs", refused.reason, refused.detail, Status.BAD_ARGUMENT)
-        return Status.OK
-
-    def proxy_get_header_map_value(self, map_type: int, key: int, key_size: int, ret_data: int, ret_size: int) -> int:
-        if map_type not in _KNOWN_MAPS:
-            return Status.BAD_ARGUMENT
-        vm = self.env.vm
-        name = vm.read(key, key_size)
-        vm.check_u32_pair(ret_data, ret_size)
-        hmap = _map(self.env, map_type)
+            return Status.BAD_ARGUMENT, b""
+        hmap = header_map(self.env, map_type)
         value = hmap.get(name) if hmap is not None else None
         if value is None:
-            return Status.NOT_FOUND
-        return return_bytes(self.env, value, ret_data, ret_size)
+            return Status.NOT_FOUND, b""
+        return Status.OK, value
 
-    def _mutate(self, map_type: int) -> HeaderMap | int:
+    def _writable(self, map_type: int) -> HeaderMap | None:
         if map_type not in _KNOWN_MAPS:
-            return Status.BAD_ARGUMENT
-        hmap = _map(self.env, map_type)
+            return None
+        hmap = header_map(self.env, map_type)
         if hmap is None or not hmap.writable:
-            return Status.BAD_ARGUMENT
+            return None
         return hmap
 
-    def proxy_add_header_map_value(self, map_type: int, key: int, key_size: int, value: int, value_size: int) -> int:
-        vm = self.env.vm
-        name, val = vm.read(key, key_size), vm.read(value, value_size)
-        hmap = self._mutate(map_type)
-        if isinstance(hmap, int):
-            return hmap
+    def proxy_set_header_map_pairs(self, map_type: int, pairs: Pairs) -> int:
+        hmap = self._writable(map_type)
+        if hmap is None:
+            return Status.BAD_ARGUMENT
         try:
-            hmap.add(name, val)
+            hmap.set_all(pairs)
         except HeaderRefused as refused:
-            return self.env.deny("proxy_add_header_map_value", refused.reason, refused.detail, Status.BAD_ARGUMENT)
+            return self.deny("proxy_set_header_map_pairs", refused.reason, refused.detail, Status.BAD_ARGUMENT)
         return Status.OK
 
-    def proxy_replace_header_map_value(self, map_type: int, key: int, key_size: int, value: int, value_size: int) -> int:
-        vm = self.env.vm
-        name, val = vm.read(key, key_size), vm.read(value, value_size)
-        hmap = self._mutate(map_type)
-        if isinstance(hmap, int):
-            return hmap
+    def proxy_add_header_map_value(self, map_type: int, name: bytes, value: bytes) -> int:
+        hmap = self._writable(map_type)
+        if hmap is None:
+            return Status.BAD_ARGUMENT
         try:
-            hmap.replace(name, val)
+            hmap.add(name, value)
         except HeaderRefused as refused:
-            return self.env.deny("proxy_replace_header_map_value", refused.reason, refused.detail, Status.BAD_ARGUMENT)
+            return self.deny("proxy_add_header_map_value", refused.reason, refused.detail, Status.BAD_ARGUMENT)
         return Status.OK
 
-    def proxy_remove_header_map_value(self, map_type: int, key: int, key_size: int) -> int:
-        name = self.env.vm.read(key, key_size)
-        hmap = self._mutate(map_type)
-        if isinstance(hmap, int):
-            return hmap
+    def proxy_replace_header_map_value(self, map_type: int, name: bytes, value: bytes) -> int:
+        hmap = self._writable(map_type)
+        if hmap is None:
+            return Status.BAD_ARGUMENT
+        try:
+            hmap.replace(name, value)
+        except HeaderRefused as refused:
+            return self.deny("proxy_replace_header_map_value", refused.reason, refused.detail, Status.BAD_ARGUMENT)
+        return Status.OK
+
+    def proxy_remove_header_map_value(self, map_type: int, name: bytes) -> int:
+        hmap = self._writable(map_type)
+        if hmap is None:
+            return Status.BAD_ARGUMENT
         try:
             hmap.remove(name)
         except HeaderRefused as refused:
-            return self.env.deny("proxy_remove_header_map_value", refused.reason, refused.detail, Status.BAD_ARGUMENT)
+            return self.deny("proxy_remove_header_map_value", refused.reason, refused.detail, Status.BAD_ARGUMENT)
         return Status.OK

@@ -7,12 +7,10 @@ from typing import Any
 
 import cbor2
 
-from routeiq.abi.capabilities import Capability
 from routeiq.abi.proxy_wasm import Status
 
+from .group import CallGroup
 from .llm_exchange import CHAT_ROLES, LlmExchange
-from .memory import return_bytes
-from .state import HostEnv
 
 MAX_CBOR_BYTES = 1024 * 1024
 
@@ -31,34 +29,24 @@ def _messages(value: Any) -> list[dict[str, str]] | None:
     return out
 
 
-class LlmCalls:
-    def __init__(self, env: HostEnv) -> None:
-        self.env = env
-
-    def _exchange(self, call: str) -> LlmExchange | int:
-        denied = self.env.require(call, Capability.LLM_REQUEST)
-        if denied is not None:
-            return denied
+class LlmCalls(CallGroup):
+    def _exchange(self) -> LlmExchange | int:
         stream = self.env.stream
         if stream is None or stream.llm is None:
             return Status.NOT_FOUND
         return stream.llm
 
-    def routeiq_get_llm_request(self, ret_data: int, ret_size: int) -> int:
-        self.env.vm.check_writable((ret_data, 4), (ret_size, 4))
-        exchange = self._exchange("routeiq_get_llm_request")
+    def routeiq_get_llm_request(self) -> tuple[int, bytes]:
+        exchange = self._exchange()
         if isinstance(exchange, int):
-            return exchange
-        return return_bytes(self.env, cbor2.dumps(exchange.view()), ret_data, ret_size)
+            return exchange, b""
+        return Status.OK, cbor2.dumps(exchange.view())
 
-    def routeiq_set_llm_messages(self, data: int, size: int) -> int:
-        raw = self.env.vm.read(data, size)
-        exchange = self._exchange("routeiq_set_llm_messages")
+    def routeiq_set_llm_messages(self, raw: bytes) -> int:
+        exchange = self._exchange()
         if isinstance(exchange, int):
             return exchange
-        if exchange.forwarded:
-            return Status.BAD_ARGUMENT
-        if size > MAX_CBOR_BYTES:
+        if exchange.forwarded or len(raw) > MAX_CBOR_BYTES:
             return Status.BAD_ARGUMENT
         try:
             # cbor2's decoder bounds recursion and refuses lengths past the input.
@@ -71,24 +59,21 @@ class LlmCalls:
         exchange.dirty = True
         return Status.OK
 
-    def routeiq_set_llm_model(self, data: int, size: int) -> int:
-        raw = self.env.vm.read(data, size)
-        exchange = self._exchange("routeiq_set_llm_model")
+    def routeiq_set_llm_model(self, model: str) -> int:
+        exchange = self._exchange()
         if isinstance(exchange, int):
             return exchange
         if exchange.forwarded:
             return Status.BAD_ARGUMENT
-        model = raw.decode("utf-8", "replace")
         if model not in exchange.known_models:
             return Status.NOT_FOUND
         exchange.pinned_model = model
         return Status.OK
 
-    def routeiq_get_llm_response(self, ret_data: int, ret_size: int) -> int:
-        self.env.vm.check_writable((ret_data, 4), (ret_size, 4))
-        exchange = self._exchange("routeiq_get_llm_response")
+    def routeiq_get_llm_response(self) -> tuple[int, bytes]:
+        exchange = self._exchange()
         if isinstance(exchange, int):
-            return exchange
+            return exchange, b""
         if exchange.outcome is None:
-            return Status.NOT_FOUND
-        return return_bytes(self.env, cbor2.dumps(exchange.outcome.as_dict()), ret_data, ret_size)
+            return Status.NOT_FOUND, b""
+        return Status.OK, cbor2.dumps(exchange.outcome.as_dict())

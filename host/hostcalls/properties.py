@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import struct
 
-from routeiq.abi.proxy_wasm import Status, encode_map, split_property_path
+from routeiq.abi.proxy_wasm import Status, encode_map
 
-from .memory import return_bytes
-from .state import HostEnv, HttpStream
+from .group import CallGroup
+from .state import HttpStream
 
 _I64 = struct.Struct("<q")
 
@@ -79,10 +79,7 @@ def _address(endpoint: tuple[str, int] | None, key: bytes) -> bytes | None:
     return None
 
 
-class PropertyCalls:
-    def __init__(self, env: HostEnv) -> None:
-        self.env = env
-
+class PropertyCalls(CallGroup):
     def resolve(self, path: tuple[bytes, ...]) -> bytes | None:
         plugin = self.env.plugin
         stream = self.env.stream
@@ -109,23 +106,18 @@ class PropertyCalls:
             return _address(stream.server, key)
         return None
 
-    def proxy_get_property(self, path: int, path_size: int, ret_data: int, ret_size: int) -> int:
-        vm = self.env.vm
-        raw = vm.read(path, path_size)
-        vm.check_writable((ret_data, 4), (ret_size, 4))
-        value = self.resolve(split_property_path(raw))
+    def proxy_get_property(self, path: tuple[bytes, ...]) -> tuple[int, bytes]:
+        """`path` is the attribute's segments, e.g. (b"request", b"path")."""
+        value = self.resolve(path)
         if value is None:
-            return Status.NOT_FOUND
-        return return_bytes(self.env, value, ret_data, ret_size)
+            return Status.NOT_FOUND, b""
+        return Status.OK, value
 
-    def proxy_set_property(self, path: int, path_size: int, value: int, value_size: int) -> int:
-        vm = self.env.vm
-        raw_path, raw_value = vm.read(path, path_size), vm.read(value, value_size)
+    def proxy_set_property(self, path: tuple[bytes, ...], value: bytes) -> int:
         stream = self.env.stream
         if stream is None:
             return Status.NOT_FOUND
-        segments = split_property_path(raw_path)
-        if not segments:
+        if not path:
             return Status.BAD_ARGUMENT
-        stream.filter_state[segments] = raw_value
+        stream.filter_state[path] = value
         return Status.OK

@@ -3,96 +3,72 @@ proxy_enqueue_shared_queue, proxy_dequeue_shared_queue (readiness: proxy_on_queu
 
 from __future__ import annotations
 
-from routeiq.abi.capabilities import Capability
 from routeiq.abi.proxy_wasm import Status
 from routeiq.services.shared_store import StoreUnavailable
 
-from .memory import return_bytes
-from .state import HostEnv
+from .group import CallGroup
+
+# A store failure answers INTERNAL_FAILURE; the store logs it (rate-limited).
+_UNAVAILABLE = Status.INTERNAL_FAILURE
 
 
-class SharedQueueCalls:
-    def __init__(self, env: HostEnv) -> None:
-        self.env = env
-
-    def _unavailable(self, exc: StoreUnavailable) -> int:
-        return Status.INTERNAL_FAILURE  # logged (rate-limited) by the store
-
-    def proxy_register_shared_queue(self, name: int, name_size: int, ret_id: int) -> int:
+class SharedQueueCalls(CallGroup):
+    def proxy_register_shared_queue(self, name: str) -> tuple[int, int]:
         env = self.env
-        raw = env.vm.read(name, name_size)
-        env.vm.check_writable((ret_id, 4))
-        denied = env.require("proxy_register_shared_queue", Capability.SHARED_QUEUE)
-        if denied is not None:
-            return denied
-        if not raw:
-            return Status.BAD_ARGUMENT
+        if not name:
+            return Status.BAD_ARGUMENT, 0
         try:
             with env.store_wait():
-                qid = env.services.store.register_queue(env.grant.namespace, raw.decode("utf-8", "replace"), env.queue_listener)
-        except StoreUnavailable as exc:
-            return self._unavailable(exc)
-        env.vm.write_u32(ret_id, qid)
-        return Status.OK
+                qid = env.services.store.register_queue(env.grant.namespace, name, env.queue_listener)
+        except StoreUnavailable:
+            return _UNAVAILABLE, 0
+        return Status.OK, qid
 
-    def proxy_resolve_shared_queue(self, vm_id: int, vm_id_size: int, name: int, name_size: int, ret_id: int) -> int:
+    def proxy_resolve_shared_queue(self, vm_id: str, name: str) -> tuple[int, int]:
+        """`vm_id` is the queue's namespace ("" for the plugin's own)."""
         env = self.env
-        namespace = env.vm.read(vm_id, vm_id_size).decode("utf-8", "replace") or env.grant.namespace
-        raw = env.vm.read(name, name_size)
-        env.vm.check_writable((ret_id, 4))
-        denied = env.require("proxy_resolve_shared_queue", Capability.SHARED_QUEUE)
-        if denied is not None:
-            return denied
+        namespace = vm_id or env.grant.namespace
         if not env.grant.can_read(namespace):
-            return env.deny("proxy_resolve_shared_queue", "kv_namespace", f"namespace {namespace!r} is not granted", Status.BAD_ARGUMENT)
+            return self.deny("proxy_resolve_shared_queue", "kv_namespace", f"namespace {namespace!r} is not granted", Status.BAD_ARGUMENT), 0
         try:
             with env.store_wait():
-                qid = env.services.store.resolve_queue(namespace, raw.decode("utf-8", "replace"))
-        except StoreUnavailable as exc:
-            return self._unavailable(exc)
+                qid = env.services.store.resolve_queue(namespace, name)
+        except StoreUnavailable:
+            return _UNAVAILABLE, 0
         if qid is None:
-            return Status.NOT_FOUND
-        env.vm.write_u32(ret_id, qid)
-        return Status.OK
+            return Status.NOT_FOUND, 0
+        return Status.OK, qid
 
-    def proxy_enqueue_shared_queue(self, queue_id: int, value: int, value_size: int) -> int:
+    def proxy_enqueue_shared_queue(self, queue_id: int, data: bytes) -> int:
         env = self.env
-        data = env.vm.read(value, value_size)
-        denied = env.require("proxy_enqueue_shared_queue", Capability.SHARED_QUEUE)
-        if denied is not None:
-            return denied
         store = env.services.store
         ref = store.queue(queue_id)
         if ref is None:
             return Status.NOT_FOUND
         if not env.grant.can_write(ref.namespace):
-            return env.deny("proxy_enqueue_shared_queue", "kv_namespace", f"namespace {ref.namespace!r} is not writable", Status.BAD_ARGUMENT)
+            return self.deny("proxy_enqueue_shared_queue", "kv_namespace", f"namespace {ref.namespace!r} is not writable", Status.BAD_ARGUMENT)
         limits = env.grant.limits
         if len(data) > limits.queue_item_bytes:
-            return env.deny("proxy_enqueue_shared_queue", "queue_size", f"item of {len(data)} bytes exceeds {limits.queue_item_bytes}", Status.BAD_ARGUMENT)
+            return self.deny("proxy_enqueue_shared_queue", "queue_size", f"item of {len(data)} bytes exceeds {limits.queue_item_bytes}", Status.BAD_ARGUMENT)
         try:
             with env.store_wait():
                 return store.enqueue(queue_id, data, limits.queue_max_items)
-        except StoreUnavailable as exc:
-            return self._unavailable(exc)
+        except StoreUnavailable:
+            return _UNAVAILABLE
 
-    def proxy_dequeue_shared_queue(self, queue_id: int, ret_data: int, ret_size: int) -> int:
+    def proxy_dequeue_shared_queue(self, queue_id: int) -> tuple[int, bytes]:
         env = self.env
-        env.vm.check_writable((ret_data, 4), (ret_size, 4))
-        denied = env.require("proxy_dequeue_shared_queue", Capability.SHARED_QUEUE)
-        if denied is not None:
-            return denied
         store = env.services.store
         ref = store.queue(queue_id)
         if ref is None:
-            return Status.NOT_FOUND
+            return Status.NOT_FOUND, b""
         if not env.grant.can_read(ref.namespace):
-            return env.deny("proxy_dequeue_shared_queue", "kv_namespace", f"namespace {ref.namespace!r} is not readable", Status.BAD_ARGUMENT)
+            return self.deny("proxy_dequeue_shared_queue", "kv_namespace", f"namespace {ref.namespace!r} is not readable", Status.BAD_ARGUMENT), b""
         try:
             with env.store_wait():
                 status, item = store.dequeue(queue_id)
-        except StoreUnavailable as exc:
-            return self._unavailable(exc)
+        except StoreUnavailable:
+            return _UNAVAILABLE, b""
         if status != Status.OK:
-            return status
-        return return_bytes(env, item, ret_data, ret_size)
+            return status, b""
+        return Status.OK, item

@@ -3,48 +3,29 @@ proxy_close_stream, and the v0.2.0 names proxy_continue_request/proxy_continue_r
 
 from __future__ import annotations
 
-from routeiq.abi.proxy_wasm import MapFormatError, Status, StreamType, decode_map
+from routeiq.abi.proxy_wasm import Pairs, Status, StreamType
 
-from .state import HostEnv, LocalResponse
+from .group import CallGroup
+from .state import LocalResponse
 
 _HTTP_STREAMS = (StreamType.HTTP_REQUEST, StreamType.HTTP_RESPONSE)
 _TCP_STREAMS = (StreamType.DOWNSTREAM, StreamType.UPSTREAM)
 
 
-class StreamCalls:
-    def __init__(self, env: HostEnv) -> None:
-        self.env = env
-
-    def proxy_send_local_response(
-        self,
-        status_code: int,
-        details: int,
-        details_size: int,
-        body: int,
-        body_size: int,
-        headers: int,
-        headers_size: int,
-        _grpc_status: int,
-    ) -> int:
-        vm = self.env.vm
-        detail_bytes = vm.read(details, details_size)
-        body_bytes = vm.read(body, body_size)
-        raw_headers = vm.read(headers, headers_size)
-        stream = self.env.stream
+class StreamCalls(CallGroup):
+    def proxy_send_local_response(self, status_code: int, details: str, body: bytes, headers: Pairs, _grpc_status: int = -1) -> int:
+        env = self.env
+        stream = env.stream
         if stream is None or stream.response_started:
             return Status.BAD_ARGUMENT
         if not 200 <= status_code <= 599:
             return Status.BAD_ARGUMENT
-        try:
-            pairs = decode_map(raw_headers)
-        except MapFormatError:
-            return Status.BAD_ARGUMENT
         stream.local_response = LocalResponse(
             status=status_code,
-            body=body_bytes,
-            headers=[(k.lower(), v) for k, v in pairs],
-            details=detail_bytes.decode("utf-8", "replace"),
-            plugin=self.env.plugin.name,
+            body=body,
+            headers=[(k.lower(), v) for k, v in headers],
+            details=details,
+            plugin=env.plugin.name,
         )
         return Status.OK
 

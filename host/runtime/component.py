@@ -198,6 +198,16 @@ def _shared_value(value: bytes | None, cas: int) -> tuple[int, int]:
     return 2, rptr
 
 
+def _call_status(code: int, message: bytes) -> tuple[int, int]:
+    _record_new_uninit(_scratch_addr, 2)
+    rptr = _scratch[1]
+    n1, p1 = _new_vec(b"code")
+    n2, p2 = _new_vec(b"message")
+    ms, mp = _new_byte_string(message)
+    _memmove(rptr, _QQ.pack(n1, p1) + _VAL.pack(K_U32, code & 0xFFFFFFFF, 0, 0) + _QQ.pack(n2, p2) + _VAL.pack(K_STRING, ms, mp, 0), 96)
+    return 2, rptr
+
+
 # ------------------------------------------------------------------ value codecs
 # Parameter decoders read one argument from the raw args blob at an offset.
 def _read_vec(raw: bytes, off: int) -> bytes:
@@ -288,6 +298,8 @@ def _encode_ok(tag: str | None, value: Any) -> int:
         return _box(K_LIST, *_headers_list(value))
     if tag == "shared-value":
         return _box(K_RECORD, *_shared_value(*value))
+    if tag == "call-status":
+        return _box(K_RECORD, *_call_status(*value))
     raise ValueError(f"unknown ok type {tag}")
 
 

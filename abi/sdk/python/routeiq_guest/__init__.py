@@ -18,7 +18,7 @@ from ._bindings import Action, LogLevel, Status
 from .errors import BadArgument, CasMismatch, HostError, NotFound, Unimplemented
 from .filter import HttpFilter, Plugin
 from .http import Body, CallResponse, Headers
-from .services import Metric, get_property, http_call, kv, llm, metrics, now_ns, set_property, set_tick_period
+from .services import Metric, call_status, get_property, http_call, kv, llm, metrics, now_ns, queues, set_property, set_tick_period
 
 CONTINUE = Action.CONTINUE
 PAUSE = Action.PAUSE
@@ -27,6 +27,6 @@ __all__ = [
     "Action", "CONTINUE", "PAUSE", "LogLevel", "Status",
     "HttpFilter", "Plugin", "Headers", "Body", "CallResponse",
     "HostError", "NotFound", "BadArgument", "CasMismatch", "Unimplemented",
-    "log", "kv", "metrics", "Metric", "llm", "cbor",
-    "get_property", "set_property", "http_call", "now_ns", "set_tick_period",
+    "log", "kv", "queues", "metrics", "Metric", "llm", "cbor",
+    "get_property", "set_property", "http_call", "call_status", "now_ns", "set_tick_period",
 ]

@@ -87,6 +87,8 @@ def make_export(module: _types.ModuleType) -> type:
             hooks |= flag
     if plugin_cls.on_tick is not Plugin.on_tick:
         hooks |= Hooks.TICK
+    if plugin_cls.on_queue_ready is not Plugin.on_queue_ready:
+        hooks |= Hooks.QUEUE_READY
     state: dict[str, Any] = {"plugin": None}
     contexts: dict[int, HttpFilter] = {}
 
@@ -192,6 +194,14 @@ def make_export(module: _types.ModuleType) -> type:
                 plugin = state["plugin"]
                 if plugin is not None:
                     plugin.on_tick()
+            except BaseException as error:
+                _fail(error)
+
+        def on_queue_ready(self, queue_id: int) -> None:
+            try:
+                plugin = state["plugin"]
+                if plugin is not None:
+                    plugin.on_queue_ready(queue_id)
             except BaseException as error:
                 _fail(error)
 

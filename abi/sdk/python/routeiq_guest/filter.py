@@ -32,6 +32,10 @@ class Plugin:
     def on_tick(self) -> None:
         """Called every period set with routeiq_guest.set_tick_period (needs `timers`)."""
 
+    def on_queue_ready(self, queue_id: int) -> None:
+        """Items arrived on a queue this plugin registered (routeiq_guest.queues.register;
+        needs `shared_queue`). Dequeue them with routeiq_guest.queues.dequeue."""
+
 
 class HttpFilter:
     """One HTTP exchange. Override the hooks you need; the host calls only those.

@@ -39,6 +39,48 @@ class SharedData:
 kv = SharedData()
 
 
+# ---------------------------------------------------------------- shared queues
+class SharedQueues:
+    """Shared queues (proxy-wasm's): bytes in, bytes out, in arrival order, across the
+    plugins and workers that share the store. Needs the `shared_queue` capability."""
+
+    def register(self, name: str) -> int:
+        """Register queue `name` in the plugin's own namespace and answer its id; this
+        plugin's Plugin.on_queue_ready is called when items arrive."""
+        try:
+            return host.register_shared_queue(name)
+        except Err as err:
+            raise host_error(err, "register-shared-queue") from None
+
+    def resolve(self, name: str, namespace: str = "") -> int | None:
+        """The id of queue `name` in `namespace` (default: the plugin's own), or None
+        while nobody registered it. Another plugin's namespace must be granted."""
+        try:
+            return host.resolve_shared_queue(namespace, name)
+        except Err as err:
+            if err.value == Status.NOT_FOUND:
+                return None
+            raise host_error(err, "resolve-shared-queue") from None
+
+    def enqueue(self, queue_id: int, value: Value) -> None:
+        try:
+            host.enqueue_shared_queue(queue_id, _wire(value))
+        except Err as err:
+            raise host_error(err, "enqueue-shared-queue") from None
+
+    def dequeue(self, queue_id: int) -> bytes | None:
+        """The oldest item, or None when the queue is empty."""
+        try:
+            return from_wire(host.dequeue_shared_queue(queue_id))
+        except Err as err:
+            if err.value == Status.EMPTY:
+                return None
+            raise host_error(err, "dequeue-shared-queue") from None
+
+
+queues = SharedQueues()
+
+
 # ----------------------------------------------------------------------- metrics
 class Metric:
     """A plugin metric on the gateway's /metrics as routeiq_plugin_<plugin>_<name>.
@@ -140,6 +182,18 @@ def http_call(
         return host.http_call(upstream, pairs, _wire(body), [], timeout_ms)
     except Err as err:
         raise host_error(err, "http-call") from None
+
+
+def call_status() -> tuple[int, bytes] | None:
+    """In HttpFilter.on_http_call_response: (HTTP status code, message) of the callout
+    response being delivered (proxy_get_status), else None."""
+    try:
+        answer = host.get_call_status()
+    except Err as err:
+        if err.value == Status.NOT_FOUND:
+            return None
+        raise host_error(err, "get-call-status") from None
+    return answer.code, from_wire(answer.message)
 
 
 # --------------------------------------------------------------- time and timers
