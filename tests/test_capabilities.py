@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 
 from callout_service import create_callout_service
 from routeiq.abi.capabilities import MANIFEST_SECTION, Capability
-from routeiq.abi.proxy_wasm import Status, WasiErrno
+from routeiq.abi.proxy_wasm import Status
 from routeiq.hostcalls.component_abi import AUDIT_NAMES
 from routeiq.policy.grants import CalloutRule, Grant
 from routeiq.services.callout import CalloutRefused, Resolver, plan_callout

@@ -12,7 +12,6 @@ from __future__ import annotations
 import ctypes
 import json
 import struct
-import sys
 import time
 from pathlib import Path
 
@@ -25,13 +24,14 @@ from routeiq.dispatch.plugin import PluginSpec, load_plugin
 from routeiq.hostcalls.state import HeaderMap, HttpStream
 from routeiq.policy.manifest import load_manifest
 from routeiq.policy.model import parse_policy
-from routeiq.runtime import component
-from routeiq.runtime.component import ComponentSandbox, HostImport, component_cache
+from routeiq.runtime import component_capi as component
+from routeiq.runtime.component import ComponentSandbox
+from routeiq.runtime.component_values import HostImport, ValueWriter
 from routeiq.runtime.engine import EngineSettings
 from routeiq.runtime.errors import PluginLoadError
 from routeiq.runtime.limits import SandboxLimits
 from routeiq.runtime.wasm_runtime import WasmRuntime
-from routeiq.toolchain.python import COMPONENTIZE_PY_PIN, build_python_guests, componentize_version
+
 from callout_service import create_callout_service
 from support import eventually, plugin
 
@@ -220,7 +220,9 @@ def test_a_byte_string_beyond_latin1_answers_bad_argument() -> None:
     # no byte, so the host answers `bad-argument` without calling the implementation.
     calls: list[bytes] = []
     imp = HostImport("set-llm-messages", ("bytes",), ("result", None), lambda data: calls.append(data) or 0)
-    thunk = ComponentSandbox._make_thunk(ComponentSandbox.__new__(ComponentSandbox), imp)
+    sandbox = ComponentSandbox.__new__(ComponentSandbox)  # only the thunk is exercised
+    sandbox._values = ValueWriter()
+    thunk = ComponentSandbox._make_thunk(sandbox, imp)
     results = ctypes.create_string_buffer(component.VAL)
     for text, status in (("ok \u00ff\u0000", None), ("\u0101", "bad-argument")):
         utf8 = ctypes.create_string_buffer(text.encode(), len(text.encode()))
@@ -235,7 +237,7 @@ def test_a_byte_string_beyond_latin1_answers_bad_argument() -> None:
             enum = ctypes.string_at(boxed, component.VAL)
             size, ptr = struct.unpack_from("<QQ", enum, 8)
             assert ctypes.string_at(ptr, size).decode() == status
-            component._val_delete(ctypes.addressof(results))
+            component.val_delete(ctypes.addressof(results))
     assert calls == ["ok \u00ff\u0000".encode("latin-1")]
 
 
@@ -244,7 +246,7 @@ def test_manifest_needs_are_refused_before_compiling(tmp_path: Path, py_guests: 
     try:
         with pytest.raises(PluginLoadError, match=r"'py_rate_limiter' needs shared_kv .*the policy has no entry for it"):
             load_plugin(PluginSpec("py_rate_limiter", py_guests["py_rate_limiter"]), runtime)
-        cache = component_cache(runtime)
+        cache = runtime.component_cache
         assert (cache.hits, cache.misses) == (0, 0)  # nothing was compiled
         assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
     finally:
@@ -259,7 +261,7 @@ def test_pin_mismatch_is_refused_before_compiling(tmp_path: Path, py_guests: dic
     try:
         with pytest.raises(PluginLoadError, match="does not match the policy's pin"):
             load_plugin(PluginSpec("py_tagger", py_guests["py_tagger"]), runtime, policy=policy)
-        assert component_cache(runtime).misses == 0
+        assert runtime.component_cache.misses == 0
     finally:
         runtime.close()
 
@@ -393,7 +395,7 @@ def test_a_second_runtime_loads_the_compiled_component_from_the_cache(tmp_path: 
             loaded = load_plugin(PluginSpec("py_tagger", py_guests["py_tagger"]), runtime)
             loaded.start()
             timings.append(time.perf_counter() - began)
-            cache = component_cache(runtime)
+            cache = runtime.component_cache
             timings.append((cache.hits, cache.misses))
             loaded.close()
         finally:

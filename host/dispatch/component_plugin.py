@@ -27,7 +27,6 @@ from routeiq.runtime.component import (
     ComponentSandbox,
     GuestExport,
     check_component,
-    component_cache,
     is_component,
 )
 from routeiq.runtime.errors import PluginLoadError
@@ -156,7 +155,7 @@ class ComponentPlugin(ProxyWasmPlugin):
         except AdmissionRefused as refused:
             self.services.audit.denied(spec.name, "load", refused.reason, str(refused))
             raise
-        cache = component_cache(self.runtime)
+        cache = self.runtime.component_cache
         component = cache.load_component(wasm, digest)
         log.info(
             "plugin %s: component %s in %.2f s", spec.name, "loaded from cache" if cache.last_hit else "compiled", cache.last_seconds

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from routeiq.abi.capabilities import GATED_CALLS, Capability
 from routeiq.abi.proxy_wasm import BufferType, MapType, Status
-from routeiq.runtime.component import HostImport
+from routeiq.runtime.component_values import HostImport
 from routeiq.runtime.errors import GuestTrap
 
 from .meaning import host_calls, meaning_names

@@ -1,4 +1,5 @@
-"""The process-wide Wasm runtime an app owns: engine, epoch ticker, module cache."""
+"""The process-wide Wasm runtime an app owns: engine, epoch ticker, compiled-module and
+compiled-component caches."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import wasmtime
 
+from .component_cache import ComponentCache
 from .engine import EngineSettings, EpochTicker, create_engine
 from .module_cache import ModuleCache
 
@@ -15,6 +17,7 @@ class WasmRuntime:
         self.settings = settings or EngineSettings()
         self.engine: wasmtime.Engine = create_engine(self.settings)
         self.cache = ModuleCache(self.engine, self.settings, cache_dir)
+        self.component_cache = ComponentCache(self.engine, self.settings, cache_dir)
         self._ticker = EpochTicker(self.engine, self.settings.epoch_tick_ms)
         self._ticker.start()
 
