@@ -152,7 +152,7 @@ def _docs_config(args: argparse.Namespace) -> int:
 
 def _policy_check(args: argparse.Namespace) -> int:
     from routeiq.config import ConfigError, load_config
-    from routeiq.policy.explain import explain
+    from routeiq.toolkit.policy_check import explain
 
     try:
         config = load_config(args.config)

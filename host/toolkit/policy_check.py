@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING
 
+from routeiq.config import LoadedConfig
+from routeiq.policy.admission import admit
 from routeiq.runtime.errors import PluginLoadError
 
-from .admission import admit
 
-if TYPE_CHECKING:
-    from routeiq.config import LoadedConfig
-
-
-def explain(config: "LoadedConfig") -> tuple[str, bool]:
+def explain(config: LoadedConfig) -> tuple[str, bool]:
     """A human report and whether every plugin would be admitted."""
     policy = config.load_policy()
     if config.policy_override is not None:
