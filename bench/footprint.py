@@ -133,7 +133,8 @@ def cold_start(modules: dict[str, Path], work: Path) -> list[tuple[str, Start]]:
 MEMORY_PROBE = r"""
 import json, sys
 from pathlib import Path
-from routeiq.dispatch.plugin import PluginSpec, load_plugin
+from routeiq.dispatch.loader import load_plugin
+from routeiq.dispatch.plugin_spec import PluginSpec
 from routeiq.runtime.engine import EngineSettings
 from routeiq.runtime.wasm_runtime import WasmRuntime
 

@@ -46,11 +46,10 @@ def main() -> None:
     n = parser.parse_args().n
     runtime = WasmRuntime(EngineSettings(), None)
     module = wasmtime.Module(runtime.engine, wasmtime.wat2wasm(GUEST))
-    env = HostEnv(PluginIdentity(name="bench"), grant=Grant(plugin="bench", capabilities=frozenset(Capability)))
+    vm = WasmVM(runtime.engine, module, SandboxLimits(), runtime.settings.epoch_tick_ms)
+    env = HostEnv(PluginIdentity(name="bench"), grant=Grant(plugin="bench", capabilities=frozenset(Capability)), vm=vm)
     table = build_host_functions(env)
-    vm = WasmVM(runtime.engine, module, SandboxLimits(), table, runtime.settings.epoch_tick_ms)
-    env.vm = vm
-    vm.instantiate()
+    vm.instantiate(table)
     vm.set_allocator(vm.function("proxy_on_memory_allocate"))  # type: ignore[arg-type]
     pairs = [(b":method", b"POST"), (b":path", b"/v1/chat/completions"), (b"content-type", b"application/json"), (b"authorization", b"Bearer x")]
     stream = HttpStream(request_headers=HeaderMap(list(pairs)))

@@ -42,7 +42,8 @@ import wasmtime
 
 from routeiq.abi.capabilities import CREATE_IF_ABSENT_CAS, Capability
 from routeiq.abi.proxy_wasm import Action, BufferType, MapType, Status, decode_map
-from routeiq.dispatch.plugin import PluginSpec, load_plugin
+from routeiq.dispatch.loader import load_plugin
+from routeiq.dispatch.plugin_spec import PluginSpec
 from routeiq.hostcalls.state import HeaderMap, HostServices, HttpStream
 from routeiq.policy.model import parse_policy
 from routeiq.runtime.limits import SandboxLimits

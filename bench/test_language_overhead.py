@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from routeiq.abi.proxy_wasm import Action
-from routeiq.dispatch.plugin import PluginSpec, load_plugin
+from routeiq.dispatch.loader import load_plugin
+from routeiq.dispatch.plugin_spec import PluginSpec
 from routeiq.hostcalls.state import HeaderMap, HttpStream
 from routeiq.runtime.wasm_runtime import WasmRuntime
 

@@ -18,7 +18,8 @@ import wasmtime
 from wasmtime import component as wc
 
 from routeiq.abi.proxy_wasm import Action
-from routeiq.dispatch.plugin import PluginSpec, load_plugin
+from routeiq.dispatch.loader import load_plugin
+from routeiq.dispatch.plugin_spec import PluginSpec
 from routeiq.hostcalls.state import HeaderMap, HttpStream
 from routeiq.runtime.component import FILTER_INTERFACE, HOST_INTERFACE
 from routeiq.runtime.engine import EngineSettings, create_engine

@@ -24,7 +24,7 @@ def _build_app(args: argparse.Namespace) -> "tuple[LoadedConfig, Starlette] | in
     (module read and validation, pins, manifests vs policy, strategies, deployments) runs
     here. An int is the exit code after the refusal was printed."""
     from routeiq.config import ConfigError, load_config
-    from routeiq.gateway.app import create_app
+    from routeiq.app import create_app
     from routeiq.log_format import configure_logging
 
     try:
@@ -46,7 +46,7 @@ def _build_app(args: argparse.Namespace) -> "tuple[LoadedConfig, Starlette] | in
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from routeiq.gateway.app import CONFIG_ENV, POLICY_ENV, tune_gc_for_serving
+    from routeiq.app import CONFIG_ENV, POLICY_ENV, tune_gc_for_serving
     from routeiq.gateway.http_server import uvicorn_options
 
     # Build once here even with several workers: bad config or a refused plugin
@@ -78,7 +78,7 @@ def _serve(args: argparse.Namespace) -> int:
     if config.policy_override is not None:
         os.environ[POLICY_ENV] = str(config.policy_override)
     uvicorn.run(
-        "routeiq.gateway.app:create_app_from_environment",
+        "routeiq.app:create_app_from_environment",
         factory=True,
         host=host,
         port=port,

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from routeiq.abi.proxy_wasm import LogLevel
-from routeiq.dispatch.plugin import PluginSpec
+from routeiq.dispatch.plugin_spec import PluginSpec
 from routeiq.policy.model import PolicyError, PolicyModel, load_policy, parse_policy
 from routeiq.runtime.engine import EngineSettings
 from routeiq.runtime.limits import SandboxLimits

@@ -28,7 +28,7 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
     EnvVar("PATH", "`routeiq build-guests` (C guests)", "the process's PATH",
            "searched for versioned `clang-NN` drivers when neither ROUTEIQ_CC nor zig nor `clang` builds a wasm32 module"),
     EnvVar("ROUTEIQ_CONFIG", "`serve --workers N` worker processes", "set by `routeiq serve`",
-           "absolute path of the config file; `serve` sets it for its workers, which build their app with `routeiq.gateway.app:create_app_from_environment`. Not meant to be set by hand"),
+           "absolute path of the config file; `serve` sets it for its workers, which build their app with `routeiq.app:create_app_from_environment`. Not meant to be set by hand"),
     EnvVar("ROUTEIQ_POLICY", "`serve --workers N` worker processes", "set by `routeiq serve --policy`",
            "the `--policy FILE` override, passed to the workers the same way as ROUTEIQ_CONFIG"),
     EnvVar("XDG_CACHE_HOME", "runtime (module cache)", "`~/.cache`",

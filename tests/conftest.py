@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -10,7 +11,7 @@ import httpx
 import pytest
 
 from routeiq.config import parse_config
-from routeiq.gateway.app import create_app
+from routeiq.app import create_app
 from routeiq.toolchain.python import COMPONENTIZE_PY_PIN, build_python_guests, componentize_version
 from routeiq.toolchain.rust import build_rust_guests
 from support import ALL_GRANTED, grant_everything, redis_server, serve
@@ -42,13 +43,14 @@ def make_app(tmp_path: Path, module_cache_dir: Path):  # type: ignore[no-untyped
     """Build a gateway app from a config mapping (plugins, upstream, ...)."""
     apps = []
 
-    def build(plugins: list[dict[str, Any]], upstream: Any = "embedded", policy: Any = ALL_GRANTED, **top: Any):  # type: ignore[no-untyped-def]
+    def build(plugins: list[dict[str, Any]], upstream: Any = "embedded", policy: Any = ALL_GRANTED, clock: Any = time.monotonic, **top: Any):  # type: ignore[no-untyped-def]
         """`policy` defaults to granting every capability to every plugin (unpinned), for
-        tests about the ABI; pass a mapping (or None: no policy at all) to test policy."""
+        tests about the ABI; pass a mapping (or None: no policy at all) to test policy.
+        `clock` drives quarantine windows (a ManualClock lets a test move time)."""
         if policy is ALL_GRANTED:
             policy = grant_everything([p["name"] for p in plugins])
         data = {"upstream": upstream, "plugins": plugins, "runtime": {"cache_dir": str(module_cache_dir)}, "policy": policy, **top}
-        app = create_app(parse_config(data, "test-config.yaml", tmp_path / "test-config.yaml"))
+        app = create_app(parse_config(data, "test-config.yaml", tmp_path / "test-config.yaml"), clock=clock)
         apps.append(app)
         return app
 

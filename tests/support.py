@@ -197,3 +197,16 @@ def slow_tcp_proxy(target_port: int, delay_s: float) -> Iterator[int]:
     finally:
         state["loop"].call_soon_threadsafe(state["stop"].set)
         thread.join(timeout=5)
+
+
+class ManualClock:
+    """A monotonic clock a test moves by hand (quarantine windows, cool-downs)."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

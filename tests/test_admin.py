@@ -18,7 +18,7 @@ import httpx
 import yaml
 
 from routeiq.admin.auth import hash_key
-from support import eventually, free_port, with_manifest
+from support import ManualClock, eventually, free_port, with_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = {"viewer": "view-key-0123456789", "operator": "oper-key-0123456789", "admin": "admin-key-0123456789"}
@@ -158,24 +158,32 @@ def test_manual_quarantine_and_release(tmp_path: Path, guests: dict[str, Path]) 
         gw.stop()
 
 
-def test_repeated_traps_quarantine_then_probe_restores(make_app, guests: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
+def test_repeated_traps_quarantine_then_probe_restores(make_app, guests: dict[str, Path], caplog) -> None:  # type: ignore[no-untyped-def]
     from starlette.testclient import TestClient
 
-    events: list[tuple[str, dict]] = []  # type: ignore[type-arg]
-    app = make_app([{"name": "flaky", "wasm": str(guests["hostile_trap"]), "config": "request_headers", "fail_open": True, "quarantine": {"max_traps": 3, "window_s": 60, "cooldown_s": 0.3}}])
+    clock = ManualClock()
+    quarantine = {"max_traps": 3, "window_s": 60, "cooldown_s": 30}
+    app = make_app([{"name": "flaky", "wasm": str(guests["hostile_trap"]), "config": "request_headers", "fail_open": True, "quarantine": quarantine}], clock=clock)
     flaky = app.state.gateway.plugin("flaky")
-    flaky.on_event = lambda kind, payload: events.append((kind, payload))
     with TestClient(app) as client:
-        for _ in range(3):
+        for _ in range(2):
             assert client.get("/echo", headers={"x-hostile": "1"}).status_code == 200  # fail_open
-        assert flaky.state == "quarantined" and flaky.stats.traps == 3
+            clock.advance(61)  # traps further apart than the window never add up
+        assert flaky.state == "restarting" and flaky.stats.quarantines == 0  # a fresh VM on the next request
+        for _ in range(3):
+            assert client.get("/echo", headers={"x-hostile": "1"}).status_code == 200
+            clock.advance(1)
+        assert flaky.state == "quarantined" and flaky.stats.traps == 5
         assert client.get("/echo", headers={"x-hostile": "1"}).status_code == 200  # skipped: no new trap
-        assert flaky.stats.traps == 3
-        assert events == [("plugin_quarantined", {"plugin": "flaky", "reason": "3 traps in 60 s (last: unreachable)", "manual": False})]
-        time.sleep(0.35)
+        assert flaky.stats.traps == 5
+        assert "plugin flaky quarantined: 3 traps in 60 s (last: unreachable)" in caplog.text
+        clock.advance(28)  # 29 s after the quarantine began
+        assert client.get("/echo", headers={"x-hostile": "1"}).status_code == 200  # still cooling down: skipped
+        assert flaky.state == "quarantined" and flaky.stats.traps == 5
+        clock.advance(1)
         assert client.get("/echo", headers={"x-hostile": "1"}).status_code == 200  # the probe traps...
-        assert flaky.state == "quarantined" and flaky.stats.traps == 4  # ...so it stays quarantined
-        time.sleep(0.35)
+        assert flaky.state == "quarantined" and flaky.stats.traps == 6  # ...so it stays quarantined
+        clock.advance(30)
         assert client.get("/echo").status_code == 200  # a clean probe
         assert flaky.state == "ready"
         metrics = client.get("/metrics").text

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from routeiq.config import ConfigError, load_config, parse_config
-from routeiq.gateway.app import PluginStartupError, create_app
+from routeiq.app import PluginStartupError, create_app
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -54,11 +54,10 @@ class Guest:
 def guest(tmp_path: Path):  # type: ignore[no-untyped-def]
     runtime = WasmRuntime(EngineSettings(), None)
     module = wasmtime.Module(runtime.engine, wasmtime.wat2wasm(GUEST))
-    env = HostEnv(PluginIdentity(name="unit", plugin_config=b"cfg"), grant=Grant(plugin="unit", capabilities=frozenset(Capability)))
+    vm = WasmVM(runtime.engine, module, SandboxLimits(), runtime.settings.epoch_tick_ms)
+    env = HostEnv(PluginIdentity(name="unit", plugin_config=b"cfg"), grant=Grant(plugin="unit", capabilities=frozenset(Capability)), vm=vm)
     table = build_host_functions(env)
-    vm = WasmVM(runtime.engine, module, SandboxLimits(), table, runtime.settings.epoch_tick_ms)
-    env.vm = vm
-    vm.instantiate()
+    vm.instantiate(table)
     vm.set_allocator(vm.function("proxy_on_memory_allocate"))  # type: ignore[arg-type]
     stream = HttpStream(request_headers=HeaderMap([(b":path", b"/a"), (b"x-one", b"1")]))
     env.active = ContextState(context_id=2, stream=stream)

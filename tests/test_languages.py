@@ -18,7 +18,7 @@ import pytest
 import wasmtime
 from starlette.testclient import TestClient
 
-from routeiq.gateway.app import PluginStartupError
+from routeiq.app import PluginStartupError
 from routeiq.policy.manifest import custom_sections, load_manifest
 from routeiq.toolchain.assemblyscript import build_assemblyscript_guests
 from routeiq.toolchain.c import build_c_guests

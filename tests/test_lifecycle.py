@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from routeiq.gateway.app import PluginStartupError
+from routeiq.app import PluginStartupError
 from support import plugin
 
 
@@ -66,7 +66,7 @@ def test_config_file_is_reloaded_live(tmp_path: Path, guests: dict[str, Path], m
     import yaml
 
     from routeiq.config import load_config
-    from routeiq.gateway.app import create_app
+    from routeiq.app import create_app
 
     def write(tag: str, extra: str = "") -> None:
         config = {

@@ -13,7 +13,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from routeiq.config import ConfigError, parse_config
-from routeiq.gateway.app import create_app
+from routeiq.app import create_app
 from routeiq.gateway.embedded_upstream import create_embedded_upstream
 from support import eventually, plugin
 

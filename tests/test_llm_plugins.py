@@ -81,7 +81,7 @@ def test_response_and_usage_reach_on_log(make_app, guests: dict[str, Path]) -> N
 
 def test_llm_calls_need_the_llm_request_capability(make_app, guests: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
     policy = {"plugins": {"pii_guard": {"unpinned": True, "capabilities": []}}}
-    from routeiq.gateway.app import PluginStartupError
+    from routeiq.app import PluginStartupError
 
     try:
         app_with(make_app, [plugin("pii_guard", guests["pii_guard"])], policy=policy)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from routeiq.gateway.app import PluginStartupError
+from routeiq.app import PluginStartupError
 from test_llm import deployment
 
 PLUGIN = '''

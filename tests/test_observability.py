@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from starlette.testclient import TestClient
 
 from routeiq.config import parse_config
-from routeiq.gateway.app import create_app
+from routeiq.app import create_app
 from routeiq.log_format import JsonFormatter, scrub
 from support import grant_everything, plugin
 from test_llm import deployment

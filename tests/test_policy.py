@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from routeiq.config import ConfigError, parse_config
-from routeiq.dispatch.plugin import PluginSpec, ProxyWasmPlugin
-from routeiq.gateway.app import PluginStartupError, create_app
+from routeiq.dispatch.plugin import ProxyWasmPlugin
+from routeiq.dispatch.plugin_spec import PluginSpec
+from routeiq.app import PluginStartupError, create_app
 from routeiq.hostcalls.state import HostServices
 from routeiq.policy.manifest import custom_sections
 from routeiq.policy.model import PolicyError, parse_policy

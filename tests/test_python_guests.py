@@ -20,7 +20,8 @@ from starlette.testclient import TestClient
 
 from routeiq.abi.proxy_wasm import Action
 from routeiq.dispatch.component_plugin import ComponentPlugin
-from routeiq.dispatch.plugin import PluginSpec, load_plugin
+from routeiq.dispatch.loader import load_plugin
+from routeiq.dispatch.plugin_spec import PluginSpec
 from routeiq.hostcalls.state import HeaderMap, HttpStream
 from routeiq.policy.manifest import load_manifest
 from routeiq.policy.model import parse_policy

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import wasmtime
 
-from routeiq.dispatch.plugin import PluginSpec, ProxyWasmPlugin
+from routeiq.dispatch.plugin import ProxyWasmPlugin
+from routeiq.dispatch.plugin_spec import PluginSpec
 from routeiq.runtime.engine import EngineSettings
 from routeiq.runtime.errors import DeadlineExceeded, FuelExhausted, PluginLoadError
 from routeiq.runtime.limits import SandboxLimits

@@ -15,7 +15,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from routeiq.config import parse_config
-from routeiq.gateway.app import PluginStartupError, create_app
+from routeiq.app import PluginStartupError, create_app
 from support import eventually, plugin
 
 HOSTILE = {"x-hostile": "1"}

@@ -8,21 +8,23 @@ malformed is applied or persisted."""
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Sequence
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.schemas import SchemaGenerator
 
+from routeiq.config import AdminConfig
+from routeiq.gateway.config_watch import ConfigFile
+from routeiq.gateway.operator_state import OperatorState
+from routeiq.gateway.plugin_set import PluginSet
 from routeiq.policy.config_schema import ConfigSchemaError, validate_document
 from routeiq.runtime.errors import PluginError
+from routeiq.services.audit import AuditLog
 
 from .auth import AdminKey, allows, authenticate
 from .body import BodyRefused, merge_patch, parse_json, read_limited
-
-if TYPE_CHECKING:
-    from routeiq.gateway.app import Gateway
 
 MERGE_PATCH_TYPES = ("application/merge-patch+json", "application/json")
 
@@ -38,9 +40,9 @@ def _error(status: int, message: str, code: str) -> JSONResponse:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def admin_routes(gateway: "Gateway") -> list[Route]:
-    keys: list[AdminKey] = gateway.admin_keys
-    limits = gateway.config.model.admin
+def admin_routes(
+    plugins: PluginSet, operator_state: OperatorState, config_file: ConfigFile, audit: AuditLog, keys: Sequence[AdminKey], limits: AdminConfig
+) -> list[Route]:
 
     def guarded(role: str, handler: Handler) -> Handler:
         async def endpoint(request: Request) -> Response:
@@ -63,8 +65,8 @@ def admin_routes(gateway: "Gateway") -> list[Route]:
     def plugin_or_404(request: Request):  # type: ignore[no-untyped-def]
         name = request.path_params["name"]
         try:
-            return gateway.plugin(name)
-        except StopIteration:
+            return plugins.plugin(name)
+        except KeyError:
             return None
 
     async def list_plugins(_: Request) -> Response:
@@ -72,7 +74,7 @@ def admin_routes(gateway: "Gateway") -> list[Route]:
         summary: List plugins with their state, traps and quarantine
         responses: {200: {description: plugins}}
         """
-        return JSONResponse({"plugins": [p.describe() for p in gateway.plugins]})
+        return JSONResponse({"plugins": [p.describe() for p in plugins.plugins]})
 
     async def get_plugin(request: Request) -> Response:
         """
@@ -84,7 +86,7 @@ def admin_routes(gateway: "Gateway") -> list[Route]:
             return _error(404, f"no plugin {request.path_params['name']!r}", "not_found")
         manifest = plugin.admission.manifest
         denials: dict[str, int] = {}
-        for (name, call, reason), count in gateway.services.audit.counts.items():
+        for (name, call, reason), count in audit.counts.items():
             if name == plugin.spec.name:
                 denials[f"{call}:{reason}"] = count
         return JSONResponse(
@@ -125,7 +127,7 @@ def admin_routes(gateway: "Gateway") -> list[Route]:
             return _error(400, str(exc), "schema_violation")
         except PluginError as exc:
             return _error(400, f"the plugin refused the configuration: {exc}", "rejected_by_plugin")
-        gateway.admin_state.save_config(plugin.spec.name, config)
+        operator_state.save_config(plugin.spec.name, config)
         return JSONResponse({"ok": True, "plugin": plugin.spec.name, "config": document})
 
     async def put_config(request: Request) -> Response:
@@ -170,7 +172,7 @@ def admin_routes(gateway: "Gateway") -> list[Route]:
         if not wasm:
             return _error(400, "send the module as the body", "bad_module")
         try:
-            plugin = await gateway.swap_module(name, wasm)
+            plugin = await plugins.swap_module(name, wasm)
         except PluginError as exc:
             return _error(400, f"module refused, the old one stays: {exc}", "module_refused")
         except OSError as exc:
@@ -186,7 +188,9 @@ def admin_routes(gateway: "Gateway") -> list[Route]:
         if plugin is None:
             return _error(404, f"no plugin {request.path_params['name']!r}", "not_found")
         try:
-            plugin = gateway.reset_config(plugin.spec.name)
+            name = plugin.spec.name
+            plugin = plugins.reset_config(name, config_file.spec(name))
+            config_file.handed_back(name, "config")
         except PluginError as exc:
             return _error(400, f"the file's configuration was refused, the admin one stays: {exc}", "rejected_by_plugin")
         return JSONResponse({"ok": True, "plugin": plugin.spec.name, "config": plugin.spec.plugin_config.decode("utf-8", "replace")})
@@ -200,7 +204,9 @@ def admin_routes(gateway: "Gateway") -> list[Route]:
         if plugin is None:
             return _error(404, f"no plugin {request.path_params['name']!r}", "not_found")
         try:
-            plugin = gateway.reset_module(plugin.spec.name)
+            name = plugin.spec.name
+            plugin = plugins.reset_module(name, config_file.spec(name))
+            config_file.handed_back(name, "module")
         except PluginError as exc:
             return _error(400, f"the file's module was refused, the swapped-in one stays: {exc}", "module_refused")
         return JSONResponse({"ok": True, "plugin": plugin.spec.name, "sha256": plugin.sha256})
@@ -214,7 +220,7 @@ def admin_routes(gateway: "Gateway") -> list[Route]:
         if plugin is None:
             return _error(404, f"no plugin {request.path_params['name']!r}", "not_found")
         reason = f"by operator {request.state.admin_key.name}"
-        gateway.admin_state.save_quarantine(plugin.spec.name, reason)  # holds across restarts
+        operator_state.save_quarantine(plugin.spec.name, reason)  # holds across restarts
         plugin.quarantine(reason, manual=True)
         return JSONResponse({"ok": True, **plugin.describe()})
 
@@ -226,7 +232,7 @@ def admin_routes(gateway: "Gateway") -> list[Route]:
         plugin = plugin_or_404(request)
         if plugin is None:
             return _error(404, f"no plugin {request.path_params['name']!r}", "not_found")
-        gateway.admin_state.clear_quarantine(plugin.spec.name)
+        operator_state.clear_quarantine(plugin.spec.name)
         plugin.release(f"by operator {request.state.admin_key.name}")
         return JSONResponse({"ok": True, **plugin.describe()})
 

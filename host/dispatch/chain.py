@@ -28,7 +28,8 @@ from routeiq.hostcalls.header_rules import HeaderRules
 from routeiq.hostcalls.state import ContextState, HeaderMap, HttpStream, LocalResponse
 from routeiq.runtime.errors import GuestTrap, PluginError
 
-from .plugin import PluginVM, ProxyWasmPlugin
+from .plugin import ProxyWasmPlugin
+from .plugin_vm import PluginVM
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer

@@ -31,7 +31,8 @@ from routeiq.runtime.component import (
 )
 from routeiq.runtime.errors import PluginLoadError
 
-from .plugin import PluginVM, ProxyWasmPlugin
+from .plugin import ProxyWasmPlugin
+from .plugin_vm import PluginVM
 
 log = logging.getLogger("routeiq.dispatch")
 
@@ -67,24 +68,18 @@ class ComponentVM(PluginVM):
     def __init__(self, plugin: "ComponentPlugin", generation: int) -> None:  # noqa: super().__init__ builds a core VM
         spec = plugin.spec
         self.generation = generation
-        self.env = plugin.host_env()
-        runtime = plugin.runtime
         self.plugin = plugin
+        runtime = plugin.runtime
         self.vm = ComponentSandbox(  # type: ignore[assignment]
             runtime.engine,
             plugin.module,
             plugin.admission.limits,
-            build_component_imports(self.env),
             runtime.settings.epoch_tick_ms,
             plugin.filter_interface,
             spec.environment,
         )
-        self.env.vm = self.vm
-        self.env.start_callout = self._start_callout
-        self.env.set_tick_period = self._set_tick_period
-        self.env.queue_listener = self._queue_ready
-        self._next_context_id = 1
-        self.root = ContextState(context_id=0)
+        self.env = plugin.host_env(self.vm, self)
+        self.root = self.env.root
         self.callbacks = {}
         self.hooks: frozenset[str] = frozenset()
         self._entries: dict[str, tuple[GuestExport, Adapter]] = {}
@@ -94,7 +89,7 @@ class ComponentVM(PluginVM):
 
     def start(self) -> None:
         sandbox: ComponentSandbox = self.vm  # type: ignore[assignment]
-        sandbox.instantiate()
+        sandbox.instantiate(build_component_imports(self.env))
         self.hooks = frozenset(sandbox.call_generic("implemented"))
         for callback, (export, params, result, hook, adapter) in CALLBACKS.items():
             if hook is not None and hook not in self.hooks:
@@ -103,8 +98,6 @@ class ComponentVM(PluginVM):
             if fn is None:
                 raise PluginLoadError(f"component does not export {self.plugin.filter_interface}#{export}")
             self._entries[callback] = (fn, adapter)
-        self.root = self.new_context(stream=None)
-        self.env.root = self.root
         self.env.active = self.root
         try:
             configured = sandbox.call_generic("configure", bytes(self.env.plugin.plugin_config).decode("latin-1"))  # a byte-string

@@ -17,14 +17,14 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from routeiq.config import ConfigError, config_from_bytes
-from routeiq.dispatch.plugin import PluginSpec
+from routeiq.config import ConfigError, LoadedConfig, config_from_bytes
+from routeiq.dispatch.plugin_spec import PluginSpec
 from routeiq.runtime.errors import PluginError
 
-if TYPE_CHECKING:
-    from .app import Gateway
+from .operator_state import OperatorState
+from .plugin_set import PluginSet
 
 log = logging.getLogger("routeiq.config")
 
@@ -41,17 +41,41 @@ class _FileValues:
         return cls((spec.wasm_path.resolve(), spec.sha256.lower() if spec.sha256 else None), spec.plugin_config)
 
 
+class ConfigFile(Protocol):
+    """The config file as last read: what undoing an admin change returns to."""
+
+    def spec(self, name: str) -> PluginSpec | None: ...
+
+    def handed_back(self, name: str, field: str) -> None: ...
+
+
+class StaticConfigFile:
+    """The config file of a gateway that does not watch it: as read at startup."""
+
+    def __init__(self, config: LoadedConfig) -> None:
+        self.config = config
+
+    def spec(self, name: str) -> PluginSpec | None:
+        return next((s for s in self.config.plugin_specs() if s.name == name), None)
+
+    def handed_back(self, name: str, field: str) -> None:
+        pass
+
+
 class ConfigWatcher:
-    def __init__(self, gateway: "Gateway", path: Path, interval_s: float = 1.0) -> None:
-        self.gateway = gateway
+    """A ConfigFile that follows the file's edits and applies them to `plugins`."""
+
+    def __init__(self, path: Path, config: LoadedConfig, plugins: PluginSet, operator_state: OperatorState, interval_s: float = 1.0) -> None:
+        self.plugins = plugins
+        self.operator_state = operator_state
         self.path = path
         self.interval_s = interval_s
         self._stat = self._stat_now()
-        self._digest = gateway.config.digest or self._read_digest()
+        self._digest = config.digest or self._read_digest()
         # What the file said for each plugin when it was last read: an edit is a field
         # that differs from this, not from the running value (admin changes differ).
-        self._file = {s.name: _FileValues.of(s) for s in gateway.config.plugin_specs()}
-        self.latest = gateway.config  # the file as last read and validated
+        self._file = {s.name: _FileValues.of(s) for s in config.plugin_specs()}
+        self.latest = config  # the file as last read and validated
         self._task: asyncio.Task[None] | None = None
         self.reloads = 0
         self.unchanged = 0  # the file was touched or rewritten with the same content
@@ -108,6 +132,14 @@ class ConfigWatcher:
         self._digest = digest
         self.reload(raw)
 
+    def status(self) -> dict[str, object]:
+        return {
+            "reloads": self.reloads,
+            "unchanged": self.unchanged,  # touched, same content: not a reload
+            "last_error": self.last_error,
+            "overridden": sorted(self.overridden.values()),  # file edits an admin change overrides
+        }
+
     def reload(self, raw: bytes | None = None) -> None:
         try:
             fresh = config_from_bytes(raw if raw is not None else self.path.read_bytes(), self.path)
@@ -117,9 +149,9 @@ class ConfigWatcher:
             log.error("config reload refused, keeping the running configuration:\n%s", exc)
             return
         self.latest = fresh
-        gateway = self.gateway
-        current = {p.spec.name: p for p in gateway.plugins}
-        if set(specs) != set(current) | {f["name"] for f in gateway.failed_plugins}:
+        plugins = self.plugins
+        current = {p.spec.name: p for p in plugins.plugins}
+        if set(specs) != plugins.names():
             log.warning("config reload: plugins were added or removed; that takes a restart")
         problems = []
         for name in current:
@@ -129,17 +161,17 @@ class ConfigWatcher:
                 continue
             now = _FileValues.of(spec)
             applied_module, applied_config = before.module, before.config
-            overrides = gateway.admin_state.overrides(name)
+            overrides = self.operator_state.overrides(name)
             try:
                 if now.module != before.module:
                     if "module" in overrides:
                         self._override(name, "module", f"the file now names {spec.wasm_path}, but a module swapped in through the admin API overrides it")
                     else:
-                        gateway.swap_to_file(name, spec.wasm_path, spec.sha256)
+                        plugins.swap_to_file(name, spec.wasm_path, spec.sha256)
                         self.overridden.pop(f"{name}.module", None)
                     applied_module = now.module
                 if now.config != before.config:
-                    plugin = gateway.plugin(name)
+                    plugin = plugins.plugin(name)
                     if "config" in overrides and now.config != plugin.spec.plugin_config:
                         self._override(name, "config", "the file's config changed, but a config set through the admin API overrides it")
                     elif now.config != plugin.spec.plugin_config:
@@ -156,6 +188,9 @@ class ConfigWatcher:
             log.error("config reload applied partly: %s", self.last_error)
         else:
             log.warning("config reloaded from %s", self.path)
+
+    def spec(self, name: str) -> PluginSpec | None:
+        return next((s for s in self.latest.plugin_specs() if s.name == name), None)
 
     def handed_back(self, name: str, field: str) -> None:
         """An admin change was undone: the file's value applies, no conflict remains."""

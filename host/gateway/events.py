@@ -20,23 +20,23 @@ class GatewayEvents:
     `<outbox stem>.1<suffix>`, ... whose lock is free, so a restarted worker picks up the
     file a stopped one left behind."""
 
-    def __init__(self, config: LoadedConfig, breakers: BreakerBoard) -> None:
+    def __init__(self, config: LoadedConfig) -> None:
         webhooks = config.model.webhooks
         self._targets = [WebhookTarget(**t.model_dump()) for t in webhooks.targets]
         self._base = config.resolve(webhooks.outbox)
-        self._breakers = breakers
         self.dispatcher: WebhookDispatcher | None = None
 
     @property
     def enabled(self) -> bool:
         return bool(self._targets)
 
-    async def start(self) -> None:
+    async def start(self, breakers: BreakerBoard) -> None:
+        """Start delivering; each target's breaker (`webhook:<name>`) lives on `breakers`."""
         if not self._targets:
             return
         for slot in range(MAX_SLOTS):
             path = self._base if slot == 0 else self._base.with_name(f"{self._base.stem}.{slot}{self._base.suffix}")
-            dispatcher = WebhookDispatcher(self._targets, path, self._breakers)
+            dispatcher = WebhookDispatcher(self._targets, path, breakers)
             try:
                 await dispatcher.start()
             except RuntimeError:

@@ -10,7 +10,7 @@ import time
 
 from routeiq.dispatch.hook_stats import LatencyHistogram
 
-from .errors import send_error
+from routeiq.error_responses import send_error
 
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 EXEMPT = ("/health", "/metrics")

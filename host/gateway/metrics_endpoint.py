@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from typing import Awaitable, Callable, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -11,10 +11,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from routeiq.abi.proxy_wasm import MetricType
+from routeiq.dispatch.hook_stats import LatencyHistogram
+from routeiq.hostcalls.state import HostServices
+from routeiq.llm.router import LlmRouter
+from routeiq.services.breakers import BreakerBoard
 from routeiq.services.plugin_metrics import HISTOGRAM_BUCKETS, prometheus_name
 
-if TYPE_CHECKING:
-    from .app import Gateway
+from .plugin_set import PluginSet
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -22,20 +25,23 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class GatewayCollector(Collector):
     """Reads the gateway's own counters at scrape time (nothing is double-booked)."""
 
-    def __init__(self, gateway: "Gateway") -> None:
-        self.gateway = gateway
+    def __init__(self, plugins: PluginSet, services: HostServices, breakers: BreakerBoard, request_latency: LatencyHistogram, router: LlmRouter | None) -> None:
+        self.plugins = plugins
+        self.services = services
+        self.breakers = breakers
+        self.request_latency = request_latency
+        self.router = router
 
     def collect(self) -> Iterator[Metric]:
-        gw = self.gateway
         traps = CounterMetricFamily("routeiq_plugin_traps", "Guest traps, by plugin and kind", labels=["plugin", "kind"])
         starts = CounterMetricFamily("routeiq_plugin_vm_starts", "Plugin VMs started (first start and every replacement)", labels=["plugin"])
         ready = GaugeMetricFamily("routeiq_plugin_ready", "1 when the plugin has a live VM", labels=["plugin"])
         quarantines = CounterMetricFamily("routeiq_plugin_quarantines", "Times a plugin was quarantined", labels=["plugin"])
         quarantined = GaugeMetricFamily("routeiq_plugin_quarantined", "1 while the plugin is quarantined", labels=["plugin"])
         latency = HistogramMetricFamily("routeiq_plugin_callback_seconds", "Plugin callback latency", labels=["plugin", "callback"])
-        for plugin in gw.plugins:
+        for plugin in self.plugins.plugins:
             quarantines.add_metric([plugin.spec.name], plugin.stats.quarantines)
-            quarantined.add_metric([plugin.spec.name], 1 if plugin.quarantined_at is not None else 0)
+            quarantined.add_metric([plugin.spec.name], 1 if plugin.quarantined else 0)
             for callback, stats in plugin.hooks.callbacks.items():
                 latency.add_metric([plugin.spec.name, callback], stats.histogram.buckets(), stats.histogram.sum_s)
             for kind, count in plugin.stats.traps_by_kind.items():
@@ -44,35 +50,35 @@ class GatewayCollector(Collector):
             ready.add_metric([plugin.spec.name], 1 if plugin.state == "ready" else 0)
         yield from (traps, starts, ready, quarantines, quarantined, latency)
         requests = HistogramMetricFamily("routeiq_request_seconds", "Request latency through the gateway (all routes but /health and /metrics)")
-        requests.add_metric([], gw.request_latency.buckets(), gw.request_latency.sum_s)
+        requests.add_metric([], self.request_latency.buckets(), self.request_latency.sum_s)
         yield requests
 
         denials = CounterMetricFamily("routeiq_hostcall_denials", "Host calls refused by policy", labels=["plugin", "call", "reason"])
-        for (plugin_name, call, reason), count in gw.services.audit.counts.items():
+        for (plugin_name, call, reason), count in self.services.audit.counts.items():
             denials.add_metric([plugin_name, call, reason], count)
         yield denials
 
-        callouts = gw.services.callouts
+        callouts = self.services.callouts
         yield CounterMetricFamily("routeiq_callouts_started", "HTTP callouts started by plugins", value=callouts.started)
         yield CounterMetricFamily("routeiq_callouts_failed", "HTTP callouts that failed or timed out", value=callouts.failed)
         kv = CounterMetricFamily("routeiq_kv_operations", "Shared data operations by plugin", labels=["plugin", "op"])
-        for (plugin_name, op), count in gw.services.kv_ops.items():
+        for (plugin_name, op), count in self.services.kv_ops.items():
             kv.add_metric([plugin_name, op], count)
         yield kv
 
         states = GaugeMetricFamily("routeiq_breaker_state", "Circuit breaker state (0 closed, 1 half-open, 2 open)", labels=["breaker"])
         transitions = CounterMetricFamily("routeiq_breaker_transitions", "Circuit breaker state changes", labels=["breaker", "from", "to"])
-        for breaker in gw.breakers.all():
+        for breaker in self.breakers.all():
             states.add_metric([breaker.name], {"closed": 0, "half_open": 1, "open": 2}[breaker.state])
             for (old, new), count in breaker.transitions.items():
                 transitions.add_metric([breaker.name, old, new], count)
         yield from (states, transitions)
-        if gw.llm is not None:
-            router = gw.llm.router
+        router = self.router
+        if router is not None:
             yield CounterMetricFamily("routeiq_routing_decisions", "Routing decisions made", value=router.decisions)
             yield CounterMetricFamily("routeiq_routing_fallbacks", "Requests retried on another deployment", value=router.fallbacks)
 
-        for metric in gw.services.metrics.all():
+        for metric in self.services.metrics.all():
             name = prometheus_name(metric.plugin, metric.name)
             help_text = f"{metric.name} (defined by plugin {metric.plugin})"
             if metric.kind == MetricType.COUNTER:
@@ -86,9 +92,9 @@ class GatewayCollector(Collector):
                 yield HistogramMetricFamily(name, help_text, buckets=cumulative, sum_value=metric.total)
 
 
-def metrics_endpoint(gateway: "Gateway"):  # type: ignore[no-untyped-def]
+def metrics_endpoint(collector: GatewayCollector) -> Callable[[Request], Awaitable[Response]]:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(GatewayCollector(gateway))
+    registry.register(collector)
 
     async def metrics(_: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE)

@@ -23,7 +23,7 @@ from routeiq.hostcalls.llm_exchange import ChatRequestError, LlmExchange
 from routeiq.hostcalls.state import HeaderMap, HttpStream, LocalResponse
 from routeiq.runtime.errors import PluginError
 
-from .errors import error_body, send_bytes, send_error
+from routeiq.error_responses import error_body, send_bytes, send_error
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer

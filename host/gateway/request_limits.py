@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Awaitable, Callable
 
-from .errors import send_error
+from routeiq.error_responses import send_error
 
 Scope = dict[str, Any]
 Message = dict[str, Any]

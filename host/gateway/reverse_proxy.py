@@ -24,7 +24,7 @@ import httpx
 
 from routeiq.hostcalls.header_rules import valid_origin_form
 
-from .errors import send_error
+from routeiq.error_responses import send_error
 
 log = logging.getLogger("routeiq.gateway.upstream")
 

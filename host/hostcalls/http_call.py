@@ -14,7 +14,7 @@ class HttpCallCalls(CallGroup):
         """Start a callout from the active stream; answers its call id."""
         env = self.env
         origin = env.active
-        if origin is None or env.start_callout is None:
+        if origin is None or env.scheduler is None:
             return Status.INTERNAL_FAILURE, 0
         limits = env.grant.limits
         if origin.callouts_made >= limits.callouts_per_request:
@@ -27,7 +27,7 @@ class HttpCallCalls(CallGroup):
         call_id = env.next_callout_id
         env.next_callout_id += 1
         timeout = min(timeout_ms or limits.callout_timeout_ms, limits.callout_timeout_ms)
-        env.start_callout(origin, call_id, target, body, timeout)
+        env.scheduler.start_callout(origin, call_id, target, body, timeout)
         return Status.OK, call_id
 
     def proxy_get_status(self) -> tuple[int, tuple[int, bytes]]:

@@ -18,8 +18,9 @@ class SharedQueueCalls(CallGroup):
         if not name:
             return Status.BAD_ARGUMENT, 0
         try:
+            listener = env.scheduler.queue_ready if env.scheduler is not None else None
             with env.store_wait():
-                qid = env.services.store.register_queue(env.grant.namespace, name, env.queue_listener)
+                qid = env.services.store.register_queue(env.grant.namespace, name, listener)
         except StoreUnavailable:
             return _UNAVAILABLE, 0
         return Status.OK, qid

@@ -7,7 +7,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable, Protocol
 
 from routeiq.abi.capabilities import Capability
 from routeiq.abi.proxy_wasm import LogLevel, Pairs, Status, StreamType, encode_map
@@ -200,12 +200,21 @@ class HostServices:
     kv_ops: Counter[tuple[str, str]] = field(default_factory=Counter)  # (plugin, get|set)
 
 
-CalloutStarter = Callable[[ContextState, int, CalloutTarget, bytes, int], None]
+class VMScheduler(Protocol):
+    """What the dispatch layer does for host calls that start work outside the callback:
+    callouts, the tick timer, queue readiness (never re-entering the guest from the call)."""
+
+    def start_callout(self, origin: ContextState, call_id: int, target: CalloutTarget, body: bytes, timeout_ms: int) -> bool: ...
+
+    def set_tick_period(self, period_ms: int) -> None: ...
+
+    def queue_ready(self, queue_id: int) -> None: ...
 
 
 class HostEnv:
-    """Everything the host calls of one VM need. `vm` is set once it is instantiated;
-    the dispatch layer installs the hooks (callouts, ticks, queue readiness)."""
+    """Everything the host calls of one VM need: its identity and grant, the VM (for guest
+    memory), the shared backends, the scheduler for background work, and its contexts.
+    The root context exists from the start (proxy-wasm context 1)."""
 
     def __init__(
         self,
@@ -213,21 +222,31 @@ class HostEnv:
         log_sink: LogSink | None = None,
         grant: Grant | None = None,
         services: HostServices | None = None,
+        vm: Any = None,  # a routeiq.runtime WasmVM or ComponentSandbox (not yet instantiated)
+        scheduler: VMScheduler | None = None,
     ) -> None:
         self.plugin = plugin
-        self.vm = None  # type: ignore[assignment]  # a routeiq.runtime.vm.WasmVM
+        self.vm = vm
+        self.scheduler = scheduler
         self.contexts: dict[int, ContextState] = {}
+        self._next_context_id = 1
         self.active: ContextState | None = None
-        self.root: ContextState | None = None
         self.logger = logging.getLogger(f"routeiq.plugin.{plugin.name}")
         self.log_sink = log_sink
         self.grant = grant or deny_all(plugin.name)
         self.services = services or HostServices()
         self.callout_response: CalloutResult | None = None
         self.next_callout_id = 1
-        self.start_callout: CalloutStarter | None = None
-        self.set_tick_period: Callable[[int], None] | None = None
-        self.queue_listener: Callable[[int], None] | None = None
+        self.root = self.new_context(stream=None)
+
+    def new_context(self, stream: HttpStream | None) -> ContextState:
+        context = ContextState(context_id=self._next_context_id, stream=stream)
+        self._next_context_id += 1
+        self.contexts[context.context_id] = context
+        return context
+
+    def drop_context(self, context: ContextState) -> None:
+        self.contexts.pop(context.context_id, None)
 
     def deny(self, call: str, reason: str, detail: str, status: Status) -> int:
         """Refuse a host call: audit it and answer the guest with a status."""

@@ -10,7 +10,7 @@ from .group import CallGroup
 class TimerCalls(CallGroup):
     def proxy_set_tick_period_milliseconds(self, period_ms: int) -> int:
         env = self.env
-        if env.set_tick_period is None:
+        if env.scheduler is None:
             return Status.INTERNAL_FAILURE
-        env.set_tick_period(period_ms)
+        env.scheduler.set_tick_period(period_ms)
         return Status.OK

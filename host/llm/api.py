@@ -18,7 +18,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Mapping, Protocol, Sequence
 
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -36,6 +36,13 @@ from .router import LlmRouter, NoSuchModel, RoutedCall
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
+
+
+class EventEmitter(Protocol):
+    """Where gateway events (webhooks) go: routing fallbacks, upstream failures."""
+
+    def emit(self, event_type: str, payload: Mapping[str, Any]) -> None: ...
+
 
 log = logging.getLogger("routeiq.llm")
 
@@ -77,10 +84,21 @@ class Deadlines:
 
 
 class LlmApi:
-    def __init__(self, router: LlmRouter, embedded: EmbeddedBackend, passthrough: PassthroughBackend, litellm: LitellmBackend, deadlines: Deadlines, retries: int) -> None:
-        self.tracer: Tracer | None = None  # set by the app when tracing is on
-        self.events: Any = None  # GatewayEvents, set by the app
-        self.native: list[Any] = []  # native GatewayPlugins, set by the app
+    def __init__(
+        self,
+        router: LlmRouter,
+        embedded: EmbeddedBackend,
+        passthrough: PassthroughBackend,
+        litellm: LitellmBackend,
+        deadlines: Deadlines,
+        retries: int,
+        tracer: Tracer | None = None,
+        events: EventEmitter | None = None,
+        native: Sequence[Any] = (),
+    ) -> None:
+        self.tracer = tracer  # None: tracing is off
+        self.events = events
+        self.native = list(native)  # native GatewayPlugins: told of every attempt
         self.router = router
         self.backends = {"embedded": embedded, "passthrough": passthrough, "litellm": litellm}
         self.deadlines = deadlines

@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 
 from routeiq.config import ConfigError, LoadedConfig
 from routeiq.services.breakers import BreakerBoard
 
-from .api import LLM_ROUTES, Deadlines, LlmApi
+from .api import LLM_ROUTES, Deadlines, EventEmitter, LlmApi
 from .backends import EmbeddedBackend, LitellmBackend, PassthroughBackend
 from .deployments import build_deployments
 from .mock_provider import MockBehaviour, MockProvider
 from .router import LlmRouter
 
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
 
-def build_llm(config: LoadedConfig, breakers: BreakerBoard, mock: MockProvider) -> LlmApi | None:
+def build_llm(
+    config: LoadedConfig,
+    breakers: BreakerBoard,
+    mock: MockProvider,
+    tracer: Tracer | None = None,
+    events: EventEmitter | None = None,
+    native: Sequence[Any] = (),
+) -> LlmApi | None:
     model = config.model
     if not model.model_list:
         return None
@@ -61,7 +71,7 @@ def build_llm(config: LoadedConfig, breakers: BreakerBoard, mock: MockProvider) 
         mock.behaviours[name] = MockBehaviour(**behaviour.model_dump())
     router = LlmRouter(deployments, strategy, breakers, router_cfg.auto_model)
     deadlines = Deadlines(router_cfg.timeout_s, router_cfg.first_byte_timeout_s or router_cfg.timeout_s, router_cfg.stream_idle_timeout_s)
-    return LlmApi(router, EmbeddedBackend(mock), PassthroughBackend(), LitellmBackend(deployments), deadlines, router_cfg.retries)
+    return LlmApi(router, EmbeddedBackend(mock), PassthroughBackend(), LitellmBackend(deployments), deadlines, router_cfg.retries, tracer, events, native)
 
 
 def llm_dispatch(llm: LlmApi, fallback: ASGIApp) -> ASGIApp:

@@ -7,7 +7,7 @@ import logging
 import uuid
 from typing import Any, Awaitable, Callable
 
-from routeiq.gateway.errors import send_bytes, send_error
+from routeiq.error_responses import send_bytes, send_error
 
 from .plugin import GatewayPlugin, NativeRequest, NativeResponseInfo
 

@@ -159,7 +159,6 @@ class ComponentSandbox:
         engine: wasmtime.Engine,
         component: wc.Component,
         limits: SandboxLimits,
-        host_imports: Iterable[HostImport],
         epoch_tick_ms: int,
         filter_interface: str = FILTER_INTERFACE,
         environment: Sequence[tuple[str, str]] = (),
@@ -192,6 +191,8 @@ class ComponentSandbox:
         self._iface_index: wc.ExportIndex | None = None
         self._linker = wc.Linker(engine)
         self._linker.add_wasip2()
+
+    def _link(self, host_imports: Iterable[HostImport]) -> None:
         root = self._linker.root()
         try:
             host = root.add_instance(HOST_INTERFACE)
@@ -287,8 +288,11 @@ class ComponentSandbox:
                 left_ms = self.limits.timeout_ms - (now - self._armed_ns) / 1e6
                 capi.context_set_epoch_deadline(self._ctx, max(1, -(-int(left_ms) // self._tick_ms)) + 1)
 
-    def instantiate(self) -> None:
-        """Instantiate under fuel and deadline (component start code is bounded too)."""
+    def instantiate(self, host_imports: Iterable[HostImport]) -> None:
+        """Link `host_imports` (built over a host environment holding this sandbox, hence
+        not at construction), then instantiate under fuel and deadline (component start
+        code is bounded too)."""
+        self._link(host_imports)
         self._begin_callback()
         self.current_callback = "instantiate"
         try:

@@ -119,7 +119,6 @@ class WasmVM:
         engine: wasmtime.Engine,
         module: wasmtime.Module,
         limits: SandboxLimits,
-        host_functions: HostFunctionTable,
         epoch_tick_ms: int,
     ) -> None:
         self.limits = limits
@@ -156,15 +155,18 @@ class WasmVM:
         self._allocator: GuestFunction | None = None
 
         self._linker = wasmtime.Linker(engine)
-        linker_addr = ctypes.cast(self._linker.ptr(), ctypes.c_void_p).value
-        for imp in module.imports:
-            self._define(linker_addr, host_functions[(imp.module, imp.name or "")])
         self._module = module
         self.instance: wasmtime.Instance | None = None
         self._export_names: frozenset[str] = frozenset(e.name for e in module.exports)
 
-    def instantiate(self) -> None:
-        """Instantiate under the limits: a start function that never ends hits its deadline."""
+    def instantiate(self, host_functions: HostFunctionTable) -> None:
+        """Link the module's imports to `host_functions`, then instantiate under the
+        limits (a start function that never ends hits its deadline). The host functions
+        come at this step, not at construction, because they are built over a host
+        environment that holds this VM (for guest memory): VM first, then env, then link."""
+        linker_addr = ctypes.cast(self._linker.ptr(), ctypes.c_void_p).value
+        for imp in self._module.imports:
+            self._define(linker_addr, host_functions[(imp.module, imp.name or "")])
         self._begin_callback()
         try:
             self.instance = self._linker.instantiate(self.store, self._module)

@@ -15,7 +15,8 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.testclient import TestClient
 
-from routeiq.dispatch.plugin import PluginSpec, load_plugin
+from routeiq.dispatch.loader import load_plugin
+from routeiq.dispatch.plugin_spec import PluginSpec
 from routeiq.gateway.plugin_filter import PluginFilter
 from routeiq.gateway.plugin_logs import PluginLogBook
 from routeiq.hostcalls.state import HostServices

@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from routeiq.dispatch.plugin import PluginSpec
+from routeiq.dispatch.plugin_spec import PluginSpec
 from routeiq.policy.manifest import PluginManifest
 
 
@@ -30,7 +30,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-class AdminState:
+class OperatorState:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 

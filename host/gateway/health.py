@@ -1,0 +1,81 @@
+"""GET /health: what runs and in what state. Plugin failures degrade the report, but the
+gateway itself is up, so it answers 200 either way (load balancers probe liveness)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Awaitable, Callable, Sequence
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from routeiq import __version__
+from routeiq.llm.router import LlmRouter
+from routeiq.native.plugin import GatewayPlugin
+from routeiq.services.breakers import BreakerBoard
+
+from .config_watch import ConfigWatcher
+from .events import GatewayEvents
+from .plugin_set import PluginSet
+
+log = logging.getLogger("routeiq.gateway")
+
+
+class HealthReport:
+    def __init__(
+        self,
+        plugins: PluginSet,
+        native: Sequence[GatewayPlugin],
+        breakers: BreakerBoard,
+        upstream_name: str,
+        router: LlmRouter | None,
+        watcher: ConfigWatcher | None,
+        events: GatewayEvents,
+    ) -> None:
+        self.plugins = plugins
+        self.native = native
+        self.breakers = breakers
+        self.upstream_name = upstream_name
+        self.router = router
+        self.watcher = watcher
+        self.events = events
+
+    def wasm_report(self) -> dict[str, Any]:
+        """The report without asking native plugins (synchronous: no awaits)."""
+        plugins = self.plugins.describe()
+        report: dict[str, Any] = {
+            "status": "degraded" if any(p["state"] != "ready" for p in plugins) else "ok",
+            "version": __version__,
+            "pid": os.getpid(),
+            "upstream": self.upstream_name,
+            "plugins": plugins,
+            "breakers": {b.name: b.describe() for b in self.breakers.all()},
+        }
+        if self.router is not None:
+            report["routing"] = self.router.describe()
+        if self.watcher is not None:
+            report["config"] = self.watcher.status()
+        webhooks = self.events.stats()
+        if webhooks is not None:
+            report["webhooks"] = webhooks
+        return report
+
+    async def report(self) -> dict[str, Any]:
+        report = self.wasm_report()
+        for native in self.native:
+            try:
+                healthy = await native.health_check()
+            except Exception as exc:
+                healthy = False
+                log.warning("native plugin %s health check failed: %s", native.name, exc)
+            report["plugins"].append({"name": native.name, "kind": "native", "state": "ready" if healthy else "unhealthy", "version": native.version})
+            if not healthy:
+                report["status"] = "degraded"
+        return report
+
+    def endpoint(self) -> Callable[[Request], Awaitable[Response]]:
+        async def health(_: Request) -> Response:
+            return JSONResponse(await self.report())
+
+        return health

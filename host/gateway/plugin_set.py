@@ -1,0 +1,207 @@
+"""The Wasm plugins one gateway runs, in chain order: loading them at startup (each with
+its on_startup_failure mode and the operator's admin changes applied), ordering, hot swaps
+(an admin upload or the config file naming another module) and undoing admin changes.
+
+The filter chain reads `plugins`; a swap replaces an entry of that same list, so exchanges
+already running finish on the old plugin while new ones get the new."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Iterable
+
+from .operator_state import OperatorState
+from routeiq.config import ConfigError
+from routeiq.dispatch.loader import load_plugin
+from routeiq.dispatch.ordering import OrderingError, plugin_order
+from routeiq.dispatch.plugin import EventSink, ProxyWasmPlugin
+from routeiq.dispatch.plugin_spec import PluginSpec
+from routeiq.dispatch.quarantine import Clock
+from routeiq.hostcalls.state import HostServices, LogSink
+from routeiq.policy.manifest import KEPT_ORIGIN
+from routeiq.policy.model import PolicyModel
+from routeiq.runtime.errors import PluginError, PluginLoadError
+from routeiq.runtime.wasm_runtime import WasmRuntime
+
+log = logging.getLogger("routeiq.gateway")
+
+
+class PluginStartupError(ConfigError):
+    """A configured plugin could not be loaded or started."""
+
+
+class PluginSet:
+    def __init__(
+        self,
+        runtime: WasmRuntime,
+        policy: PolicyModel | None,
+        services: HostServices,
+        logs: LogSink,
+        operator_state: OperatorState,
+        on_event: EventSink,
+        clock: Clock = time.monotonic,
+        where: str = "<config>",
+    ) -> None:
+        self.runtime = runtime
+        self.policy = policy
+        self.services = services
+        self.logs = logs
+        self.operator_state = operator_state
+        self.on_event = on_event
+        self.clock = clock
+        self.where = where  # the config file, for errors
+        self.plugins: list[ProxyWasmPlugin] = []
+        self.failed: list[dict[str, Any]] = []  # left out at startup (on_startup_failure: continue)
+
+    # ----------------------------------------------------------------- startup
+    def load(self, specs: Iterable[PluginSpec]) -> None:
+        """Load and start every configured plugin, then order them. Operator changes made
+        through /admin (config, module, quarantine) win over the file's values."""
+        for spec in specs:
+            spec = self.operator_state.apply(spec)
+            plugin = self._load_at_startup(spec)
+            if plugin is None:
+                continue
+            reason = self.operator_state.quarantine_reason(spec.name)
+            if reason is not None:  # an operator's quarantine holds until released
+                plugin.quarantine(reason, manual=True)
+            self.plugins.append(plugin)
+        self._order()
+
+    def _build(self, spec: PluginSpec) -> ProxyWasmPlugin:
+        return load_plugin(spec, self.runtime, self.logs, self.policy, self.services, self.on_event, self.clock)
+
+    def _load_at_startup(self, spec: PluginSpec) -> ProxyWasmPlugin | None:
+        where = f"{self.where}: plugin {spec.name!r} ({spec.wasm_path})"
+        plugin: ProxyWasmPlugin | None = None
+        try:
+            plugin = self._build(spec)
+            began = time.monotonic()
+            plugin.start()
+            elapsed_ms = (time.monotonic() - began) * 1000
+            if elapsed_ms > spec.startup_timeout_ms:
+                plugin.close()
+                raise PluginLoadError(f"took {elapsed_ms:.0f} ms to start (startup_timeout_ms {spec.startup_timeout_ms})")
+        except PluginError as exc:
+            mode = spec.on_startup_failure
+            if mode == "abort":
+                raise PluginStartupError(f"{where}: {exc}") from None
+            if mode == "quarantine" and plugin is not None:
+                log.error("%s: %s; starting quarantined", where, exc)
+                plugin.quarantine(f"failed at startup: {exc}")
+                return plugin
+            log.error("%s: %s; continuing without it", where, exc)
+            self.failed.append({"name": spec.name, "state": "failed", "last_error": str(exc)})
+            return None
+        log.info("plugin %s loaded (ABI %s, sha256 %s)", spec.name, plugin.abi_version, plugin.sha256[:12])
+        return plugin
+
+    def _order(self) -> None:
+        """Dependencies first, then priority, then config order (errors name the cycle)."""
+        names = [p.spec.name for p in self.plugins]
+        depends = {p.spec.name: list(p.spec.depends_on if p.spec.depends_on is not None else p.admission.manifest.depends_on) for p in self.plugins}
+        priority = {p.spec.name: p.spec.priority if p.spec.priority is not None else p.admission.manifest.priority for p in self.plugins}
+        try:
+            order = plugin_order(names, depends, priority)
+        except OrderingError as exc:
+            raise PluginStartupError(f"{self.where}: plugins: {exc}") from None
+        by_name = {p.spec.name: p for p in self.plugins}
+        self.plugins[:] = [by_name[n] for n in order]
+
+    # ------------------------------------------------------------------ lookup
+    def plugin(self, name: str) -> ProxyWasmPlugin:
+        """The plugin named `name` (KeyError if there is none)."""
+        for p in self.plugins:
+            if p.spec.name == name:
+                return p
+        raise KeyError(name)
+
+    def names(self) -> set[str]:
+        return {p.spec.name for p in self.plugins} | {f["name"] for f in self.failed}
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [p.describe() for p in self.plugins] + self.failed
+
+    # ------------------------------------------------------------------- swaps
+    async def swap_module(self, name: str, wasm: bytes) -> ProxyWasmPlugin:
+        """Hot swap (admin upload): build and start the new module first (any failure
+        leaves the old one serving and nothing written to the state dir), then switch;
+        exchanges in flight finish on the old VM. The operator's change is persisted.
+        Reading, admission and compiling (a second or more for a multi-MB module) run on
+        a thread, so the gateway keeps serving meanwhile; the VM starts on the loop."""
+        old = self.plugin(name)
+        kept = old.admission.manifest if old.admission.manifest_origin != "none" else None
+        with tempfile.TemporaryDirectory(prefix="routeiq-upload-") as staging:
+            # Validated from outside the state dir; kept there only once accepted.
+            staged = Path(staging) / self.operator_state.module_path(wasm).name
+            staged.write_bytes(wasm)
+            spec = replace(old.spec, wasm_path=staged, sha256=None, manifest=kept)
+            loaded = await asyncio.to_thread(self._build, spec)
+            if self.plugin(name) is not old:  # another swap won the race while this one compiled
+                loaded.close()
+                raise PluginLoadError(f"plugin {name} was swapped by another change meanwhile; retry")
+            new = self._start(loaded)
+            try:
+                path = self.operator_state.store_module(wasm)
+            except OSError:
+                new.close()
+                raise
+        new.spec.wasm_path = path
+        self._switch(old, new)
+        self.operator_state.save_module(name, path, kept if new.admission.manifest_origin == KEPT_ORIGIN else None)
+        return new
+
+    def swap_to_file(self, name: str, wasm_path: Path, sha256: str | None) -> ProxyWasmPlugin:
+        """Hot swap to the module the config file names (the watcher): nothing persisted,
+        the file is the record."""
+        old = self.plugin(name)
+        new = self._start(self._build(replace(old.spec, wasm_path=wasm_path, sha256=sha256, manifest=None)))
+        self._switch(old, new)
+        return new
+
+    def reset_config(self, name: str, file_spec: PluginSpec | None) -> ProxyWasmPlugin:
+        """Undo an admin config change: the file's config (`file_spec`'s) applies again."""
+        plugin = self.plugin(name)
+        config = file_spec.plugin_config if file_spec is not None else b""
+        if config != plugin.spec.plugin_config:
+            plugin.reconfigure(config)
+        self.operator_state.clear_config(name)
+        return plugin
+
+    def reset_module(self, name: str, file_spec: PluginSpec | None) -> ProxyWasmPlugin:
+        """Undo an admin module swap: back to the module the file names."""
+        plugin = self.plugin(name)
+        if file_spec is not None and "module" in self.operator_state.overrides(name):
+            plugin = self.swap_to_file(name, file_spec.wasm_path, file_spec.sha256)
+        self.operator_state.clear_module(name)
+        return plugin
+
+    def _start(self, new: ProxyWasmPlugin) -> ProxyWasmPlugin:
+        try:
+            new.start()
+        except PluginError:
+            new.close()
+            raise
+        return new
+
+    def _switch(self, old: ProxyWasmPlugin, new: ProxyWasmPlugin) -> None:
+        self.plugins[self.plugins.index(old)] = new
+        if old.manually_quarantined:  # a swap does not lift an operator's quarantine
+            new.quarantine(old.quarantine_reason, manual=True)
+        new.start_background()
+        old.retire()
+        log.warning("plugin %s: module swapped to sha256 %s", new.spec.name, new.sha256[:12])
+
+    # --------------------------------------------------------------- lifecycle
+    def start_background(self) -> None:
+        for plugin in self.plugins:
+            plugin.start_background()
+
+    def close(self) -> None:
+        for plugin in self.plugins:
+            plugin.close()
