@@ -239,13 +239,10 @@ def create_app_from_environment() -> Starlette:
     """Factory for `uvicorn --factory` and multi-worker serving: each worker process
     builds its own app from the files named in the environment."""
     import os
-    from pathlib import Path
 
     from routeiq.config import load_config
 
-    config = load_config(os.environ[CONFIG_ENV])
-    if os.environ.get(POLICY_ENV):
-        config.policy_override = Path(os.environ[POLICY_ENV])
+    config = load_config(os.environ[CONFIG_ENV], os.environ.get(POLICY_ENV) or None)
     app = create_app(config)
     tune_gc_for_serving()
     return app

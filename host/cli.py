@@ -28,9 +28,7 @@ def _build_app(args: argparse.Namespace) -> "tuple[LoadedConfig, Starlette] | in
     from routeiq.log_format import configure_logging
 
     try:
-        config = load_config(args.config)
-        if args.policy:
-            config.policy_override = Path(args.policy).resolve()
+        config = load_config(args.config, args.policy)
     except ConfigError as exc:
         print(f"routeiq: {exc}", file=sys.stderr)
         return 2
@@ -155,9 +153,7 @@ def _policy_check(args: argparse.Namespace) -> int:
     from routeiq.toolkit.policy_check import explain
 
     try:
-        config = load_config(args.config)
-        if args.policy:
-            config.policy_override = Path(args.policy).resolve()
+        config = load_config(args.config, args.policy)
         report, ok = explain(config)
     except ConfigError as exc:
         print(f"routeiq: {exc}", file=sys.stderr)

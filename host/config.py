@@ -310,12 +310,12 @@ class GatewayConfig(_Strict):
 class LoadedConfig:
     """A validated config plus where it came from (relative module paths resolve there)."""
 
-    def __init__(self, model: GatewayConfig, path: Path | None) -> None:
+    def __init__(self, model: GatewayConfig, path: Path | None, digest: str | None = None, policy_override: Path | None = None) -> None:
         self.model = model
         self.path = path
         self.base_dir = path.parent if path is not None else Path.cwd()
-        self.policy_override: Path | None = None  # `serve --policy FILE` wins over the config key
-        self.digest: str | None = None  # sha256 of the file's bytes (None: not from a file)
+        self.policy_override = policy_override  # `serve --policy FILE` wins over the config key
+        self.digest = digest  # sha256 of the file's bytes (None: not from a file)
 
     def load_policy(self) -> PolicyModel | None:
         """The operator policy (None: no policy, so every plugin gets no capabilities)."""
@@ -416,7 +416,7 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
-def parse_config(data: Any, source: str = "<config>", path: Path | None = None) -> LoadedConfig:
+def parse_config(data: Any, source: str = "<config>", path: Path | None = None, digest: str | None = None, policy_override: Path | None = None) -> LoadedConfig:
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -437,19 +437,20 @@ def parse_config(data: Any, source: str = "<config>", path: Path | None = None) 
             seen.add(key)
             lines.append(f"{source}: {where}: {msg}")
         raise ConfigError("\n".join(lines)) from None
-    return LoadedConfig(model, path)
+    return LoadedConfig(model, path, digest, policy_override)
 
 
-def load_config(path: str | os.PathLike[str]) -> LoadedConfig:
+def load_config(path: str | os.PathLike[str], policy_override: str | os.PathLike[str] | None = None) -> LoadedConfig:
+    """The config file at `path`; `policy_override` (serve --policy) replaces its policy key."""
     p = Path(path)
     try:
         raw = p.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read config file: {exc.strerror or exc}") from None
-    return config_from_bytes(raw, p)
+    return config_from_bytes(raw, p, Path(policy_override).resolve() if policy_override else None)
 
 
-def config_from_bytes(raw: bytes, p: Path) -> LoadedConfig:
+def config_from_bytes(raw: bytes, p: Path, policy_override: Path | None = None) -> LoadedConfig:
     """The config in `raw`, read from file `p`; its `digest` is the sha256 of `raw` (the
     config watcher reloads only when that changes)."""
     try:
@@ -463,6 +464,4 @@ def config_from_bytes(raw: bytes, p: Path) -> LoadedConfig:
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{p}{where}: invalid YAML: {problem}") from None
-    loaded = parse_config(data, str(p), p.resolve())
-    loaded.digest = hashlib.sha256(raw).hexdigest()
-    return loaded
+    return parse_config(data, str(p), p.resolve(), hashlib.sha256(raw).hexdigest(), policy_override)
