@@ -118,6 +118,8 @@ class PluginVM:
             return fn(*args)
         finally:
             env.active = None
+            if env.stdio_pending:
+                env.flush_stdio()
 
     # ------------------------------------------ background work (VMScheduler)
     def _spawn(self, coro) -> bool:  # type: ignore[no-untyped-def]
@@ -236,5 +238,6 @@ class PluginVM:
         for task in list(self._tasks):
             task.cancel()
         self.env.services.store.drop_listener(self.queue_ready)
+        self.env.flush_stdio()
         self.vm.close()
         self.env.contexts.clear()

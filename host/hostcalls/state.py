@@ -200,6 +200,9 @@ class HostServices:
     kv_ops: Counter[tuple[str, str]] = field(default_factory=Counter)  # (plugin, get|set)
 
 
+STDIO_LINE_MAX = 16 * 1024  # a longer unfinished line is logged as it stands
+
+
 class VMScheduler(Protocol):
     """What the dispatch layer does for host calls that start work outside the callback:
     callouts, the tick timer, queue readiness (never re-entering the guest from the call)."""
@@ -237,6 +240,7 @@ class HostEnv:
         self.services = services or HostServices()
         self.callout_response: CalloutResult | None = None
         self.next_callout_id = 1
+        self.stdio_pending: dict[int, bytes] = {}  # unfinished stdout/stderr lines, by fd
         self.root = self.new_context(stream=None)
 
     def new_context(self, stream: HttpStream | None) -> ContextState:
@@ -272,6 +276,33 @@ class HostEnv:
     def stream(self) -> HttpStream | None:
         active = self.active
         return active.stream if active is not None else None
+
+    def write_stdio(self, fd: int, data: bytes) -> None:
+        """stdout (info) / stderr (error) into the plugin log, one record per line: a
+        runtime writing a line in pieces (Go prints a panic a few bytes at a time) still
+        gives one readable record. Envoy logs each write; lines are what operators read."""
+        pending = self.stdio_pending.get(fd, b"") + data
+        if b"\n" not in data and len(pending) < STDIO_LINE_MAX:
+            self.stdio_pending[fd] = pending
+            return
+        *lines, rest = pending.split(b"\n")
+        if len(rest) >= STDIO_LINE_MAX:
+            lines.append(rest)
+            rest = b""
+        if rest:
+            self.stdio_pending[fd] = rest
+        else:
+            self.stdio_pending.pop(fd, None)
+        level = LogLevel.INFO if fd == 1 else LogLevel.ERROR
+        for line in lines:
+            self.emit_log(level, line.decode("utf-8", "replace"))
+
+    def flush_stdio(self) -> None:
+        """Log what is left of unfinished lines: at the end of the callback that wrote them
+        (as Envoy, which logs every write, shows them), on exit, on VM close."""
+        pending, self.stdio_pending = self.stdio_pending, {}
+        for fd, rest in pending.items():
+            self.emit_log(LogLevel.INFO if fd == 1 else LogLevel.ERROR, rest.decode("utf-8", "replace"))
 
     def emit_log(self, level: LogLevel, message: str) -> None:
         if level < self.plugin.log_level:

@@ -1,7 +1,8 @@
-"""The WASI preview1 subset proxy-wasm guests import: fd_write (to the plugin log),
-clock_time_get, random_get, environ_* (per-plugin variables only), args_* (empty),
-proc_exit (traps the guest), and stubs answering an errno for the rest of what
-wasm32-wasi toolchains link in. Offered as `wasi_snapshot_preview1` and `wasi_unstable`."""
+"""WASI preview1 as a proxy-wasm host offers it (Envoy's model): fd_write to stdout/stderr
+goes to the plugin log, clocks, random_get, environ_* (per-plugin variables only), args_*
+(empty), poll_oneoff (no events: nothing can be waited on), proc_exit (ends the guest with
+a trap), and the errno Envoy answers for everything a sandbox has not (files, sockets).
+Offered as `wasi_snapshot_preview1` and `wasi_unstable`; docs/plugin-host.md has the table."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import os
 import struct
 import time
 
-from routeiq.abi.proxy_wasm import LogLevel, WasiClock, WasiErrno, WasiFd
+from routeiq.abi.proxy_wasm import WasiClock, WasiErrno, WasiFd
 from routeiq.runtime.errors import GuestExit
 from routeiq.runtime.vm import TrapRequest
 
@@ -18,6 +19,9 @@ from .state import HostEnv
 WASI_MODULES = ("wasi_snapshot_preview1", "wasi_unstable")
 _MAX_RANDOM = 1024 * 1024
 _IOVEC = struct.Struct("<II")
+_FDSTAT = struct.Struct("<BxHxxxxQQ")  # filetype, flags, rights_base, rights_inheriting
+_FILETYPE_CHARACTER_DEVICE = 2
+_RIGHTS_FD_WRITE = 1 << 6
 
 
 class WasiCalls:
@@ -32,10 +36,8 @@ class WasiCalls:
         chunks = [vm.read(*_IOVEC.unpack_from(table, 8 * i)) for i in range(iovs_len)]
         data = b"".join(chunks)
         vm.write_u32(ret_written, len(data))
-        # Each write is one log record (as Envoy does); a trailing newline is dropped.
         if data:
-            level = LogLevel.INFO if fd == WasiFd.STDOUT else LogLevel.ERROR
-            self.env.emit_log(level, data.decode("utf-8", "replace").removesuffix("\n"))
+            self.env.write_stdio(fd, data)
         return WasiErrno.SUCCESS
 
     def clock_time_get(self, clock_id: int, _precision: int, ret_time: int) -> int:
@@ -93,12 +95,33 @@ class WasiCalls:
         return WasiErrno.SUCCESS
 
     def proc_exit(self, code: int) -> None:
+        self.env.flush_stdio()  # what a runtime prints before exiting (a Go panic) is kept
         raise TrapRequest(GuestExit(f"called proc_exit({code})", detail=str(code)))
 
     def sched_yield(self) -> int:
         return WasiErrno.SUCCESS
 
-    # Files, sockets and polling do not exist in the sandbox.
+    def poll_oneoff(self, _subscriptions: int, _events: int, _count: int, ret_nevents: int) -> int:
+        """No event can happen in the sandbox: answer at once with zero events, as Envoy
+        does (the Go runtime polls for its timers and treats an error as fatal)."""
+        self.env.vm.write_u32(ret_nevents, 0)
+        return WasiErrno.SUCCESS
+
+    def fd_fdstat_get(self, fd: int, ret_stat: int) -> int:
+        """stdout and stderr: a character device that can be written (24-byte fdstat)."""
+        if fd not in (WasiFd.STDOUT, WasiFd.STDERR):
+            return WasiErrno.BADF
+        self.env.vm.write(ret_stat, _FDSTAT.pack(_FILETYPE_CHARACTER_DEVICE, 0, _RIGHTS_FD_WRITE, 0))
+        return WasiErrno.SUCCESS
+
+    def fd_close(self, _fd: int) -> int:
+        return WasiErrno.SUCCESS  # Envoy answers success: there is nothing to close
+
+    def fd_seek(self, _fd: int, _offset: int, _whence: int, ret_offset: int) -> int:
+        self.env.vm.write_u64(ret_offset, 0)  # Envoy answers success; stdio has no position
+        return WasiErrno.SUCCESS
+
+    # Files and sockets do not exist in the sandbox.
     def fd_badf(self, *_args: int) -> int:
         return WasiErrno.BADF
 

@@ -165,8 +165,10 @@ class WasmVM:
         come at this step, not at construction, because they are built over a host
         environment that holds this VM (for guest memory): VM first, then env, then link."""
         linker_addr = ctypes.cast(self._linker.ptr(), ctypes.c_void_p).value
-        for imp in self._module.imports:
-            self._define(linker_addr, host_functions[(imp.module, imp.name or "")])
+        # A module may import one function twice (valid Wasm; Go's runtime does it for
+        # fd_write): one definition serves every import of that name.
+        for key in dict.fromkeys((imp.module, imp.name or "") for imp in self._module.imports):
+            self._define(linker_addr, host_functions[key])
         self._begin_callback()
         try:
             self.instance = self._linker.instantiate(self.store, self._module)
