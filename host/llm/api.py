@@ -33,6 +33,7 @@ from routeiq.strict_json import JsonInputError, loads
 from .backends import BackendError, EmbeddedBackend, LitellmBackend, PassthroughBackend
 from .deployments import LiveDeployment
 from .router import LlmRouter, NoSuchModel, RoutedCall
+from .sse import SseParser
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
@@ -50,21 +51,19 @@ class UsageTap:
     """Finds `usage` in an SSE stream as it passes (it comes in the last chunk)."""
 
     def __init__(self) -> None:
-        self._buffer = b""
+        self._events = SseParser()
         self.usage: dict[str, int] = {}
 
     def feed(self, chunk: bytes) -> None:
-        self._buffer += chunk
-        while b"\n\n" in self._buffer:
-            event, self._buffer = self._buffer.split(b"\n\n", 1)
-            for line in event.split(b"\n"):
-                if line.startswith(b"data:") and b'"usage"' in line:
-                    try:
-                        usage = loads(line[5:].strip()).get("usage")
-                    except (JsonInputError, AttributeError):
-                        continue
-                    if isinstance(usage, dict):
-                        self.usage = usage
+        for event in self._events.feed(chunk):
+            if b'"usage"' not in event.data:
+                continue
+            try:
+                usage = loads(event.data).get("usage")
+            except (JsonInputError, AttributeError):
+                continue
+            if isinstance(usage, dict):
+                self.usage = usage
 
 
 @dataclass(frozen=True)
