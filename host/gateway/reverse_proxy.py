@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator
 
 import httpx
+from starlette.types import Receive, Scope, Send
 
 from routeiq.hostcalls.header_rules import valid_origin_form
 
@@ -28,9 +29,6 @@ from .errors import send_error
 
 log = logging.getLogger("routeiq.gateway.upstream")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer", b"trailers", b"transfer-encoding", b"upgrade", b"host"}

@@ -26,6 +26,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from routeiq.hostcalls.llm_exchange import ChatRequestError, LlmExchange, LlmOutcome
 from routeiq.strict_json import JsonInputError, loads
@@ -399,7 +400,7 @@ class _RelayResponse(StreamingResponse):
         self._attempt = attempt
         self._upstream = upstream
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable, Callable
+
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from routeiq.config import ConfigError, LoadedConfig
 from routeiq.services.breakers import BreakerBoard
@@ -13,8 +14,6 @@ from .backends import EmbeddedBackend, LitellmBackend, PassthroughBackend
 from .deployments import build_deployments
 from .mock_provider import MockBehaviour, MockProvider
 from .router import LlmRouter
-
-ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
 
 def build_llm(config: LoadedConfig, breakers: BreakerBoard, mock: MockProvider) -> LlmApi | None:
@@ -67,7 +66,7 @@ def build_llm(config: LoadedConfig, breakers: BreakerBoard, mock: MockProvider) 
 def llm_dispatch(llm: LlmApi, fallback: ASGIApp) -> ASGIApp:
     """Sends the OpenAI routes to the LLM path and everything else to the upstream."""
 
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         target = llm.app if scope["type"] == "http" and scope["path"] in LLM_ROUTES else fallback
         await target(scope, receive, send)
 
