@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 from routeiq.config import LoadedConfig
 from routeiq.services.breakers import BreakerBoard
-from routeiq.services.webhooks import WebhookDispatcher, WebhookTarget
+from routeiq.services.webhooks.delivery import WebhookDispatcher, WebhookTarget
 
 log = logging.getLogger("routeiq.webhooks")
 MAX_SLOTS = 64
