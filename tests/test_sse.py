@@ -79,10 +79,7 @@ def crlf_upstream(chunks: list[bytes]) -> Any:
     """An OpenAI-compatible upstream (raw ASGI) that streams `chunks` as they are."""
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+        if scope["type"] != "http":
             return
         while (await receive()).get("more_body"):
             pass
