@@ -29,6 +29,7 @@ from routeiq.runtime.errors import PluginError, PluginLoadError
 from routeiq.runtime.wasm_runtime import WasmRuntime
 from routeiq.services.audit import AuditLog
 from routeiq.services.callout import CalloutClient
+from routeiq.services.http_client import HttpClient
 from routeiq.services.plugin_metrics import PluginMetrics
 from routeiq.services.shared_store import InMemoryStore, RedisStore, SharedStore
 
@@ -76,13 +77,16 @@ class Gateway:
         policy = config.load_policy()
         breaker = config.model.router.breaker
         self.breakers = BreakerBoard(BreakerSettings(**breaker.model_dump()), self._breaker_changed)
+        upstream = config.model.upstream
+        # The one outbound HTTP stack: pass-through, reverse proxy, callouts, webhooks.
+        self.http = HttpClient(max_per_host=upstream.max_connections if isinstance(upstream, UpstreamConfig) else 100)
         self.services = HostServices(
             store=_store(config, self.breakers),
             metrics=PluginMetrics(),
             audit=AuditLog(config.audit_path()),
-            callouts=CalloutClient(self.breakers),
+            callouts=CalloutClient(self.breakers, http=self.http),
         )
-        self.events = GatewayEvents(config, self.breakers)
+        self.events = GatewayEvents(config, self.breakers, self.http)
         self.runtime = WasmRuntime(config.engine_settings(), config.cache_dir())
         self.policy = policy
         self.admin_state = AdminState(config.resolve(config.model.admin.state_dir))
@@ -108,18 +112,17 @@ class Gateway:
         except BaseException:
             self.close()
             raise
-        upstream = config.model.upstream
         self.reverse_proxy: ReverseProxy | None = None
         self.mock = MockProvider()
         if isinstance(upstream, UpstreamConfig):
-            self.reverse_proxy = ReverseProxy(upstream.url, upstream.timeout_s, upstream.connect_timeout_s, upstream.max_connections)
+            self.reverse_proxy = ReverseProxy(upstream.url, self.http, upstream.timeout_s, upstream.connect_timeout_s)
             self.upstream_app: Any = self.reverse_proxy
             self.upstream_name = upstream.url
         else:
             self.upstream_app = create_embedded_upstream(self.mock)
             self.upstream_name = "embedded"
         try:
-            self.llm = build_llm(config, self.breakers, self.mock)
+            self.llm = build_llm(config, self.breakers, self.mock, self.http)
         except BaseException:
             self.close()
             raise
@@ -325,11 +328,7 @@ class Gateway:
         if self.config_watcher is not None:
             await self.config_watcher.stop()
         await self.events.stop()  # flush what is due; the rest stays in the outbox
-        if self.reverse_proxy is not None:
-            await self.reverse_proxy.aclose()
-        if self.llm is not None:
-            await self.llm.aclose()
-        await self.services.callouts.aclose()
+        await self.http.aclose()
         self.close()
 
     def close(self) -> None:

@@ -93,9 +93,6 @@ class LlmApi:
             ]
         )
 
-    async def aclose(self) -> None:
-        await self.backends["passthrough"].aclose()  # type: ignore[attr-defined]
-
     async def models(self, _: Request) -> JSONResponse:
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "routeiq"} for m in self.router.models]
         return JSONResponse({"object": "list", "data": data})

@@ -8,6 +8,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from routeiq.config import ConfigError, LoadedConfig
 from routeiq.services.breakers import BreakerBoard
+from routeiq.services.http_client import HttpClient
 
 from .api import LLM_ROUTES, Deadlines, LlmApi
 from .backends import EmbeddedBackend, LitellmBackend, PassthroughBackend
@@ -16,7 +17,7 @@ from .mock_provider import MockBehaviour, MockProvider
 from .router import LlmRouter
 
 
-def build_llm(config: LoadedConfig, breakers: BreakerBoard, mock: MockProvider) -> LlmApi | None:
+def build_llm(config: LoadedConfig, breakers: BreakerBoard, mock: MockProvider, http: HttpClient) -> LlmApi | None:
     model = config.model
     if not model.model_list:
         return None
@@ -60,7 +61,7 @@ def build_llm(config: LoadedConfig, breakers: BreakerBoard, mock: MockProvider) 
         mock.behaviours[name] = MockBehaviour(**behaviour.model_dump())
     router = LlmRouter(deployments, strategy, breakers, router_cfg.auto_model)
     deadlines = Deadlines(router_cfg.timeout_s, router_cfg.first_byte_timeout_s or router_cfg.timeout_s, router_cfg.stream_idle_timeout_s)
-    return LlmApi(router, EmbeddedBackend(mock), PassthroughBackend(), LitellmBackend(deployments), deadlines, router_cfg.retries)
+    return LlmApi(router, EmbeddedBackend(mock), PassthroughBackend(http), LitellmBackend(deployments), deadlines, router_cfg.retries)
 
 
 def llm_dispatch(llm: LlmApi, fallback: ASGIApp) -> ASGIApp:

@@ -25,9 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-import httpx
-
 from routeiq.services.breakers import HALF_OPEN, BreakerBoard, CircuitBreaker
+from routeiq.services.http_client import HttpClient
 
 from . import outbox as jobs
 from .outbox import NewRow, Outbox, Row
@@ -72,10 +71,12 @@ class WebhookDispatcher:
     """Queues events per target in a SQLite outbox and delivers them in the background.
 
     Use one delivering dispatcher per outbox file (`start` takes an exclusive lock on
-    `<outbox>.lock`); with several gateway workers, give each its own file.
+    `<outbox>.lock`); with several gateway workers, give each its own file. `http` is
+    the gateway's HttpClient; without one, the dispatcher makes its own for each
+    start/stop (standalone use).
     """
 
-    def __init__(self, targets: Iterable[WebhookTarget], outbox_path: Path, breakers: BreakerBoard | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, targets: Iterable[WebhookTarget], outbox_path: Path, breakers: BreakerBoard | None = None, clock: Callable[[], float] = time.time, *, http: HttpClient | None = None) -> None:
         self.targets: dict[str, WebhookTarget] = {}
         for target in targets:
             if target.name in self.targets:
@@ -92,7 +93,8 @@ class WebhookDispatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakes: dict[str, asyncio.Event] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._client: httpx.AsyncClient | None = None
+        self._shared_http = http
+        self._http: HttpClient | None = None
         self._flushing = False
 
     @property
@@ -151,7 +153,7 @@ class WebhookDispatcher:
         self._loop = asyncio.get_running_loop()
         self._flushing = False
         self._wakes = {name: asyncio.Event() for name in self.targets}
-        self._client = httpx.AsyncClient(trust_env=False, follow_redirects=False, headers={"user-agent": USER_AGENT})
+        self._http = self._shared_http or HttpClient(max_connections=len(self.targets) + 1)
         self._tasks = [asyncio.create_task(self._lane(t), name=f"webhook:{t.name}") for t in self.targets.values()]
 
     async def stop(self, flush_timeout_s: float = 5.0) -> None:
@@ -170,9 +172,9 @@ class WebhookDispatcher:
             if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                 log.error("webhook worker failed: %r", result)
         self._tasks = []
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        if self._http is not None and self._http is not self._shared_http:
+            await self._http.aclose()
+        self._http = None
         self._loop = None
         self._wakes = {}
         self.outbox.release()
@@ -223,10 +225,11 @@ class WebhookDispatcher:
             await asyncio.wait_for(wake.wait(), seconds)
 
     async def _attempt(self, target: WebhookTarget, row: Row, breaker: CircuitBreaker) -> None:
-        assert self._client is not None
+        assert self._http is not None
         timestamp = int(self._clock())
         headers = {
             "content-type": "application/json",
+            "user-agent": USER_AGENT,
             HEADER_EVENT: row.type,
             HEADER_IDEMPOTENCY_KEY: row.event_id,
             HEADER_TIMESTAMP: str(timestamp),
@@ -236,9 +239,10 @@ class WebhookDispatcher:
         error = ""
         try:
             async with asyncio.timeout(target.timeout_s):
-                async with self._client.stream("POST", target.url, content=row.body, headers=headers) as response:
-                    if not 200 <= response.status_code < 300:
-                        error = f"HTTP {response.status_code}"
+                response = await self._http.request("POST", target.url, headers=headers, data=row.body, connect_timeout_s=target.timeout_s)
+                response.release()  # the status is the answer; the body is not read
+                if not 200 <= response.status < 300:
+                    error = f"HTTP {response.status}"
         except asyncio.CancelledError:
             if breaker.state == HALF_OPEN:  # do not leave the probe taken forever
                 breaker.failure()
