@@ -29,6 +29,7 @@ from routeiq.runtime.wasm_runtime import WasmRuntime
 from routeiq.services.audit import AuditLog
 from routeiq.services.breakers import BreakerBoard, BreakerSettings
 from routeiq.services.callout import CalloutClient
+from routeiq.services.http_client import HttpClient
 from routeiq.services.plugin_metrics import PluginMetrics
 from routeiq.services.shared_store import InMemoryStore, RedisStore, SharedStore
 
@@ -61,13 +62,16 @@ class Gateway:
         self.config = config
         self.logs = PluginLogBook()
         self.tracing = Tracing(config, span_exporter)
-        self.events = GatewayEvents(config)
+        upstream = config.model.upstream
+        # The one outbound HTTP stack: pass-through, reverse proxy, callouts, webhooks.
+        self.http = HttpClient(max_per_host=upstream.max_connections if isinstance(upstream, UpstreamConfig) else 100)
+        self.events = GatewayEvents(config, self.http)
         self.breakers = BreakerBoard(BreakerSettings(**config.model.router.breaker.model_dump()), self._breaker_changed)
         self.services = HostServices(
             store=_store(config, self.breakers),
             metrics=PluginMetrics(),
             audit=AuditLog(config.audit_path()),
-            callouts=CalloutClient(self.breakers),
+            callouts=CalloutClient(self.breakers, http=self.http),
         )
         self.runtime = WasmRuntime(config.engine_settings(), config.cache_dir())
         self.policy = config.load_policy()
@@ -86,11 +90,10 @@ class Gateway:
         watch = config.path is not None and config.model.server.watch_config
         self.config_watcher = ConfigWatcher(config.path, config, self.plugin_set, self.operator_state) if watch and config.path else None
         self.config_file: ConfigFile = self.config_watcher or StaticConfigFile(config)
-        upstream = config.model.upstream
         self.reverse_proxy: ReverseProxy | None = None
         self.mock = MockProvider()
         if isinstance(upstream, UpstreamConfig):
-            self.reverse_proxy = ReverseProxy(upstream.url, upstream.timeout_s, upstream.connect_timeout_s, upstream.max_connections)
+            self.reverse_proxy = ReverseProxy(upstream.url, self.http, upstream.timeout_s, upstream.connect_timeout_s)
             self.upstream_app: Any = self.reverse_proxy
             self.upstream_name = upstream.url
         else:
@@ -98,7 +101,7 @@ class Gateway:
             self.upstream_name = "embedded"
         tracer = self.tracing.tracer
         try:
-            self.llm = build_llm(config, self.breakers, self.mock, tracer, self.events, [p for p, _ in self.native])
+            self.llm = build_llm(config, self.breakers, self.mock, self.http, tracer, self.events, [p for p, _ in self.native])
         except BaseException:
             self.close()
             raise
@@ -167,11 +170,7 @@ class Gateway:
         if self.config_watcher is not None:
             await self.config_watcher.stop()
         await self.events.stop()  # flush what is due; the rest stays in the outbox
-        if self.reverse_proxy is not None:
-            await self.reverse_proxy.aclose()
-        if self.llm is not None:
-            await self.llm.aclose()
-        await self.services.callouts.aclose()
+        await self.http.aclose()
         self.close()
 
     def close(self) -> None:

@@ -71,7 +71,7 @@ class UpstreamConfig(_Strict):
         ),
     )
     connect_timeout_s: float = Field(5.0, gt=0, description="Connect timeout.")
-    max_connections: int = Field(100, ge=1, description="Pooled connections to the upstream.")
+    max_connections: int = Field(100, ge=1, description="Most connections to any one host:port in the gateway's outbound pool (the upstream's; also LLM deployments, callouts, webhooks).")
 
     @field_validator("url")
     @classmethod

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Awaitable, Callable
+from typing import Any
 
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+from starlette.types import Send
 
 
 def error_body(message: str, type_: str, code: str | None = None, **extra: Any) -> bytes:

@@ -3,7 +3,9 @@ receiver is down, and arrive once each when it comes back."""
 
 from __future__ import annotations
 
+import json
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -89,9 +91,41 @@ def test_events_survive_a_restart_and_arrive_once(tmp_path: Path) -> None:
         stop(gateway)
     keys = [d["key"] for d in deliveries]
     assert len(set(keys)) == 8 and len(keys) == 8  # every event, none twice
-    import json
-
     assert sorted(json.loads(d["body"])["payload"]["request_id"] for d in deliveries) == sorted(request_ids)
+
+
+def test_a_locked_outbox_file_does_not_hold_up_requests(make_app, live, http: httpx.Client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Another process holds the outbox's write lock (a backup, a stuck worker): requests
+    are still answered, their events wait in memory (counted as pending), and once the
+    file is free again every one is written and delivered."""
+    deliveries: list[dict] = []  # type: ignore[type-arg]
+    hook = live(receiver(deliveries))
+    outbox = tmp_path / "outbox.sqlite"
+    app = make_app(
+        [],
+        model_list=[{"model_name": "chat", "litellm_params": {"model": "openai/mock-a", "api_base": "embedded"}, "model_info": {"id": "a"}}],
+        webhooks={"outbox": str(outbox), "targets": [{"name": "ops", "url": f"{hook}/hook", "secret": SECRET, "events": ["request_complete"]}]},
+    )
+    url = live(app)
+    chat = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
+    assert http.post(f"{url}/v1/chat/completions", json=chat).status_code == 200
+    assert eventually(lambda: len(deliveries) == 1)
+    locker = sqlite3.connect(outbox, isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")  # the write lock, held until we let go
+    try:
+        request_ids = []
+        for i in range(5):
+            response = http.post(f"{url}/v1/chat/completions", json={**chat, "messages": [{"role": "user", "content": f"q{i}"}]})
+            assert response.status_code == 200
+            request_ids.append(response.headers["x-request-id"])
+        webhooks = http.get(f"{url}/health").json()["webhooks"]
+        assert webhooks["pending"] == 5 and webhooks["emit_errors"] == 0
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    assert eventually(lambda: len(deliveries) == 6, timeout=20)
+    assert [json.loads(d["body"])["payload"]["request_id"] for d in deliveries[1:]] == request_ids
+    assert http.get(f"{url}/health").json()["webhooks"]["pending"] == 0
 
 
 def serve_on(app: Starlette, port: int):  # type: ignore[no-untyped-def]

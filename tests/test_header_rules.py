@@ -162,10 +162,10 @@ def test_response_status_is_checked(setup, http, value: str, ok: bool) -> None:
 def test_upstream_url_is_built_from_parts() -> None:
     proxy = ReverseProxy("http://127.0.0.1:9000/base")
     url = proxy.url_for(b"/v1/x", b"q=1")
-    assert (url.host, url.port, url.raw_path) == ("127.0.0.1", 9000, b"/base/v1/x?q=1")
+    assert (url.host, url.port, url.raw_path_qs) == ("127.0.0.1", 9000, "/base/v1/x?q=1")
     # Even a target that slipped past the checks cannot move the request elsewhere.
     url = proxy.url_for(b"@evil.example:1/stolen", b"")
-    assert (url.host, url.port, url.userinfo) == ("127.0.0.1", 9000, b"")
+    assert (url.host, url.port, url.user) == ("127.0.0.1", 9000, None)
 
 
 # --------------------------------------------------------- item 2: bounded maps

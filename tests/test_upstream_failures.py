@@ -158,7 +158,7 @@ def test_a_cancelled_half_open_probe_hands_its_slot_back(make_app, fake) -> None
             assert answer.status_code == 200
             assert breaker.state == "closed"
         finally:
-            await api.aclose()
+            await app.state.gateway.http.aclose()  # its session belongs to this loop
 
     asyncio.run(scenario())
 

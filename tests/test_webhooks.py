@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -171,6 +173,18 @@ def test_tampered_or_replayed_deliveries_fail_verification() -> None:
     # Secret rotation: any one of several v1 signatures may match.
     rotated = {**headers, "X-RouteIQ-Signature": f"{sign('old-secret', now, body)}, {headers['X-RouteIQ-Signature']}"}
     assert verify_signature(SECRET, rotated, body, now=now)
+
+
+def test_a_receiver_can_verify_with_the_signing_module_alone() -> None:
+    """A receiver imports only the wire contract: no HTTP client, outbox or gateway."""
+    probe = (
+        "import sys; from routeiq.services.webhooks.signing import sign, verify_signature; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('httpx', 'aiohttp', 'sqlite3') "
+        "or m.startswith(('routeiq.gateway', 'routeiq.services.webhooks.outbox', 'routeiq.services.webhooks.delivery'))))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 def test_outage_restart_delivers_every_event_once(tmp_path: Path) -> None:

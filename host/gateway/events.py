@@ -7,7 +7,8 @@ from typing import Any, Mapping
 
 from routeiq.config import LoadedConfig
 from routeiq.services.breakers import BreakerBoard
-from routeiq.services.webhooks import WebhookDispatcher, WebhookTarget
+from routeiq.services.http_client import HttpClient
+from routeiq.services.webhooks.delivery import WebhookDispatcher, WebhookTarget
 
 log = logging.getLogger("routeiq.webhooks")
 MAX_SLOTS = 64
@@ -20,10 +21,11 @@ class GatewayEvents:
     `<outbox stem>.1<suffix>`, ... whose lock is free, so a restarted worker picks up the
     file a stopped one left behind."""
 
-    def __init__(self, config: LoadedConfig) -> None:
+    def __init__(self, config: LoadedConfig, http: HttpClient) -> None:
         webhooks = config.model.webhooks
         self._targets = [WebhookTarget(**t.model_dump()) for t in webhooks.targets]
         self._base = config.resolve(webhooks.outbox)
+        self._http = http
         self.dispatcher: WebhookDispatcher | None = None
 
     @property
@@ -36,7 +38,7 @@ class GatewayEvents:
             return
         for slot in range(MAX_SLOTS):
             path = self._base if slot == 0 else self._base.with_name(f"{self._base.stem}.{slot}{self._base.suffix}")
-            dispatcher = WebhookDispatcher(self._targets, path, breakers)
+            dispatcher = WebhookDispatcher(self._targets, path, breakers, http=self._http)
             try:
                 await dispatcher.start()
             except RuntimeError:

@@ -4,15 +4,14 @@ times every request for the request latency histogram."""
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
-
 import time
+
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from routeiq.dispatch.hook_stats import LatencyHistogram
 
 from routeiq.error_responses import send_error
 
-ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 EXEMPT = ("/health", "/metrics")
 
 
@@ -25,7 +24,7 @@ class ConcurrencyLimit:
         self.shed = 0
         self.latency = latency  # every request this worker served (seconds), owned by the gateway
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in EXEMPT:
             await self.app(scope, receive, send)
             return

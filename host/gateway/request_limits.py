@@ -13,15 +13,9 @@ may be larger than a chat request.
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from routeiq.error_responses import send_error
-
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 ADMIN_PREFIX = "/admin/"

@@ -1,10 +1,11 @@
-"""The upstream as an ASGI app: forwards each request to a configured URL with httpx.
+"""The upstream as an ASGI app: forwards each request to a configured URL on the
+gateway's HttpClient (routeiq.services.http_client).
 
 The upstream URL is built from parts (the configured scheme, host and port, its base
 path, then the request's origin-form path), never by joining strings, so no `:path`
-can name another host. Requests go straight to httpx's connection pool (one transport
-per app): no cookie jar, no redirects, no proxies from the environment, and header
-handling that stays linear in the number of headers. Bodies stream both ways.
+can name another host. The client has no cookie jar, follows no redirects, takes no
+proxies from the environment and adds no headers of its own; bodies stream both ways,
+passed on as they came (no decompression).
 
 Deadlines (`upstream.timeout_s`), bounded in wall-clock time, not per socket read (a
 trickle of one byte a second defeats a read timeout): the response head must arrive
@@ -18,19 +19,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator
 
-import httpx
+import aiohttp
+from starlette.types import Receive, Scope, Send
+from yarl import URL
 
 from routeiq.hostcalls.header_rules import valid_origin_form
+from routeiq.services.http_client import HttpClient, latin1_headers
 
 from routeiq.error_responses import send_error
 
 log = logging.getLogger("routeiq.gateway.upstream")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer", b"trailers", b"transfer-encoding", b"upgrade", b"host"}
@@ -38,32 +39,28 @@ HOP_BY_HOP = frozenset(
 
 
 class ReverseProxy:
-    def __init__(self, base_url: str, timeout_s: float = 60.0, connect_timeout_s: float = 5.0, max_connections: int = 100) -> None:
+    def __init__(self, base_url: str, http: HttpClient | None = None, timeout_s: float = 60.0, connect_timeout_s: float = 5.0) -> None:
         self.base_url = base_url.rstrip("/")
-        self._base = httpx.URL(self.base_url)
-        self._base_path = self._base.raw_path.split(b"?", 1)[0].rstrip(b"/")
+        self._base = URL(self.base_url)
+        self._base_path = self._base.raw_path.rstrip("/")
+        self._http = http
         self.timeout_s = timeout_s
-        self._timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s).as_dict()
-        self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        self._transport: httpx.AsyncHTTPTransport | None = None
+        self.connect_timeout_s = connect_timeout_s
 
-    def transport(self) -> httpx.AsyncHTTPTransport:
-        if self._transport is None:
-            self._transport = httpx.AsyncHTTPTransport(limits=self._limits, trust_env=False)
-        return self._transport
-
-    async def aclose(self) -> None:
-        if self._transport is not None:
-            await self._transport.aclose()
-            self._transport = None
-
-    def url_for(self, path: bytes, query: bytes) -> httpx.URL:
+    def url_for(self, path: bytes, query: bytes) -> URL:
         """The upstream URL: configured scheme/host/port + base path + `path`, which the
         caller has checked is origin-form."""
-        target = self._base_path + path + (b"?" + query if query else b"")
-        return self._base.copy_with(raw_path=target)
+        return URL.build(
+            scheme=self._base.scheme,
+            host=self._base.raw_host or "",
+            port=self._base.explicit_port,
+            path=self._base_path + path.decode("latin-1"),
+            query_string=query.decode("latin-1"),
+            encoded=True,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert self._http is not None, "a ReverseProxy that serves requests needs the gateway's HttpClient"
         path = scope.get("raw_path") or scope["path"].encode("latin-1")
         if not valid_origin_form(path):
             await send_error(send, 400, "the request target must be an origin-form path", "invalid_request_error", "invalid_path")
@@ -80,11 +77,14 @@ class ReverseProxy:
         loop = asyncio.get_running_loop()
         # Armed once the request is sent: a slow client upload is not the upstream's time.
         head_deadline = asyncio.timeout(None)
+        gone = False
 
         async def body() -> AsyncIterator[bytes]:
+            nonlocal gone
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
+                    gone = True
                     raise ClientDisconnected()
                 chunk = message.get("body", b"")
                 if chunk:
@@ -99,43 +99,45 @@ class ReverseProxy:
         else:
             content = None
             await _drain(receive)
-        request = httpx.Request(method, url, headers=headers, content=content, extensions={"timeout": self._timeout})
         try:
             async with head_deadline:
                 if content is None:
                     head_deadline.reschedule(loop.time() + self.timeout_s)
-                response = await self.transport().handle_async_request(request)
+                response = await self._http.request(method, url, headers=latin1_headers(headers), data=content, connect_timeout_s=self.connect_timeout_s)
         except ClientDisconnected:
             return
-        except (httpx.TimeoutException, TimeoutError) as exc:
+        except TimeoutError as exc:  # the head deadline, or the connect timeout
+            if gone:
+                return
             await send_error(send, 504, f"upstream timed out: no response head within {self.timeout_s:g} s ({type(exc).__name__})", "upstream_error", "upstream_timeout")
             return
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
+            if gone:  # the upload failed because the client left
+                return
             log.warning("upstream %s failed: %s", url, exc)
             await send_error(send, 502, f"upstream unreachable: {exc}", "upstream_error", "upstream_unreachable")
             return
-        response.request = request
         try:
-            out_headers = [(k, v) for k, v in response.headers.raw if k.lower() not in HOP_BY_HOP]
-            await send({"type": "http.response.start", "status": response.status_code, "headers": out_headers})
-            chunks = response.aiter_raw()
+            out_headers = [(k, v) for k, v in response.raw_headers if k.lower() not in HOP_BY_HOP]
+            await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
+            chunks = response.content.iter_any()
             while True:
                 try:
                     async with asyncio.timeout(self.timeout_s):
                         chunk = await anext(chunks)
                 except StopAsyncIteration:
                     break
-                except (httpx.TimeoutException, TimeoutError):
+                except TimeoutError:
                     log.warning("upstream %s sent nothing for %g s (upstream.timeout_s); response cut", url, self.timeout_s)
                     raise ConnectionAbortedError("upstream stalled mid-response") from None
-                except httpx.HTTPError as exc:
+                except aiohttp.ClientError as exc:
                     log.warning("upstream %s failed mid-response: %s", url, exc)
                     raise ConnectionAbortedError("upstream failed mid-response") from None
                 if chunk:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            await response.aclose()
+            response.release()  # back to the pool, or closed if not read to the end
 
 
 class ClientDisconnected(Exception):

@@ -26,6 +26,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from routeiq.hostcalls.llm_exchange import ChatRequestError, LlmExchange, LlmOutcome
 from routeiq.strict_json import JsonInputError, loads
@@ -33,6 +34,7 @@ from routeiq.strict_json import JsonInputError, loads
 from .backends import BackendError, EmbeddedBackend, LitellmBackend, PassthroughBackend
 from .deployments import LiveDeployment
 from .router import LlmRouter, NoSuchModel, RoutedCall
+from .sse import SseParser
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
@@ -57,21 +59,19 @@ class UsageTap:
     """Finds `usage` in an SSE stream as it passes (it comes in the last chunk)."""
 
     def __init__(self) -> None:
-        self._buffer = b""
+        self._events = SseParser()
         self.usage: dict[str, int] = {}
 
     def feed(self, chunk: bytes) -> None:
-        self._buffer += chunk
-        while b"\n\n" in self._buffer:
-            event, self._buffer = self._buffer.split(b"\n\n", 1)
-            for line in event.split(b"\n"):
-                if line.startswith(b"data:") and b'"usage"' in line:
-                    try:
-                        usage = loads(line[5:].strip()).get("usage")
-                    except (JsonInputError, AttributeError):
-                        continue
-                    if isinstance(usage, dict):
-                        self.usage = usage
+        for event in self._events.feed(chunk):
+            if b'"usage"' not in event.data:
+                continue
+            try:
+                usage = loads(event.data).get("usage")
+            except (JsonInputError, AttributeError):
+                continue
+            if isinstance(usage, dict):
+                self.usage = usage
 
 
 @dataclass(frozen=True)
@@ -110,9 +110,6 @@ class LlmApi:
                 Route("/v1/feedback", self.feedback, methods=["POST"]),
             ]
         )
-
-    async def aclose(self) -> None:
-        await self.backends["passthrough"].aclose()  # type: ignore[attr-defined]
 
     async def models(self, _: Request) -> JSONResponse:
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "routeiq"} for m in self.router.models]
@@ -418,7 +415,7 @@ class _RelayResponse(StreamingResponse):
         self._attempt = attempt
         self._upstream = upstream
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
+
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from routeiq.config import ConfigError, LoadedConfig
 from routeiq.services.breakers import BreakerBoard
+from routeiq.services.http_client import HttpClient
 
 from .api import LLM_ROUTES, Deadlines, EventEmitter, LlmApi
 from .backends import EmbeddedBackend, LitellmBackend, PassthroughBackend
@@ -17,13 +20,12 @@ from .router import LlmRouter
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
 
-ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
-
 
 def build_llm(
     config: LoadedConfig,
     breakers: BreakerBoard,
     mock: MockProvider,
+    http: HttpClient,
     tracer: Tracer | None = None,
     events: EventEmitter | None = None,
     native: Sequence[Any] = (),
@@ -71,13 +73,13 @@ def build_llm(
         mock.behaviours[name] = MockBehaviour(**behaviour.model_dump())
     router = LlmRouter(deployments, strategy, breakers, router_cfg.auto_model)
     deadlines = Deadlines(router_cfg.timeout_s, router_cfg.first_byte_timeout_s or router_cfg.timeout_s, router_cfg.stream_idle_timeout_s)
-    return LlmApi(router, EmbeddedBackend(mock), PassthroughBackend(), LitellmBackend(deployments), deadlines, router_cfg.retries, tracer, events, native)
+    return LlmApi(router, EmbeddedBackend(mock), PassthroughBackend(http), LitellmBackend(deployments), deadlines, router_cfg.retries, tracer, events, native)
 
 
 def llm_dispatch(llm: LlmApi, fallback: ASGIApp) -> ASGIApp:
     """Sends the OpenAI routes to the LLM path and everything else to the upstream."""
 
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         target = llm.app if scope["type"] == "http" and scope["path"] in LLM_ROUTES else fallback
         await target(scope, receive, send)
 

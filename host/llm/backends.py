@@ -1,5 +1,6 @@
 """How a deployment is called: the embedded mock, a direct OpenAI-compatible pass-through
-(aiohttp, streaming, no per-call translation), or litellm's Router for everything else."""
+(the gateway's HttpClient, streaming, no per-call translation), or litellm's Router for
+everything else."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import os
 from typing import Any, AsyncIterator, Mapping, Sequence
 
 import aiohttp
+
+from routeiq.services.http_client import HttpClient
 
 from .deployments import LiveDeployment
 from .mock_provider import MockFailure, MockProvider
@@ -54,22 +57,11 @@ class EmbeddedBackend:
 
 
 class PassthroughBackend:
-    """One pooled aiohttp session; the request body goes out as the client sent it.
+    """Calls on the gateway's HttpClient; the request body goes out as the client sent it
+    (aiohttp: bench/results/http_client.md and llm_path.md for why)."""
 
-    aiohttp rather than httpx on this path: per request it costs a fraction of httpx's
-    anyio/httpcore layers (measured in bench/results/llm_path.md), and this is the one
-    call every pass-through request makes.
-    """
-
-    def __init__(self) -> None:
-        self._session: aiohttp.ClientSession | None = None
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            # Created lazily: a session belongs to the event loop that first uses it.
-            connector = aiohttp.TCPConnector(limit=200, limit_per_host=0, ttl_dns_cache=60)
-            self._session = aiohttp.ClientSession(connector=connector, trust_env=False, auto_decompress=True, skip_auto_headers=("User-Agent",))
-        return self._session
+    def __init__(self, http: HttpClient) -> None:
+        self._http = http
 
     async def _send(self, d: LiveDeployment, body: Mapping[str, Any], timeout_s: float) -> aiohttp.ClientResponse:
         headers = {"content-type": "application/json"}
@@ -77,14 +69,14 @@ class PassthroughBackend:
             headers["authorization"] = f"Bearer {d.api_key}"
         # Only a connect limit here: the API bounds the whole attempt (router.timeout_s) or,
         # for a stream, the first chunk and the gaps between chunks.
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout_s, sock_read=None)
         try:
-            response = await self._http().post(
+            response = await self._http.request(
+                "POST",
                 f"{d.api_base}/chat/completions",
                 data=json.dumps(_with_model(body, d.upstream_model)).encode(),
                 headers=headers,
-                timeout=timeout,
-                allow_redirects=False,
+                connect_timeout_s=timeout_s,
+                decompress=True,
             )
         except (asyncio.TimeoutError, TimeoutError):
             raise BackendError(f"{d.id} timed out after {timeout_s:g} s", 504) from None
@@ -122,11 +114,6 @@ class PassthroughBackend:
                 response.release()
 
         return chunks()
-
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
 
 class LitellmBackend:

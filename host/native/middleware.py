@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any, Awaitable, Callable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from routeiq.error_responses import send_bytes, send_error
 
 from .plugin import GatewayPlugin, NativeRequest, NativeResponseInfo
 
 log = logging.getLogger("routeiq.native")
-ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
 
 class NativePlugins:
@@ -20,7 +20,7 @@ class NativePlugins:
         self.app = app
         self.plugins = plugins  # (plugin, fail_open)
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self.plugins:
             await self.app(scope, receive, send)
             return
@@ -43,7 +43,7 @@ class NativePlugins:
         scope = dict(scope)
         scope["headers"] = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()]
 
-        async def native_send(message: dict[str, Any]) -> None:
+        async def native_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 info = NativeResponseInfo(int(message["status"]), {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in message.get("headers", [])})
                 for plugin, _ in reversed(self.plugins):

@@ -16,11 +16,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable
 
-import httpx
+import aiohttp
 
 from routeiq.policy.grants import CalloutRule, Grant
 
 from .breakers import BreakerBoard
+from .http_client import HttpClient, latin1_headers
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _DEFAULT_PORT = {"http": 80, "https": 443}
@@ -200,22 +201,19 @@ def _plan_callout(grant: Grant, upstream: str, headers: list[tuple[bytes, bytes]
 
 
 class CalloutClient:
-    """Runs planned callouts (httpx, pooled, no redirects, no proxies from the environment).
+    """Runs planned callouts on the gateway's HttpClient (pooled, no redirects, no proxies
+    from the environment; bodies passed on undecoded).
 
     Each target (host:port) has a circuit breaker: a target that keeps failing is not
     called while its breaker is open; the plugin gets a failed call at once."""
 
-    def __init__(self, breakers: BreakerBoard | None = None) -> None:
-        self._client: httpx.AsyncClient | None = None
+    def __init__(self, breakers: BreakerBoard | None = None, http: HttpClient | None = None) -> None:
+        self._owned = http is None  # standalone (a test harness): its own client, closed by aclose
+        self._http = http if http is not None else HttpClient()
         self.started = 0
         self.failed = 0
         self.resolver = Resolver()
         self.breakers = breakers or BreakerBoard()
-
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(trust_env=False, follow_redirects=False, verify=True)
-        return self._client
 
     async def run(self, target: CalloutTarget, body: bytes, timeout_ms: int, max_bytes: int) -> CalloutResult:
         breaker = self.breakers.get(f"callout:{target.host}:{target.port}")
@@ -225,7 +223,7 @@ class CalloutClient:
         probe_round = breaker.probe_round
         try:
             result = await self._run(target, body, timeout_ms, max_bytes)
-        except Exception as exc:  # a request httpx cannot even build is the plugin's, not the target's
+        except Exception as exc:  # a request the client cannot even build is the plugin's, not the target's
             breaker.release(probe_round)
             self.failed += 1
             return CalloutResult(False, message=f"{type(exc).__name__}: {exc}")
@@ -237,34 +235,38 @@ class CalloutClient:
 
     async def _run(self, target: CalloutTarget, body: bytes, timeout_ms: int, max_bytes: int) -> CalloutResult:
         self.started += 1
-        extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
-        request = self._http().build_request(
-            target.method, target.url, headers=list(target.headers), content=body or None, timeout=timeout_ms / 1000.0, extensions=extensions
-        )
+        timeout_s = timeout_ms / 1000.0
         try:
-            async with asyncio.timeout(timeout_ms / 1000.0):
-                response = await self._http().send(request, stream=True)
+            async with asyncio.timeout(timeout_s):
+                # The URL names the pinned address; Host (in the headers) and SNI keep the name.
+                response = await self._http.request(
+                    target.method,
+                    target.url,
+                    headers=latin1_headers(target.headers),
+                    data=body or None,
+                    connect_timeout_s=timeout_s,
+                    server_hostname=target.host if target.scheme == "https" else None,
+                )
                 try:
                     chunks = []
                     size = 0
-                    async for chunk in response.aiter_raw():
+                    async for chunk in response.content.iter_any():
                         size += len(chunk)
                         if size > max_bytes:
                             self.failed += 1
                             return CalloutResult(False, message=f"response larger than {max_bytes} bytes")
                         chunks.append(chunk)
                 finally:
-                    await response.aclose()
-        except (TimeoutError, httpx.TimeoutException):
+                    response.release()  # back to the pool, or closed if not read to the end
+        except TimeoutError:
             self.failed += 1
             return CalloutResult(False, message=f"timed out after {timeout_ms} ms", timed_out=True)
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             self.failed += 1
             return CalloutResult(False, message=f"{type(exc).__name__}: {exc}")
-        headers = [(b":status", str(response.status_code).encode())] + [(k.lower(), v) for k, v in response.headers.raw]
-        return CalloutResult(True, response.status_code, headers, b"".join(chunks), [], response.reason_phrase)
+        headers = [(b":status", str(response.status).encode())] + [(k.lower(), v) for k, v in response.raw_headers]
+        return CalloutResult(True, response.status, headers, b"".join(chunks), [], response.reason or "")
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        if self._owned:
+            await self._http.aclose()

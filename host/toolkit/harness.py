@@ -14,6 +14,7 @@ from typing import Any, AsyncIterator, Iterator, Mapping, Sequence
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.testclient import TestClient
+from starlette.types import Receive, Scope, Send
 
 from routeiq.dispatch.loader import load_plugin
 from routeiq.dispatch.plugin_spec import PluginSpec
@@ -63,7 +64,7 @@ class _Recorder:
         self.reply = UpstreamReply()
         self.last: UpstreamRequest | None = None
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = b""
         while True:
             message = await receive()
