@@ -86,15 +86,15 @@ def test_shared_data_with_cas_in_redis(make_app, probe_guest: Probe, redis_url: 
 
 
 def test_namespaces_are_per_plugin_unless_shared(make_app, guests: dict[str, Path], probe_guest: Probe) -> None:  # type: ignore[no-untyped-def]
-    window = int(time.time()) // 60
-    key = f"rl:anonymous:{window}"
+    window_s = 10**9  # one window for years: a minute boundary mid-test cannot split the count
+    key = f"rl:anonymous:{int(time.time()) // window_s}"
     policy = {
         "plugins": {
             "rate_limiter": {"unpinned": True, "capabilities": ["shared_kv"]},
             "probe": {"unpinned": True, "capabilities": [c.value for c in Capability], "kv": {"read": ["rate_limiter"]}},
         }
     }
-    app = make_app([plugin("rate_limiter", guests["rate_limiter"], config={"limit": 100}), plugin("probe", probe_guest.wasm)], policy=policy)
+    app = make_app([plugin("rate_limiter", guests["rate_limiter"], config={"limit": 100, "window_s": window_s}), plugin("probe", probe_guest.wasm)], policy=policy)
     with TestClient(app) as client:
         # Same key name, own namespace: the probe does not see the limiter's counter...
         own = probe(client, "kv", **{"x-kv-key": key})
