@@ -28,7 +28,7 @@ from routeiq.hostcalls.state import HostServices
 from routeiq.runtime.errors import PluginError, PluginLoadError
 from routeiq.runtime.wasm_runtime import WasmRuntime
 from routeiq.services.audit import AuditLog
-from routeiq.services.callout import CalloutClient
+from routeiq.services.callout import CalloutClient, Resolver
 from routeiq.services.plugin_metrics import PluginMetrics
 from routeiq.services.shared_store import InMemoryStore, RedisStore, SharedStore
 
@@ -68,7 +68,7 @@ class PluginStartupError(ConfigError):
 class Gateway:
     """The state one app owns: runtime, plugins, upstream, plugin logs."""
 
-    def __init__(self, config: LoadedConfig, span_exporter: "SpanExporter | None" = None) -> None:
+    def __init__(self, config: LoadedConfig, span_exporter: "SpanExporter | None" = None, resolver: Resolver | None = None) -> None:
         self.config = config
         self.logs = PluginLogBook()
         self.tracing = Tracing(config, span_exporter)
@@ -80,7 +80,7 @@ class Gateway:
             store=_store(config, self.breakers),
             metrics=PluginMetrics(),
             audit=AuditLog(config.audit_path()),
-            callouts=CalloutClient(self.breakers),
+            callouts=CalloutClient(self.breakers, resolver),
         )
         self.events = GatewayEvents(config, self.breakers)
         self.runtime = WasmRuntime(config.engine_settings(), config.cache_dir())
@@ -349,9 +349,10 @@ def _store(config: LoadedConfig, breakers: BreakerBoard) -> SharedStore:
     return InMemoryStore()
 
 
-def create_app(config: LoadedConfig, span_exporter: "SpanExporter | None" = None) -> Starlette:
-    """The gateway app. `span_exporter` (tests) receives spans synchronously."""
-    gateway = Gateway(config, span_exporter)
+def create_app(config: LoadedConfig, span_exporter: "SpanExporter | None" = None, resolver: Resolver | None = None) -> Starlette:
+    """The gateway app. `span_exporter` (tests) receives spans synchronously; `resolver`
+    resolves callout names (the event loop's getaddrinfo by default)."""
+    gateway = Gateway(config, span_exporter, resolver)
 
     async def health(_: Request) -> JSONResponse:
         # Plugin failures degrade the report but the gateway itself is up: 200 either way.
