@@ -200,7 +200,7 @@ def admin_routes(gateway: "Gateway") -> list[Route]:
         if plugin is None:
             return _error(404, f"no plugin {request.path_params['name']!r}", "not_found")
         try:
-            plugin = gateway.reset_module(plugin.spec.name)
+            plugin = await gateway.reset_module(plugin.spec.name)
         except PluginError as exc:
             return _error(400, f"the file's module was refused, the swapped-in one stays: {exc}", "module_refused")
         return JSONResponse({"ok": True, "plugin": plugin.spec.name, "sha256": plugin.sha256})

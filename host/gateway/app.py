@@ -208,12 +208,7 @@ class Gateway:
             # Validated from outside the state dir; kept there only once accepted.
             staged = Path(staging) / self.admin_state.module_path(wasm).name
             staged.write_bytes(wasm)
-            spec = replace(old.spec, wasm_path=staged, sha256=None, manifest=kept)
-            loaded = await asyncio.to_thread(load_plugin, spec, self.runtime, self.logs, self.policy, self.services)
-            if self.plugin(name) is not old:  # another swap won the race while this one compiled
-                loaded.close()
-                raise PluginLoadError(f"plugin {name} was swapped by another change meanwhile; retry")
-            new = self._start(loaded)
+            new = await self._start_off_loop(old, replace(old.spec, wasm_path=staged, sha256=None, manifest=kept))
             try:
                 path = self.admin_state.store_module(wasm)
             except OSError:
@@ -224,11 +219,11 @@ class Gateway:
         self.admin_state.save_module(name, path, kept if new.admission.manifest_origin == KEPT_ORIGIN else None)
         return new
 
-    def swap_to_file(self, name: str, wasm_path: Path, sha256: str | None) -> ProxyWasmPlugin:
-        """Hot swap to the module the config file names (the watcher): nothing persisted,
-        the file is the record."""
+    async def swap_to_file(self, name: str, wasm_path: Path, sha256: str | None) -> ProxyWasmPlugin:
+        """Hot swap to the module the config file names (the watcher, an admin reset):
+        nothing persisted, the file is the record. Compiled on a thread like an upload."""
         old = self.plugin(name)
-        new = self._start_replacement(replace(old.spec, wasm_path=wasm_path, sha256=sha256, manifest=None))
+        new = await self._start_off_loop(old, replace(old.spec, wasm_path=wasm_path, sha256=sha256, manifest=None))
         self._switch(old, new)
         return new
 
@@ -249,19 +244,26 @@ class Gateway:
             self.config_watcher.handed_back(name, "config")
         return plugin
 
-    def reset_module(self, name: str) -> ProxyWasmPlugin:
+    async def reset_module(self, name: str) -> ProxyWasmPlugin:
         """Undo an admin module swap: back to the module the file names."""
         spec = self.file_spec(name)
         plugin = self.plugin(name)
         if spec is not None and "module" in self.admin_state.overrides(name):
-            plugin = self.swap_to_file(name, spec.wasm_path, spec.sha256)
+            plugin = await self.swap_to_file(name, spec.wasm_path, spec.sha256)
         self.admin_state.clear_module(name)
         if self.config_watcher is not None:
             self.config_watcher.handed_back(name, "module")
         return plugin
 
-    def _start_replacement(self, spec: PluginSpec) -> ProxyWasmPlugin:
-        return self._start(load_plugin(spec, self.runtime, self.logs, self.policy, self.services))
+    async def _start_off_loop(self, old: ProxyWasmPlugin, spec: PluginSpec) -> ProxyWasmPlugin:
+        """The replacement for `old`: read, admitted and compiled on a thread (a second or
+        more for a multi-MB module), started on the loop. A swap of the same plugin that
+        won the race while this one compiled refuses this one."""
+        loaded = await asyncio.to_thread(load_plugin, spec, self.runtime, self.logs, self.policy, self.services)
+        if self.plugin(old.spec.name) is not old:
+            loaded.close()
+            raise PluginLoadError(f"plugin {old.spec.name} was swapped by another change meanwhile; retry")
+        return self._start(loaded)
 
     def _start(self, new: ProxyWasmPlugin) -> ProxyWasmPlugin:
         try:
@@ -297,6 +299,7 @@ class Gateway:
             watcher = self.config_watcher
             report["config"] = {
                 "reloads": watcher.reloads,
+                "reloading": watcher.reloading,  # a reload is being applied (compiling on a thread)
                 "unchanged": watcher.unchanged,  # touched, same content: not a reload
                 "last_error": watcher.last_error,
                 "overridden": sorted(watcher.overridden.values()),  # file edits an admin change overrides
