@@ -135,6 +135,7 @@ def _split_authority(upstream: str, scheme: str) -> tuple[str, int]:
 
 
 Lookup = Callable[[str, int], Awaitable[list[str]]]
+_CACHE_MAX = 4096  # names cached at once
 
 
 async def loop_lookup(host: str, port: int) -> list[str]:
@@ -165,9 +166,14 @@ class Resolver:
         if task is None:
             task = asyncio.get_running_loop().create_task(self._query(host, port))
             self._pending[key] = task
-            task.add_done_callback(lambda _: self._pending.pop(key, None))
+            task.add_done_callback(lambda done: self._done(key, done))
         # Shielded: one caller giving up (its timeout) does not cancel the others' query.
         return await asyncio.shield(task)
+
+    def _done(self, key: tuple[str, int], task: "asyncio.Task[list[IPAddress]]") -> None:
+        self._pending.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved: every caller may have given up (timeouts) meanwhile
 
     async def _query(self, host: str, port: int) -> list[IPAddress]:
         try:
@@ -177,7 +183,12 @@ class Resolver:
             raise CalloutRefused("dns", f"cannot resolve {host!r}: {exc.strerror}") from None
         except (OSError, UnicodeError, ValueError) as exc:
             raise CalloutRefused("dns", f"cannot resolve {host[:64]!r}: {exc}") from None
-        self._cache[(host, port)] = (time.monotonic() + self._ttl, addresses)
+        now = time.monotonic()
+        if len(self._cache) >= _CACHE_MAX:  # a `*` rule lets a plugin ask for any name
+            self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
+            if len(self._cache) >= _CACHE_MAX:
+                self._cache.clear()
+        self._cache[(host, port)] = (now + self._ttl, addresses)
         return addresses
 
 
