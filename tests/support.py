@@ -59,6 +59,17 @@ def serve(app: Any) -> Iterator[str]:
 
 
 
+class FakeClock:
+    """A monotonic clock that moves only when a test moves it (`clock.now += 0.3`): for
+    circuit breakers, instead of sleeping through a cool-down."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def eventually(check: Any, timeout: float = 5.0) -> Any:
     """Poll `check()` until it returns something truthy (on_log runs after the client
     has its last byte, so log assertions must wait for it)."""

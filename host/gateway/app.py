@@ -10,7 +10,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -68,14 +68,16 @@ class PluginStartupError(ConfigError):
 class Gateway:
     """The state one app owns: runtime, plugins, upstream, plugin logs."""
 
-    def __init__(self, config: LoadedConfig, span_exporter: "SpanExporter | None" = None, resolver: Resolver | None = None) -> None:
+    def __init__(
+        self, config: LoadedConfig, span_exporter: "SpanExporter | None" = None, resolver: Resolver | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.config = config
         self.logs = PluginLogBook()
         self.tracing = Tracing(config, span_exporter)
         self.events: GatewayEvents
         policy = config.load_policy()
         breaker = config.model.router.breaker
-        self.breakers = BreakerBoard(BreakerSettings(**breaker.model_dump()), self._breaker_changed)
+        self.breakers = BreakerBoard(BreakerSettings(**breaker.model_dump()), self._breaker_changed, clock)
         self.services = HostServices(
             store=_store(config, self.breakers),
             metrics=PluginMetrics(),
@@ -352,10 +354,13 @@ def _store(config: LoadedConfig, breakers: BreakerBoard) -> SharedStore:
     return InMemoryStore()
 
 
-def create_app(config: LoadedConfig, span_exporter: "SpanExporter | None" = None, resolver: Resolver | None = None) -> Starlette:
+def create_app(
+    config: LoadedConfig, span_exporter: "SpanExporter | None" = None, resolver: Resolver | None = None, clock: Callable[[], float] = time.monotonic
+) -> Starlette:
     """The gateway app. `span_exporter` (tests) receives spans synchronously; `resolver`
-    resolves callout names (the event loop's getaddrinfo by default)."""
-    gateway = Gateway(config, span_exporter, resolver)
+    resolves callout names (the event loop's getaddrinfo by default); `clock` times the
+    circuit breakers (monotonic seconds)."""
+    gateway = Gateway(config, span_exporter, resolver, clock)
 
     async def health(_: Request) -> JSONResponse:
         # Plugin failures degrade the report but the gateway itself is up: 200 either way.
