@@ -28,7 +28,7 @@ from routeiq.runtime.errors import PluginError
 from routeiq.runtime.wasm_runtime import WasmRuntime
 from routeiq.services.audit import AuditLog
 from routeiq.services.breakers import BreakerBoard, BreakerSettings
-from routeiq.services.callout import CalloutClient
+from routeiq.services.callout import CalloutClient, Resolver
 from routeiq.services.http_client import HttpClient
 from routeiq.services.plugin_metrics import PluginMetrics
 from routeiq.services.shared_store import InMemoryStore, RedisStore, SharedStore
@@ -58,7 +58,9 @@ class Gateway:
     given what it needs at construction (the admin API, /metrics, /health and the config
     watcher get narrow parts, never this object); owns their start and shutdown."""
 
-    def __init__(self, config: LoadedConfig, span_exporter: "SpanExporter | None" = None, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self, config: LoadedConfig, span_exporter: "SpanExporter | None" = None, resolver: Resolver | None = None, clock: Clock = time.monotonic
+    ) -> None:
         self.config = config
         self.logs = PluginLogBook()
         self.tracing = Tracing(config, span_exporter)
@@ -66,12 +68,12 @@ class Gateway:
         # The one outbound HTTP stack: pass-through, reverse proxy, callouts, webhooks.
         self.http = HttpClient(max_per_host=upstream.max_connections if isinstance(upstream, UpstreamConfig) else 100)
         self.events = GatewayEvents(config, self.http)
-        self.breakers = BreakerBoard(BreakerSettings(**config.model.router.breaker.model_dump()), self._breaker_changed)
+        self.breakers = BreakerBoard(BreakerSettings(**config.model.router.breaker.model_dump()), self._breaker_changed, clock)
         self.services = HostServices(
             store=_store(config, self.breakers),
             metrics=PluginMetrics(),
             audit=AuditLog(config.audit_path()),
-            callouts=CalloutClient(self.breakers, http=self.http),
+            callouts=CalloutClient(self.breakers, resolver, self.http),
         )
         self.runtime = WasmRuntime(config.engine_settings(), config.cache_dir())
         self.policy = config.load_policy()
@@ -189,10 +191,13 @@ def _store(config: LoadedConfig, breakers: BreakerBoard) -> SharedStore:
     return InMemoryStore()
 
 
-def create_app(config: LoadedConfig, span_exporter: "SpanExporter | None" = None, clock: Clock = time.monotonic) -> Starlette:
-    """The gateway app. `span_exporter` (tests) receives spans synchronously; `clock`
-    (monotonic seconds) drives quarantine windows and cool-downs."""
-    gateway = Gateway(config, span_exporter, clock)
+def create_app(
+    config: LoadedConfig, span_exporter: "SpanExporter | None" = None, resolver: Resolver | None = None, clock: Clock = time.monotonic
+) -> Starlette:
+    """The gateway app. `span_exporter` (tests) receives spans synchronously; `resolver`
+    resolves callout names (the event loop's getaddrinfo by default); `clock` (monotonic
+    seconds) times the circuit breakers and the quarantine windows."""
+    gateway = Gateway(config, span_exporter, resolver, clock)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:

@@ -46,7 +46,8 @@ class ServerConfig(_Strict):
         True,
         description=(
             "Reload this file live when its content changes (sha256; a `touch` is not a reload): plugin config changes go "
-            "through proxy_on_configure, a changed module is hot-swapped, a file that fails validation changes nothing; "
+            "through proxy_on_configure, a changed module is hot-swapped (compiled on a thread: the gateway keeps serving; "
+            "/health config.reloading meanwhile), a file that fails validation changes nothing; "
             "added/removed plugins and other sections need a restart. Admin API changes overlay the file: an edit of a "
             "field an operator changed through /admin (a plugin's config or module) is not applied but reported (log "
             "warning and /health config.overridden); DELETE /admin/plugins/NAME/config|module returns that field to the file's value."

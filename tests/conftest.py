@@ -43,14 +43,15 @@ def make_app(tmp_path: Path, module_cache_dir: Path):  # type: ignore[no-untyped
     """Build a gateway app from a config mapping (plugins, upstream, ...)."""
     apps = []
 
-    def build(plugins: list[dict[str, Any]], upstream: Any = "embedded", policy: Any = ALL_GRANTED, clock: Any = time.monotonic, **top: Any):  # type: ignore[no-untyped-def]
+    def build(plugins: list[dict[str, Any]], upstream: Any = "embedded", policy: Any = ALL_GRANTED, resolver: Any = None, clock: Any = None, **top: Any):  # type: ignore[no-untyped-def]
         """`policy` defaults to granting every capability to every plugin (unpinned), for
         tests about the ABI; pass a mapping (or None: no policy at all) to test policy.
-        `clock` drives quarantine windows (a ManualClock lets a test move time)."""
+        `resolver` (a routeiq.services.callout.Resolver) resolves callout names; `clock`
+        (support.FakeClock) drives circuit breakers and quarantine windows."""
         if policy is ALL_GRANTED:
             policy = grant_everything([p["name"] for p in plugins])
         data = {"upstream": upstream, "plugins": plugins, "runtime": {"cache_dir": str(module_cache_dir)}, "policy": policy, **top}
-        app = create_app(parse_config(data, "test-config.yaml", tmp_path / "test-config.yaml"), clock=clock)
+        app = create_app(parse_config(data, "test-config.yaml", tmp_path / "test-config.yaml"), resolver=resolver, clock=clock or time.monotonic)
         apps.append(app)
         return app
 

@@ -59,6 +59,20 @@ def serve(app: Any) -> Iterator[str]:
 
 
 
+class FakeClock:
+    """A monotonic clock that moves only when a test moves it (`clock.advance(0.3)`): for
+    circuit breakers and quarantine windows, instead of sleeping through a cool-down."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def eventually(check: Any, timeout: float = 5.0) -> Any:
     """Poll `check()` until it returns something truthy (on_log runs after the client
     has its last byte, so log assertions must wait for it)."""
@@ -198,15 +212,3 @@ def slow_tcp_proxy(target_port: int, delay_s: float) -> Iterator[int]:
         state["loop"].call_soon_threadsafe(state["stop"].set)
         thread.join(timeout=5)
 
-
-class ManualClock:
-    """A monotonic clock a test moves by hand (quarantine windows, cool-downs)."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds

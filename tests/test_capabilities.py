@@ -3,13 +3,16 @@ metrics, HTTP callouts; and without them: denials, audit, SSRF, limits."""
 
 from __future__ import annotations
 
-import ipaddress
+import asyncio
+import concurrent.futures
 import json
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 from starlette.testclient import TestClient
@@ -19,7 +22,7 @@ from routeiq.abi.capabilities import MANIFEST_SECTION, Capability
 from routeiq.abi.proxy_wasm import Status
 from routeiq.hostcalls.component_abi import AUDIT_NAMES
 from routeiq.policy.grants import CalloutRule, Grant
-from routeiq.services.callout import CalloutRefused, Resolver, plan_callout
+from routeiq.services.callout import CalloutRefused, Resolver, pin_address, plan_callout
 from support import eventually, grant_everything, plugin
 
 
@@ -213,7 +216,6 @@ def test_oversize_callout_responses_fail_the_call(make_app, probe_guest: Probe, 
         ("[::1]", "ssrf"),
         ("169.254.169.254", "ssrf"),
         ("10.0.0.1", "ssrf"),
-        ("localhost", "ssrf"),  # a name that resolves to loopback
         ("127.0.0.1:99999", "bad_target"),  # an absurd port
         # IPv4 embedded in IPv6: compatible, NAT64 (well-known and local-use), SIIT,
         # mapped, 6to4, Teredo (client 127.0.0.1)
@@ -239,6 +241,50 @@ def test_ssrf_targets_are_refused(make_app, probe_guest: Probe, upstream: str, r
     (record,) = app.state.gateway.services.audit.recent("probe")
     assert (record.call, record.reason) == (probe_guest.call("proxy_http_call"), reason)
     assert app.state.gateway.services.callouts.started == 0  # nothing was sent
+
+
+def test_a_name_resolving_to_a_private_address_is_a_failed_callout(make_app, probe_guest: Probe) -> None:  # type: ignore[no-untyped-def]
+    """A name is resolved after the call returned (as in Envoy): the call answers OK and the
+    plugin gets a failed callout; the refusal is audited as for a literal address."""
+    rules = [{"scheme": "http", "host": "*", "port": 8443, "methods": ["GET"]}]
+    app = callout_app(make_app, probe_guest, rules)
+    with TestClient(app) as client:
+        got = probe(client, "callout", **{"x-upstream": "localhost:8443", "x-request-id": "req-dns"})
+        assert (got["call_status"], got["num_headers"]) == ("0", "0")  # the spec's signal for a failed call
+        assert client.get("/echo").status_code == 200
+    (record,) = app.state.gateway.services.audit.recent("probe")
+    assert (record.call, record.reason, record.request_id) == (probe_guest.call("proxy_http_call"), "ssrf", "req-dns")
+    callouts = app.state.gateway.services.callouts
+    assert (callouts.started, callouts.refused) == (0, 1)  # nothing was sent
+
+
+def test_a_slow_name_resolution_does_not_hold_the_gateway(make_app, probe_guest: Probe, live, http: httpx.Client) -> None:  # type: ignore[no-untyped-def]
+    """The callout's DNS lookup runs off the event loop: while one request's callout waits
+    on a resolver that has not answered, other requests are served."""
+    asked, release = threading.Event(), threading.Event()
+
+    async def slow_lookup(host: str, port: int) -> list[str]:
+        asked.set()
+        await asyncio.to_thread(release.wait, 60)  # answers when the test says so
+        return ["10.0.0.1"]  # a private answer: the callout is refused once resolved
+
+    rules = [{"scheme": "http", "host": "slow.example.com", "port": 80, "methods": ["GET"]}]
+    app = probe_app(make_app, probe_guest, {"callouts": rules, "limits": {"callout_timeout_ms": 60_000}}, resolver=Resolver(slow_lookup))
+    base = live(app)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(http.get, f"{base}/probe", headers={"x-probe": "callout", "x-upstream": "slow.example.com", "x-timeout-ms": "60000"})
+        try:
+            assert asked.wait(30), "the callout never asked the resolver"
+            with httpx.Client(base_url=base, timeout=10, trust_env=False) as other:
+                for _ in range(5):
+                    assert other.get("/echo").status_code == 200
+                    assert other.get("/health").status_code == 200
+            assert not waiting.done()  # still waiting on its resolver meanwhile
+        finally:
+            release.set()
+        got = lines(waiting.result(timeout=30).text)
+    assert (got["call_status"], got["num_headers"]) == ("0", "0")
+    assert [r.reason for r in app.state.gateway.services.audit.recent("probe")] == ["ssrf"]
 
 
 def test_targets_outside_the_allow_list_are_refused(make_app, probe_guest: Probe, service: str) -> None:  # type: ignore[no-untyped-def]
@@ -367,28 +413,27 @@ def test_repeated_denials_are_all_recorded_but_warned_about_once(tmp_path: Path,
     assert "99 more like it" in caplog.records[-1].getMessage()
 
 
-class FixedResolver(Resolver):
+def fixed_lookup(address: str):  # type: ignore[no-untyped-def]
     """DNS answering one address for every name (what an attacker's zone would do)."""
 
-    def __init__(self, address: str) -> None:
-        super().__init__()
-        self.address = address
+    async def lookup(host: str, port: int) -> list[str]:
+        return [address]
 
-    def resolve(self, host: str, port: int):  # type: ignore[no-untyped-def]
-        if host.startswith("[") or host.replace(".", "").isdigit():
-            return super().resolve(host, port)
-        return [ipaddress.ip_address(self.address)]
+    return lookup
 
 
 @pytest.mark.parametrize("address", ["::7f00:1", "64:ff9b::a9fe:a9fe", "::ffff:0:a00:1", "2002:c0a8:101::1", "::ffff:169.254.169.254", "2001:0:4136:e378:8000:63bf:f5ff:fffe", "fd00::1", "ff02::1"])
 def test_names_resolving_to_embedded_private_addresses_are_refused(address: str) -> None:
     grant = Grant("p", callouts=(CalloutRule(scheme="http", host="*.example.com", port=80, methods=frozenset({"GET"})),))
     headers = [(b":method", b"GET"), (b":path", b"/"), (b":scheme", b"http")]
+    planned = plan_callout(grant, "evil.example.com", headers)  # a name: no DNS in the host call
+    assert planned.address is None
     with pytest.raises(CalloutRefused) as refused:
-        plan_callout(grant, "evil.example.com", headers, FixedResolver(address))
+        asyncio.run(pin_address(planned, Resolver(fixed_lookup(address))))
     assert refused.value.reason == "ssrf"
     # A public address embedded the same way is fine.
-    assert plan_callout(grant, "ok.example.com", headers, FixedResolver("64:ff9b::808:808")).address == "64:ff9b::808:808"
+    pinned = asyncio.run(pin_address(plan_callout(grant, "ok.example.com", headers), Resolver(fixed_lookup("64:ff9b::808:808"))))
+    assert pinned.address == "64:ff9b::808:808" and pinned.url == "http://[64:ff9b::808:808]:80/"
 
 
 @pytest.mark.parametrize("target", ["h.example.com:\u0660\u0661", "h.example.com:\u00b2", "h.example.com:+80", "h.example.com: 80", "[zz::1]:80", "h.example.com:80:80", "\u2603.example.com", "a" * 300 + ".example.com", "[::1%eth0]:80"])
@@ -397,4 +442,4 @@ def test_unparsable_targets_are_refusals_never_exceptions(target: str) -> None:
     grant = Grant("p", callouts=(CalloutRule(scheme="http", host="*", port=80, methods=frozenset({"GET"})),))
     headers = [(b":method", b"GET"), (b":path", b"/"), (b":scheme", b"http")]
     with pytest.raises(CalloutRefused):
-        plan_callout(grant, target, headers, Resolver())
+        plan_callout(grant, target, headers)

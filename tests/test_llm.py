@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 from routeiq.config import ConfigError, parse_config
 from routeiq.app import create_app
 from routeiq.gateway.embedded_upstream import create_embedded_upstream
-from support import eventually, plugin
+from support import FakeClock, eventually, plugin
 
 CHAT = {"model": "chat", "messages": [{"role": "user", "content": "hello there"}]}
 
@@ -89,7 +89,8 @@ def test_streaming_through_plugins_stays_streaming(make_app, live, guests: dict[
 
 def test_failover_breaker_opens_then_recovers_through_half_open(make_app) -> None:  # type: ignore[no-untyped-def]
     router = {"strategy": "cheapest", "retries": 1, "timeout_s": 0.5, "breaker": {"failure_threshold": 2, "window_s": 30, "cooldown_s": 0.3}}
-    app = llm_app(make_app, [deployment("a", cost_per_1k_tokens=1), deployment("b", cost_per_1k_tokens=5)], router=router)
+    clock = FakeClock()
+    app = llm_app(make_app, [deployment("a", cost_per_1k_tokens=1), deployment("b", cost_per_1k_tokens=5)], router=router, clock=clock)
     gateway = app.state.gateway
     with TestClient(app) as client:
         def served() -> tuple[str, str]:
@@ -104,11 +105,11 @@ def test_failover_breaker_opens_then_recovers_through_half_open(make_app) -> Non
         assert client.get("/health").json()["breakers"]["deployment:a"]["state"] == "open"
         assert served() == ("b", "1")  # a is skipped while open
         gateway.mock.set_behaviour("mock-a", failure_rate=0.0, timeout_rate=1.0)  # now a hangs
-        time.sleep(0.35)
+        clock.now += 0.35  # past the cool-down
         assert served() == ("b", "2")  # half-open probe timed out: open again
         assert client.get("/health").json()["breakers"]["deployment:a"]["state"] == "open"
         gateway.mock.set_behaviour("mock-a", timeout_rate=0.0)  # a is healthy again
-        time.sleep(0.35)
+        clock.now += 0.35
         assert served() == ("a", "1")  # the half-open probe succeeded: closed
         breaker = client.get("/health").json()["breakers"]["deployment:a"]
         assert breaker["state"] == "closed"

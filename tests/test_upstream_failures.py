@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from support import eventually
+from support import FakeClock, eventually
 
 CHAT = {"model": "chat", "messages": [{"role": "user", "content": "hello there"}]}
 COMPLETION = {
@@ -96,13 +96,13 @@ def fake(live) -> tuple[FakeDeployment, str]:  # type: ignore[no-untyped-def]
     return deployment, live(deployment) + "/v1"
 
 
-def routed_app(make_app, api_base: str, **router: Any):  # type: ignore[no-untyped-def]
+def routed_app(make_app, api_base: str, clock: FakeClock | None = None, **router: Any):  # type: ignore[no-untyped-def]
     deployment = {
         "model_name": "chat",
         "litellm_params": {"model": "openai/fake", "api_base": api_base, "api_key": "sk-test"},
         "model_info": {"id": "a"},
     }
-    return make_app([], model_list=[deployment], router={"retries": 0, **router})
+    return make_app([], model_list=[deployment], router={"retries": 0, **router}, clock=clock)
 
 
 def breaker_state(client: httpx.Client, url: str) -> str:
@@ -113,19 +113,21 @@ def breaker_state(client: httpx.Client, url: str) -> str:
 @pytest.mark.parametrize("unusable", ["list", "garbage"])
 def test_an_unusable_answer_to_the_half_open_probe_does_not_stick_the_breaker(make_app, live, fake, http: httpx.Client, unusable: str) -> None:  # type: ignore[no-untyped-def]
     deployment, api_base = fake
-    url = live(routed_app(make_app, api_base, breaker={"consecutive_failures": 1, "cooldown_s": 0.3}))
+    clock = FakeClock()
+    url = live(routed_app(make_app, api_base, clock, breaker={"consecutive_failures": 1, "cooldown_s": 0.3}))
     chat = f"{url}/v1/chat/completions"
     deployment.mode = "error"
     assert http.post(chat, json=CHAT).status_code == 502
     assert breaker_state(http, url) == "open"
     deployment.mode = unusable  # the half-open probe gets `[]` or bytes that are not JSON
-    time.sleep(0.35)
+    clock.now += 0.35  # past the cool-down
     probe = http.post(chat, json=CHAT)
     assert probe.status_code == 502, probe.text  # the deployment failed, OpenAI-shaped
     assert probe.json()["error"]["code"] == "upstream_error"
     assert breaker_state(http, url) == "open"  # that probe counted as a failure...
     deployment.mode = "ok"  # ...and once the deployment is healthy the next probe goes through
-    assert eventually(lambda: http.post(chat, json=CHAT).status_code == 200, timeout=5)
+    clock.now += 0.35
+    assert http.post(chat, json=CHAT).status_code == 200
     assert breaker_state(http, url) == "closed"
 
 
@@ -133,7 +135,8 @@ def test_a_cancelled_half_open_probe_hands_its_slot_back(make_app, fake) -> None
     from routeiq.hostcalls.llm_exchange import LlmExchange
 
     deployment, api_base = fake
-    app = routed_app(make_app, api_base, breaker={"consecutive_failures": 1, "cooldown_s": 0.2})
+    clock = FakeClock()
+    app = routed_app(make_app, api_base, clock, breaker={"consecutive_failures": 1, "cooldown_s": 0.2})
     api = app.state.gateway.llm
     breaker = api.router.breakers.get("deployment:a")
 
@@ -143,7 +146,7 @@ def test_a_cancelled_half_open_probe_hands_its_slot_back(make_app, fake) -> None
             call = api.router.plan("r1", CHAT, None)
             assert (await api._run(call, CHAT, LlmExchange(dict(CHAT)), False)).status_code == 502
             assert breaker.state == "open"
-            await asyncio.sleep(0.25)
+            clock.now += 0.25  # past the cool-down
             deployment.mode = "trickle"  # the probe hangs...
             calls = deployment.calls
             task = asyncio.ensure_future(api._run(api.router.plan("r2", CHAT, None), CHAT, LlmExchange(dict(CHAT)), False))
@@ -165,18 +168,24 @@ def test_a_cancelled_half_open_probe_hands_its_slot_back(make_app, fake) -> None
 
 def test_a_client_gone_before_the_first_chunk_of_a_probe_does_not_stick_the_breaker(make_app, live, fake, http: httpx.Client) -> None:  # type: ignore[no-untyped-def]
     deployment, api_base = fake
-    url = live(routed_app(make_app, api_base, first_byte_timeout_s=1, breaker={"consecutive_failures": 1, "cooldown_s": 0.3}))
+    clock = FakeClock()
+    url = live(routed_app(make_app, api_base, clock, first_byte_timeout_s=1, breaker={"consecutive_failures": 1, "cooldown_s": 0.3}))
     chat = f"{url}/v1/chat/completions"
     deployment.mode = "error"
     assert http.post(chat, json=CHAT).status_code == 502
-    time.sleep(0.35)
+    clock.now += 0.35  # past the cool-down
     deployment.mode = "silent_stream"  # the probe's stream never sends a byte
     with httpx.Client(timeout=httpx.Timeout(30, read=0.5), trust_env=False) as impatient:
         with pytest.raises(httpx.ReadTimeout):  # the client gives up and hangs up
             with impatient.stream("POST", chat, json={**CHAT, "stream": True}) as response:
                 next(response.iter_raw())
     deployment.mode = "ok"
-    assert eventually(lambda: http.post(chat, json=CHAT).status_code == 200, timeout=5)
+
+    def recovered() -> bool:
+        clock.now += 0.35  # any cool-down the gone probe's outcome started is over
+        return http.post(chat, json=CHAT).status_code == 200
+
+    assert eventually(recovered, timeout=5)
 
 
 # ------------------------------------------------------------------ item 11
@@ -347,14 +356,6 @@ def test_the_reverse_proxy_cuts_a_body_that_goes_quiet(make_app, live, trickler)
 
 
 # ------------------------------------------------------------------ item 10
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def breaker(**settings: Any):  # type: ignore[no-untyped-def]
     from routeiq.services.breakers import BreakerSettings, CircuitBreaker
 
@@ -502,11 +503,13 @@ def test_a_stalled_redis_is_a_status_for_the_rate_limiter_not_a_trap(make_app, l
 
     redis_url, redis_proc = stoppable_redis
     module = guests["rate_limiter"] if limiter == "rate_limiter" else request.getfixturevalue("py_rate_limiter")
+    clock = FakeClock()
     app = make_app(
         [plugin(limiter, module, config={"limit": 1000, "window_s": 86400})],
         policy={"plugins": {limiter: {"unpinned": True, "capabilities": ["shared_kv"]}}},
         kv={"backend": "redis", "url": redis_url, "timeout_s": 0.5},  # > the plugin's 100 ms deadline
         router={"breaker": {"cooldown_s": 0.5}},
+        clock=clock,
     )
     url = live(app)
     key = {"x-api-key": "alice"}
@@ -530,6 +533,7 @@ def test_a_stalled_redis_is_a_status_for_the_rate_limiter_not_a_trap(make_app, l
     assert len(unavailable) == 1, [r.getMessage() for r in unavailable]  # rate-limited, not one per call
     # Redis is back: requests pass at once, and counting resumes after the breaker's probe.
     assert http.get(f"{url}/echo", headers=key).status_code == 200
+    clock.now += 0.5  # the breaker's cool-down is over
     assert eventually(lambda: "x-ratelimit-remaining" in http.get(f"{url}/echo", headers=key).headers, timeout=5)
 
 

@@ -205,7 +205,7 @@ def admin_routes(
             return _error(404, f"no plugin {request.path_params['name']!r}", "not_found")
         try:
             name = plugin.spec.name
-            plugin = plugins.reset_module(name, config_file.spec(name))
+            plugin = await plugins.reset_module(name, config_file.spec(name))
             config_file.handed_back(name, "module")
         except PluginError as exc:
             return _error(400, f"the file's module was refused, the swapped-in one stays: {exc}", "module_refused")

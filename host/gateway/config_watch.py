@@ -8,7 +8,11 @@ is not a reload. And the admin API's changes overlay the file: an edit applies t
 fields it changed (against what the file said before), except a field an operator
 changed through /admin (a plugin's config or its module): that edit is not applied and is
 reported (a warning in the log and `config.overridden` in /health), never silently
-applied or dropped."""
+applied or dropped.
+
+A changed module is read, admitted and compiled on a thread (the admin upload's path,
+PluginSet.swap_to_file): the gateway keeps serving during a reload that compiles a
+multi-MB module, and only the switch to the new VM happens on the event loop."""
 
 from __future__ import annotations
 
@@ -78,6 +82,7 @@ class ConfigWatcher:
         self.latest = config  # the file as last read and validated
         self._task: asyncio.Task[None] | None = None
         self.reloads = 0
+        self.reloading = False  # a reload is being applied (a module may be compiling)
         self.unchanged = 0  # the file was touched or rewritten with the same content
         self.last_error: str | None = None
         self.overridden: dict[str, str] = {}  # "plugin.field" -> why the file's edit is not applied
@@ -107,12 +112,12 @@ class ConfigWatcher:
         while True:
             await asyncio.sleep(self.interval_s)
             try:
-                self.poll()
+                await self.poll()
             except Exception as exc:  # a surprise in one reload must not stop the watching
                 self.last_error = f"config reload failed: {exc}"
                 log.exception("config reload failed")
 
-    def poll(self) -> None:
+    async def poll(self) -> None:
         """Reload if the file's content changed since it was last read."""
         stat = self._stat_now()
         if stat == self._stat:
@@ -130,17 +135,22 @@ class ConfigWatcher:
             log.debug("config file %s touched, content unchanged: nothing to reload", self.path)
             return
         self._digest = digest
-        self.reload(raw)
+        self.reloading = True
+        try:
+            await self.reload(raw)
+        finally:
+            self.reloading = False
 
     def status(self) -> dict[str, object]:
         return {
             "reloads": self.reloads,
+            "reloading": self.reloading,  # a reload is being applied (compiling on a thread)
             "unchanged": self.unchanged,  # touched, same content: not a reload
             "last_error": self.last_error,
             "overridden": sorted(self.overridden.values()),  # file edits an admin change overrides
         }
 
-    def reload(self, raw: bytes | None = None) -> None:
+    async def reload(self, raw: bytes | None = None) -> None:
         try:
             fresh = config_from_bytes(raw if raw is not None else self.path.read_bytes(), self.path)
             specs = {s.name: s for s in fresh.plugin_specs()}
@@ -167,7 +177,7 @@ class ConfigWatcher:
                     if "module" in overrides:
                         self._override(name, "module", f"the file now names {spec.wasm_path}, but a module swapped in through the admin API overrides it")
                     else:
-                        plugins.swap_to_file(name, spec.wasm_path, spec.sha256)
+                        await plugins.swap_to_file(name, spec.wasm_path, spec.sha256)
                         self.overridden.pop(f"{name}.module", None)
                     applied_module = now.module
                 if now.config != before.config:

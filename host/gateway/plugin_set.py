@@ -140,12 +140,7 @@ class PluginSet:
             # Validated from outside the state dir; kept there only once accepted.
             staged = Path(staging) / self.operator_state.module_path(wasm).name
             staged.write_bytes(wasm)
-            spec = replace(old.spec, wasm_path=staged, sha256=None, manifest=kept)
-            loaded = await asyncio.to_thread(self._build, spec)
-            if self.plugin(name) is not old:  # another swap won the race while this one compiled
-                loaded.close()
-                raise PluginLoadError(f"plugin {name} was swapped by another change meanwhile; retry")
-            new = self._start(loaded)
+            new = await self._start_off_loop(old, replace(old.spec, wasm_path=staged, sha256=None, manifest=kept))
             try:
                 path = self.operator_state.store_module(wasm)
             except OSError:
@@ -156,11 +151,11 @@ class PluginSet:
         self.operator_state.save_module(name, path, kept if new.admission.manifest_origin == KEPT_ORIGIN else None)
         return new
 
-    def swap_to_file(self, name: str, wasm_path: Path, sha256: str | None) -> ProxyWasmPlugin:
-        """Hot swap to the module the config file names (the watcher): nothing persisted,
-        the file is the record."""
+    async def swap_to_file(self, name: str, wasm_path: Path, sha256: str | None) -> ProxyWasmPlugin:
+        """Hot swap to the module the config file names (the watcher, an admin reset):
+        nothing persisted, the file is the record. Compiled on a thread like an upload."""
         old = self.plugin(name)
-        new = self._start(self._build(replace(old.spec, wasm_path=wasm_path, sha256=sha256, manifest=None)))
+        new = await self._start_off_loop(old, replace(old.spec, wasm_path=wasm_path, sha256=sha256, manifest=None))
         self._switch(old, new)
         return new
 
@@ -173,13 +168,23 @@ class PluginSet:
         self.operator_state.clear_config(name)
         return plugin
 
-    def reset_module(self, name: str, file_spec: PluginSpec | None) -> ProxyWasmPlugin:
+    async def reset_module(self, name: str, file_spec: PluginSpec | None) -> ProxyWasmPlugin:
         """Undo an admin module swap: back to the module the file names."""
         plugin = self.plugin(name)
         if file_spec is not None and "module" in self.operator_state.overrides(name):
-            plugin = self.swap_to_file(name, file_spec.wasm_path, file_spec.sha256)
+            plugin = await self.swap_to_file(name, file_spec.wasm_path, file_spec.sha256)
         self.operator_state.clear_module(name)
         return plugin
+
+    async def _start_off_loop(self, old: ProxyWasmPlugin, spec: PluginSpec) -> ProxyWasmPlugin:
+        """The replacement for `old`: read, admitted and compiled on a thread (a second or
+        more for a multi-MB module), started on the loop. A swap of the same plugin that
+        won the race while this one compiled refuses this one."""
+        loaded = await asyncio.to_thread(self._build, spec)
+        if self.plugin(old.spec.name) is not old:
+            loaded.close()
+            raise PluginLoadError(f"plugin {old.spec.name} was swapped by another change meanwhile; retry")
+        return self._start(loaded)
 
     def _start(self, new: ProxyWasmPlugin) -> ProxyWasmPlugin:
         try:

@@ -149,17 +149,19 @@ class CircuitBreaker:
 
 
 class BreakerBoard:
-    """All breakers of one gateway, by name (deployment:<id>, callout:<host:port>, redis)."""
+    """All breakers of one gateway, by name (deployment:<id>, callout:<host:port>, redis).
+    `clock` (seconds, monotonic) times every breaker's window and cool-down."""
 
-    def __init__(self, settings: BreakerSettings | None = None, listener: Listener | None = None) -> None:
+    def __init__(self, settings: BreakerSettings | None = None, listener: Listener | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings or BreakerSettings()
         self._listener = listener
+        self._clock = clock
         self._breakers: dict[str, CircuitBreaker] = {}
 
     def get(self, name: str) -> CircuitBreaker:
         breaker = self._breakers.get(name)
         if breaker is None:
-            breaker = self._breakers[name] = CircuitBreaker(name, self.settings, listener=self._listener)
+            breaker = self._breakers[name] = CircuitBreaker(name, self.settings, self._clock, self._listener)
         return breaker
 
     def all(self) -> list[CircuitBreaker]:

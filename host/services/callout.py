@@ -1,20 +1,25 @@
 """Outbound HTTP calls for plugins: allow-list, SSRF defence, pinned address, caps.
 
-The upstream name is resolved once, here, and the connection goes to that address (the
-Host header and TLS SNI keep the name), so a DNS answer cannot change between check and
-use. Loopback, private, link-local (cloud metadata), multicast and other non-global
-addresses are refused unless the policy rule names that exact address. Redirects are
-not followed: the plugin gets the 3xx as is.
+Two steps, as in Envoy: the host call (synchronous, inside the guest) checks what needs no
+DNS (syntax, the allow-list, a literal address) and only dispatches; the callout task then
+resolves the name with the event loop's resolver, checks every address it got, and
+connects to the vetted one (the Host header and TLS SNI keep the name), so a DNS answer
+cannot change between check and use and a slow resolver never holds the event loop. A
+name resolving to a refused address is a failed callout, audited like a refused call.
+Loopback, private, link-local (cloud metadata), multicast and other non-global addresses
+are refused unless the policy rule names that exact address. Redirects are not followed:
+the plugin gets the 3xx as is.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 import time
-from dataclasses import dataclass, field
-from typing import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Awaitable, Callable, Iterable
 
 import aiohttp
 
@@ -36,19 +41,29 @@ class CalloutRefused(Exception):
         self.detail = detail
 
 
+RefusalSink = Callable[[CalloutRefused], None]
+
+
 @dataclass(frozen=True)
 class CalloutTarget:
+    """A checked callout. `address` is None until the name is resolved and vetted
+    (pin_address); `named` are the addresses a matching rule allows even if non-public;
+    `on_refused` audits a refusal found after the host call returned."""
+
     scheme: str
     host: str
     port: int
-    address: str
+    address: str | None
     method: str
     path: str
     headers: tuple[tuple[bytes, bytes], ...]
+    named: frozenset[IPAddress] = frozenset()
+    on_refused: RefusalSink | None = field(default=None, compare=False, repr=False)
 
     @property
     def url(self) -> str:
-        host = f"[{self.address}]" if ":" in self.address else self.address
+        where = self.address or self.host
+        host = f"[{where}]" if ":" in where else where
         return f"{self.scheme}://{host}:{self.port}{self.path}"
 
 
@@ -120,33 +135,104 @@ def _split_authority(upstream: str, scheme: str) -> tuple[str, int]:
     return host.lower(), _DEFAULT_PORT[scheme]
 
 
-class Resolver:
-    """getaddrinfo with a short cache (host calls are synchronous)."""
+Lookup = Callable[[str, int], Awaitable[list[str]]]
+_CACHE_MAX = 4096  # names cached at once
 
-    def __init__(self, ttl_s: float = 10.0) -> None:
+
+async def loop_lookup(host: str, port: int) -> list[str]:
+    """The event loop's getaddrinfo (run on the loop's executor, never on the loop)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [info[4][0] for info in infos]
+
+
+class Resolver:
+    """Resolves callout names off the event loop through `lookup`, with a short cache;
+    concurrent lookups of one name share one query."""
+
+    def __init__(self, lookup: Lookup = loop_lookup, ttl_s: float = 10.0) -> None:
+        self._lookup = lookup
         self._ttl = ttl_s
         self._cache: dict[tuple[str, int], tuple[float, list[IPAddress]]] = {}
+        self._pending: dict[tuple[str, int], asyncio.Task[list[IPAddress]]] = {}
 
-    def resolve(self, host: str, port: int) -> list[IPAddress]:
-        try:
-            return [ipaddress.ip_address(host)]
-        except ValueError:
-            pass
-        now = time.monotonic()
-        cached = self._cache.get((host, port))
-        if cached and cached[0] > now:
+    async def resolve(self, host: str, port: int) -> list[IPAddress]:
+        literal = _literal_address(host)
+        if literal is not None:
+            return [literal]
+        key = (host, port)
+        cached = self._cache.get(key)
+        if cached and cached[0] > time.monotonic():
             return cached[1]
-        if not host.isascii():
-            raise CalloutRefused("bad_target", f"callout host {host[:64]!r} is not ASCII (use its IDNA form)")
+        task = self._pending.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._query(host, port))
+            self._pending[key] = task
+            task.add_done_callback(lambda done: self._done(key, done))
+        # Shielded: one caller giving up (its timeout) does not cancel the others' query.
+        return await asyncio.shield(task)
+
+    def _done(self, key: tuple[str, int], task: "asyncio.Task[list[IPAddress]]") -> None:
+        self._pending.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved: every caller may have given up (timeouts) meanwhile
+
+    async def _query(self, host: str, port: int) -> list[IPAddress]:
         try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos))
+            found = await self._lookup(host, port)
+            addresses = list(dict.fromkeys(ipaddress.ip_address(a.split("%", 1)[0]) for a in found))
         except socket.gaierror as exc:
             raise CalloutRefused("dns", f"cannot resolve {host!r}: {exc.strerror}") from None
-        except (OSError, UnicodeError, ValueError) as exc:  # over-long labels and the like
+        except (OSError, UnicodeError, ValueError) as exc:
             raise CalloutRefused("dns", f"cannot resolve {host[:64]!r}: {exc}") from None
+        now = time.monotonic()
+        if len(self._cache) >= _CACHE_MAX:  # a `*` rule lets a plugin ask for any name
+            self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
+            if len(self._cache) >= _CACHE_MAX:
+                self._cache.clear()
         self._cache[(host, port)] = (now + self._ttl, addresses)
         return addresses
+
+
+def _literal_address(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
+
+
+def _check_name(host: str) -> None:
+    """A DNS name that could be resolved at all (checked in the host call, before any
+    lookup): ASCII (IDNA form), at most 253 characters, labels of 1-63."""
+    if not host.isascii():
+        raise CalloutRefused("bad_target", f"callout host {host[:64]!r} is not ASCII (use its IDNA form)")
+    labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
+    if len(host) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        raise CalloutRefused("bad_target", f"callout host {host[:64]!r} is not a valid DNS name")
+
+
+def check_addresses(host: str, addresses: list[IPAddress], named: frozenset[IPAddress]) -> None:
+    """Every address must be public or one a matching rule names: a name with one
+    private answer among public ones is refused (the connection could use any)."""
+    if not addresses:
+        raise CalloutRefused("dns", f"{host!r} has no addresses")
+    for ip in addresses:
+        if forbidden_address(ip) and ip not in named:
+            raise CalloutRefused(
+                "ssrf",
+                f"{host} resolves to {ip}, a non-public address; a policy rule must name that address explicitly",
+            )
+
+
+async def pin_address(target: CalloutTarget, resolver: Resolver) -> CalloutTarget:
+    """The target with the address to connect to: resolved, and every answer checked."""
+    if target.address is not None:
+        return target
+    addresses = await resolver.resolve(target.host, target.port)
+    check_addresses(target.host, addresses, target.named)
+    return replace(target, address=str(addresses[0]))
 
 
 def _host_matches(pattern: str, host: str) -> bool:
@@ -161,18 +247,19 @@ def _matching_rules(rules: Iterable[CalloutRule], scheme: str, host: str, port: 
     return [r for r in rules if r.scheme == scheme and _host_matches(r.host, host) and r.port == port and method in r.methods]
 
 
-def plan_callout(grant: Grant, upstream: str, headers: list[tuple[bytes, bytes]], resolver: Resolver) -> CalloutTarget:
-    """Check a proxy_http_call against the grant and pick the address to connect to.
-    Every refusal, including input that does not parse, is a CalloutRefused."""
+def plan_callout(grant: Grant, upstream: str, headers: list[tuple[bytes, bytes]], on_refused: RefusalSink | None = None) -> CalloutTarget:
+    """Check a proxy_http_call against the grant without DNS (a literal address is checked
+    here; a name is resolved and checked by the callout task, see pin_address). Every
+    refusal, including input that does not parse, is a CalloutRefused."""
     try:
-        return _plan_callout(grant, upstream, headers, resolver)
+        return _plan_callout(grant, upstream, headers, on_refused)
     except CalloutRefused:
         raise
     except (ValueError, UnicodeError, OSError) as exc:
         raise CalloutRefused("bad_target", f"callout target {upstream[:64]!r} does not parse: {exc}") from None
 
 
-def _plan_callout(grant: Grant, upstream: str, headers: list[tuple[bytes, bytes]], resolver: Resolver) -> CalloutTarget:
+def _plan_callout(grant: Grant, upstream: str, headers: list[tuple[bytes, bytes]], on_refused: RefusalSink | None) -> CalloutTarget:
     pseudo = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers if k.startswith(b":")}
     scheme = pseudo.get(":scheme", "http").lower()
     if scheme not in _DEFAULT_PORT:
@@ -185,44 +272,57 @@ def _plan_callout(grant: Grant, upstream: str, headers: list[tuple[bytes, bytes]
     rules = _matching_rules(grant.callouts, scheme, host, port, method)
     if not rules:
         raise CalloutRefused("not_allowed", f"{method} {scheme}://{host}:{port} is not in the plugin's callout allow-list")
-    addresses = resolver.resolve(host, port)
-    if not addresses:
-        raise CalloutRefused("dns", f"{host!r} has no addresses")
-    named = {r.host_ip for r in rules if r.host_ip is not None}
-    for ip in addresses:
-        if forbidden_address(ip) and ip not in named:
-            raise CalloutRefused(
-                "ssrf",
-                f"{host} resolves to {ip}, a non-public address; a policy rule must name that address explicitly",
-            )
+    named = frozenset(r.host_ip for r in rules if r.host_ip is not None)
+    literal = _literal_address(host)
+    if literal is not None:
+        check_addresses(host, [literal], named)
+    else:
+        _check_name(host)
     authority = pseudo.get(":authority") or (host if port == _DEFAULT_PORT[scheme] else f"{host}:{port}")
     forwarded = tuple((k, v) for k, v in headers if not k.startswith(b":") and k.lower() not in (b"host", b"content-length", b"transfer-encoding", b"connection"))
-    return CalloutTarget(scheme, host, port, str(addresses[0]), method, path, ((b"host", authority.encode()),) + forwarded)
+    address = str(literal) if literal is not None else None
+    return CalloutTarget(scheme, host, port, address, method, path, ((b"host", authority.encode()),) + forwarded, named, on_refused)
 
 
 class CalloutClient:
     """Runs planned callouts on the gateway's HttpClient (pooled, no redirects, no proxies
     from the environment; bodies passed on undecoded).
 
-    Each target (host:port) has a circuit breaker: a target that keeps failing is not
-    called while its breaker is open; the plugin gets a failed call at once."""
+    The name is resolved here, inside the callout's timeout (`resolver`, the loop's
+    getaddrinfo unless one is given). Each target (host:port) has a circuit breaker: a
+    target that keeps failing is not called while its breaker is open; the plugin gets a
+    failed call at once."""
 
-    def __init__(self, breakers: BreakerBoard | None = None, http: HttpClient | None = None) -> None:
+    def __init__(self, breakers: BreakerBoard | None = None, resolver: Resolver | None = None, http: HttpClient | None = None) -> None:
         self._owned = http is None  # standalone (a test harness): its own client, closed by aclose
         self._http = http if http is not None else HttpClient()
         self.started = 0
         self.failed = 0
-        self.resolver = Resolver()
+        self.refused = 0  # refused once resolved (a name with a non-public address)
+        self.resolver = resolver or Resolver()
         self.breakers = breakers or BreakerBoard()
 
     async def run(self, target: CalloutTarget, body: bytes, timeout_ms: int, max_bytes: int) -> CalloutResult:
+        deadline = asyncio.get_running_loop().time() + timeout_ms / 1000.0
+        try:
+            async with asyncio.timeout_at(deadline):
+                target = await pin_address(target, self.resolver)
+        except TimeoutError:
+            self.failed += 1
+            return CalloutResult(False, message=f"timed out after {timeout_ms} ms resolving {target.host}", timed_out=True)
+        except CalloutRefused as refused:
+            self.failed += 1
+            self.refused += 1
+            if target.on_refused is not None:
+                target.on_refused(refused)
+            return CalloutResult(False, message=f"refused ({refused.reason}): {refused.detail}")
         breaker = self.breakers.get(f"callout:{target.host}:{target.port}")
         if not breaker.allow():
             self.failed += 1
             return CalloutResult(False, message=f"circuit open for {target.host}:{target.port}")
         probe_round = breaker.probe_round
         try:
-            result = await self._run(target, body, timeout_ms, max_bytes)
+            result = await self._run(target, body, deadline, timeout_ms, max_bytes)
         except Exception as exc:  # a request the client cannot even build is the plugin's, not the target's
             breaker.release(probe_round)
             self.failed += 1
@@ -233,18 +333,18 @@ class CalloutClient:
         breaker.success() if result.ok and result.status_code < 500 else breaker.failure()
         return result
 
-    async def _run(self, target: CalloutTarget, body: bytes, timeout_ms: int, max_bytes: int) -> CalloutResult:
+    async def _run(self, target: CalloutTarget, body: bytes, deadline: float, timeout_ms: int, max_bytes: int) -> CalloutResult:
         self.started += 1
-        timeout_s = timeout_ms / 1000.0
+        left_s = max(deadline - asyncio.get_running_loop().time(), 0.001)
         try:
-            async with asyncio.timeout(timeout_s):
+            async with asyncio.timeout_at(deadline):
                 # The URL names the pinned address; Host (in the headers) and SNI keep the name.
                 response = await self._http.request(
                     target.method,
                     target.url,
                     headers=latin1_headers(target.headers),
                     data=body or None,
-                    connect_timeout_s=timeout_s,
+                    connect_timeout_s=left_s,
                     server_hostname=target.host if target.scheme == "https" else None,
                 )
                 try:
