@@ -13,13 +13,11 @@ report.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from typing import Any, Callable
 
 from routeiq.hostcalls.component_abi import build_component_imports
 from routeiq.hostcalls.state import ContextState
-from routeiq.policy.admission import AdmissionRefused, admit
 from routeiq.runtime.component import (
     FILTER_INTERFACE,
     WIT_PACKAGE,
@@ -132,22 +130,10 @@ class ComponentPlugin(ProxyWasmPlugin):
 
     def _load_module(self) -> Any:
         spec = self.spec
-        try:
-            wasm = spec.wasm_path.read_bytes()
-        except OSError as exc:
-            raise PluginLoadError(f"cannot read component {spec.wasm_path}: {exc.strerror or exc}") from None
-        digest = hashlib.sha256(wasm).hexdigest()
-        self.sha256 = digest
-        if spec.sha256 and spec.sha256.lower() != digest:
-            raise PluginLoadError(f"sha256 mismatch for {spec.wasm_path}: config pins {spec.sha256}, file is {digest}")
+        wasm, digest = self._read("component")
         if not is_component(wasm[:8]):
             raise PluginLoadError(f"{spec.wasm_path} is not a WebAssembly component")
-        # The policy decides before anything is compiled.
-        try:
-            self.admission = admit(self.policy, spec.name, spec.wasm_path, wasm, digest, spec.limits, spec.manifest)
-        except AdmissionRefused as refused:
-            self.services.audit.denied(spec.name, "load", refused.reason, str(refused))
-            raise
+        self._admit(wasm, digest)
         cache = self.runtime.component_cache
         component = cache.load_component(wasm, digest)
         log.info(

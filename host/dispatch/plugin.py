@@ -103,27 +103,37 @@ class ProxyWasmPlugin:
         return HostEnv(identity, self.log_sink, self.admission.grant, self.services, vm, scheduler)
 
     # ----------------------------------------------------------------- loading
-    def _load_module(self) -> wasmtime.Module:
+    def _read(self, kind: str) -> tuple[bytes, str]:
+        """The file's bytes and sha256, checked against the config's pin."""
         spec = self.spec
         try:
             wasm = spec.wasm_path.read_bytes()
         except OSError as exc:
-            raise PluginLoadError(f"cannot read module {spec.wasm_path}: {exc.strerror or exc}") from None
+            raise PluginLoadError(f"cannot read {kind} {spec.wasm_path}: {exc.strerror or exc}") from None
         digest = hashlib.sha256(wasm).hexdigest()
         self.sha256 = digest
         if spec.sha256 and spec.sha256.lower() != digest:
             raise PluginLoadError(f"sha256 mismatch for {spec.wasm_path}: config pins {spec.sha256}, file is {digest}")
-        try:
-            wasmtime.Module.validate(self.runtime.engine, wasm)
-        except wasmtime.WasmtimeError as exc:
-            first = str(exc).splitlines()[0]
-            raise PluginLoadError(f"{spec.wasm_path} is not a valid WebAssembly module: {first}") from None
-        # The policy decides before anything is compiled (validation above compiles nothing).
+        return wasm, digest
+
+    def _admit(self, wasm: bytes, digest: str) -> None:
+        """The operator's policy decides (pin, then manifest) before anything is compiled."""
+        spec = self.spec
         try:
             self.admission = admit(self.policy, spec.name, spec.wasm_path, wasm, digest, spec.limits, spec.manifest)
         except AdmissionRefused as refused:
             self.services.audit.denied(spec.name, "load", refused.reason, str(refused))
             raise
+
+    def _load_module(self) -> wasmtime.Module:
+        spec = self.spec
+        wasm, digest = self._read("module")
+        try:
+            wasmtime.Module.validate(self.runtime.engine, wasm)
+        except wasmtime.WasmtimeError as exc:
+            first = str(exc).splitlines()[0]
+            raise PluginLoadError(f"{spec.wasm_path} is not a valid WebAssembly module: {first}") from None
+        self._admit(wasm, digest)  # validation above compiled nothing
         module = self.runtime.compile(wasm, digest)
         exports = {e.name for e in module.exports}
         versions = [v for name, v in ABI_VERSION_EXPORTS.items() if name in exports]
