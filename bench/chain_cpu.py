@@ -16,6 +16,7 @@ median over rounds (with the min-max range), so load from elsewhere on the machi
 every set alike.
 
     .venv/bin/python bench/chain_cpu.py [--rounds 7] [--requests 2000] [--json out.json]
+    .venv/bin/python bench/chain_cpu.py --compare REV ...   before (git REV) / after, interleaved
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ import argparse
 import asyncio
 import gc
 import json
+import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -166,11 +170,16 @@ async def measure(args: argparse.Namespace) -> dict[str, dict[int, Series]]:
         gc.set_threshold(10_000, 20, 20)
         try:
             for r in range(args.rounds):
+                if args.worker and not sys.stdin.readline():  # --compare: wait for our turn
+                    break
                 for n in args.sets if args.only != "chain" else ():
                     results["gateway"][n].values.append(await drivers[n].cpu_us(args.requests))
                 for n in results["chain"] if args.only != "gateway" else ():
                     results["chain"][n].values.append(chain_cpu_us(apps[n].state.gateway, body, args.requests))
-                print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+                if args.worker:
+                    print(json.dumps({kind: {n: s.values[-1] for n, s in series.items() if s.values} for kind, series in results.items()}), flush=True)
+                else:
+                    print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
         finally:
             for app in apps.values():
                 await app.state.gateway.aclose()
@@ -198,6 +207,54 @@ def report(results: dict[str, dict[int, Series]]) -> list[str]:
     return lines
 
 
+def before_tree(rev: str, into: Path) -> Path:
+    """The routeiq package as of git `rev`, importable from `into` (PYTHONPATH) ahead of the
+    editable install; the compiled _fastcall extension is today's (its C source rarely changes)."""
+    repo = HERE.parent
+    archive = subprocess.run(["git", "-C", str(repo), "archive", rev, "host", "abi", "strategies"], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    package = into / "routeiq"
+    (into / "host").rename(package)
+    (into / "abi").rename(package / "abi")
+    (into / "strategies").rename(package / "strategies")
+    for built in (repo / "host" / "runtime").glob("_fastcall*.so"):
+        shutil.copy(built, package / "runtime" / built.name)
+    return into
+
+
+def compare(args: argparse.Namespace, passthrough: list[str]) -> dict[str, dict[str, dict[int, Series]]]:
+    """Before and after in two worker processes taking turns round by round (the order
+    swapped every round), so both see the same load from the rest of the machine."""
+    with tempfile.TemporaryDirectory(prefix="routeiq-before-") as tmp:
+        env_before = {**os.environ, "PYTHONPATH": str(before_tree(args.compare, Path(tmp)))}
+        argv = [sys.executable, str(Path(__file__).resolve()), "--worker", *passthrough]
+        workers = {
+            "before": subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env_before),
+            "after": subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True),
+        }
+        out = {name: {"gateway": {n: Series() for n in args.sets}, "chain": {n: Series() for n in args.sets if n}} for name in workers}
+        try:
+            for r in range(args.rounds):
+                for name in (("before", "after") if r % 2 == 0 else ("after", "before")):
+                    proc = workers[name]
+                    assert proc.stdin is not None and proc.stdout is not None
+                    proc.stdin.write("go\n")
+                    proc.stdin.flush()
+                    line = proc.stdout.readline()
+                    if not line:
+                        raise RuntimeError(f"the {name} worker exited")
+                    for kind, values in json.loads(line).items():
+                        for n, value in values.items():
+                            out[name][kind][int(n)].values.append(value)
+                print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+        finally:
+            for proc in workers.values():
+                if proc.stdin is not None:
+                    proc.stdin.close()
+                proc.wait(timeout=60)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
@@ -205,8 +262,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sets", default=",".join(map(str, SETS)), help="plugin counts, e.g. 0,10")
     parser.add_argument("--only", choices=("gateway", "chain"), help="one of the two measures")
     parser.add_argument("--json", type=Path, help="also write the raw per-round figures here")
+    parser.add_argument("--compare", metavar="REV", help="measure git REV (before) and this tree (after) side by side")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.sets = tuple(int(s) for s in args.sets.split(","))
+    if args.compare:
+        skip = {"--compare", "--json"}
+        passthrough = [a for i, a in enumerate(argv) if a not in skip and (i == 0 or argv[i - 1] not in skip) and not a.startswith(("--compare=", "--json="))]
+        both = compare(args, passthrough)
+        for name, results in both.items():
+            print(f"{name} ({args.compare if name == 'before' else 'this tree'}):")
+            print("\n".join(report(results)))
+        if args.json:
+            args.json.write_text(json.dumps({name: {kind: {str(n): s.values for n, s in series.items()} for kind, series in r.items()} for name, r in both.items()}, indent=1) + "\n")
+        return 0
     try:
         import uvloop
 
