@@ -52,8 +52,9 @@ from .tracing import Tracing
 from .metrics_endpoint import metrics_endpoint
 from .plugin_filter import PluginFilter
 from .plugin_logs import PluginLogBook
-from .request_limits import RequestLimits
+from .request_limits import ADMIN_PREFIX, RequestLimits
 from .reverse_proxy import ReverseProxy
+from .routing import PrefixedRoutes
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
@@ -383,7 +384,7 @@ def create_app(config: LoadedConfig, span_exporter: "SpanExporter | None" = None
         routes=[
             Route("/health", health, methods=["GET"]),
             Route("/metrics", metrics_endpoint(gateway), methods=["GET"]),
-            *admin_routes(gateway),
+            PrefixedRoutes(ADMIN_PREFIX, admin_routes(gateway)),  # a regex per admin route only for /admin/ paths
             Mount("/", app=NativePlugins(gateway.filter, gateway.native)),
         ],
         lifespan=lifespan,
