@@ -51,17 +51,17 @@ class CallbackStats:
     """Count, fuel, recent latencies and histogram of one callback of one plugin.
 
     The callback path only appends its sample (`pending`); samples are folded into the
-    figures in batches, when the batch is full or when a figure is read, so each
-    callback pays one list append instead of the bookkeeping."""
+    figures in batches, when the batch is full or before the figures are read
+    (HookStats.folded), so each callback pays one list append instead of the bookkeeping."""
 
-    __slots__ = ("pending", "_count", "_fuel_total", "_latencies_ns", "_histogram")
+    __slots__ = ("pending", "count", "fuel_total", "latencies_ns", "histogram")
 
     def __init__(self) -> None:
         self.pending: list[tuple[int, int]] = []  # (elapsed ns, fuel used), not yet folded
-        self._count = 0
-        self._fuel_total = 0
-        self._latencies_ns: deque[int] = deque(maxlen=KEEP)
-        self._histogram = LatencyHistogram()
+        self.count = 0
+        self.fuel_total = 0
+        self.latencies_ns: deque[int] = deque(maxlen=KEEP)
+        self.histogram = LatencyHistogram()
 
     def add(self, elapsed_ns: int, fuel: int) -> None:
         pending = self.pending
@@ -74,9 +74,9 @@ class CallbackStats:
         if not pending:
             return
         self.pending = []
-        histogram = self._histogram
+        histogram = self.histogram
         per_bucket = histogram._per_bucket
-        latencies = self._latencies_ns
+        latencies = self.latencies_ns
         total_ns = fuel = 0
         for elapsed_ns, used in pending:
             per_bucket[bisect_left(_BOUNDS_NS, elapsed_ns)] += 1
@@ -85,34 +85,13 @@ class CallbackStats:
             fuel += used
         histogram.total += len(pending)
         histogram.sum_s += total_ns * 1e-9
-        self._count += len(pending)
-        self._fuel_total += fuel
-
-    @property
-    def count(self) -> int:
-        self.fold()
-        return self._count
-
-    @property
-    def fuel_total(self) -> int:
-        self.fold()
-        return self._fuel_total
-
-    @property
-    def latencies_ns(self) -> deque[int]:
-        self.fold()
-        return self._latencies_ns
-
-    @property
-    def histogram(self) -> LatencyHistogram:
-        self.fold()
-        return self._histogram
+        self.count += len(pending)
+        self.fuel_total += fuel
 
     def percentile_us(self, q: float) -> float:
-        latencies = self.latencies_ns
-        if not latencies:
+        if not self.latencies_ns:
             return 0.0
-        ordered = sorted(latencies)
+        ordered = sorted(self.latencies_ns)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1000.0
 
 
@@ -130,6 +109,12 @@ class HookStats:
     def record(self, callback: str, elapsed_ns: int, fuel: int) -> None:
         self.slot(callback).add(elapsed_ns, fuel)
 
+    def folded(self) -> dict[str, CallbackStats]:
+        """Every callback's stats with all samples so far folded in: read them from here."""
+        for stats in self.callbacks.values():
+            stats.fold()
+        return self.callbacks
+
     def describe(self) -> dict[str, dict[str, float]]:
         return {
             name: {
@@ -140,5 +125,5 @@ class HookStats:
                 "fuel_total": s.fuel_total,
                 "fuel_mean": round(s.fuel_total / s.count, 1) if s.count else 0.0,
             }
-            for name, s in sorted(self.callbacks.items())
+            for name, s in sorted(self.folded().items())
         }
