@@ -403,7 +403,7 @@ class ChainStream:
         by `finalize` once the plugin calls proxy_done or the grace period ends)."""
         waiting: list[Member] = []
         for member in self.members:
-            if not self._live(member):
+            if (member.failed or member.sandbox.closed) and not self._live(member):  # type: ignore[union-attr]
                 if member.vm is not None and not member.finished:
                     member.finished = True
                     member.plugin.active_streams -= 1
@@ -426,11 +426,10 @@ class ChainStream:
         member.finished = True
         if member.vm is not None:
             member.plugin.active_streams -= 1
-        if not self._live(member):
+        if (member.failed or member.sandbox.closed) and not self._live(member):  # type: ignore[union-attr]
             return
-        for callback in ("proxy_on_log", "proxy_on_delete"):
-            if isinstance(self._call(member, callback), GuestTrap):
-                return
+        if isinstance(self._call(member, "proxy_on_log"), GuestTrap) or isinstance(self._call(member, "proxy_on_delete"), GuestTrap):
+            return
         assert member.vm is not None and member.context is not None
         member.vm.drop_context(member.context)
         member.plugin.note_success()
