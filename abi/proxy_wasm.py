@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 from enum import IntEnum
+from itertools import chain
 
 ABI_VERSION_EXPORTS: dict[str, str] = {
     "proxy_abi_version_0_2_1": "0.2.1",
@@ -128,6 +129,13 @@ def encode_map(pairs: Pairs) -> bytes:
         data.append(value)
         data.append(b"\0")
     return b"".join(sizes) + b"".join(data)
+
+
+def encoded_map_size(pairs: Pairs) -> int:
+    """len(encode_map(pairs)), without building it."""
+    if not pairs:
+        return 0
+    return 4 + 10 * len(pairs) + sum(map(len, chain.from_iterable(pairs)))
 
 
 def decode_map(raw: bytes) -> Pairs:

@@ -2,7 +2,7 @@
 the machine, the date, the command, and each goal met or the measured gap (the hook
 matrix is pivoted, rows x columns, and also drawn as bench/results/hook_matrix.png).
 
-Usage: ./dev bench [--only hooks,footprint,load,slow_callbacks] [--quick] [pytest args for the hooks stage]
+Usage: ./dev bench [--only hooks,footprint,chain,load,slow_callbacks] [--quick] [pytest args for the hooks stage]
 """
 
 from __future__ import annotations
@@ -248,7 +248,7 @@ def machine() -> str:
     return f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}, wasmtime-py {version('wasmtime')}"
 
 
-STAGES = ("hooks", "footprint", "load", "slow_callbacks")
+STAGES = ("hooks", "footprint", "chain", "load", "slow_callbacks")
 
 
 def run_pytest_benchmarks(pytest_args: list[str]) -> int:
@@ -298,7 +298,7 @@ def run_pytest_benchmarks(pytest_args: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    """./dev bench [--only hooks,footprint,load,slow_callbacks] [--quick] [pytest args for the hooks stage]"""
+    """./dev bench [--only hooks,footprint,chain,load,slow_callbacks] [--quick] [pytest args for the hooks stage]"""
     stages: list[str] | None = None
     quick = False
     pytest_args: list[str] = []
@@ -328,6 +328,12 @@ def main(argv: list[str]) -> int:
         import footprint
 
         code = footprint.main([])
+        if code:
+            return code
+    if "chain" in stages:
+        import chain_cpu
+
+        code = chain_cpu.main((["--rounds", "3", "--requests", "500"] if quick else []) + ["--md", str(RESULTS / "chain_cpu.md")])
         if code:
             return code
     if "load" in stages:

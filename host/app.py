@@ -43,8 +43,9 @@ from routeiq.gateway.operator_state import OperatorState
 from routeiq.gateway.plugin_filter import PluginFilter
 from routeiq.gateway.plugin_logs import PluginLogBook
 from routeiq.gateway.plugin_set import PluginSet, PluginStartupError
-from routeiq.gateway.request_limits import RequestLimits
+from routeiq.gateway.request_limits import ADMIN_PREFIX, RequestLimits
 from routeiq.gateway.reverse_proxy import ReverseProxy
+from routeiq.gateway.routing import PrefixedRoutes
 from routeiq.gateway.tracing import Tracing
 
 if TYPE_CHECKING:
@@ -150,7 +151,8 @@ class Gateway:
         return [
             Route("/health", self.health.endpoint(), methods=["GET"]),
             Route("/metrics", metrics_endpoint(self.metrics), methods=["GET"]),
-            *admin_routes(self.plugin_set, self.operator_state, self.config_file, self.services.audit, self.admin_keys, self.config.model.admin),
+            # A regex per admin route only for /admin/ paths.
+            PrefixedRoutes(ADMIN_PREFIX, admin_routes(self.plugin_set, self.operator_state, self.config_file, self.services.audit, self.admin_keys, self.config.model.admin)),
             Mount("/", app=NativePlugins(self.filter, self.native)),
         ]
 

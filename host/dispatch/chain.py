@@ -28,6 +28,7 @@ from routeiq.hostcalls.header_rules import HeaderRules
 from routeiq.hostcalls.state import ContextState, HeaderMap, HttpStream, LocalResponse
 from routeiq.runtime.errors import GuestTrap, PluginError
 
+from .hook_stats import FOLD_AT
 from .plugin import ProxyWasmPlugin
 from .plugin_vm import PluginVM
 
@@ -71,12 +72,13 @@ class Verdict:
 
 
 CONTINUE = Verdict(Step.CONTINUE)
+_PAUSE = int(Action.PAUSE)  # a plain int: comparing with the IntEnum member costs a call
 
 
 class Member:
     """One plugin's context for this exchange."""
 
-    __slots__ = ("plugin", "vm", "context", "failed", "buffers", "finished")
+    __slots__ = ("plugin", "vm", "context", "failed", "buffers", "finished", "sandbox", "fuel_limit", "hooks", "receives")
 
     def __init__(self, plugin: ProxyWasmPlugin, vm: PluginVM | None, context: ContextState | None) -> None:
         self.plugin = plugin
@@ -85,6 +87,11 @@ class Member:
         self.failed = vm is None
         self.buffers = (bytearray(), bytearray())
         self.finished = False
+        # Looked up once here rather than on each of the exchange's callbacks.
+        self.sandbox = vm.vm if vm is not None else None
+        self.fuel_limit = vm.vm.limits.fuel if vm is not None else 0
+        self.hooks = plugin.hooks.callbacks
+        self.receives: dict[str, bool] = {}  # ChainStream._receives, per body callback
 
 
 class ChainStream:
@@ -93,6 +100,7 @@ class ChainStream:
         self.tracer = tracer
         self.members: list[Member] = []
         self.failure: PluginError | None = None
+        self._wants: dict[str, bool] = {}  # wants(), until a member fails
         self._request_order = list(range(len(plugins)))
         self._response_order = self._request_order[::-1]
         for plugin in plugins:
@@ -117,6 +125,7 @@ class ChainStream:
 
     def _note_failure(self, member: Member, error: PluginError) -> None:
         member.failed = True
+        self._wants.clear()
         if not member.plugin.spec.fail_open and self.failure is None:
             self.failure = error
 
@@ -145,14 +154,20 @@ class ChainStream:
         began = perf_counter_ns()
         try:
             result = vm.call(name, context, context.context_id, *args)
-            sandbox = vm.vm
-            member.plugin.hooks.record(name, perf_counter_ns() - began, sandbox.limits.fuel - sandbox.fuel_remaining())
-            return result
         except GuestTrap as exc:
             if not exc.callback:
                 exc.callback = name
             self._fail(member, exc)
             return exc
+        elapsed = perf_counter_ns() - began
+        stats = member.hooks.get(name)
+        if stats is None:
+            stats = member.plugin.hooks.slot(name)
+        pending = stats.pending  # CallbackStats.add, inlined: this runs on every callback
+        pending.append((elapsed, member.fuel_limit - member.sandbox.fuel_remaining()))  # type: ignore[union-attr]
+        if len(pending) >= FOLD_AT:
+            stats.fold()
+        return result
 
     def _traced_call(self, member: Member, name: str, *args: int) -> int | None | GuestTrap:
         """The same call inside a span with plugin, callback, fuel used and outcome."""
@@ -208,14 +223,23 @@ class ChainStream:
 
     @staticmethod
     def _receives(member: Member, callback: str) -> bool:
-        if member.vm is None or not member.vm.exports(callback):
-            return False
-        capability = BODY_CAPABILITY.get(callback)
-        return capability is None or member.plugin.admission.grant.allows(capability)
+        known = member.receives.get(callback)
+        if known is None:  # the member's VM and grant are fixed for the exchange
+            if member.vm is None or not member.vm.exports(callback):
+                known = False
+            else:
+                capability = BODY_CAPABILITY.get(callback)
+                known = capability is None or member.plugin.admission.grant.allows(capability)
+            member.receives[callback] = known
+        return known
 
     def wants(self, callback: str) -> bool:
-        """Will any live plugin receive this callback? (Unexported ones are never called.)"""
-        return any(not m.failed and self._receives(m, callback) for m in self.members)
+        """Will any live plugin receive this callback? (Unexported ones are never called.)
+        Asked for every body chunk; the answer changes only when a member fails."""
+        known = self._wants.get(callback)
+        if known is None:
+            known = self._wants[callback] = any(not m.failed and self._receives(m, callback) for m in self.members)
+        return known
 
     def _after_callback(self, member: Member, action: int | None, position: int, stream_type: StreamType) -> Verdict | None:
         """Turn what a callback did into a verdict, or None to go on to the next plugin."""
@@ -257,20 +281,26 @@ class ChainStream:
         failure = self.has_failure_verdict()
         if failure:
             return failure
+        members = self.members
+        stream = self.stream
+        end = int(eos)
         for position in range(start, len(order)):
-            member = self.members[order[position]]
-            if not self._live(member):
+            member = members[order[position]]
+            if (member.failed or member.sandbox.closed) and not self._live(member):  # type: ignore[union-attr]
                 if self.failure is not None:
                     return Verdict(Step.FAILED, position, error=self.failure)
                 continue
-            undo = self._undo_point(member)
-            action = self._call(member, callback, count, int(eos))
+            undo = self._undo_point(member) if member.plugin.spec.fail_open else None
+            action = self._call(member, callback, count, end)
             if isinstance(action, GuestTrap):
                 if self.failure is None:  # fail_open: skipped, and so is what it asked for
                     if undo is not None:
                         undo()
                     continue
                 action = None
+            # The common outcome, checked inline: nothing asked for, go on.
+            if action != _PAUSE and self.failure is None and stream.local_response is None and not member.context.close_requested:  # type: ignore[union-attr]
+                continue
             verdict = self._after_callback(member, action, position, st)
             if verdict is not None:
                 return verdict
@@ -309,9 +339,10 @@ class ChainStream:
             order, callback, st = self._request_order, "proxy_on_request_body", StreamType.HTTP_REQUEST
         else:
             order, callback, st = self._response_order, "proxy_on_response_body", StreamType.HTTP_RESPONSE
+        members = self.members
         for position in range(start, len(order)):
-            member = self.members[order[position]]
-            if not self._live(member):
+            member = members[order[position]]
+            if (member.failed or member.sandbox.closed) and not self._live(member):  # type: ignore[union-attr]
                 if self.failure is not None:
                     return Verdict(Step.FAILED, position, error=self.failure)
                 continue
@@ -325,7 +356,7 @@ class ChainStream:
                 stream.request_body = buffer
             else:
                 stream.response_body = buffer
-            undo = self._undo_point(member, buffer)
+            undo = self._undo_point(member, buffer) if member.plugin.spec.fail_open else None
             try:
                 action = self._call(member, callback, len(buffer), int(eos))
             finally:
@@ -373,7 +404,7 @@ class ChainStream:
         by `finalize` once the plugin calls proxy_done or the grace period ends)."""
         waiting: list[Member] = []
         for member in self.members:
-            if not self._live(member):
+            if (member.failed or member.sandbox.closed) and not self._live(member):  # type: ignore[union-attr]
                 if member.vm is not None and not member.finished:
                     member.finished = True
                     member.plugin.active_streams -= 1
@@ -396,11 +427,10 @@ class ChainStream:
         member.finished = True
         if member.vm is not None:
             member.plugin.active_streams -= 1
-        if not self._live(member):
+        if (member.failed or member.sandbox.closed) and not self._live(member):  # type: ignore[union-attr]
             return
-        for callback in ("proxy_on_log", "proxy_on_delete"):
-            if isinstance(self._call(member, callback), GuestTrap):
-                return
+        if isinstance(self._call(member, "proxy_on_log"), GuestTrap) or isinstance(self._call(member, "proxy_on_delete"), GuestTrap):
+            return
         assert member.vm is not None and member.context is not None
         member.vm.drop_context(member.context)
         member.plugin.note_success()

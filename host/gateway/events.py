@@ -49,8 +49,13 @@ class GatewayEvents:
             return
         raise RuntimeError(f"no free webhook outbox slot beside {self._base}")
 
+    def wants(self, event_type: str) -> bool:
+        """Would emit() deliver this event? Callers on the request path ask first, so a
+        gateway without webhooks builds no payloads."""
+        return self.dispatcher is not None and any(t.wants(event_type) for t in self._targets)
+
     def emit(self, event_type: str, payload: Mapping[str, Any]) -> None:
-        if self.dispatcher is None or not any(t.wants(event_type) for t in self._targets):
+        if not self.wants(event_type):
             return
         self.dispatcher.emit(event_type, dict(payload))
 

@@ -42,7 +42,7 @@ class GatewayCollector(Collector):
         for plugin in self.plugins.plugins:
             quarantines.add_metric([plugin.spec.name], plugin.stats.quarantines)
             quarantined.add_metric([plugin.spec.name], 1 if plugin.quarantined else 0)
-            for callback, stats in plugin.hooks.callbacks.items():
+            for callback, stats in plugin.hooks.folded().items():
                 latency.add_metric([plugin.spec.name, callback], stats.histogram.buckets(), stats.histogram.sum_s)
             for kind, count in plugin.stats.traps_by_kind.items():
                 traps.add_metric([plugin.spec.name, kind], count)

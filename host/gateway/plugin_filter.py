@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from typing import TYPE_CHECKING, Any, Callable
 
 from opentelemetry.trace import SpanKind
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from routeiq.abi.proxy_wasm import StreamType
-from routeiq.dispatch.chain import REQUEST, RESPONSE, ChainStream, Member, Step, Verdict, request_header_map
+from routeiq.dispatch.chain import REQUEST, RESPONSE, ChainStream, Member, Step, Verdict
 from routeiq.dispatch.plugin import ProxyWasmPlugin
 from routeiq.hostcalls.header_rules import REQUEST as REQUEST_MAP
 from routeiq.hostcalls.header_rules import RESPONSE as RESPONSE_MAP
@@ -23,6 +22,7 @@ from routeiq.hostcalls.header_rules import HeaderLimits, HeaderRules, valid_orig
 from routeiq.hostcalls.llm_exchange import ChatRequestError, LlmExchange
 from routeiq.hostcalls.state import HeaderMap, HttpStream, LocalResponse
 from routeiq.runtime.errors import PluginError
+from routeiq.services.request_ids import new_request_id
 
 from routeiq.error_responses import error_body, send_bytes, send_error
 
@@ -113,23 +113,40 @@ class _Exchange:
         self.scope = scope
         self.receive = receive
         self.send = send
-        raw_headers: list[tuple[bytes, bytes]] = [(k.lower(), v) for k, v in scope["headers"]]
-        request_id = next((v.decode("latin-1") for k, v in raw_headers if k == b"x-request-id"), "") or uuid.uuid4().hex
-        if not any(k == b"x-request-id" for k, _ in raw_headers):
-            raw_headers.append((b"x-request-id", request_id.encode()))
-        authority = next((v.decode("latin-1") for k, v in raw_headers if k == b"host"), "")
-        self.client_authority = authority.encode("latin-1")
+        # One pass over the client's headers: the map's pairs (lower-case, without Host,
+        # which becomes :authority) and the few the filter itself needs.
+        pairs: list[tuple[bytes, bytes]] = []
+        request_id = ""
+        has_id = False
+        host: bytes | None = None
+        for k, v in scope["headers"]:
+            k = k.lower()
+            if k == b"host":
+                if host is None:
+                    host = v
+                continue
+            if k == b"x-request-id" and not has_id:
+                has_id = True
+                request_id = v.decode("latin-1")
+            pairs.append((k, v))
+        if not request_id:
+            request_id = new_request_id()
+        if not has_id:
+            pairs.append((b"x-request-id", request_id.encode()))
+        self.client_authority = host or b""
         path = scope.get("raw_path") or scope["path"].encode()
         path_text = path.decode("latin-1") if isinstance(path, bytes) else path
         if scope.get("query_string"):
             path_text += "?" + scope["query_string"].decode("latin-1")
-        self.has_body = _has_body(raw_headers)
+        self.has_body = _has_body(pairs)
+        scheme = scope.get("scheme", "http")
+        pseudo = [(b":method", scope["method"].encode()), (b":path", path_text.encode("latin-1")), (b":authority", self.client_authority), (b":scheme", scheme.encode())]
         self.stream = HttpStream(
-            request_headers=request_header_map(scope["method"], path_text, authority, scope.get("scheme", "http"), raw_headers, owner.request_rules),
+            request_headers=HeaderMap(pseudo + pairs, rules=owner.request_rules),
             request_id=request_id,
             client=tuple(scope["client"]) if scope.get("client") else None,  # type: ignore[arg-type]
             server=tuple(scope["server"]) if scope.get("server") else None,  # type: ignore[arg-type]
-            scheme=scope.get("scheme", "http"),
+            scheme=scheme,
             protocol=f"HTTP/{scope.get('http_version', '1.1')}",
         )
         self.chain = ChainStream(owner.plugins, self.stream, owner.tracer)

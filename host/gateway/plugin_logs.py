@@ -18,18 +18,21 @@ class PluginLogRecord:
 
 
 class PluginLogBook:
+    """Lines are kept as plain tuples (a plugin may log on every callback; a frozen
+    dataclass per line cost more than the rest of proxy_log) and become records on read."""
+
     def __init__(self, per_plugin: int = 1000) -> None:
         self._per_plugin = per_plugin
-        self._records: dict[str, deque[PluginLogRecord]] = {}
+        self._records: dict[str, deque[tuple[LogLevel, str, float]]] = {}
 
     def __call__(self, plugin: str, level: LogLevel, message: str) -> None:
         book = self._records.get(plugin)
         if book is None:
             book = self._records[plugin] = deque(maxlen=self._per_plugin)
-        book.append(PluginLogRecord(plugin, level, message, time.time()))
+        book.append((level, message, time.time()))
 
     def records(self, plugin: str) -> list[PluginLogRecord]:
-        return list(self._records.get(plugin, ()))
+        return [PluginLogRecord(plugin, level, message, at) for level, message, at in self._records.get(plugin, ())]
 
     def messages(self, plugin: str) -> list[str]:
-        return [r.message for r in self.records(plugin)]
+        return [message for _, message, _ in self._records.get(plugin, ())]

@@ -75,6 +75,14 @@ class HeaderRules:
         if size > self.limits.max_bytes and size > _size(before)[1]:
             raise HeaderRefused("header_limit", f"the map would hold {size} bytes of headers (limit {self.limits.max_bytes})")
 
+    def check_add(self, before: Pairs, size_after: int, name: bytes, value: bytes) -> None:
+        """check_size for appending (name, value) to `before`, whose bytes after the
+        append (names + values, pseudo-headers too) the caller knows: `size_after`."""
+        limits = self.limits
+        if len(before) < limits.max_count and size_after <= limits.max_bytes:
+            return
+        self.check_size(before, before + [(name, value)])
+
     def _check_pseudo(self, name: bytes, value: bytes) -> None:
         allowed = REQUEST_PSEUDO if self.kind == REQUEST else RESPONSE_PSEUDO if self.kind == RESPONSE else frozenset()
         shown = name[:32].decode("latin-1")

@@ -49,7 +49,7 @@ class HeaderCalls(CallGroup):
         if map_type not in _KNOWN_MAPS:
             return Status.BAD_ARGUMENT, 0
         hmap = header_map(self.env, map_type)
-        return Status.OK, len(hmap.serialize()) if hmap is not None else 0
+        return Status.OK, hmap.serialized_size() if hmap is not None else 0
 
     def proxy_get_header_map_value(self, map_type: int, name: bytes) -> tuple[int, bytes]:
         if map_type not in _KNOWN_MAPS:

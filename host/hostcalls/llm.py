@@ -40,7 +40,7 @@ class LlmCalls(CallGroup):
         exchange = self._exchange()
         if isinstance(exchange, int):
             return exchange, b""
-        return Status.OK, cbor2.dumps(exchange.view())
+        return Status.OK, exchange.view_cbor()
 
     def routeiq_set_llm_messages(self, raw: bytes) -> int:
         exchange = self._exchange()

@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import cbor2
+
 from routeiq.strict_json import JsonInputError, loads
 
 CHAT_ROLES = frozenset({"system", "user", "assistant", "tool", "developer", "function"})
@@ -85,6 +87,8 @@ class LlmExchange:
     outcome: LlmOutcome | None = None
     api_key_hash: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # view_cbor()'s last answer and what it was built from (compared by identity).
+    _view_cache: tuple[Any, Any, str | None, bytes] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def parse(cls, body: bytes, known_models: frozenset[str]) -> "LlmExchange":
@@ -107,6 +111,22 @@ class LlmExchange:
         ]
         params = {k: v for k, v in request.items() if k not in ("model", "messages", "stream")}
         return {"model": str(self.pinned_model or request.get("model") or ""), "messages": messages, "stream": bool(request.get("stream")), "params": params}
+
+    def view_cbor(self) -> bytes:
+        """view() as CBOR. Every plugin of the chain that reads the request asks for it;
+        it is encoded again only once the request, its messages or the pinned model were
+        replaced (the only ways the host changes them before forwarding). Once forwarded,
+        native plugins may edit the request in place: no cache then."""
+        if self.forwarded:
+            return cbor2.dumps(self.view())
+        request = self.request
+        messages = request.get("messages")
+        cached = self._view_cache
+        if cached is not None and cached[0] is request and cached[1] is messages and cached[2] == self.pinned_model:
+            return cached[3]
+        encoded = cbor2.dumps(self.view())
+        self._view_cache = (request, messages, self.pinned_model, encoded)
+        return encoded
 
     def body(self) -> bytes:
         return json.dumps(self.request).encode()

@@ -239,7 +239,7 @@ def _adapter_source(name: str, spec: Import) -> str:
             OUT_CODE_MESSAGE: ["code, message = value", "vm.write_u32(r0, code)", "return put_bytes(vm, message, r1, r2)"],
         }[out]
     body = (["vm = env.vm"] if reads or slots or out != STATUS else []) + reads + slots + checks + tail
-    lines = [f"def make(env, fn):", f"    def {name}({', '.join(params)}):"] + [f"        {line}" for line in body] + [f"    return {name}"]
+    lines = ["def make(env, fn):", f"    def {name}({', '.join(params)}):"] + [f"        {line}" for line in body] + [f"    return {name}"]
     return "\n".join(lines) + "\n"
 
 

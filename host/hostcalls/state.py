@@ -7,10 +7,11 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, Callable, Protocol
 
 from routeiq.abi.capabilities import Capability
-from routeiq.abi.proxy_wasm import LogLevel, Pairs, Status, StreamType, encode_map
+from routeiq.abi.proxy_wasm import LogLevel, Pairs, Status, StreamType, encode_map, encoded_map_size
 from routeiq.policy.grants import Grant, deny_all
 
 from .header_rules import HeaderRefused, HeaderRules
@@ -28,12 +29,16 @@ class HeaderMap:
     With `rules` set (the maps plugins write), every change is checked first and a
     refused one (HeaderRefused) leaves the map as it was."""
 
-    __slots__ = ("pairs", "writable", "rules")
+    __slots__ = ("pairs", "writable", "rules", "_sized")
 
     def __init__(self, pairs: Pairs | None = None, writable: bool = True, rules: HeaderRules | None = None) -> None:
         self.pairs: Pairs = list(pairs or [])
         self.writable = writable
         self.rules = rules
+        # (pairs list, its length, its name+value bytes) after the last add(): the next
+        # add's size check need not walk the map again. Every other change assigns a new
+        # list, and add() only appends, so identity and length tell whether it still holds.
+        self._sized: tuple[Pairs, int, int] | None = None
 
     def get(self, name: bytes) -> bytes | None:
         name = name.lower()
@@ -48,12 +53,22 @@ class HeaderMap:
     def add(self, name: bytes, value: bytes) -> None:
         name = name.lower()
         rules = self.rules
+        pairs = self.pairs
         if rules is not None:
             rules.check_pair(name, value)
-            if name.startswith(b":") and any(k == name for k, _ in self.pairs):
+            if name.startswith(b":") and any(k == name for k, _ in pairs):
                 raise HeaderRefused("pseudo_header", f"{name.decode('latin-1')} is already set (replace it)")
-            rules.check_size(self.pairs, self.pairs + [(name, value)])
-        self.pairs.append((name, value))
+            sized = self._sized
+            if sized is not None and sized[0] is pairs and sized[1] == len(pairs):
+                size = sized[2]
+            else:
+                size = sum(map(len, chain.from_iterable(pairs)))
+            size += len(name) + len(value)
+            rules.check_add(pairs, size, name, value)
+            pairs.append((name, value))
+            self._sized = (pairs, len(pairs), size)
+            return
+        pairs.append((name, value))
 
     def replace(self, name: bytes, value: bytes) -> None:
         name = name.lower()
@@ -95,6 +110,9 @@ class HeaderMap:
 
     def serialize(self) -> bytes:
         return encode_map(self.pairs)
+
+    def serialized_size(self) -> int:
+        return encoded_map_size(self.pairs)
 
     def __len__(self) -> int:
         return len(self.pairs)

@@ -16,7 +16,6 @@ import asyncio
 import json
 import logging
 import time
-import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, AsyncIterator, Mapping, Protocol, Sequence
 
@@ -29,6 +28,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from routeiq.hostcalls.llm_exchange import ChatRequestError, LlmExchange, LlmOutcome
+from routeiq.services.request_ids import new_request_id
 from routeiq.strict_json import JsonInputError, loads
 
 from .backends import BackendError, EmbeddedBackend, LitellmBackend, PassthroughBackend
@@ -137,7 +137,7 @@ class LlmApi:
                 exchange = LlmExchange.parse(await request.body(), frozenset(self.router.groups))
             except ChatRequestError as exc:
                 return openai_error(400, exc.message, "invalid_request_error", "invalid_body", param=exc.param)
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request_id = request.headers.get("x-request-id") or new_request_id()
         for native in self.native:
             changed = await native.on_llm_pre_call(request_id, exchange.request)
             if changed is not None:
@@ -169,20 +169,25 @@ class LlmApi:
         if self.events is not None:
             self.events.emit(event_type, payload)
 
+    def _wants(self, event_type: str) -> bool:
+        """Is any webhook target listening? (Payloads are only built for one that is.)"""
+        return self.events is not None and self.events.wants(event_type)
+
     def _outcome(self, exchange: LlmExchange, call: RoutedCall, d: LiveDeployment, status: int, began: float, usage: dict[str, int] | None) -> None:
         usage = usage or {}
-        self._emit(
-            "request_complete",
-            {
-                "request_id": call.request.request_id,
-                "model": call.request.model,
-                "deployment": d.id,
-                "strategy": call.decision.strategy,
-                "status": status,
-                "latency_ms": round((time.perf_counter() - began) * 1000.0, 3),
-                "usage": dict(usage),
-            },
-        )
+        if self._wants("request_complete"):
+            self._emit(
+                "request_complete",
+                {
+                    "request_id": call.request.request_id,
+                    "model": call.request.model,
+                    "deployment": d.id,
+                    "strategy": call.decision.strategy,
+                    "status": status,
+                    "latency_ms": round((time.perf_counter() - began) * 1000.0, 3),
+                    "usage": dict(usage),
+                },
+            )
         if d is not call.order[0]:
             self._emit("model_switch", {"request_id": call.request.request_id, "model": call.request.model, "from": call.order[0].id, "to": d.id})
         exchange.outcome = LlmOutcome(

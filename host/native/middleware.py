@@ -4,11 +4,10 @@ plugin may answer locally), on_response as response headers leave."""
 from __future__ import annotations
 
 import logging
-import uuid
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from routeiq.error_responses import send_bytes, send_error
+from routeiq.services.request_ids import new_request_id
 
 from .plugin import GatewayPlugin, NativeRequest, NativeResponseInfo
 
@@ -25,7 +24,7 @@ class NativePlugins:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        request_id = headers.setdefault("x-request-id", uuid.uuid4().hex)
+        request_id = headers.setdefault("x-request-id", new_request_id())
         request = NativeRequest(scope["method"], scope["path"], headers, request_id)
         for plugin, fail_open in self.plugins:
             try:

@@ -16,7 +16,7 @@ import logging
 import struct
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping
 
 import wasmtime
 
