@@ -17,6 +17,7 @@ GO_SDK = Path(__file__).resolve().parents[2] / "shared" / "data" / "proxy-wasm-s
 # The plugin configuration each example's OnPluginStart reads (from its source).
 CONFIG: dict[str, str] = {
     "http_headers": '{"header": "x-wasm-header", "value": "demo-wasm"}',
+    "http_routing": "1",  # the dice override (odd: no canary rewrite), so the test is deterministic
     "shared_queue_sender": "http",
     "shared_queue_receiver": "http_request_headers",
 }
@@ -76,3 +77,14 @@ def test_a_go_panic_reaches_the_log_readable(make_app, caplog: pytest.LogCapture
     lines = [r.getMessage() for r in caplog.records if r.name == "routeiq.plugin.sender"]
     assert "panic: failed to get plugin config: error status returned by host: not found" in lines
     assert any(line.startswith("main.(*senderPluginContext).OnPluginStart") for line in lines)
+
+
+def test_go_http_routing_canary_rewrites_authority_as_envoy_accepts_it(make_app, live) -> None:  # type: ignore[no-untyped-def]
+    # An even dice value appends "-canary" to :authority; Envoy accepts any authority
+    # characters there (the port is not parsed), and so does RouteIQ: Host changes, the
+    # destination does not.
+    base = live(make_app([{**go_plugin("http_routing"), "config": "2"}]))
+    response = httpx.get(base + "/echo", timeout=30)
+    assert response.status_code == 200
+    host = dict(response.json()["headers"])["host"]
+    assert host == base.removeprefix("http://") + "-canary"

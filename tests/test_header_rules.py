@@ -104,7 +104,7 @@ def test_a_valid_path_rewrite_stays_on_the_upstream(setup, http) -> None:
     [
         (":authority", "evil.example@127.0.0.1"),
         (":authority", "host/path"),
-        (":authority", "host:99999"),
+        (":authority", "host?query"),
         (":method", "GET /x HTTP/1.1"),
         (":method", ""),
         (":scheme", "ftp"),

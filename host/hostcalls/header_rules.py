@@ -19,7 +19,9 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # Field values: visible ASCII, obs-text, space and tab; never CR, LF, NUL or other controls.
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _ORIGIN_FORM = re.compile(rb"/(?!/)[\x21-\x7e]*")
-_AUTHORITY = re.compile(rb"(?:[A-Za-z0-9._~!$&'()*+,;=%-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+# Envoy checks only that :authority is made of authority characters (a canary filter
+# appends "-canary" after the port); userinfo (`@`) is refused here on top.
+_AUTHORITY = re.compile(rb"[A-Za-z0-9._~!$&'()*+,;=%:\[\]-]+")
 _STATUS = re.compile(rb"[1-5][0-9]{2}")
 
 REQUEST_PSEUDO = frozenset({b":method", b":path", b":authority", b":scheme"})
@@ -98,8 +100,8 @@ class HeaderRules:
             if value not in (b"http", b"https"):
                 raise HeaderRefused("pseudo_header", f":scheme must be http or https, got {value[:64]!r}")
         elif name == b":authority":
-            if not _AUTHORITY.fullmatch(value) or (b":" in value.rsplit(b"]", 1)[-1] and not 0 < int(value.rsplit(b":", 1)[1]) < 65536):
-                raise HeaderRefused("pseudo_header", f":authority must be host[:port], got {value[:64]!r}")
+            if not _AUTHORITY.fullmatch(value):
+                raise HeaderRefused("pseudo_header", f":authority must be authority characters (no userinfo, path, query), got {value[:64]!r}")
         elif name == b":status":
             if not _STATUS.fullmatch(value):
                 raise HeaderRefused("pseudo_header", f":status must be a status code 100-599, got {value[:64]!r}")
