@@ -90,9 +90,14 @@ class RuntimeConfig(_Strict):
 
 
 class LimitsConfig(_Strict):
-    fuel: int = Field(20_000_000, ge=1000, description="Fuel per callback (about one unit per Wasm instruction); out of fuel: trap `fuel_exhausted`. The policy may cap it.")
-    memory_mb: int = Field(16, ge=1, le=4096, description="Linear memory cap; growth past it is refused (the guest's allocator aborts: trap `memory_limit`). The policy may cap it.")
-    timeout_ms: int = Field(100, ge=1, le=600_000, description="Wall clock per callback; over it: trap `deadline_exceeded` (granularity `runtime.epoch_tick_ms`). The policy may cap it.")
+    fuel: int = Field(SandboxLimits.fuel, ge=1000, description="Fuel per callback (about one unit per Wasm instruction); out of fuel: trap `fuel_exhausted`. The default runs a Go SDK filter over a 16 MiB body with 4x headroom. The policy may cap it.")
+    memory_mb: int = Field(
+        SandboxLimits.memory_bytes // (1024 * 1024),
+        ge=1,
+        le=4096,
+        description="Linear memory cap; growth past it is refused (the guest's allocator aborts: trap `memory_limit`). A Go SDK filter reading a whole body holds about 2.2 x the body + 3 MiB. The policy may cap it.",
+    )
+    timeout_ms: int = Field(SandboxLimits.timeout_ms, ge=1, le=600_000, description="Wall clock per callback; over it: trap `deadline_exceeded` (granularity `runtime.epoch_tick_ms`). The policy may cap it.")
     pause_timeout_ms: int = Field(30_000, ge=1, description="Longest a plugin may keep a stream paused without proxy_continue_stream; then plugin failure `pause_timeout`.")
     max_buffer_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Body bytes this plugin may hold per direction (Envoy's per-filter buffer limit): what it buffers by returning Pause or writes with proxy_set_buffer_bytes. Over it: a request is answered 413, a started response is aborted, a write answers BAD_ARGUMENT.")
 
