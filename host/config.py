@@ -21,6 +21,7 @@ from routeiq.dispatch.plugin_spec import PluginSpec
 from routeiq.policy.model import PolicyError, PolicyModel, load_policy, parse_policy
 from routeiq.runtime.engine import EngineSettings
 from routeiq.runtime.limits import SandboxLimits
+from routeiq.services.plugin_metrics import TagRule
 
 
 class ConfigError(Exception):
@@ -288,6 +289,41 @@ class AdminConfig(_Strict):
     max_module_bytes: int = Field(64 * 1024 * 1024, ge=1, description="POST module body above this (64 MiB): 413 body_too_large. server.max_request_body_bytes does not apply to /admin.")
 
 
+class StatsTagConfig(_Strict):
+    tag_name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="The tag's name: the Prometheus label of plugin metrics it matches (Envoy's `stats_tags[].tag_name`).")
+    regex: str | None = Field(
+        None,
+        description=(
+            "Searched in each plugin metric's name as defined (Envoy's `stats_tags[].regex`, a Python `re` pattern here): the first capture group "
+            "is cut out of the name, the second (or the first, if there is only one) is the tag's value. Exactly one of `regex` and `fixed_value`."
+        ),
+    )
+    fixed_value: str | None = Field(None, description="A tag with this value on every plugin metric (Envoy's `stats_tags[].fixed_value`).")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "StatsTagConfig":
+        if (self.regex is None) == (self.fixed_value is None):
+            raise ValueError("give exactly one of `regex` and `fixed_value`")
+        if self.regex is not None:
+            try:
+                pattern = re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(f"regex {self.regex!r} does not compile: {exc}") from None
+            if pattern.groups not in (1, 2):
+                raise ValueError(f"regex {self.regex!r} must have one or two capture groups (the part of the name to cut out, then optionally the value)")
+        return self
+
+
+class StatsConfig(_Strict):
+    stats_tags: list[StatsTagConfig] = Field(
+        default_factory=list,
+        description=(
+            "Tag rules for plugin metric names, as Envoy's bootstrap `stats_config.stats_tags`: a name carrying tags "
+            "(`custom_header_value_counts_value=foo_reporter=wasmgosdk`) becomes a labelled Prometheus metric. None: every name is kept whole."
+        ),
+    )
+
+
 class GatewayConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig, description="The HTTP server.")
     upstream: Union[Literal["embedded"], UpstreamConfig] = Field("embedded", description="Where non-LLM traffic (and /v1/* without a model_list) goes: `embedded`, the built-in mock OpenAI upstream (no keys, no network), or a reverse proxy to a URL.")
@@ -301,6 +337,7 @@ class GatewayConfig(_Strict):
     tracing: TracingConfig = Field(default_factory=TracingConfig, description="OpenTelemetry tracing.")
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig, description="Signed event deliveries (docs/webhooks.md).")
     admin: AdminConfig = Field(default_factory=AdminConfig, description="The /admin API (the README's operator guide).")
+    stats_config: StatsConfig = Field(default_factory=StatsConfig, description="How plugin metrics are named on /metrics (Envoy's bootstrap `stats_config`); read at startup.")
     plugins: list[PluginConfig] = Field(default_factory=list, description="Plugins, run in this order on requests and in reverse order on responses.")
 
     @model_validator(mode="after")
@@ -359,6 +396,9 @@ class LoadedConfig:
     def _resolve(self, value: str) -> Path:
         p = Path(os.path.expanduser(value))
         return p if p.is_absolute() else (self.base_dir / p)
+
+    def stats_tag_rules(self) -> list[TagRule]:
+        return [TagRule(t.tag_name, re.compile(t.regex) if t.regex is not None else None, t.fixed_value) for t in self.model.stats_config.stats_tags]
 
     def native_plugins(self) -> list[PluginConfig]:
         return [p for p in self.model.plugins if p.python is not None]
