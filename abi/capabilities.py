@@ -79,6 +79,9 @@ UNGATED_CALLS: frozenset[str] = frozenset(
         "proxy_set_property",
         # the status of the callout response being delivered (no callout without the grant)
         "proxy_get_status",
+        # foreign functions (compress, uncompress, clear_route_cache): pure computation on
+        # the plugin's own bytes, bounded by its limits, like Envoy's
+        "proxy_call_foreign_function",
     }
 )
 """The basic contract of every HTTP filter. Every host call the host links is in exactly

@@ -72,7 +72,7 @@ class Gateway:
         self.breakers = BreakerBoard(BreakerSettings(**config.model.router.breaker.model_dump()), self._breaker_changed, clock)
         self.services = HostServices(
             store=_store(config, self.breakers),
-            metrics=PluginMetrics(),
+            metrics=PluginMetrics(config.stats_tag_rules()),
             audit=AuditLog(config.audit_path()),
             callouts=CalloutClient(self.breakers, resolver, self.http),
         )

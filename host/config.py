@@ -21,6 +21,7 @@ from routeiq.dispatch.plugin_spec import PluginSpec
 from routeiq.policy.model import PolicyError, PolicyModel, load_policy, parse_policy
 from routeiq.runtime.engine import EngineSettings
 from routeiq.runtime.limits import SandboxLimits
+from routeiq.services.plugin_metrics import TagRule
 
 
 class ConfigError(Exception):
@@ -90,9 +91,14 @@ class RuntimeConfig(_Strict):
 
 
 class LimitsConfig(_Strict):
-    fuel: int = Field(20_000_000, ge=1000, description="Fuel per callback (about one unit per Wasm instruction); out of fuel: trap `fuel_exhausted`. The policy may cap it.")
-    memory_mb: int = Field(16, ge=1, le=4096, description="Linear memory cap; growth past it is refused (the guest's allocator aborts: trap `memory_limit`). The policy may cap it.")
-    timeout_ms: int = Field(100, ge=1, le=600_000, description="Wall clock per callback; over it: trap `deadline_exceeded` (granularity `runtime.epoch_tick_ms`). The policy may cap it.")
+    fuel: int = Field(SandboxLimits.fuel, ge=1000, description="Fuel per callback (about one unit per Wasm instruction); out of fuel: trap `fuel_exhausted`. The default runs a Go SDK filter over a 16 MiB body with 4x headroom. The policy may cap it.")
+    memory_mb: int = Field(
+        SandboxLimits.memory_bytes // (1024 * 1024),
+        ge=1,
+        le=4096,
+        description="Linear memory cap; growth past it is refused (the guest's allocator aborts: trap `memory_limit`). A Go SDK filter reading a whole body holds about 2.2 x the body + 3 MiB. The policy may cap it.",
+    )
+    timeout_ms: int = Field(SandboxLimits.timeout_ms, ge=1, le=600_000, description="Wall clock per callback; over it: trap `deadline_exceeded` (granularity `runtime.epoch_tick_ms`). The policy may cap it.")
     pause_timeout_ms: int = Field(30_000, ge=1, description="Longest a plugin may keep a stream paused without proxy_continue_stream; then plugin failure `pause_timeout`.")
     max_buffer_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Body bytes this plugin may hold per direction (Envoy's per-filter buffer limit): what it buffers by returning Pause or writes with proxy_set_buffer_bytes. Over it: a request is answered 413, a started response is aborted, a write answers BAD_ARGUMENT.")
 
@@ -283,6 +289,41 @@ class AdminConfig(_Strict):
     max_module_bytes: int = Field(64 * 1024 * 1024, ge=1, description="POST module body above this (64 MiB): 413 body_too_large. server.max_request_body_bytes does not apply to /admin.")
 
 
+class StatsTagConfig(_Strict):
+    tag_name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="The tag's name: the Prometheus label of plugin metrics it matches (Envoy's `stats_tags[].tag_name`).")
+    regex: str | None = Field(
+        None,
+        description=(
+            "Searched in each plugin metric's name as defined (Envoy's `stats_tags[].regex`, a Python `re` pattern here): the first capture group "
+            "is cut out of the name, the second (or the first, if there is only one) is the tag's value. Exactly one of `regex` and `fixed_value`."
+        ),
+    )
+    fixed_value: str | None = Field(None, description="A tag with this value on every plugin metric (Envoy's `stats_tags[].fixed_value`).")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "StatsTagConfig":
+        if (self.regex is None) == (self.fixed_value is None):
+            raise ValueError("give exactly one of `regex` and `fixed_value`")
+        if self.regex is not None:
+            try:
+                pattern = re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(f"regex {self.regex!r} does not compile: {exc}") from None
+            if pattern.groups not in (1, 2):
+                raise ValueError(f"regex {self.regex!r} must have one or two capture groups (the part of the name to cut out, then optionally the value)")
+        return self
+
+
+class StatsConfig(_Strict):
+    stats_tags: list[StatsTagConfig] = Field(
+        default_factory=list,
+        description=(
+            "Tag rules for plugin metric names, as Envoy's bootstrap `stats_config.stats_tags`: a name carrying tags "
+            "(`custom_header_value_counts_value=foo_reporter=wasmgosdk`) becomes a labelled Prometheus metric. None: every name is kept whole."
+        ),
+    )
+
+
 class GatewayConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig, description="The HTTP server.")
     upstream: Union[Literal["embedded"], UpstreamConfig] = Field("embedded", description="Where non-LLM traffic (and /v1/* without a model_list) goes: `embedded`, the built-in mock OpenAI upstream (no keys, no network), or a reverse proxy to a URL.")
@@ -296,6 +337,7 @@ class GatewayConfig(_Strict):
     tracing: TracingConfig = Field(default_factory=TracingConfig, description="OpenTelemetry tracing.")
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig, description="Signed event deliveries (docs/webhooks.md).")
     admin: AdminConfig = Field(default_factory=AdminConfig, description="The /admin API (the README's operator guide).")
+    stats_config: StatsConfig = Field(default_factory=StatsConfig, description="How plugin metrics are named on /metrics (Envoy's bootstrap `stats_config`); read at startup.")
     plugins: list[PluginConfig] = Field(default_factory=list, description="Plugins, run in this order on requests and in reverse order on responses.")
 
     @model_validator(mode="after")
@@ -354,6 +396,9 @@ class LoadedConfig:
     def _resolve(self, value: str) -> Path:
         p = Path(os.path.expanduser(value))
         return p if p.is_absolute() else (self.base_dir / p)
+
+    def stats_tag_rules(self) -> list[TagRule]:
+        return [TagRule(t.tag_name, re.compile(t.regex) if t.regex is not None else None, t.fixed_value) for t in self.model.stats_config.stats_tags]
 
     def native_plugins(self) -> list[PluginConfig]:
         return [p for p in self.model.plugins if p.python is not None]

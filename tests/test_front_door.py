@@ -234,3 +234,50 @@ def test_bad_json_on_the_embedded_upstream_is_a_400(make_app, live, http, guests
     for name, body in BAD_BODIES.items():
         response = http.post(base + "/v1/chat/completions", content=body)
         assert response.status_code == 400, f"{name}: {response.status_code} {response.text[:200]}"
+
+
+# ------------------------------------------------ issue #13 item 12: one server, one date
+@pytest.fixture
+def chatty_upstream():  # type: ignore[no-untyped-def]
+    """A plain uvicorn (none of the gateway's settings) whose app sets its own `server` and
+    `date` on top of uvicorn's: every response it sends carries two of each."""
+    import threading
+
+    import uvicorn
+
+    from support import free_port
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        headers = [(b"server", b"upstream-app"), (b"date", b"Thu, 01 Jan 2026 00:00:00 GMT"), (b"content-type", b"text/plain")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"upstream"})
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.mark.parametrize("upstream", ["embedded", "reverse_proxy"])
+def test_every_response_carries_one_server_and_one_date(make_app, live, guests, chatty_upstream: str, upstream: str) -> None:  # type: ignore[no-untyped-def]
+    direct = httpx.get(chatty_upstream + "/", timeout=10)
+    assert len(direct.headers.get_list("server")) == 2 and len(direct.headers.get_list("date")) == 2  # what the gateway is given
+    config = "embedded" if upstream == "embedded" else {"url": chatty_upstream}
+    base = live(make_app([plugin("tagger", guests["tagger"])], upstream=config, model_list=[deployment()]))
+    with httpx.Client(base_url=base, timeout=10) as client:
+        answers = [client.get("/echo"), client.get("/health"), client.get("/metrics"), client.post("/v1/chat/completions", json=CHAT)]
+    for response in answers:
+        assert response.headers.get_list("server") == ["routeiq"], (response.request.url, response.headers)
+        assert len(response.headers.get_list("date")) == 1, (response.request.url, response.headers)
+        assert response.headers["date"].endswith(" GMT") and "2026 00:00:00" not in response.headers["date"]
+    # The front door's own refusals (written by the protocol, not the app) too.
+    refused = raw_exchange(base, b"GET /echo HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * 70_000 + b"\r\n\r\n").lower()
+    assert refused.startswith(b"http/1.1 431") and refused.count(b"\r\nserver: routeiq\r\n") == 1 and refused.count(b"\r\ndate: ") == 1, refused[:300]

@@ -3,6 +3,7 @@ through a real uvicorn: they link, start, and do what their source says."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -88,3 +89,42 @@ def test_go_http_routing_canary_rewrites_authority_as_envoy_accepts_it(make_app,
     assert response.status_code == 200
     host = dict(response.json()["headers"])["host"]
     assert host == base.removeprefix("http://") + "-canary"
+
+
+def _json_body(mib: float) -> bytes:
+    """A JSON document of about `mib` MiB (an LLM request with a long context is this big)."""
+    item = {"role": "user", "content": "lorem ipsum dolor sit amet " * 4}
+    count = int(mib * 1024 * 1024 / (len(json.dumps(item)) + 2))
+    return json.dumps({"model": "m", "messages": [item] * count}).encode()
+
+
+def test_go_http_body_rewrites_a_multi_mb_json_body_with_the_default_limits(make_app, live) -> None:  # type: ignore[no-untyped-def]
+    # Measured (docs/limits-and-failures.md "Choosing limits"): this filter needs about
+    # 34 M fuel, 21 MiB of memory and ~120 ms for an 8 MiB body; the defaults hold that.
+    base = live(make_app([go_plugin("http_body")]))
+    body = _json_body(8)
+    response = httpx.post(base + "/echo", content=body, headers={"buffer-operation": "append", "content-type": "application/json"}, timeout=60)
+    assert response.status_code == 200, response.text[:300]
+    assert response.json()["body"] == body.decode() + "[this is appended body]"
+    health = httpx.get(base + "/health", timeout=30).json()
+    assert health["plugins"][0]["traps"] == 0
+
+
+@pytest.mark.parametrize(
+    ("limits", "kind", "setting"),
+    [
+        ({"memory_mb": 16}, "unreachable", "raise plugins[].limits.memory_mb"),  # Go's heap cannot grow: `fatal error: out of memory`
+        ({"fuel": 5_000_000}, "fuel_exhausted", "raise plugins[].limits.fuel"),
+        ({"fuel": 10**12, "timeout_ms": 5}, "deadline_exceeded", "raise plugins[].limits.timeout_ms"),
+    ],
+    ids=["memory", "fuel", "timeout"],
+)
+def test_a_go_filter_over_a_limit_is_told_which_setting_to_raise(make_app, live, caplog: pytest.LogCaptureFixture, limits: dict[str, int], kind: str, setting: str) -> None:  # type: ignore[no-untyped-def]
+    base = live(make_app([go_plugin("http_body", limits=limits)]))
+    with caplog.at_level(logging.WARNING, logger="routeiq.dispatch"):
+        response = httpx.post(base + "/echo", content=_json_body(8), headers={"buffer-operation": "append"}, timeout=60)
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == kind
+    last_error = httpx.get(base + "/health", timeout=30).json()["plugins"][0]["last_error"]
+    assert setting in last_error, last_error
+    assert any(setting in r.getMessage() and "VM discarded" in r.getMessage() for r in caplog.records)

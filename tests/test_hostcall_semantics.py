@@ -135,3 +135,48 @@ def test_proxy_done_releases_a_context_waiting_for_it(guest: Guest) -> None:
     guest.env.active.wakeup = lambda: woken.append(True)  # type: ignore[union-attr]
     assert guest.call("proxy_done") == Status.OK
     assert guest.env.active.done_called and woken == [True]  # type: ignore[union-attr]
+
+
+# ------------------------------------------------ foreign functions (issue #13 item 11)
+def _foreign(guest: Guest, name: bytes, arguments: bytes) -> tuple[int, bytes]:
+    status = guest.call("proxy_call_foreign_function", *guest.put(name), *guest.put(arguments), 8, 12)
+    return status, guest.returned() if status == Status.OK else b""
+
+
+def test_foreign_compress_and_uncompress_are_zlibs(guest: Guest) -> None:
+    import zlib
+
+    data = b"hello hello hello hello, foreign functions"
+    status, compressed = _foreign(guest, b"compress", data)
+    assert (status, compressed) == (Status.OK, zlib.compress(data))  # zlib's compress(): zlib format, default level
+    assert _foreign(guest, b"uncompress", compressed) == (Status.OK, data)
+    assert _foreign(guest, b"uncompress", compressed + b"trailing") == (Status.OK, data)  # as uncompress(): the stream's end ends it
+    assert _foreign(guest, b"compress", b"")[0] == Status.OK and _foreign(guest, b"uncompress", zlib.compress(b"")) == (Status.OK, b"")
+    # Envoy answers SerializationFailure for what zlib cannot inflate: garbage, truncated, empty.
+    for bad in (b"not zlib at all", compressed[:-3], b""):
+        assert _foreign(guest, b"uncompress", bad)[0] == Status.SERIALIZATION_FAILURE
+
+
+def test_foreign_uncompress_stops_at_the_plugins_buffer_limit(guest: Guest) -> None:
+    import zlib
+
+    guest.env.plugin.max_buffer_bytes = 4096
+    assert _foreign(guest, b"uncompress", zlib.compress(b"a" * 4096)) == (Status.OK, b"a" * 4096)
+    bomb = zlib.compress(b"a" * 10_000_000)  # 9.7 KB that inflates to 10 MB
+    assert _foreign(guest, b"uncompress", bomb)[0] == Status.SERIALIZATION_FAILURE
+    assert guest.env.services.audit.counts[("unit", "proxy_call_foreign_function", "foreign_output_limit")] == 1
+
+
+def test_foreign_clear_route_cache_and_unknown_names(guest: Guest) -> None:
+    assert _foreign(guest, b"clear_route_cache", b"") == (Status.OK, b"")
+    assert guest.vm.read_u32(12) == 0  # nothing returned, nothing allocated
+    for name in (b"verify_signature", b"expr_create", b"set_envoy_filter_state", b"no_such_function", b"\xff"):
+        assert _foreign(guest, name, b"x")[0] == Status.NOT_FOUND
+    # A bad pointer is refused before anything runs, whatever the name (the linked function
+    # answers INVALID_MEMORY_ACCESS for it: tests/test_hostcalls.py, hostile pointers).
+    from routeiq.runtime.vm import GuestMemoryError
+
+    with pytest.raises(GuestMemoryError):
+        guest.call("proxy_call_foreign_function", *guest.put(b"compress"), 70_000, 4, 8, 12)
+    with pytest.raises(GuestMemoryError):
+        guest.call("proxy_call_foreign_function", *guest.put(b"compress"), *guest.put(b"x"), 70_000, 12)

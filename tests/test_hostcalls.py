@@ -193,7 +193,7 @@ def test_proxy_done_without_pending_finalization(client: TestClient) -> None:
 
 
 def test_unprovided_calls_answer_unimplemented(client: TestClient) -> None:
-    assert run(client, "unimplemented") == {"foreign_status": str(Status.UNIMPLEMENTED), "grpc_status": str(Status.UNIMPLEMENTED)}
+    assert run(client, "unimplemented") == {"foreign_status": str(Status.NOT_FOUND), "grpc_status": str(Status.UNIMPLEMENTED)}
 
 
 def test_on_log_runs_after_each_exchange(client: TestClient, probe_app) -> None:  # type: ignore[no-untyped-def]

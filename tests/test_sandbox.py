@@ -20,10 +20,11 @@ from support import eventually, plugin
 
 HOSTILE = {"x-hostile": "1"}
 PHRASES = {
-    "fuel_exhausted": "ran out of fuel",
-    "deadline_exceeded": "ms deadline",
-    "memory_limit": "MiB memory limit",
-    "stack_overflow": "overflowed its stack",
+    # each names the limit and the setting that raises it
+    "fuel_exhausted": "ran out of fuel (5000000 units, limits.fuel) in proxy_on_request_headers; raise plugins[].limits.fuel",
+    "deadline_exceeded": "ms deadline (limits.timeout_ms) in proxy_on_request_headers; raise plugins[].limits.timeout_ms",
+    "memory_limit": "MiB memory limit (limits.memory_mb) in proxy_on_request_headers; raise plugins[].limits.memory_mb",
+    "stack_overflow": "overflowed its stack in proxy_on_request_headers; raise runtime.max_wasm_stack_kb",
 }
 
 CASES = [

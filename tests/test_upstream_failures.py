@@ -505,7 +505,7 @@ def test_a_stalled_redis_is_a_status_for_the_rate_limiter_not_a_trap(make_app, l
     module = guests["rate_limiter"] if limiter == "rate_limiter" else request.getfixturevalue("py_rate_limiter")
     clock = FakeClock()
     app = make_app(
-        [plugin(limiter, module, config={"limit": 1000, "window_s": 86400})],
+        [plugin(limiter, module, config={"limit": 1000, "window_s": 86400}, limits={"timeout_ms": 100})],
         policy={"plugins": {limiter: {"unpinned": True, "capabilities": ["shared_kv"]}}},
         kv={"backend": "redis", "url": redis_url, "timeout_s": 0.5},  # > the plugin's 100 ms deadline
         router={"breaker": {"cooldown_s": 0.5}},
@@ -549,7 +549,7 @@ def test_a_slow_redis_counts_exactly_and_is_not_charged_to_the_plugin(make_app, 
     port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
     with slow_tcp_proxy(port, delay_s=0.15) as slow_port:
         app = make_app(
-            [plugin(limiter, module, config={"limit": 3, "window_s": 86400})],
+            [plugin(limiter, module, config={"limit": 3, "window_s": 86400}, limits={"timeout_ms": 100})],
             policy={"plugins": {limiter: {"unpinned": True, "capabilities": ["shared_kv"]}}},
             kv={"backend": "redis", "url": f"redis://127.0.0.1:{slow_port}/0", "prefix": f"slow{time.monotonic_ns()}", "timeout_s": 2.0},
         )

@@ -6,6 +6,12 @@ and arms its keep-alive timer only after a first response, so a connection that 
 sends a byte is never closed. Envoy answers these with max_request_headers_kb/count
 (431), request_headers_timeout (408) and idle_timeout; this protocol does the same.
 Limits on the body are the ASGI middleware's (request_limits.py): they need the route.
+
+Every response carries exactly one `server` (`routeiq`) and one `date`, the gateway's own,
+as Envoy's HTTP connection manager overwrites both by default
+(`server_header_transformation: OVERWRITE`): uvicorn writes them, and what an upstream, the
+embedded upstream or a plugin put there is dropped as the response head leaves (plugins
+still see an upstream's in `proxy_on_response_headers`, as in Envoy).
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ from typing import Any
 import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+SERVER_NAME = b"routeiq"
+_GATEWAY_HEADERS = frozenset({b"server", b"date"})
 
 # Request line and header framing ("name: value\r\n") on top of the header bytes counted.
 _FRAMING_SLACK = 8 * 1024
@@ -40,9 +49,32 @@ class _Refused(Exception):
     """Raised from a parser callback to stop parsing this request's head."""
 
 
+class GatewayHeaders:
+    """ASGI wrapper dropping the app's `server` and `date` response headers: uvicorn
+    writes the gateway's own (its default headers), so each appears once."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_gateway_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = message.get("headers") or ()
+                if any(name.lower() in _GATEWAY_HEADERS for name, _ in headers):
+                    message = {**message, "headers": [(n, v) for n, v in headers if n.lower() not in _GATEWAY_HEADERS]}
+            await send(message)
+
+        await self.app(scope, receive, send_gateway_headers)
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, limits: HeadLimits, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.app = GatewayHeaders(self.app)
         self.limits = limits
         self._in_head = False
         self._head_raw = 0  # bytes received while the current head is incomplete
@@ -159,4 +191,7 @@ def uvicorn_options(server: Any) -> dict[str, Any]:
         "timeout_keep_alive": server.keep_alive_timeout_s,
         "timeout_graceful_shutdown": server.drain_timeout_s,
         "lifespan": "on",
+        "server_header": False,
+        "date_header": True,
+        "headers": [("server", SERVER_NAME.decode())],
     }

@@ -15,7 +15,7 @@ from routeiq.dispatch.hook_stats import LatencyHistogram
 from routeiq.hostcalls.state import HostServices
 from routeiq.llm.router import LlmRouter
 from routeiq.services.breakers import BreakerBoard
-from routeiq.services.plugin_metrics import HISTOGRAM_BUCKETS, prometheus_name
+from routeiq.services.plugin_metrics import HISTOGRAM_BUCKETS, PluginMetric, prometheus_name
 
 from .plugin_set import PluginSet
 
@@ -78,18 +78,44 @@ class GatewayCollector(Collector):
             yield CounterMetricFamily("routeiq_routing_decisions", "Routing decisions made", value=router.decisions)
             yield CounterMetricFamily("routeiq_routing_fallbacks", "Requests retried on another deployment", value=router.fallbacks)
 
-        for metric in self.services.metrics.all():
-            name = prometheus_name(metric.plugin, metric.name)
-            help_text = f"{metric.name} (defined by plugin {metric.plugin})"
-            if metric.kind == MetricType.COUNTER:
-                yield CounterMetricFamily(name, help_text, value=metric.value)
-            elif metric.kind == MetricType.GAUGE:
-                yield GaugeMetricFamily(name, help_text, value=metric.value)
-            else:
+        yield from plugin_metric_families(self.services.metrics.all())
+
+
+def plugin_metric_families(metrics: list[PluginMetric]) -> Iterator[Metric]:
+    """One Prometheus family per plugin metric name with its tags cut out: metrics whose
+    names differ only in their tags are its samples, the tags their labels (a label a
+    sample lacks is empty, i.e. absent). A metric of another kind than the family's first
+    keeps its whole name."""
+    families: dict[str, list[PluginMetric]] = {}
+    for metric in metrics:
+        name = prometheus_name(metric.plugin, metric.family or metric.name)
+        members = families.setdefault(name, [])
+        if members and members[0].kind != metric.kind:
+            families.setdefault(prometheus_name(metric.plugin, metric.name), []).append(metric)
+        else:
+            members.append(metric)
+    for name, members in families.items():
+        first = members[0]
+        labels = list(dict.fromkeys(tag for m in members for tag, _ in m.tags))
+        help_text = f"{first.family or first.name} (defined by plugin {first.plugin})"
+        family: CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily
+        if first.kind == MetricType.COUNTER:
+            family = CounterMetricFamily(name, help_text, labels=labels)
+        elif first.kind == MetricType.GAUGE:
+            family = GaugeMetricFamily(name, help_text, labels=labels)
+        else:
+            family = HistogramMetricFamily(name, help_text, labels=labels)
+        for metric in members:
+            values = dict(metric.tags)
+            label_values = [values.get(label, "") for label in labels]
+            if metric.kind == MetricType.HISTOGRAM:
                 # PluginMetrics keeps buckets cumulative already, as Prometheus wants them.
                 cumulative = [(str(bound), count) for bound, count in zip(HISTOGRAM_BUCKETS, metric.buckets)]
                 cumulative.append(("+Inf", metric.count))
-                yield HistogramMetricFamily(name, help_text, buckets=cumulative, sum_value=metric.total)
+                family.add_metric(label_values, cumulative, metric.total)  # type: ignore[call-arg]
+            else:
+                family.add_metric(label_values, metric.value)
+        yield family
 
 
 def metrics_endpoint(collector: GatewayCollector) -> Callable[[Request], Awaitable[Response]]:

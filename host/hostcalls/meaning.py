@@ -11,6 +11,7 @@ from typing import Any, Callable, Mapping
 from .buffers import BufferCalls
 from .clock import ClockCalls
 from .contexts import ContextCalls
+from .foreign import ForeignCalls
 from .group import CallGroup
 from .headers import HeaderCalls
 from .http_call import HttpCallCalls
@@ -38,6 +39,7 @@ GROUPS: tuple[type[CallGroup], ...] = (
     MetricCalls,
     TimerCalls,
     LlmCalls,
+    ForeignCalls,
 )
 
 

@@ -107,6 +107,7 @@ CALLS: dict[str, Import] = {
     "proxy_record_metric": Import((U32, S64)),
     "proxy_get_metric": Import((U32,), OUT_U64),
     "proxy_set_tick_period_milliseconds": Import((U32,)),
+    "proxy_call_foreign_function": Import((STR, BYTES), OUT_BYTES),
     "routeiq_get_llm_request": Import((), OUT_BYTES),
     "routeiq_set_llm_messages": Import((BYTES,)),
     "routeiq_set_llm_model": Import((STR,)),

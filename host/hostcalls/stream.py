@@ -6,7 +6,7 @@ from __future__ import annotations
 from routeiq.abi.proxy_wasm import Pairs, Status, StreamType
 
 from .group import CallGroup
-from .state import LocalResponse
+from .state import HostEnv, LocalResponse
 
 _HTTP_STREAMS = (StreamType.HTTP_REQUEST, StreamType.HTTP_RESPONSE)
 _TCP_STREAMS = (StreamType.DOWNSTREAM, StreamType.UPSTREAM)
@@ -59,4 +59,11 @@ class StreamCalls(CallGroup):
         return self.proxy_continue_stream(StreamType.HTTP_RESPONSE)
 
     def proxy_clear_route_cache(self) -> int:
-        return Status.OK  # routes are not cached per stream here; nothing to clear
+        return clear_route_cache(self.env)
+
+
+def clear_route_cache(env: HostEnv) -> int:
+    """Envoy re-matches the stream's route after a header change. There is no route table
+    yet (the upstream is the gateway's one), so there is nothing to re-match: OK. Both
+    proxy_clear_route_cache and the foreign function `clear_route_cache` come here."""
+    return Status.OK

@@ -16,7 +16,6 @@ UNIMPLEMENTED_CALLS: dict[str, int] = {
     "proxy_grpc_send": 4,
     "proxy_grpc_cancel": 1,
     "proxy_grpc_close": 1,
-    "proxy_call_foreign_function": 6,
 }
 I64_PARAMS: dict[str, tuple[int, ...]] = {}
 

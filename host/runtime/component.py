@@ -41,7 +41,7 @@ from .component_capi import (
 from .component_traps import classify_trap
 from .component_values import BadByteString, HostImport, ValueWriter, param_decoder
 from .errors import GuestExit, GuestTrap, HostCallFailure, MemoryLimitExceeded, PluginLoadError
-from .limits import SandboxLimits
+from .limits import SandboxLimits, out_of_memory
 
 log = logging.getLogger("routeiq.runtime")
 
@@ -386,8 +386,7 @@ class ComponentSandbox:
         return classify_trap(message, callback, self.limits)
 
     def memory_limit_error(self, callback: str, detail: str) -> MemoryLimitExceeded:
-        mib = self.limits.memory_bytes // (1024 * 1024)
-        return MemoryLimitExceeded(f"hit its {mib} MiB memory limit in {callback}", callback=callback, detail=detail)
+        return out_of_memory(self.limits, callback, detail)
 
     def fuel_remaining(self) -> int:
         return self.store.get_fuel()

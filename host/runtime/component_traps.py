@@ -6,19 +6,19 @@ tests (tests/test_python_guests.py: fuel, deadline, stack, memory)."""
 
 from __future__ import annotations
 
-from .errors import DeadlineExceeded, FuelExhausted, GuestTrap, MemoryOutOfBounds, StackOverflow, Unreachable
-from .limits import SandboxLimits
+from .errors import GuestTrap, MemoryOutOfBounds, Unreachable
+from .limits import SandboxLimits, out_of_fuel, out_of_stack, past_deadline
 
 
 def classify_trap(message: str, callback: str, limits: SandboxLimits) -> GuestTrap:
     """The GuestTrap subclass a component trap message describes."""
     cause = message.rsplit("Caused by:", 1)[-1]
     if "all fuel consumed" in cause:
-        return FuelExhausted(f"ran out of fuel ({limits.fuel} units) in {callback}", callback=callback, detail=message)
+        return out_of_fuel(limits, callback, message)
     if "wasm trap: interrupt" in cause:
-        return DeadlineExceeded(f"exceeded its {limits.timeout_ms} ms deadline in {callback}", callback=callback, detail=message)
+        return past_deadline(limits, callback, message)
     if "call stack exhausted" in cause:
-        return StackOverflow(f"overflowed its stack in {callback}", callback=callback, detail=message)
+        return out_of_stack(callback, message)
     if "out of bounds memory access" in cause:
         return MemoryOutOfBounds(f"accessed memory out of bounds in {callback}", callback=callback, detail=message)
     if "unreachable" in cause:

@@ -21,18 +21,8 @@ from typing import Callable, Iterator, Mapping
 import wasmtime
 
 from . import _fastcall, capi
-from .errors import (
-    DeadlineExceeded,
-    FuelExhausted,
-    GuestTrap,
-    HostCallFailure,
-    MemoryLimitExceeded,
-    MemoryOutOfBounds,
-    PluginLoadError,
-    StackOverflow,
-    Unreachable,
-)
-from .limits import SandboxLimits
+from .errors import GuestTrap, HostCallFailure, MemoryOutOfBounds, PluginLoadError, Unreachable
+from .limits import SandboxLimits, memory_use_hint, out_of_fuel, out_of_memory, out_of_stack, past_deadline
 
 log = logging.getLogger("routeiq.runtime")
 
@@ -259,33 +249,29 @@ class WasmVM:
         first_line = message.splitlines()[0] if message else "trap"
         TrapCode = wasmtime.TrapCode
         if code == TrapCode.OUT_OF_FUEL:
-            cls: type[GuestTrap] = FuelExhausted
-            text = f"ran out of fuel ({self.limits.fuel} units) in {callback}"
-        elif code == TrapCode.INTERRUPT:
-            cls = DeadlineExceeded
-            text = f"exceeded its {self.limits.timeout_ms} ms deadline in {callback}"
-        elif code == TrapCode.STACK_OVERFLOW:
-            cls = StackOverflow
-            text = f"overflowed its stack in {callback}"
-        elif code == TrapCode.MEMORY_OUT_OF_BOUNDS:
-            cls = MemoryOutOfBounds
+            return out_of_fuel(self.limits, callback, message)
+        if code == TrapCode.INTERRUPT:
+            return past_deadline(self.limits, callback, message)
+        if code == TrapCode.STACK_OVERFLOW:
+            return out_of_stack(callback, message)
+        if code == TrapCode.UNREACHABLE and self._near_memory_limit():
+            return out_of_memory(self.limits, callback, message)
+        if code == TrapCode.MEMORY_OUT_OF_BOUNDS:
+            cls: type[GuestTrap] = MemoryOutOfBounds
             text = f"accessed memory out of bounds in {callback}"
-        elif code == TrapCode.UNREACHABLE and self._near_memory_limit():
-            cls = MemoryLimitExceeded
-            text = f"hit its {self.limits.memory_bytes // (1024 * 1024)} MiB memory limit in {callback}"
         elif code == TrapCode.UNREACHABLE:
             cls = Unreachable
-            text = f"trapped (unreachable) in {callback}"
+            text = f"trapped (unreachable) in {callback}" + memory_use_hint(self.limits, self._memory_used())
         else:
             cls = GuestTrap
             text = f"trapped in {callback}: {first_line}"
         return cls(text, callback=callback, detail=message)
 
+    def _memory_used(self) -> int:
+        return capi.memory_data_size(self._ctx, self._mem_addr) if self._memory is not None else 0
+
     def _near_memory_limit(self) -> bool:
-        if self._memory is None:
-            return False
-        size = capi.memory_data_size(self._ctx, self._mem_addr)
-        return size + 64 * 1024 * 16 >= self.limits.memory_bytes
+        return self._memory is not None and self._memory_used() + 64 * 1024 * 16 >= self.limits.memory_bytes
 
     # ------------------------------------------------------------ host links
     def _define(self, linker_addr: int, fn: HostFunction) -> None:
