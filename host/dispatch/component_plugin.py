@@ -86,6 +86,7 @@ class ComponentVM(PluginVM):
         self.tick_period_ms = 0
         self._ticker = None
         self._tasks = set()
+        self._loop = None
 
     def start(self) -> None:
         sandbox: ComponentSandbox = self.vm  # type: ignore[assignment]
@@ -144,7 +145,7 @@ class ComponentPlugin(ProxyWasmPlugin):
             raise PluginLoadError(f"{spec.wasm_path} is not a WebAssembly component")
         # The policy decides before anything is compiled.
         try:
-            self.admission = admit(self.policy, spec.name, spec.wasm_path, wasm, digest, spec.limits, spec.manifest)
+            self.admission = admit(self.policy, spec.name, spec.wasm_path, wasm, digest, spec.limits, spec.manifest, spec.vm_id)
         except AdmissionRefused as refused:
             self.services.audit.denied(spec.name, "load", refused.reason, str(refused))
             raise
