@@ -135,3 +135,18 @@ def test_go_shared_queue_between_vm_ids(make_app, live, kv_backend: dict[str, An
     assert eventually(lambda: any(m.endswith(wanted) and "dequeued data from http_request_headers(queueID=" in m for m in logs.messages("receiver")), timeout=10)
     # The response queue was never registered: the sender logs the resolve failure.
     assert any("error resolving queue id" in m for m in logs.messages("sender"))
+
+
+def test_go_shared_queue_across_gateways_sharing_redis(make_app, live, redis_url: str) -> None:  # type: ignore[no-untyped-def]
+    # Two gateways (as two workers or replicas would be) on one Redis: the receiver service
+    # runs in one, the sender filter in the other; the queue is found as ("receiver",
+    # name) through Redis and readiness crosses by pub/sub.
+    kv = {"backend": "redis", "url": redis_url, "prefix": f"x{time.monotonic_ns()}"}
+    services = [go("receiver", "shared_queue_receiver", vm_id="receiver", config="http_request_headers")]
+    collector = make_app([], services=services, policy=grant_everything(["receiver"]), kv=kv)
+    live(collector)
+    policy = {"plugins": {"sender": {**grant_everything(["sender"])["plugins"]["sender"], "kv": {"write": ["receiver"]}}}}
+    edge = live(make_app([go("sender", "shared_queue_sender", config="http")], policy=policy, kv=kv))
+    assert httpx.get(edge + "/echo", headers={"x-across": "gateways"}, timeout=30).status_code == 200
+    wanted = '{"key": "x-across","value": "gateways"}'
+    assert eventually(lambda: any(m.endswith(wanted) for m in collector.state.gateway.logs.messages("receiver")), timeout=10)
