@@ -305,6 +305,8 @@ class ProxyWasmPlugin:
             if self._vm is None:
                 try:
                     vm = self.current_vm()
+                except PluginQuarantined:
+                    return  # a service's probe has its own timer; a filter's, its next request
                 except PluginError as exc:
                     log.warning("plugin %s could not be restarted: %s", self.spec.name, exc)
                     return
