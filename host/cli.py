@@ -58,7 +58,7 @@ def _serve(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else server.port
     workers = args.workers or server.workers
     gateway = app.state.gateway
-    names = ", ".join(p.spec.name for p in gateway.plugins) or "none"
+    names = ", ".join(p.spec.name for p in gateway.plugin_set.all()) or "none"
     print(
         f"routeiq {__version__}: serving on http://{host}:{port} with {workers} worker(s) "
         f"(upstream: {gateway.upstream_name}; kv: {config.model.kv.backend}; plugins: {names})",

@@ -109,9 +109,31 @@ class QuarantineConfig(_Strict):
     cooldown_s: float = Field(30.0, ge=0, description="Then one probe VM; a clean exchange restores the plugin.")
 
 
-class PluginConfig(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Unique plugin name (also its KV/queue namespace and its policy entry).")
+class _ModuleConfig(_Strict):
+    """What a filter plugin and a service plugin both are: a proxy-wasm module and its VM."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Unique name among `plugins` and `services` (its policy entry; its KV/queue namespace unless `vm_id` is set).")
     wasm: str | None = Field(None, description="Path to the Wasm module (a sandboxed plugin). Exactly one of `wasm` and `python` is given.")
+    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$", description="Optional pin of the module's sha256; a mismatch refuses to load.")
+    root_id: str = Field("", description="proxy-wasm root id, as in Envoy.")
+    vm_id: str = Field(
+        "",
+        description=(
+            "Envoy's vm_id: modules with the same vm_id share shared data and shared queues (their namespace is the vm_id; "
+            "empty: the module's own name). A queue is resolved as (vm_id, name). Also the plugin_vm_id property."
+        ),
+    )
+    config: Union[str, dict[str, Any], list[Any], None] = Field(None, description="Plugin configuration: a string is passed as is, a mapping or list as compact JSON bytes (null: empty). Checked against the manifest's config_schema.")
+    vm_config: Union[str, dict[str, Any], list[Any], None] = Field(None, description="VM configuration, same encoding as `config`.")
+    limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Sandbox limits (the policy may cap them lower).")
+    env: dict[str, str] = Field(default_factory=dict, description="WASI environment variables the plugin sees (nothing of the gateway's environment).")
+    log_level: LOG_LEVELS | None = Field(None, description="This plugin's log level (null: `server.log_level`).")
+    quarantine: QuarantineConfig = Field(default_factory=QuarantineConfig, description="Automatic quarantine of a misbehaving plugin.")
+    on_startup_failure: Literal["abort", "continue", "quarantine"] = Field("abort", description="A plugin that fails to start: `abort` refuses to start the gateway, `continue` runs without it, `quarantine` keeps it quarantined and probes it after the cooldown.")
+    startup_timeout_ms: int = Field(10_000, ge=1, description="A plugin slower than this to start counts as failed.")
+
+
+class PluginConfig(_ModuleConfig):
     python: str | None = Field(
         None,
         description=(
@@ -119,26 +141,21 @@ class PluginConfig(_Strict):
             "The policy must allow it by name and exact target (`native: true`, `module:`); only `config` and `fail_open` apply to it."
         ),
     )
-    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$", description="Optional pin of the module's sha256; a mismatch refuses to load.")
-    root_id: str = Field("", description="proxy-wasm root id, as in Envoy.")
-    vm_id: str = Field("", description="Reported as the plugin_vm_id property.")
-    config: Union[str, dict[str, Any], list[Any], None] = Field(None, description="Plugin configuration: a string is passed as is, a mapping or list as compact JSON bytes (null: empty). Checked against the manifest's config_schema.")
-    vm_config: Union[str, dict[str, Any], list[Any], None] = Field(None, description="VM configuration, same encoding as `config`.")
     fail_open: bool = Field(False, description="On a plugin failure: skip the plugin (true) or answer 503 (false).")
-    limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Sandbox limits (the policy may cap them lower).")
-    env: dict[str, str] = Field(default_factory=dict, description="WASI environment variables the plugin sees (nothing of the gateway's environment).")
-    log_level: LOG_LEVELS | None = Field(None, description="This plugin's log level (null: `server.log_level`).")
-    quarantine: QuarantineConfig = Field(default_factory=QuarantineConfig, description="Automatic quarantine of a misbehaving plugin.")
     depends_on: list[str] | None = Field(None, description="Plugins that must run before this one (null: the manifest's `depends_on`).")
     priority: int | None = Field(None, description="Among plugins free to run, higher first (null: the manifest's `priority`, default 0).")
-    on_startup_failure: Literal["abort", "continue", "quarantine"] = Field("abort", description="A plugin that fails to start: `abort` refuses to start the gateway, `continue` runs without it, `quarantine` keeps it quarantined and probes it after the cooldown.")
-    startup_timeout_ms: int = Field(10_000, ge=1, description="A plugin slower than this to start counts as failed.")
 
     @model_validator(mode="after")
     def _one_kind(self) -> "PluginConfig":
         if (self.wasm is None) == (self.python is None):
             raise ValueError("give exactly one of `wasm` (a module path) or `python` (a native plugin)")
         return self
+
+
+class ServiceConfig(_ModuleConfig):
+    """Envoy's bootstrap WasmService: a root context only, never on the request path."""
+
+    wasm: str = Field(description="Path to the Wasm module.")
 
 
 class KvConfig(_Strict):
@@ -339,14 +356,29 @@ class GatewayConfig(_Strict):
     admin: AdminConfig = Field(default_factory=AdminConfig, description="The /admin API (the README's operator guide).")
     stats_config: StatsConfig = Field(default_factory=StatsConfig, description="How plugin metrics are named on /metrics (Envoy's bootstrap `stats_config`); read at startup.")
     plugins: list[PluginConfig] = Field(default_factory=list, description="Plugins, run in this order on requests and in reverse order on responses.")
+    services: list[ServiceConfig] = Field(
+        default_factory=list,
+        description=(
+            "Service plugins (Envoy's bootstrap WasmService): a root context only (VM start, configure, ticks, queues, callouts, "
+            "shared data), no HTTP contexts, never on the request path. The policy grants them by name as it does plugins."
+        ),
+    )
 
     @model_validator(mode="after")
     def _unique_names(self) -> "GatewayConfig":
         seen: set[str] = set()
-        for plugin in self.plugins:
+        modules: list[_ModuleConfig] = [*self.plugins, *self.services]
+        for plugin in modules:
             if plugin.name in seen:
-                raise ValueError(f"plugin name {plugin.name!r} is used twice")
+                raise ValueError(f"plugin name {plugin.name!r} is used twice (names are unique across plugins and services)")
             seen.add(plugin.name)
+        # A namespace is a vm_id or, without one, a module's name: a vm_id may not take over
+        # another module's own namespace (the policy grants that one by name).
+        for module in modules:
+            if module.vm_id and module.vm_id != module.name and module.vm_id in seen:
+                owner = next(m for m in modules if m.name == module.vm_id)
+                if owner.vm_id != module.vm_id:
+                    raise ValueError(f"{module.name!r}: vm_id {module.vm_id!r} is the name of another plugin, whose own namespace it is")
         return self
 
 
@@ -404,41 +436,44 @@ class LoadedConfig:
         return [p for p in self.model.plugins if p.python is not None]
 
     def plugin_specs(self) -> list[PluginSpec]:
+        """Every Wasm module to run: the filter plugins (config order), then the services."""
+        wasm: list[tuple[_ModuleConfig, str]] = [(p, "filter") for p in self.model.plugins if p.wasm is not None]  # native: native_plugins()
+        return [self._spec(p, kind) for p, kind in wasm + [(s, "service") for s in self.model.services]]
+
+    def _spec(self, p: _ModuleConfig, kind: str) -> PluginSpec:
         server_level = LogLevel[self.model.server.log_level.upper()]
-        specs = []
-        for p in self.model.plugins:
-            if p.wasm is None:
-                continue  # native plugins: native_plugins()
-            level = LogLevel[p.log_level.upper()] if p.log_level else server_level
-            specs.append(
-                PluginSpec(
-                    name=p.name,
-                    wasm_path=self._resolve(p.wasm),
-                    sha256=p.sha256,
-                    root_id=p.root_id,
-                    vm_id=p.vm_id,
-                    plugin_config=_config_bytes(p.config),
-                    vm_config=_config_bytes(p.vm_config),
-                    fail_open=p.fail_open,
-                    limits=SandboxLimits(
-                        fuel=p.limits.fuel,
-                        memory_bytes=p.limits.memory_mb * 1024 * 1024,
-                        timeout_ms=p.limits.timeout_ms,
-                    ),
-                    environment=tuple(sorted(p.env.items())),
-                    log_level=level,
-                    pause_timeout_ms=p.limits.pause_timeout_ms,
-                    max_buffer_bytes=p.limits.max_buffer_bytes,
-                    quarantine_max_traps=p.quarantine.max_traps,
-                    quarantine_window_s=p.quarantine.window_s,
-                    quarantine_cooldown_s=p.quarantine.cooldown_s,
-                    depends_on=tuple(p.depends_on) if p.depends_on is not None else None,
-                    priority=p.priority,
-                    on_startup_failure=p.on_startup_failure,
-                    startup_timeout_ms=p.startup_timeout_ms,
-                )
-            )
-        return specs
+        level = LogLevel[p.log_level.upper()] if p.log_level else server_level
+        # Request-path settings are a filter's only (a service keeps the defaults).
+        fail_open, depends_on, priority = (p.fail_open, p.depends_on, p.priority) if isinstance(p, PluginConfig) else (False, None, None)
+        wasm = p.wasm
+        assert wasm is not None
+        return PluginSpec(
+            name=p.name,
+            wasm_path=self._resolve(wasm),
+            kind=kind,
+            sha256=p.sha256,
+            root_id=p.root_id,
+            vm_id=p.vm_id,
+            plugin_config=_config_bytes(p.config),
+            vm_config=_config_bytes(p.vm_config),
+            fail_open=fail_open,
+            limits=SandboxLimits(
+                fuel=p.limits.fuel,
+                memory_bytes=p.limits.memory_mb * 1024 * 1024,
+                timeout_ms=p.limits.timeout_ms,
+            ),
+            environment=tuple(sorted(p.env.items())),
+            log_level=level,
+            pause_timeout_ms=p.limits.pause_timeout_ms,
+            max_buffer_bytes=p.limits.max_buffer_bytes,
+            quarantine_max_traps=p.quarantine.max_traps,
+            quarantine_window_s=p.quarantine.window_s,
+            quarantine_cooldown_s=p.quarantine.cooldown_s,
+            depends_on=tuple(depends_on) if depends_on is not None else None,
+            priority=priority,
+            on_startup_failure=p.on_startup_failure,
+            startup_timeout_ms=p.startup_timeout_ms,
+        )
 
 
 def _config_bytes(value: Any) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import httpx
 import pytest
 
 from routeiq.app import PluginStartupError
+from support import eventually, grant_everything
 
 GO_SDK = Path(__file__).resolve().parents[2] / "shared" / "data" / "proxy-wasm-sdk" / "go-sdk-44c7d58"
 
@@ -24,8 +26,8 @@ CONFIG: dict[str, str] = {
 }
 
 
-# Root-context-only plugins (an Envoy bootstrap `WasmService`): they create no HTTP
-# context, so they are started and checked, but not put on the request path.
+# Root-context-only modules (an Envoy bootstrap `WasmService`): they create no HTTP
+# context, so they run as `services:`, never on the request path.
 SERVICES = {"dispatch_call_on_tick", "shared_queue_receiver"}
 
 
@@ -36,14 +38,78 @@ def go_plugin(name: str, **extra: Any) -> dict[str, Any]:
     return entry
 
 
+def logs(app: Any, name: str) -> list[str]:
+    return app.state.gateway.logs.messages(name)
+
+
 @pytest.mark.parametrize("name", sorted(p.stem for p in GO_SDK.glob("*.wasm")))
 def test_every_go_sdk_module_links_starts_and_serves(make_app, live, name: str) -> None:  # type: ignore[no-untyped-def]
-    base = live(make_app([go_plugin(name)]))
+    if name in SERVICES:
+        app = make_app([], services=[go_plugin(name)], policy=grant_everything([name]))
+    else:
+        app = make_app([go_plugin(name)])
+    base = live(app)
     with httpx.Client(base_url=base, timeout=30) as client:
         health = client.get("/health").json()
-        assert [(p["name"], p["state"]) for p in health["plugins"]] == [(name, "ready")], health
-        if name not in SERVICES:
-            assert client.get("/echo", headers={"content-length": "0"}).status_code == 200
+        kind = "service" if name in SERVICES else "filter"
+        assert [(p["name"], p["kind"], p["state"]) for p in health["plugins"]] == [(name, kind, "ready")], health
+        assert client.get("/echo", headers={"content-length": "0"}).status_code == 200
+        assert f'routeiq_plugin_ready{{plugin="{name}"}} 1.0' in client.get("/metrics").text
+    assert not any("invalid context id" in line for line in logs(app, name))
+
+
+def test_go_shared_queue_sender_reaches_the_receiver_service(make_app, live) -> None:  # type: ignore[no-untyped-def]
+    # As the example's envoy.yaml: one receiver VM (vm_id "receiver") with two plugin
+    # configurations, each registering the queue its config names; the sender filter
+    # resolves both as ("receiver", name) and enqueues every request and response header.
+    services = [
+        go_plugin("shared_queue_receiver", vm_id="receiver"),
+        {**go_plugin("shared_queue_receiver", vm_id="receiver"), "name": "receiver_responses", "config": "http_response_headers"},
+    ]
+    policy = grant_everything(["shared_queue_receiver", "receiver_responses"])
+    policy["plugins"]["sender"] = {**grant_everything(["sender"])["plugins"]["sender"], "kv": {"write": ["receiver"]}}
+    app = make_app([{**go_plugin("shared_queue_sender", vm_id="sender"), "name": "sender"}], services=services, policy=policy)
+    base = live(app)
+    response = httpx.get(base + "/echo", headers={"x-queued": "hello"}, timeout=30)
+    assert response.status_code == 200
+    wanted = '{"key": "x-queued","value": "hello"}'
+    assert f"enqueued data: {wanted}" in logs(app, "sender")
+    assert eventually(lambda: any(line.endswith(wanted) for line in logs(app, "shared_queue_receiver")), timeout=10)
+    received = [line for line in logs(app, "shared_queue_receiver") if "dequeued data from" in line]
+    assert all(" dequeued data from http_request_headers(queueID=" in line for line in received), received
+    assert any(line.endswith('{"key": ":method","value": "GET"}') for line in received)
+    assert eventually(lambda: any("dequeued data from http_response_headers(queueID=" in line for line in logs(app, "receiver_responses")), timeout=10)
+
+
+def test_go_shared_queue_sender_without_the_policy_grant_is_refused(make_app, live) -> None:  # type: ignore[no-untyped-def]
+    # The receiver's VM is another namespace: resolving it needs the policy's kv grant.
+    services = [go_plugin("shared_queue_receiver", vm_id="receiver")]
+    app = make_app([{**go_plugin("shared_queue_sender"), "name": "sender"}], services=services, policy=grant_everything(["sender", "shared_queue_receiver"]))
+    base = live(app)
+    assert httpx.get(base + "/echo", timeout=30).status_code == 200
+    assert any("error resolving queue id" in line for line in logs(app, "sender"))
+    time.sleep(0.2)
+    assert not any("dequeued data" in line for line in logs(app, "shared_queue_receiver"))
+
+
+def test_go_dispatch_call_on_tick_runs_as_a_service(make_app, live) -> None:  # type: ignore[no-untyped-def]
+    app = make_app([], services=[go_plugin("dispatch_call_on_tick")], policy=grant_everything(["dispatch_call_on_tick"]))
+    base = live(app)
+    assert "set tick period milliseconds: 100" in logs(app, "dispatch_call_on_tick")
+    # Its OnTick dispatches a call every 100 ms (to cluster web_service); requests pass by it.
+    assert eventually(lambda: sum("dispatch" in line or "called" in line for line in logs(app, "dispatch_call_on_tick")) >= 2, timeout=10)
+    assert httpx.get(base + "/echo", timeout=30).status_code == 200
+    plugin = app.state.gateway.plugin_set.plugin("dispatch_call_on_tick")
+    assert plugin not in app.state.gateway.plugins  # the filter chain never receives it
+    assert plugin.stats.traps == 0
+
+
+def test_go_shared_data_counts_requests(make_app, live) -> None:  # type: ignore[no-untyped-def]
+    app = make_app([go_plugin("shared_data")])
+    base = live(app)
+    for _ in range(3):
+        assert httpx.get(base + "/echo", timeout=30).status_code == 200
+    assert [line for line in logs(app, "shared_data") if line.startswith("shared value")] == ["shared value: 1", "shared value: 2", "shared value: 3"]
 
 
 def test_go_http_headers_rewrites_request_and_response_headers(make_app, live) -> None:  # type: ignore[no-untyped-def]

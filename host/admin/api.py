@@ -74,7 +74,7 @@ def admin_routes(
         summary: List plugins with their state, traps and quarantine
         responses: {200: {description: plugins}}
         """
-        return JSONResponse({"plugins": [p.describe() for p in plugins.plugins]})
+        return JSONResponse({"plugins": [p.describe() for p in plugins.all()]})
 
     async def get_plugin(request: Request) -> Response:
         """

@@ -84,6 +84,7 @@ class ComponentVM(PluginVM):
         self.tick_period_ms = 0
         self._ticker = None
         self._tasks = set()
+        self._loop = None
 
     def start(self) -> None:
         sandbox: ComponentSandbox = self.vm  # type: ignore[assignment]

@@ -120,7 +120,7 @@ class ProxyWasmPlugin:
         """The operator's policy decides (pin, then manifest) before anything is compiled."""
         spec = self.spec
         try:
-            self.admission = admit(self.policy, spec.name, spec.wasm_path, wasm, digest, spec.limits, spec.manifest)
+            self.admission = admit(self.policy, spec.name, spec.wasm_path, wasm, digest, spec.limits, spec.manifest, spec.vm_id)
         except AdmissionRefused as refused:
             self.services.audit.denied(spec.name, "load", refused.reason, str(refused))
             raise
@@ -214,6 +214,8 @@ class ProxyWasmPlugin:
         if entering:
             self.stats.quarantines += 1
         log.warning("plugin %s quarantined: %s", self.spec.name, reason)
+        if self.spec.kind == "service" and not manual:  # no request will probe it: a timer does
+            self.restart_soon(self.quarantine_state.cooldown_s)
         self._emit("plugin_quarantined", {"plugin": self.spec.name, "reason": reason, "manual": manual})
 
     @property
@@ -249,6 +251,12 @@ class ProxyWasmPlugin:
         """An exchange went through this plugin without failing it."""
         if self.quarantine_state.probing:
             self.release("probe succeeded")
+
+    def background_ok(self) -> None:
+        """A tick or a queue delivery ran cleanly. A service has no exchanges, so this is
+        what proves its probe VM (a filter's probe is proved by an exchange)."""
+        if self.spec.kind == "service":
+            self.note_success()
 
     def _emit(self, event_type: str, payload: dict[str, Any]) -> None:
         if self.on_event is not None:
@@ -298,17 +306,23 @@ class ProxyWasmPlugin:
             vm.call("proxy_on_configure", vm.root, vm.root.context_id, len(old))
             raise PluginLoadError("proxy_on_configure returned false")
 
-    def restart_soon(self) -> None:
-        """Rebuild a discarded VM in the background (timer- or queue-driven plugins have no
-        request to do it for them)."""
+    def restart_soon(self, delay_s: float = RETRY_BACKOFF_S) -> None:
+        """Rebuild a discarded VM in the background (timer- or queue-driven plugins and
+        services have no request to do it for them)."""
 
         async def restart() -> None:
-            await asyncio.sleep(RETRY_BACKOFF_S)
+            await asyncio.sleep(delay_s)
             if self._vm is None:
                 try:
-                    self.current_vm().start_ticker()
+                    vm = self.current_vm()
+                except PluginQuarantined:
+                    return  # a service's probe has its own timer; a filter's, its next request
                 except PluginError as exc:
                     log.warning("plugin %s could not be restarted: %s", self.spec.name, exc)
+                    return
+                vm.start_ticker()
+                if not vm.tick_period_ms:
+                    self.background_ok()  # started cleanly, and no tick to prove more
 
         try:
             asyncio.get_running_loop().create_task(restart())
@@ -318,6 +332,8 @@ class ProxyWasmPlugin:
     def start_background(self) -> None:
         if self._vm is not None:
             self._vm.start_ticker()
+        elif self.spec.kind == "service" and self.quarantined and not self.manually_quarantined:
+            self.restart_soon(self.quarantine_state.cooldown_s)  # quarantined at startup: probe it later
 
     @property
     def state(self) -> str:
@@ -338,6 +354,7 @@ class ProxyWasmPlugin:
     def describe(self) -> dict[str, object]:
         return {
             "name": self.spec.name,
+            "kind": self.spec.kind,
             "state": self.state,
             "abi_version": self.abi_version,
             "sha256": self.sha256,

@@ -16,6 +16,7 @@ class PluginSpec:
 
     name: str
     wasm_path: Path
+    kind: str = "filter"  # filter: on the request path; service: a root context only (Envoy's WasmService)
     sha256: str | None = None
     root_id: str = ""
     vm_id: str = ""

@@ -56,6 +56,8 @@ class VMOwner(Protocol):
 
     def restart_soon(self) -> None: ...
 
+    def background_ok(self) -> None: ...
+
 
 class PluginVM:
     """One live VM of a plugin; also the VMScheduler of its host calls."""
@@ -71,6 +73,7 @@ class PluginVM:
         self.tick_period_ms = 0
         self._ticker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the gateway's, once known (queue readiness)
 
     def start(self) -> None:
         vm = self.vm
@@ -189,12 +192,14 @@ class PluginVM:
         self.start_ticker()
 
     def start_ticker(self) -> None:
-        """Start proxy_on_tick if a period is set and an event loop runs (else later)."""
-        if not self.tick_period_ms or self._ticker is not None or self.vm.closed:
-            return
+        """Start proxy_on_tick if a period is set and an event loop runs (else later).
+        Also where a VM built before the loop ran (at startup) learns the loop."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
+            return
+        self._loop = loop
+        if not self.tick_period_ms or self._ticker is not None or self.vm.closed:
             return
         self._ticker = loop.create_task(self._tick_loop())
 
@@ -212,14 +217,18 @@ class PluginVM:
                 self.plugin.discard(self, exc)
                 self.plugin.restart_soon()
                 return
+            self.plugin.background_ok()
 
     def queue_ready(self, queue_id: int) -> None:
-        # Called from inside a host call (or a Redis listener): never re-enter the guest here.
+        # Called from inside a host call, or from a Redis listener's thread (a queue
+        # registered at startup, before the loop ran): never re-enter the guest here.
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            return
-        loop.call_soon(self._deliver_queue_ready, queue_id)
+            loop = self._loop
+            if loop is None or loop.is_closed():
+                return
+        loop.call_soon_threadsafe(self._deliver_queue_ready, queue_id)
 
     def _deliver_queue_ready(self, queue_id: int) -> None:
         if self.vm.closed:
@@ -230,6 +239,8 @@ class PluginVM:
             exc.callback = exc.callback or "proxy_on_queue_ready"
             self.plugin.discard(self, exc)
             self.plugin.restart_soon()
+            return
+        self.plugin.background_ok()
 
     def close(self) -> None:
         if self._ticker is not None:

@@ -160,7 +160,7 @@ class ConfigWatcher:
             return
         self.latest = fresh
         plugins = self.plugins
-        current = {p.spec.name: p for p in plugins.plugins}
+        current = {p.spec.name: p for p in plugins.all()}
         if set(specs) != plugins.names():
             log.warning("config reload: plugins were added or removed; that takes a restart")
         problems = []

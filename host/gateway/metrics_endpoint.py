@@ -39,7 +39,7 @@ class GatewayCollector(Collector):
         quarantines = CounterMetricFamily("routeiq_plugin_quarantines", "Times a plugin was quarantined", labels=["plugin"])
         quarantined = GaugeMetricFamily("routeiq_plugin_quarantined", "1 while the plugin is quarantined", labels=["plugin"])
         latency = HistogramMetricFamily("routeiq_plugin_callback_seconds", "Plugin callback latency", labels=["plugin", "callback"])
-        for plugin in self.plugins.plugins:
+        for plugin in self.plugins.all():
             quarantines.add_metric([plugin.spec.name], plugin.stats.quarantines)
             quarantined.add_metric([plugin.spec.name], 1 if plugin.quarantined else 0)
             for callback, stats in plugin.hooks.folded().items():

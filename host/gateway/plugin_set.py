@@ -3,7 +3,10 @@ its on_startup_failure mode and the operator's admin changes applied), ordering,
 (an admin upload or the config file naming another module) and undoing admin changes.
 
 The filter chain reads `plugins`; a swap replaces an entry of that same list, so exchanges
-already running finish on the old plugin while new ones get the new."""
+already running finish on the old plugin while new ones get the new. Service plugins
+(Envoy's WasmService: a root context only) live in `service_plugins`, which the filter
+chain never sees; everything else (health, admin, metrics, swaps, quarantine) treats both
+alike."""
 
 from __future__ import annotations
 
@@ -55,7 +58,8 @@ class PluginSet:
         self.on_event = on_event
         self.clock = clock
         self.where = where  # the config file, for errors
-        self.plugins: list[ProxyWasmPlugin] = []
+        self.plugins: list[ProxyWasmPlugin] = []  # the filter chain, in order
+        self.service_plugins: list[ProxyWasmPlugin] = []  # root context only, never on the request path
         self.failed: list[dict[str, Any]] = []  # left out at startup (on_startup_failure: continue)
 
     # ----------------------------------------------------------------- startup
@@ -70,7 +74,7 @@ class PluginSet:
             reason = self.operator_state.quarantine_reason(spec.name)
             if reason is not None:  # an operator's quarantine holds until released
                 plugin.quarantine(reason, manual=True)
-            self.plugins.append(plugin)
+            (self.service_plugins if spec.kind == "service" else self.plugins).append(plugin)
         self._order()
 
     def _build(self, spec: PluginSpec) -> ProxyWasmPlugin:
@@ -96,7 +100,7 @@ class PluginSet:
                 plugin.quarantine(f"failed at startup: {exc}")
                 return plugin
             log.error("%s: %s; continuing without it", where, exc)
-            self.failed.append({"name": spec.name, "state": "failed", "last_error": str(exc)})
+            self.failed.append({"name": spec.name, "kind": spec.kind, "state": "failed", "last_error": str(exc)})
             return None
         log.info("plugin %s loaded (ABI %s, sha256 %s)", spec.name, plugin.abi_version, plugin.sha256[:12])
         return plugin
@@ -114,18 +118,22 @@ class PluginSet:
         self.plugins[:] = [by_name[n] for n in order]
 
     # ------------------------------------------------------------------ lookup
+    def all(self) -> list[ProxyWasmPlugin]:
+        """Filter plugins (chain order), then services."""
+        return self.plugins + self.service_plugins
+
     def plugin(self, name: str) -> ProxyWasmPlugin:
-        """The plugin named `name` (KeyError if there is none)."""
-        for p in self.plugins:
+        """The plugin or service named `name` (KeyError if there is none)."""
+        for p in self.all():
             if p.spec.name == name:
                 return p
         raise KeyError(name)
 
     def names(self) -> set[str]:
-        return {p.spec.name for p in self.plugins} | {f["name"] for f in self.failed}
+        return {p.spec.name for p in self.all()} | {f["name"] for f in self.failed}
 
     def describe(self) -> list[dict[str, Any]]:
-        return [p.describe() for p in self.plugins] + self.failed
+        return [p.describe() for p in self.all()] + self.failed
 
     # ------------------------------------------------------------------- swaps
     async def swap_module(self, name: str, wasm: bytes) -> ProxyWasmPlugin:
@@ -195,7 +203,8 @@ class PluginSet:
         return new
 
     def _switch(self, old: ProxyWasmPlugin, new: ProxyWasmPlugin) -> None:
-        self.plugins[self.plugins.index(old)] = new
+        where = self.service_plugins if old in self.service_plugins else self.plugins
+        where[where.index(old)] = new
         if old.manually_quarantined:  # a swap does not lift an operator's quarantine
             new.quarantine(old.quarantine_reason, manual=True)
         new.start_background()
@@ -204,9 +213,9 @@ class PluginSet:
 
     # --------------------------------------------------------------- lifecycle
     def start_background(self) -> None:
-        for plugin in self.plugins:
+        for plugin in self.all():
             plugin.start_background()
 
     def close(self) -> None:
-        for plugin in self.plugins:
+        for plugin in self.all():
             plugin.close()

@@ -26,7 +26,8 @@ class SharedQueueCalls(CallGroup):
         return Status.OK, qid
 
     def proxy_resolve_shared_queue(self, vm_id: str, name: str) -> tuple[int, int]:
-        """`vm_id` is the queue's namespace ("" for the plugin's own)."""
+        """The queue `name` registered by a module of VM `vm_id`, as in Envoy ("": the caller's own VM,
+        its namespace); another VM's needs the policy's read grant of that namespace."""
         env = self.env
         namespace = vm_id or env.grant.namespace
         if not env.grant.can_read(namespace):

@@ -32,7 +32,7 @@ class Admission:
     limits: SandboxLimits
 
 
-def _grant(name: str, entry: PluginPolicyModel, pinned_by: str) -> Grant:
+def _grant(name: str, entry: PluginPolicyModel, pinned_by: str, vm_id: str) -> Grant:
     limits = entry.limits
     return Grant(
         plugin=name,
@@ -52,6 +52,7 @@ def _grant(name: str, entry: PluginPolicyModel, pinned_by: str) -> Grant:
             queue_max_items=limits.queue_max_items,
         ),
         pinned_by=pinned_by,
+        vm_id=vm_id,
     )
 
 
@@ -90,15 +91,23 @@ def _verify_pin(name: str, entry: PluginPolicyModel, policy: PolicyModel, sha256
 
 
 def admit(
-    policy: PolicyModel | None, name: str, wasm_path: Path, wasm: bytes, sha256: str, limits: SandboxLimits, kept: PluginManifest | None = None
+    policy: PolicyModel | None,
+    name: str,
+    wasm_path: Path,
+    wasm: bytes,
+    sha256: str,
+    limits: SandboxLimits,
+    kept: PluginManifest | None = None,
+    vm_id: str = "",
 ) -> Admission:
     """Decide what a module may do, or refuse it with a message naming what is wrong.
-    `kept`: the replaced module's manifest, for a swapped-in module that carries none."""
+    `kept`: the replaced module's manifest, for a swapped-in module that carries none;
+    `vm_id`: the config's, whose namespace the module shares (its own is its name)."""
     entry = policy.plugins.get(name) if policy is not None else None
     if entry is None:
-        grant = deny_all(name)
+        grant = deny_all(name, vm_id)
     else:  # a tampered module is reported as such, before its manifest is trusted
-        grant = _grant(name, entry, _verify_pin(name, entry, policy, sha256))  # type: ignore[arg-type]
+        grant = _grant(name, entry, _verify_pin(name, entry, policy, sha256), vm_id)  # type: ignore[arg-type]
     try:
         manifest, origin = load_manifest(wasm_path, wasm, kept)
     except ManifestError as exc:

@@ -46,11 +46,14 @@ class Grant:
     kv_write: frozenset[str] = frozenset()
     limits: GrantLimits = field(default_factory=GrantLimits)
     pinned_by: str = "nothing"
+    vm_id: str = ""  # the config's vm_id: modules with the same one share a namespace, as in Envoy
 
     @property
     def namespace(self) -> str:
-        """The plugin's own KV and queue namespace (always readable and writable)."""
-        return self.plugin
+        """The plugin's own KV and queue namespace (always readable and writable): its
+        vm_id (shared by every module of that VM id, as Envoy scopes shared data and
+        queues), or its name when it has none."""
+        return self.vm_id or self.plugin
 
     def allows(self, capability: Capability) -> bool:
         return capability in self.capabilities
@@ -70,5 +73,5 @@ class Grant:
         return self.namespace, key
 
 
-def deny_all(plugin: str) -> Grant:
-    return Grant(plugin=plugin)
+def deny_all(plugin: str, vm_id: str = "") -> Grant:
+    return Grant(plugin=plugin, vm_id=vm_id)

@@ -34,8 +34,8 @@ class CalloutRuleModel(_Strict):
 
 
 class KvGrantModel(_Strict):
-    read: list[str] = Field(default_factory=list, description="Other plugins' namespaces this plugin may read (a key `ns/rest` addresses namespace `ns`). Its own namespace is always granted.")
-    write: list[str] = Field(default_factory=list, description="Namespaces it may read and write.")
+    read: list[str] = Field(default_factory=list, description="Other namespaces this plugin may read: a vm_id, or the name of a plugin without one (a key `ns/rest` addresses namespace `ns`; resolving and dequeuing another VM's queue need read). Its own namespace (its vm_id, else its name) is always granted.")
+    write: list[str] = Field(default_factory=list, description="Namespaces it may read and write (enqueuing to another VM's queue needs write).")
 
 
 class PolicyLimitsModel(_Strict):
@@ -64,7 +64,7 @@ class PluginPolicyModel(_Strict):
     module: str | None = Field(None, description="For `native: true` (required there): the exact `python:` target allowed, e.g. `audit.py:Audit`. Nothing is imported before it matches.")
     capabilities: list[Capability] = Field(default_factory=list, description="Capabilities granted (docs/policy.md); the manifest must ask for them too.")
     callouts: list[CalloutRuleModel] = Field(default_factory=list, description="Allow-list of `http_callout` targets.")
-    kv: KvGrantModel = Field(default_factory=KvGrantModel, description="Access to other plugins' KV and queue namespaces.")
+    kv: KvGrantModel = Field(default_factory=KvGrantModel, description="Access to other VMs' (other plugins') KV and queue namespaces.")
     limits: PolicyLimitsModel = Field(default_factory=PolicyLimitsModel, description="Limits of this plugin's host calls, and caps of its sandbox limits.")
 
     @model_validator(mode="after")

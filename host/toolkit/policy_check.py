@@ -34,7 +34,7 @@ def explain(config: LoadedConfig) -> tuple[str, bool]:
         digest = hashlib.sha256(wasm).hexdigest()
         lines.append(f"  sha256:        {digest}")
         try:
-            admission = admit(policy, spec.name, spec.wasm_path, wasm, digest, spec.limits)
+            admission = admit(policy, spec.name, spec.wasm_path, wasm, digest, spec.limits, vm_id=spec.vm_id)
         except PluginLoadError as exc:
             lines.append(f"  REFUSED: {exc}")
             ok = False
