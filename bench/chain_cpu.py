@@ -170,7 +170,10 @@ def chain_cpu_us(gateway: Any, body: bytes, exchanges: int) -> float:
 
 async def measure(args: argparse.Namespace) -> dict[str, dict[int, Series]]:
     from routeiq.config import load_config
-    from routeiq.gateway.app import create_app
+    try:
+        from routeiq.app import create_app
+    except ImportError:  # --compare against a revision before the composition root moved
+        from routeiq.gateway.app import create_app  # type: ignore[no-redef]
 
     body = chat_body(False)
     results: dict[str, dict[int, Series]] = {"gateway": {n: Series() for n in args.sets}, "chain": {n: Series() for n in args.sets if n}}

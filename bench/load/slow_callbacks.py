@@ -191,7 +191,7 @@ def serve(config_path: Path, report: Path, threshold_ms: float, mode: str) -> in
     import uvicorn
 
     from routeiq.config import load_config
-    from routeiq.gateway.app import create_app, tune_gc_for_serving
+    from routeiq.app import create_app, tune_gc_for_serving
     from routeiq.gateway.http_server import uvicorn_config
     from routeiq.log_format import configure_logging
 
