@@ -149,6 +149,7 @@ class HttpStream:
     local_response: LocalResponse | None = None
     response_started: bool = False
     response_code: int = 0
+    response_details: str = ""  # Envoy's response code details: "via_upstream" or the local reply's
     filter_state: dict[tuple[bytes, ...], bytes] = field(default_factory=dict)
     llm: LlmExchange | None = None  # set for chat completion requests on the LLM path
 
