@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from routeiq.abi.proxy_wasm import Status, decode_map
-from support import plugin
+from support import eventually, plugin
 
 NOT_FOUND = str(Status.NOT_FOUND)
 
@@ -48,10 +48,10 @@ def raw_request(base: str, method: str, target: str, headers: list[tuple[str, st
     """One request on a socket of our own: (client address, server address, response body)."""
     url = urlsplit(base)
     with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
-        conn = h11.Connection(h11.CLIENT)
-        sock.sendall(conn.send(h11.Request(method=method, target=target, headers=headers)))
-        sock.sendall(conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))
         local, peer = sock.getsockname(), sock.getpeername()
+        conn = h11.Connection(h11.CLIENT)
+        request = conn.send(h11.Request(method=method, target=target, headers=headers))
+        sock.sendall(request + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage()))  # type: ignore[operator]
         chunks = []
         while True:
             event = conn.next_event()
@@ -114,6 +114,21 @@ def test_request_attributes_match_what_the_client_sent(base: str) -> None:
     assert got["plugin_name"] == b"probe"
     assert got["plugin_root_id"] == b"probe-root"
     assert got["plugin_vm_id"] == b"probe-vm"
+
+
+def test_on_log_sees_the_finished_exchange(make_app, live, guests: dict[str, Path], http: httpx.Client) -> None:  # type: ignore[no-untyped-def]
+    app = make_app([plugin("probe", guests["hostcall_probe"])])
+    base = live(app)
+    names = "request.duration,response.code,response.size,response.code_details"
+    response = http.get(f"{base}/echo", headers={"x-probe": "props", "x-props-phase": "response", "x-props": names})
+    assert response.status_code == 200
+    prefix = "probe props on_log "
+    line = eventually(lambda: next((m for m in app.state.gateway.logs.messages("probe") if m.startswith(prefix)), None))
+    got = items(line[len(prefix) :], ";")
+    assert i64(got["request.duration"]) > 0  # only once the request is complete
+    assert i64(got["response.code"]) == 200
+    assert i64(got["response.size"]) == len(response.content)  # the whole body by now
+    assert got["response.code_details"] == b"via_upstream"
 
 
 def test_dotted_paths_read_the_same_as_segments(base: str, http: httpx.Client) -> None:

@@ -2,7 +2,7 @@
 
 Paths follow Envoy's attribute names (request.path, request.headers.<name>, plugin_name,
 ...) with Envoy's encodings: strings raw bytes, integers 8-byte little-endian, booleans
-one byte, timestamps int64 ns since the epoch, maps serialized like header maps. An
+one byte, timestamps and durations int64 ns, maps serialized like header maps. An
 attribute the gateway cannot answer truthfully (connection ids, TLS details, xDS names,
 upstream hosts) is NOT_FOUND, never a made-up value. Values are computed on demand: a
 filter reading one attribute per request pays for that one only.
@@ -64,6 +64,8 @@ _REQUEST: dict[bytes, Getter] = {
     b"id": lambda s: s.request_id.encode(),
     b"protocol": lambda s: s.protocol.encode(),
     b"time": lambda s: _int(s.start_ns),
+    # Envoy answers the duration once the request is complete (on_done, on_log).
+    b"duration": lambda s: _int(s.end_ns - s.start_ns) if s.end_ns else None,
     b"useragent": lambda s: s.request_headers.get(b"user-agent"),
     b"referer": lambda s: s.request_headers.get(b"referer"),
     b"size": _request_size,

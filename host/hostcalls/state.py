@@ -138,6 +138,7 @@ class HttpStream:
     scheme: str = "http"
     protocol: str = "HTTP/1.1"
     start_ns: int = field(default_factory=time.time_ns)
+    end_ns: int = 0  # set when the exchange is over, before on_done / on_log
     request_trailers: HeaderMap | None = None
     response_headers: HeaderMap | None = None
     response_trailers: HeaderMap | None = None
