@@ -166,4 +166,10 @@ def split_property_path(raw: bytes) -> tuple[bytes, ...]:
     segments = [s for s in raw.split(b"\0") if s]
     if len(segments) == 1 and b"." in segments[0]:
         segments = segments[0].split(b".")
+        if len(segments) > 3 and tuple(segments[:2]) in _MAP_ATTRIBUTES:
+            # A header name may hold dots: request.headers.x.y is header "x.y".
+            segments = segments[:2] + [b".".join(segments[2:])]
     return tuple(segments)
+
+
+_MAP_ATTRIBUTES = frozenset({(b"request", b"headers"), (b"response", b"headers"), (b"response", b"trailers")})

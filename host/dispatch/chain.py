@@ -16,7 +16,7 @@ import enum
 import json
 import logging
 from dataclasses import dataclass
-from time import perf_counter_ns
+from time import perf_counter_ns, time_ns
 
 from typing import TYPE_CHECKING, Callable
 
@@ -402,6 +402,8 @@ class ChainStream:
         """proxy_on_done, then proxy_on_log and proxy_on_delete for every context.
         Returns members whose plugin answered false from proxy_on_done (finalized later
         by `finalize` once the plugin calls proxy_done or the grace period ends)."""
+        if not self.stream.end_ns:
+            self.stream.end_ns = time_ns()  # request.duration from on_done on
         waiting: list[Member] = []
         for member in self.members:
             if (member.failed or member.sandbox.closed) and not self._live(member):  # type: ignore[union-attr]

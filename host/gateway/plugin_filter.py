@@ -374,6 +374,7 @@ class _Exchange:
         upstream = [(k.lower(), v) for k, v in message.get("headers", [])]
         stream = self.stream
         stream.response_code = status
+        stream.response_details = "via_upstream"
         stream.response_headers = HeaderMap([(b":status", str(status).encode())] + upstream, rules=self.owner.response_rules)
         verdict = await self._settle(self.chain.response_headers(False), StreamType.HTTP_RESPONSE, self.chain.response_headers, False)
         if verdict.step is not Step.CONTINUE:
@@ -426,6 +427,7 @@ class _Exchange:
             local = stream.local_response
             assert local is not None
             stream.response_code = local.status
+            stream.response_details = local.details
             await self._send_local(local, rid)
         elif verdict.step is Step.CLOSED:
             name = verdict.member.plugin.spec.name if verdict.member else "a plugin"
@@ -444,6 +446,7 @@ class _Exchange:
 
     async def _send_local(self, local: LocalResponse, extra: list[tuple[bytes, bytes]]) -> None:
         headers = [(k, v) for k, v in local.headers if not k.startswith(b":")]
+        self.stream.response_body_size = len(local.body)  # response.size on_log reads
         if not any(k == b"x-request-id" for k, _ in headers):
             headers += extra
         await send_bytes(self.send, local.status, local.body, headers, content_type=b"text/plain")

@@ -1,18 +1,23 @@
 """Property host calls: proxy_get_property, proxy_set_property.
 
 Paths follow Envoy's attribute names (request.path, request.headers.<name>, plugin_name,
-...). Strings are raw bytes, integers 8-byte little-endian, maps serialized like headers.
+...) with Envoy's encodings: strings raw bytes, integers 8-byte little-endian, booleans
+one byte, timestamps and durations int64 ns, maps serialized like header maps. An
+attribute the gateway cannot answer truthfully (connection ids, TLS details, xDS names,
+upstream hosts) is NOT_FOUND, never a made-up value. Values are computed on demand: a
+filter reading one attribute per request pays for that one only.
 Paths a plugin sets are kept per request (Envoy's filter state), so plugins can talk.
 """
 
 from __future__ import annotations
 
 import struct
+from typing import Callable
 
 from routeiq.abi.proxy_wasm import Status, encode_map
 
 from .group import CallGroup
-from .state import HttpStream
+from .state import HeaderMap, HttpStream
 
 _I64 = struct.Struct("<q")
 
@@ -21,51 +26,98 @@ def _int(value: int) -> bytes:
     return _I64.pack(value)
 
 
-def _request_property(stream: HttpStream, key: bytes, rest: tuple[bytes, ...]) -> bytes | None:
-    headers = stream.request_headers
-    path = headers.get(b":path") or b"/"
-    if key == b"headers":
-        if rest:
-            return headers.get(rest[0])
-        return encode_map([(k, v) for k, v in headers.pairs if not k.startswith(b":")])
-    if rest:
+def _map(headers: HeaderMap) -> bytes:
+    # Envoy serializes its header map as a CEL map: every key once (pseudo-headers
+    # included), repeated headers' values joined by commas.
+    joined: dict[bytes, list[bytes]] = {}
+    for k, v in headers.pairs:
+        joined.setdefault(k, []).append(v)
+    return encode_map([(k, b",".join(vs)) for k, vs in joined.items()])
+
+
+def _byte_size(headers: HeaderMap | None) -> int:
+    # Envoy's HeaderMap::byteSize(): names and values, no framing.
+    return sum(len(k) + len(v) for k, v in headers.pairs) if headers is not None else 0
+
+
+def _path(stream: HttpStream) -> bytes:
+    return stream.request_headers.get(b":path") or b"/"
+
+
+def _request_size(stream: HttpStream) -> bytes:
+    # Envoy: the content-length header when there is one, else the body bytes received.
+    length = stream.request_headers.get(b"content-length")
+    if length is not None and length.isdigit():
+        return _int(int(length))
+    return _int(stream.request_body_size)
+
+
+Getter = Callable[[HttpStream], "bytes | None"]
+
+_REQUEST: dict[bytes, Getter] = {
+    b"path": _path,
+    b"url_path": lambda s: _path(s).split(b"?", 1)[0],
+    b"query": lambda s: _path(s).partition(b"?")[2],
+    b"host": lambda s: s.request_headers.get(b":authority") or s.request_headers.get(b"host"),
+    b"scheme": lambda s: s.request_headers.get(b":scheme") or s.scheme.encode(),
+    b"method": lambda s: s.request_headers.get(b":method"),
+    b"id": lambda s: s.request_id.encode(),
+    b"protocol": lambda s: s.protocol.encode(),
+    b"time": lambda s: _int(s.start_ns),
+    # Envoy answers the duration once the request is complete (on_done, on_log).
+    b"duration": lambda s: _int(s.end_ns - s.start_ns) if s.end_ns else None,
+    b"useragent": lambda s: s.request_headers.get(b"user-agent"),
+    b"referer": lambda s: s.request_headers.get(b"referer"),
+    b"size": _request_size,
+    b"total_size": lambda s: _int(s.request_body_size + _byte_size(s.request_headers)),
+}
+
+
+def _grpc_status(stream: HttpStream) -> bytes | None:
+    for headers in (stream.response_trailers, stream.response_headers):
+        value = headers.get(b"grpc-status") if headers is not None else None
+        if value is not None and value.isdigit():
+            return _int(int(value))
+    return None
+
+
+_RESPONSE: dict[bytes, Getter] = {
+    b"code": lambda s: _int(s.response_code),
+    b"code_details": lambda s: s.response_details.encode() if s.response_details else None,
+    b"grpc_status": _grpc_status,
+    b"size": lambda s: _int(s.response_body_size),
+    b"total_size": lambda s: _int(s.response_body_size + _byte_size(s.response_headers) + _byte_size(s.response_trailers)),
+}
+
+_CONNECTION: dict[bytes, Getter] = {
+    # Without TLS there is no peer certificate: Envoy answers false. Over TLS the ASGI
+    # scope does not say whether the client presented one, so that stays NOT_FOUND.
+    b"mtls": lambda s: b"\x00" if s.scheme == "http" else None,
+}
+
+
+def _map_property(headers: HeaderMap | None, rest: tuple[bytes, ...]) -> bytes | None:
+    if headers is None or len(rest) > 1:
         return None
-    simple = {
-        b"path": lambda: path,
-        b"url_path": lambda: path.split(b"?", 1)[0],
-        b"query": lambda: path.split(b"?", 1)[1] if b"?" in path else b"",
-        b"host": lambda: headers.get(b":authority") or headers.get(b"host"),
-        b"scheme": lambda: headers.get(b":scheme") or stream.scheme.encode(),
-        b"method": lambda: headers.get(b":method"),
-        b"id": lambda: stream.request_id.encode(),
-        b"protocol": lambda: stream.protocol.encode(),
-        b"time": lambda: _int(stream.start_ns),
-        b"useragent": lambda: headers.get(b"user-agent"),
-        b"referer": lambda: headers.get(b"referer"),
-        b"size": lambda: _int(int(headers.get(b"content-length") or 0)),
-        b"total_size": lambda: _int(stream.request_body_size),
-    }
-    getter = simple.get(key)
-    return getter() if getter else None
+    return headers.get(rest[0]) if rest else _map(headers)
+
+
+def _request_property(stream: HttpStream, key: bytes, rest: tuple[bytes, ...]) -> bytes | None:
+    if key == b"headers":
+        return _map_property(stream.request_headers, rest)
+    getter = _REQUEST.get(key)
+    return getter(stream) if getter is not None and not rest else None
 
 
 def _response_property(stream: HttpStream, key: bytes, rest: tuple[bytes, ...]) -> bytes | None:
-    headers = stream.response_headers
+    if not stream.response_code:
+        return None  # no response yet (request callbacks)
     if key == b"headers":
-        if headers is None:
-            return None
-        if rest:
-            return headers.get(rest[0])
-        return encode_map([(k, v) for k, v in headers.pairs if not k.startswith(b":")])
-    if rest:
-        return None
-    if key == b"code" and stream.response_code:
-        return _int(stream.response_code)
-    if key == b"code_details" and stream.local_response is not None:
-        return stream.local_response.details.encode()
-    if key == b"total_size":
-        return _int(stream.response_body_size)
-    return None
+        return _map_property(stream.response_headers, rest)
+    if key == b"trailers":
+        return _map_property(stream.response_trailers, rest)
+    getter = _RESPONSE.get(key)
+    return getter(stream) if getter is not None and not rest else None
 
 
 def _address(endpoint: tuple[str, int] | None, key: bytes) -> bytes | None:
@@ -104,6 +156,9 @@ class PropertyCalls(CallGroup):
             return _address(stream.client, key)
         if head == b"destination" and not rest:
             return _address(stream.server, key)
+        if head == b"connection" and not rest:
+            getter = _CONNECTION.get(key)
+            return getter(stream) if getter is not None else None
         return None
 
     def proxy_get_property(self, path: tuple[bytes, ...]) -> tuple[int, bytes]:

@@ -138,6 +138,7 @@ class HttpStream:
     scheme: str = "http"
     protocol: str = "HTTP/1.1"
     start_ns: int = field(default_factory=time.time_ns)
+    end_ns: int = 0  # set when the exchange is over, before on_done / on_log
     request_trailers: HeaderMap | None = None
     response_headers: HeaderMap | None = None
     response_trailers: HeaderMap | None = None
@@ -149,6 +150,7 @@ class HttpStream:
     local_response: LocalResponse | None = None
     response_started: bool = False
     response_code: int = 0
+    response_details: str = ""  # Envoy's response code details: "via_upstream" or the local reply's
     filter_state: dict[tuple[bytes, ...], bytes] = field(default_factory=dict)
     llm: LlmExchange | None = None  # set for chat completion requests on the LLM path
 

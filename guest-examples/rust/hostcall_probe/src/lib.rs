@@ -14,6 +14,7 @@
 //! | scenario | output |
 //! |---|---|
 //! | `properties` | one line per property path (`\0`-joined segments): `request.path`, `request.method`, `request.scheme`, `request.host`, `plugin_name`, `plugin_root_id`, `request.headers.x-probe`, `no.such` -> `<dotted.path>=<value>` or `<dotted.path>!status=<s>` |
+//! | `props` | every name in header `x-props` (comma-separated dotted names; segments split on the first two dots, or one dotted segment with header `x-props-dotted`) -> `<name>=<hex of value>` or `<name>!status=<s>`. With `x-props-phase: response` no local answer: `Continue`, and the same items joined by `;` in response header `x-props`, read in on_http_response_headers. Either way `on_log` logs INFO `probe props on_log <items joined by ;>` |
 //! | `headers_read` | `count=<n>` (pairs from get_header_map_pairs(0)), `size_status=<s>`, `size=<n>` (only if size_status=0), `value=<x-probe-in>` or `value!status=<s>`, `missing_status=<s>` (header `x-probe-missing`), `bad_map_status=<s>` (get_header_map_value on map 99) |
 //! | `headers_write` | no local answer. Request: add `x-added: a1`, replace `x-replace` with `new`, remove `x-remove`, `Continue`. Response: set_header_map_pairs(current + `x-set-pairs: yes`), then add `x-probe-seen: response` and `x-probe-write-status: add=<s>,replace=<s>,remove=<s>,set_pairs=<s>` |
 //! | `body_rewrite` | no local answer. Request body: `Pause` until end_of_stream, then read it, prepend `PREFIX:` (set_buffer_bytes start=0,size=0), append `:SUFFIX` (start=len+7,size=0), `Continue`. Response headers: add `x-req-body-seen: <original body bytes>`. Response body: each chunk upper-cased (ASCII) in place via set_buffer_bytes(1, 0, chunk_len) |
@@ -263,6 +264,23 @@ impl Probe {
             l.bytes_result(name, &hostcalls::get_property(path));
         }
         respond(l)
+    }
+
+    /// `props`: every name in `x-props` (comma-separated, dotted), read as segments
+    /// (split on the first two dots) or, with `x-props-dotted`, as one dotted segment.
+    /// Values are hex, so binary encodings (integers, maps) survive.
+    fn props(&self) -> String {
+        let names = header("x-props").unwrap_or_default();
+        let dotted = header("x-props-dotted").is_some();
+        let mut out = Vec::new();
+        for name in names.split(',').filter(|n| !n.is_empty()) {
+            let segments: Vec<&str> = if dotted { vec![name] } else { name.splitn(3, '.').collect() };
+            match hostcalls::get_property(&segments) {
+                Ok(v) => out.push(format!("{}={}", name, v.iter().map(|b| format!("{:02x}", b)).collect::<String>())),
+                Err(s) => out.push(format!("{}!status={}", name, s.code())),
+            }
+        }
+        out.join(";")
     }
 
     fn headers_read(&self) -> Action {
@@ -717,6 +735,14 @@ impl HttpContext for Probe {
         };
         match self.scenario.as_str() {
             "properties" => self.properties(),
+            "props" if header("x-props-phase").as_deref() == Some("response") => Action::Continue,
+            "props" => {
+                let mut l = Lines::default();
+                for item in self.props().split(';').filter(|i| !i.is_empty()) {
+                    let _ = writeln!(l.0, "{}", item);
+                }
+                respond(l)
+            }
             "headers_read" => self.headers_read(),
             "headers_write" => {
                 let a = code(&hostcalls::add_http_request_header("x-added", "a1"));
@@ -792,6 +818,8 @@ impl HttpContext for Probe {
             let _ = hostcalls::add_http_response_header("x-probe-seen", "response");
             let req = self.scenario.trim_start_matches("headers_write:").to_string();
             let _ = hostcalls::add_http_response_header("x-probe-write-status", &format!("{},set_pairs={}", req, s));
+        } else if self.scenario == "props" {
+            let _ = hostcalls::add_http_response_header("x-props", &self.props());
         } else if self.scenario == "body_rewrite" {
             let _ = hostcalls::add_http_response_header("x-req-body-seen", &self.req_body_seen.to_string());
         } else if self.scenario == "continue_stream" {
@@ -838,6 +866,9 @@ impl HttpContext for Probe {
             Err(s) => format!("probe on_log path=!status={}", s.code()),
         };
         routeiq_guest::log_info(&msg);
+        if self.scenario == "props" {
+            routeiq_guest::log_info(&format!("probe props on_log {}", self.props()));
+        }
         if self.scenario == "llm_response" {
             let msg = match llm::get_llm_response() {
                 Ok(r) => format!(
