@@ -107,7 +107,7 @@ def test_c_tagger_answers_403_locally(make_app, c_guests: dict[str, Path]) -> No
             assert response.status_code == 403, (path, headers)
             assert response.content == body
             assert response.headers["content-type"] == "application/json"
-            assert "x-routeiq-plugin" not in response.headers  # no response callbacks on a local answer
+            assert response.headers.get_list("x-routeiq-plugin") == ["c_tagger"]  # a local reply runs the sender's response callbacks
         # x-block is no longer the deny header once deny_header is configured
         assert client.get("/echo", headers={"x-block": "1"}).status_code == 200
 
@@ -272,7 +272,7 @@ def test_sdk_filter_does_everything_through_the_gateway(make_app, as_guests: dic
             assert denied.status_code == 403
             assert denied.json() == {"error": {"message": "denied by sdk_filter", "type": "forbidden"}}
             assert denied.headers["content-type"] == "application/json"
-            assert "x-sdk-seen" not in denied.headers
+            assert denied.headers["x-sdk-seen"] == "1"  # its own local reply runs its response callbacks
         health = client.get("/health").json()["plugins"][0]
     assert (health["abi_version"], health["state"], health["traps"]) == ("0.2.0", "ready", 0)
     logs = app.state.gateway.logs.messages

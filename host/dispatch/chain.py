@@ -103,6 +103,12 @@ class ChainStream:
         self._wants: dict[str, bool] = {}  # wants(), until a member fails
         self._request_order = list(range(len(plugins)))
         self._response_order = self._request_order[::-1]
+        # How many plugins (in request order) had their request headers callback reached:
+        # Envoy creates a filter's VM context there, so only those see a local reply.
+        self.decoded = 0
+        # The local reply being passed through the response callbacks: a plugin that
+        # answers again during that pass sends a new one (compared by identity).
+        self.encoding: LocalResponse | None = None
         for plugin in plugins:
             self.members.append(self._open(plugin))
 
@@ -247,7 +253,7 @@ class ChainStream:
         assert context is not None
         if self.failure is not None:
             return Verdict(Step.FAILED, position, member=member, error=self.failure)
-        if self.stream.local_response is not None:
+        if self.stream.local_response is not self.encoding:
             return Verdict(Step.LOCAL, position, member=member)
         if int(stream_type) in context.close_requested:
             return Verdict(Step.CLOSED, position, member=member)
@@ -265,7 +271,7 @@ class ChainStream:
         if context.failure is not None and not member.failed:
             self._note_failure(member, context.failure)
             return self.has_failure_verdict() or CONTINUE
-        if self.stream.local_response is not None:
+        if self.stream.local_response is not self.encoding:
             return Verdict(Step.LOCAL, member=member)
         if int(stream_type) in context.close_requested:
             return Verdict(Step.CLOSED, member=member)
@@ -299,7 +305,7 @@ class ChainStream:
                     continue
                 action = None
             # The common outcome, checked inline: nothing asked for, go on.
-            if action != _PAUSE and self.failure is None and stream.local_response is None and not member.context.close_requested:  # type: ignore[union-attr]
+            if action != _PAUSE and self.failure is None and stream.local_response is self.encoding and not member.context.close_requested:  # type: ignore[union-attr]
                 continue
             verdict = self._after_callback(member, action, position, st)
             if verdict is not None:
@@ -308,7 +314,17 @@ class ChainStream:
 
     def request_headers(self, end_of_stream: bool, start: int = 0) -> Verdict:
         count = len(self.stream.request_headers)
-        return self._headers(self._request_order, start, "proxy_on_request_headers", count, end_of_stream, StreamType.HTTP_REQUEST)
+        verdict = self._headers(self._request_order, start, "proxy_on_request_headers", count, end_of_stream, StreamType.HTTP_REQUEST)
+        self.decoded = len(self.members) if verdict.step is Step.CONTINUE else verdict.position + 1
+        return verdict
+
+    def encode_local_reply(self) -> None:
+        """Run the response callbacks next on stream.local_response, as Envoy encodes a
+        local reply sent while decoding: through every filter whose request headers were
+        decoded (the sender and those before it, or all of them once the headers passed),
+        in response order. Filters after the sender never had a context and see nothing."""
+        self.encoding = self.stream.local_response
+        self._response_order = [i for i in self._response_order if i < self.decoded]
 
     def response_headers(self, end_of_stream: bool, start: int = 0) -> Verdict:
         headers = self.stream.response_headers
@@ -371,7 +387,7 @@ class ChainStream:
                 data = bytes(buffer)
                 buffer.clear()
                 continue
-            if action == Action.PAUSE and not eos and self.failure is None and stream.local_response is None:
+            if action == Action.PAUSE and not eos and self.failure is None and stream.local_response is self.encoding:
                 context = member.context
                 assert context is not None
                 if int(st) not in context.close_requested and int(st) not in context.resume_requested:

@@ -155,6 +155,7 @@ class _Exchange:
         self.response_done = False
         self.replaced = False  # the upstream response was replaced; drop its messages
         self.llm_body_invalid = False
+        self.aborted: Verdict | None = None  # a plugin ended the exchange mid request body
 
     # -------------------------------------------------------------- driver
     async def run(self) -> None:
@@ -233,8 +234,11 @@ class _Exchange:
             scope["routeiq.authority"] = authority  # a plugin rewrote it: the upstream's Host
         try:
             await self.owner.app(scope, receive, self._filtered_send)
-        except StreamAborted as aborted:
-            await self._answer(aborted.verdict)
+        except Exception:
+            if self.aborted is None:
+                raise
+        if self.aborted is not None:  # however the upstream app took the abort
+            await self._answer(self.aborted)
             return
         if not self.response_done and self.response_sent:
             raise RuntimeError("upstream app ended without finishing its response")
@@ -349,7 +353,14 @@ class _Exchange:
                     return message
                 eos = not message.get("more_body", False)
                 self.stream.request_body_size += len(message.get("body", b""))
-                data = await self._body_chunk(REQUEST, message.get("body", b""), eos)
+                # A local reply raises StreamAborted out of the upstream client's body
+                # iterator: the client abandons the request and closes the connection
+                # without the final chunk, so the upstream never sees a complete request.
+                try:
+                    data = await self._body_chunk(REQUEST, message.get("body", b""), eos)
+                except StreamAborted as aborted:
+                    self.aborted = aborted.verdict
+                    raise
                 if data is None and not eos:
                     continue
                 finished = eos
@@ -359,7 +370,9 @@ class _Exchange:
 
     # ----------------------------------------------------------- response
     async def _filtered_send(self, message: Message) -> None:
-        if self.replaced:
+        # What the upstream app answers to an aborted request body (a 500, a 502) is not
+        # the response: the local reply is.
+        if self.replaced or self.aborted is not None:
             return
         kind = message["type"]
         if kind == "http.response.start":
@@ -379,7 +392,9 @@ class _Exchange:
         verdict = await self._settle(self.chain.response_headers(False), StreamType.HTTP_RESPONSE, self.chain.response_headers, False)
         if verdict.step is not Step.CONTINUE:
             self.replaced = True
-            await self._answer(verdict)
+            # A local reply from a response callback goes straight to the client (Envoy's
+            # sendDirectLocalReply): it replaces the upstream's and never loops.
+            await self._answer(verdict, through_chain=False)
             return
         headers = stream.response_headers
         headers.writable = False
@@ -415,14 +430,19 @@ class _Exchange:
         await self.send({"type": "http.response.body", "body": chunk, "more_body": not eos})
 
     # ------------------------------------------------------------ answers
-    async def _answer(self, verdict: Verdict) -> None:
+    async def _answer(self, verdict: Verdict, through_chain: bool = True) -> None:
         stream = self.stream
         if self.response_sent:
             raise ConnectionAbortedError(f"cannot answer after the response started ({verdict.step.value})")
+        rid = [(b"x-request-id", stream.request_id.encode())]
+        if verdict.step is Step.LOCAL and through_chain:
+            outcome = await self._encode_local(rid)
+            if outcome is None:
+                return
+            verdict = outcome  # a plugin answered again, closed or failed: sent as is
         self.response_sent = True
         self.response_done = True
         stream.response_started = True
-        rid = [(b"x-request-id", stream.request_id.encode())]
         if verdict.step is Step.LOCAL:
             local = stream.local_response
             assert local is not None
@@ -443,6 +463,43 @@ class _Exchange:
                 self.owner.events.emit("error", {"request_id": stream.request_id, "plugin": name, "kind": kind, "status": 503, "path": self.scope["path"]})
             body = error_body(f"plugin {name} failed ({kind})", "plugin_error", kind, plugin=name)
             await send_bytes(self.send, 503, body, rid + [(b"x-routeiq-plugin-error", name.encode())])
+
+    async def _encode_local(self, rid: list[tuple[bytes, bytes]]) -> Verdict | None:
+        """Pass a local reply sent while the request was decoded through the response
+        callbacks (Envoy's sendLocalReplyViaFilterChain), then send what they made of it.
+        Returns the verdict to answer instead when a plugin did something else."""
+        stream, chain = self.stream, self.chain
+        local = stream.local_response
+        assert local is not None
+        headers = [(k, v) for k, v in local.headers if not k.startswith(b":")]
+        if not any(k == b"x-request-id" for k, _ in headers):
+            headers += rid
+        if local.body and not any(k == b"content-type" for k, _ in headers):
+            headers.append((b"content-type", b"text/plain"))
+        headers = [(k, v) for k, v in headers if k != b"content-length"] + [(b"content-length", str(len(local.body)).encode())]
+        stream.response_code = local.status
+        stream.response_headers = HeaderMap([(b":status", str(local.status).encode())] + headers, rules=self.owner.response_rules)
+        chain.encode_local_reply()
+        body = local.body
+        verdict = await self._settle(chain.response_headers(not body), StreamType.HTTP_RESPONSE, chain.response_headers, not body)
+        if verdict.step is Step.CONTINUE and body and chain.wants("proxy_on_response_body"):
+            try:
+                body = await self._body_chunk(RESPONSE, body, True) or b""
+            except StreamAborted as aborted:
+                verdict = aborted.verdict
+        if verdict.step is not Step.CONTINUE:
+            return verdict
+        out = stream.response_headers
+        out.writable = False
+        try:
+            status = int(out.get(b":status") or local.status)
+        except ValueError:
+            status = local.status
+        stream.response_code = status
+        self.response_sent = self.response_done = stream.response_started = True
+        # content-length is the body's as the plugins left it
+        await send_bytes(self.send, status, body, [(k, v) for k, v in out.pairs if not k.startswith(b":")], content_type=b"text/plain")
+        return None
 
     async def _send_local(self, local: LocalResponse, extra: list[tuple[bytes, bytes]]) -> None:
         headers = [(k, v) for k, v in local.headers if not k.startswith(b":")]
