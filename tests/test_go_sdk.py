@@ -181,9 +181,10 @@ def test_go_http_body_rewrites_a_multi_mb_json_body_with_the_default_limits(make
     [
         ({"memory_mb": 16}, "unreachable", "raise plugins[].limits.memory_mb"),  # Go's heap cannot grow: `fatal error: out of memory`
         ({"fuel": 5_000_000}, "fuel_exhausted", "raise plugins[].limits.fuel"),
-        ({"fuel": 10**12, "timeout_ms": 5}, "deadline_exceeded", "raise plugins[].limits.timeout_ms"),
+        # The deadline's message is checked with a guest that never ends (test_sandbox.py):
+        # how long this filter takes depends on the machine, so a deadline here would flake.
     ],
-    ids=["memory", "fuel", "timeout"],
+    ids=["memory", "fuel"],
 )
 def test_a_go_filter_over_a_limit_is_told_which_setting_to_raise(make_app, live, caplog: pytest.LogCaptureFixture, limits: dict[str, int], kind: str, setting: str) -> None:  # type: ignore[no-untyped-def]
     base = live(make_app([go_plugin("http_body", limits=limits)]))
