@@ -111,3 +111,31 @@ def test_upstream_unreachable_is_a_502_in_openai_shape(make_app, live, guests: d
         response = client.get(f"{gateway}/v1/models")
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "upstream_unreachable"
+
+
+def test_a_client_leaving_mid_stream_is_not_an_error(make_app, live, guests: dict[str, Path], caplog) -> None:  # type: ignore[no-untyped-def]
+    """A client that reads one event and hangs up: the gateway logs no exception (the
+    stream stopped for the client's reason), the plugins' on_log still runs, and the next
+    request is served."""
+    import logging
+    import socket
+
+    app = make_app([plugin("chunk_counter", guests["chunk_counter"], fail_open=True)])
+    base = live(app)
+    host, port = base.removeprefix("http://").split(":")
+    body = json.dumps(chat("one two three four five", True)).encode()
+    with caplog.at_level(logging.INFO):
+        client = socket.create_connection((host, int(port)))
+        client.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b"x-mock-chunk-delay-ms: 200\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+        assert b"data:" in client.recv(65536) or b"data:" in client.recv(65536)  # the first event
+        client.close()
+        logs = app.state.gateway.logs.messages
+        assert eventually(lambda: any("chunk_counter" in m for m in logs("chunk_counter")), timeout=15)
+    with httpx.Client(timeout=30, trust_env=False) as http:
+        assert http.post(f"{base}/v1/chat/completions", json=chat("hi", False)).status_code == 200
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
+    assert any("client disconnected before the response ended" in r.getMessage() for r in caplog.records)

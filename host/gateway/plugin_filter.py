@@ -156,6 +156,7 @@ class _Exchange:
         self.replaced = False  # the upstream response was replaced; drop its messages
         self.llm_body_invalid = False
         self.aborted: Verdict | None = None  # a plugin ended the exchange mid request body
+        self.client_gone = False
 
     # -------------------------------------------------------------- driver
     async def run(self) -> None:
@@ -233,7 +234,7 @@ class _Exchange:
         if authority and authority != self.client_authority:
             scope["routeiq.authority"] = authority  # a plugin rewrote it: the upstream's Host
         try:
-            await self.owner.app(scope, receive, self._filtered_send)
+            await self.owner.app(scope, self._noting_disconnect(receive), self._filtered_send)
         except Exception:
             if self.aborted is None:
                 raise
@@ -241,7 +242,22 @@ class _Exchange:
             await self._answer(self.aborted)
             return
         if not self.response_done and self.response_sent:
+            if self.client_gone:  # the client left mid-response: nothing is left to finish
+                log.info("client disconnected before the response ended (%s)", self.stream.request_id)
+                return
             raise RuntimeError("upstream app ended without finishing its response")
+
+    def _noting_disconnect(self, receive: Receive) -> Receive:
+        """`receive` for the upstream app, remembering a client that went away (a streaming
+        response then stops early: that is the client's doing, not an upstream failure)."""
+
+        async def noting() -> Message:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                self.client_gone = True
+            return message
+
+        return noting
 
     async def _read_body(self) -> bytes | None:
         chunks = []
