@@ -63,7 +63,11 @@ class StreamCalls(CallGroup):
 
 
 def clear_route_cache(env: HostEnv) -> int:
-    """Envoy re-matches the stream's route after a header change. There is no route table
-    yet (the upstream is the gateway's one), so there is nothing to re-match: OK. Both
-    proxy_clear_route_cache and the foreign function `clear_route_cache` come here."""
+    """Envoy re-matches the stream's route after a header change (it clears the route
+    cache on every request header change, and on this call): the gateway re-matches the
+    route once the request headers have passed the chain. Both proxy_clear_route_cache
+    and the foreign function `clear_route_cache` come here."""
+    stream = env.stream
+    if stream is not None:
+        stream.route_cache_cleared = True
     return Status.OK
