@@ -16,7 +16,10 @@ class StreamCalls(CallGroup):
     def proxy_send_local_response(self, status_code: int, details: str, body: bytes, headers: Pairs, _grpc_status: int = -1) -> int:
         env = self.env
         stream = env.stream
-        if stream is None or stream.response_started:
+        # Once the response head went out, Envoy still answers OK and then resets the
+        # stream (headers cannot be taken back); once the exchange is over there is
+        # nothing left to answer.
+        if stream is None or stream.end_ns:
             return Status.BAD_ARGUMENT
         if not 200 <= status_code <= 599:
             return Status.BAD_ARGUMENT
