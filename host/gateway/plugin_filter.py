@@ -21,6 +21,7 @@ from routeiq.hostcalls.header_rules import RESPONSE as RESPONSE_MAP
 from routeiq.hostcalls.header_rules import HeaderLimits, HeaderRules, valid_origin_form
 from routeiq.hostcalls.llm_exchange import ChatRequestError, LlmExchange
 from routeiq.hostcalls.state import HeaderMap, HttpStream, LocalResponse
+from routeiq.llm.api import CHAT_PATHS
 from routeiq.runtime.errors import PluginError
 from routeiq.services.request_ids import new_request_id
 
@@ -163,7 +164,7 @@ class _Exchange:
         # may depend on its model, parsed from the body first).
         self.route: Route | None = None
         self.chain = ChainStream(owner.plugins if owner.routes is None else [], self.stream, owner.tracer)
-        self.llm_route = owner.llm_models is not None and scope["method"] == "POST" and scope["path"] == "/v1/chat/completions"
+        self.llm_route = owner.llm_models is not None and scope["method"] == "POST" and scope["path"] in CHAT_PATHS
         self.response_sent = False  # http.response.start went to the client
         self.response_done = False
         self.replaced = False  # the upstream response was replaced; drop its messages

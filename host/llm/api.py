@@ -1,4 +1,7 @@
-"""The OpenAI-compatible endpoints: /v1/chat/completions, /v1/models, /v1/feedback.
+"""The OpenAI-compatible endpoints: /v1/chat/completions, the other operations routed by
+`model` (operations.py: completions, embeddings, responses, moderations, images, speech,
+transcriptions), /v1/models[/{id}], /v1/feedback; each also without the /v1 prefix, as
+LiteLLM's proxy serves them.
 
 A deployment that fails before its first byte (error status, timeout, refused
 connection, an answer that is not a JSON object) is marked on its breaker and the next
@@ -17,7 +20,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, AsyncIterator, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Mapping, Protocol, Sequence
 
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -33,6 +36,7 @@ from routeiq.strict_json import JsonInputError, loads
 
 from .backends import BackendError, EmbeddedBackend, LitellmBackend, PassthroughBackend
 from .deployments import LiveDeployment
+from .operations import OPERATIONS, Operation, OperationRequest, OperationRequestError, read_operation_request
 from .router import LlmRouter, NoSuchModel, RoutedCall
 from .sse import SseParser
 
@@ -48,7 +52,15 @@ class EventEmitter(Protocol):
 
 log = logging.getLogger("routeiq.llm")
 
-LLM_ROUTES = ("/v1/chat/completions", "/v1/models", "/v1/feedback")
+CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
+_API_PATHS = ["/v1/chat/completions", "/v1/models", "/v1/feedback"] + [op.path for op in OPERATIONS]
+# Every path the LLM API answers (`llm_dispatch` sends these to it); /v1/models/{id} by prefix.
+LLM_ROUTES = frozenset(_API_PATHS + [p.removeprefix("/v1") for p in _API_PATHS])
+MODEL_PREFIXES = ("/v1/models/", "/models/")
+
+
+def is_llm_path(path: str) -> bool:
+    return path in LLM_ROUTES or path.startswith(MODEL_PREFIXES)
 
 
 def openai_error(status: int, message: str, type_: str, code: str | None = None, headers: dict[str, str] | None = None, param: str | None = None) -> JSONResponse:
@@ -103,17 +115,25 @@ class LlmApi:
         self.backends = {"embedded": embedded, "passthrough": passthrough, "litellm": litellm}
         self.deadlines = deadlines
         self.retries = retries
-        self.app = Starlette(
-            routes=[
-                Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
-                Route("/v1/models", self.models, methods=["GET"]),
-                Route("/v1/feedback", self.feedback, methods=["POST"]),
-            ]
-        )
+        routes = [
+            Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
+            Route("/v1/models", self.models, methods=["GET"]),
+            Route("/v1/models/{model:path}", self.model, methods=["GET"]),
+            Route("/v1/feedback", self.feedback, methods=["POST"]),
+        ] + [Route(op.path, self._operation_endpoint(op), methods=["POST"]) for op in OPERATIONS]
+        # LiteLLM's proxy also answers every route without /v1.
+        routes += [Route(r.path.removeprefix("/v1"), r.endpoint, methods=list(r.methods or ())) for r in routes]
+        self.app = Starlette(routes=routes)
 
     async def models(self, _: Request) -> JSONResponse:
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "routeiq"} for m in self.router.models]
         return JSONResponse({"object": "list", "data": data})
+
+    async def model(self, request: Request) -> JSONResponse:
+        name = request.path_params["model"]
+        if name not in self.router.models:
+            return openai_error(404, f"The model '{name}' does not exist", "invalid_request_error", "model_not_found", param="model")
+        return JSONResponse({"id": name, "object": "model", "created": 0, "owned_by": "routeiq"})
 
     async def feedback(self, request: Request) -> Response:
         try:
@@ -155,6 +175,62 @@ class LlmApi:
         except NoSuchModel as exc:
             return openai_error(404, f"the model {str(exc) or '(none)'!r} does not exist; see GET /v1/models", "invalid_request_error", "model_not_found")
         return await self._run(call, body, exchange, bool(body.get("stream")))
+
+    async def _run(self, call: RoutedCall, body: dict[str, Any], exchange: LlmExchange, stream: bool) -> Response:
+        """A chat completion through the attempt loop."""
+        begin = self._open_stream if stream else self._answer
+        return await self._attempt_loop(call, lambda attempt, number: begin(attempt, body, exchange, number), stream)
+
+    def _operation_endpoint(self, op: Operation) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                parsed = await read_operation_request(op, request)
+            except OperationRequestError as exc:
+                return openai_error(400, exc.message, "invalid_request_error", exc.code, param=exc.param)
+            request_id = request.headers.get("x-request-id") or new_request_id()
+            exchange = LlmExchange(parsed.body)
+            try:
+                call = self.router.plan(request_id, parsed.routing_body(), None, request.headers.get("authorization", "") or request.headers.get("x-api-key", ""))
+            except NoSuchModel as exc:
+                return openai_error(404, f"the model {str(exc) or '(none)'!r} does not exist; see GET /v1/models", "invalid_request_error", "model_not_found", param="model")
+            if parsed.stream:
+                return await self._attempt_loop(call, lambda attempt, number: self._open_operation_stream(attempt, parsed, exchange, number), True, op.name)
+            return await self._attempt_loop(call, lambda attempt, number: self._operation_answer(attempt, parsed, exchange, number), False, op.name)
+
+        return endpoint
+
+    async def _operation_answer(self, attempt: "_Attempt", request: OperationRequest, exchange: LlmExchange, number: int) -> Response:
+        d = attempt.d
+        whole = self.deadlines.whole_s
+        try:
+            async with asyncio.timeout(whole):
+                content_type, content = await self.backends[d.kind].call(d, request, whole)
+        except TimeoutError:
+            raise BackendError(f"{d.id} did not answer within {whole:g} s (router.timeout_s)", 504) from None
+        usage = _usage_in(content_type, content)
+        attempt.succeed(usage)
+        self._outcome(exchange, attempt.call, d, 200, attempt.began, usage)
+        await self._native_success(attempt.call, exchange)
+        return Response(content, media_type=content_type, headers=self._headers(attempt.call, d, number))
+
+    async def _open_operation_stream(self, attempt: "_Attempt", request: OperationRequest, exchange: LlmExchange, number: int) -> Response:
+        d = attempt.d
+        first_byte = self.deadlines.first_byte_s
+        try:
+            async with asyncio.timeout(first_byte):
+                chunks = await self.backends[d.kind].open_stream(d, request, max(first_byte, self.deadlines.idle_s))
+                first = await anext(chunks)
+        except StopAsyncIteration:
+            raise BackendError(f"{d.id} ended its stream without sending anything", 502) from None
+        except TimeoutError:
+            raise BackendError(f"{d.id} sent no first chunk within {first_byte:g} s (router.first_byte_timeout_s)", 504) from None
+        return _RelayResponse(
+            self._relay(first, chunks, attempt, exchange),
+            attempt,
+            chunks,
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", **self._headers(attempt.call, d, number)},
+        )
 
     def _headers(self, call: RoutedCall, d: LiveDeployment, attempts: int) -> dict[str, str]:
         return {
@@ -201,12 +277,12 @@ class LlmApi:
             completion_tokens=int(usage.get("completion_tokens", 0) or 0),
         )
 
-    def _span(self, call: RoutedCall, d: LiveDeployment, stream: bool):  # type: ignore[no-untyped-def]
+    def _span(self, call: RoutedCall, d: LiveDeployment, stream: bool, operation: str = "chat"):  # type: ignore[no-untyped-def]
         """A client span for one deployment call, with the gen_ai semantic attributes."""
         if self.tracer is None:
             return None
-        span = self.tracer.start_span(f"chat {d.upstream_model}", kind=SpanKind.CLIENT)
-        span.set_attribute("gen_ai.operation.name", "chat")
+        span = self.tracer.start_span(f"{operation} {d.upstream_model}", kind=SpanKind.CLIENT)
+        span.set_attribute("gen_ai.operation.name", operation)
         span.set_attribute("gen_ai.system", d.kind if d.kind != "litellm" else str(d.litellm_params.get("model", "")).split("/", 1)[0])
         span.set_attribute("gen_ai.request.model", d.upstream_model)
         span.set_attribute("routeiq.deployment", d.id)
@@ -228,21 +304,20 @@ class LlmApi:
     def _attempts(self, call: RoutedCall) -> list[LiveDeployment]:
         return call.order[: self.retries + 1]
 
-    async def _run(self, call: RoutedCall, body: dict[str, Any], exchange: LlmExchange, stream: bool) -> Response:
+    async def _attempt_loop(self, call: RoutedCall, begin: "Callable[[_Attempt, int], Awaitable[Response]]", stream: bool, operation: str = "chat") -> Response:
         """The one attempt loop, streaming or not: try the candidates in order until one
         answers. `_answer` and `_open_stream` differ only in how a deployment answers;
         every failure of either (and a stream cut mid-way, in `_relay`) goes through
         `_attempt_failed`, and every way out settles the attempt (see `_Attempt`), so no
         breaker is left with a probe slot taken."""
         last: BackendError | None = None
-        begin = self._open_stream if stream else self._answer
         for number, d in enumerate(self._attempts(call), start=1):
             breaker = self.router.breaker(d)
             if not breaker.allow():
                 continue
-            attempt = _Attempt(self, call, d, breaker.probe_round, stream)
+            attempt = _Attempt(self, call, d, breaker.probe_round, stream, operation)
             try:
-                return await begin(attempt, body, exchange, number)
+                return await begin(attempt, number)
             except BackendError as exc:
                 error = exc
             except Exception as exc:  # an answer we cannot use, or a backend bug: the deployment failed
@@ -383,13 +458,13 @@ class _Attempt:
     hear it), or cancellation / a client that went away (`abandon`: the half-open probe
     slot is handed back and nothing is counted against the deployment)."""
 
-    def __init__(self, api: LlmApi, call: RoutedCall, d: LiveDeployment, probe_round: int, stream: bool) -> None:
+    def __init__(self, api: LlmApi, call: RoutedCall, d: LiveDeployment, probe_round: int, stream: bool, operation: str = "chat") -> None:
         self.api = api
         self.call = call
         self.d = d
         self.probe_round = probe_round
         self.began = time.perf_counter()
-        self.span = api._span(call, d, stream)
+        self.span = api._span(call, d, stream, operation)
         self.settled = False
 
     def succeed(self, usage: dict[str, int] | None) -> None:
@@ -427,6 +502,21 @@ class _RelayResponse(StreamingResponse):
             await _aclose(self.body_iterator)
             await _aclose(self._upstream)
             self._attempt.abandon("client closed the stream before it started")
+
+
+def _usage_in(content_type: str, content: bytes) -> dict[str, int] | None:
+    """`usage` of a JSON answer, in chat's names (the Responses API says input/output)."""
+    if not content_type.startswith("application/json") or b'"usage"' not in content:
+        return None
+    try:
+        usage = loads(content).get("usage")
+    except (JsonInputError, AttributeError):
+        return None
+    if not isinstance(usage, dict):
+        return None
+    if "input_tokens" in usage and "prompt_tokens" not in usage:
+        return {"prompt_tokens": int(usage.get("input_tokens") or 0), "completion_tokens": int(usage.get("output_tokens") or 0)}
+    return usage
 
 
 async def _aclose(iterator: Any) -> None:

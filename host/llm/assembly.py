@@ -11,7 +11,7 @@ from routeiq.config import ConfigError, LoadedConfig
 from routeiq.services.breakers import BreakerBoard
 from routeiq.services.http_client import HttpClient
 
-from .api import LLM_ROUTES, Deadlines, EventEmitter, LlmApi
+from .api import Deadlines, EventEmitter, LlmApi, is_llm_path
 from .backends import EmbeddedBackend, LitellmBackend, PassthroughBackend
 from .deployments import build_deployments
 from .mock_provider import MockBehaviour, MockProvider
@@ -80,7 +80,7 @@ def llm_dispatch(llm: LlmApi, fallback: ASGIApp) -> ASGIApp:
     """Sends the OpenAI routes to the LLM path and everything else to the upstream."""
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        target = llm.app if scope["type"] == "http" and scope["path"] in LLM_ROUTES else fallback
+        target = llm.app if scope["type"] == "http" and is_llm_path(scope["path"]) else fallback
         await target(scope, receive, send)
 
     return app

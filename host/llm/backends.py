@@ -15,6 +15,9 @@ from routeiq.services.http_client import HttpClient
 
 from .deployments import LiveDeployment
 from .mock_provider import MockFailure, MockProvider
+from .operations import OperationRequest
+
+RawAnswer = tuple[str, bytes]  # (content type, body) of a non-chat operation
 
 
 class BackendError(Exception):
@@ -56,6 +59,25 @@ class EmbeddedBackend:
             raise BackendError(str(exc), 500) from None
 
 
+    async def call(self, d: LiveDeployment, request: OperationRequest, timeout_s: float) -> RawAnswer:
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await self.provider.operation(request, d.upstream_model, timeout_s)
+        except TimeoutError:
+            raise BackendError(f"{d.id} timed out after {timeout_s:g} s", 504) from None
+        except MockFailure as exc:
+            raise BackendError(str(exc), 500) from None
+
+    async def open_stream(self, d: LiveDeployment, request: OperationRequest, timeout_s: float) -> AsyncIterator[bytes]:
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await self.provider.operation_stream(request, d.upstream_model, timeout_s)
+        except TimeoutError:
+            raise BackendError(f"{d.id} timed out after {timeout_s:g} s", 504) from None
+        except MockFailure as exc:
+            raise BackendError(str(exc), 500) from None
+
+
 class PassthroughBackend:
     """Calls on the gateway's HttpClient; the request body goes out as the client sent it
     (aiohttp: bench/results/http_client.md and llm_path.md for why)."""
@@ -64,7 +86,9 @@ class PassthroughBackend:
         self._http = http
 
     async def _send(self, d: LiveDeployment, body: Mapping[str, Any], timeout_s: float) -> aiohttp.ClientResponse:
-        headers = {"content-type": "application/json"}
+        return await self._post(d, "/chat/completions", json.dumps(_with_model(body, d.upstream_model)).encode(), {"content-type": "application/json"}, timeout_s)
+
+    async def _post(self, d: LiveDeployment, path: str, data: Any, headers: dict[str, str], timeout_s: float) -> aiohttp.ClientResponse:
         if d.api_key:
             headers["authorization"] = f"Bearer {d.api_key}"
         # Only a connect limit here: the API bounds the whole attempt (router.timeout_s) or,
@@ -72,8 +96,8 @@ class PassthroughBackend:
         try:
             response = await self._http.request(
                 "POST",
-                f"{d.api_base}/chat/completions",
-                data=json.dumps(_with_model(body, d.upstream_model)).encode(),
+                f"{d.api_base}{path}",
+                data=data,
                 headers=headers,
                 connect_timeout_s=timeout_s,
                 decompress=True,
@@ -114,6 +138,54 @@ class PassthroughBackend:
                 response.release()
 
         return chunks()
+
+
+    async def _send_operation(self, d: LiveDeployment, request: OperationRequest, timeout_s: float) -> aiohttp.ClientResponse:
+        body = request.with_model(d.upstream_model)
+        if request.operation.multipart:
+            form = aiohttp.FormData()
+            for key, value in body.items():
+                form.add_field(key, str(value))
+            for name, filename, content_type, content in request.files:
+                form.add_field(name, content, filename=filename, content_type=content_type)
+            payload = form()  # the gateway's session sets no Content-Type of its own: say the boundary
+            return await self._post(d, request.operation.upstream_path, payload, {"content-type": payload.content_type}, timeout_s)
+        return await self._post(d, request.operation.upstream_path, json.dumps(body).encode(), {"content-type": "application/json"}, timeout_s)
+
+    async def call(self, d: LiveDeployment, request: OperationRequest, timeout_s: float) -> RawAnswer:
+        response = await self._send_operation(d, request, timeout_s)
+        try:
+            return response.headers.get("content-type", "application/octet-stream"), await response.read()
+        except (asyncio.TimeoutError, TimeoutError):
+            raise BackendError(f"{d.id} timed out after {timeout_s:g} s", 504) from None
+        except aiohttp.ClientError as exc:
+            raise BackendError(f"{d.id} sent an unreadable answer: {exc}", 502) from None
+        finally:
+            response.release()
+
+    async def open_stream(self, d: LiveDeployment, request: OperationRequest, timeout_s: float) -> AsyncIterator[bytes]:
+        response = await self._send_operation(d, request, timeout_s)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in response.content.iter_any():
+                    yield chunk
+            finally:
+                response.release()
+
+        return chunks()
+
+
+# litellm's function for each operation (Router methods), and how its answer becomes bytes.
+_LITELLM_CALLS = {
+    "text_completion": "atext_completion",
+    "embeddings": "aembedding",
+    "moderations": "amoderation",
+    "image_generation": "aimage_generation",
+    "speech": "aspeech",
+    "transcription": "atranscription",
+    "responses": "aresponses",
+}
 
 
 class LitellmBackend:
@@ -172,6 +244,51 @@ class LitellmBackend:
             async for chunk in response:
                 yield b"data: " + json.dumps(chunk.model_dump(exclude_none=True)).encode() + b"\n\n"
             yield b"data: [DONE]\n\n"
+
+        return chunks()
+
+
+    def _operation_kwargs(self, d: LiveDeployment, request: OperationRequest, timeout_s: float) -> dict[str, Any]:
+        kwargs = {k: v for k, v in request.body.items() if k != "model"}
+        kwargs.update(model=d.routing.model, timeout=timeout_s, metadata={"routeiq_deployment": d.id})
+        if request.files:
+            _, filename, _, content = request.files[0]
+            kwargs["file"] = (filename, content)
+        return kwargs
+
+    async def call(self, d: LiveDeployment, request: OperationRequest, timeout_s: float) -> RawAnswer:
+        method = getattr(self.router(), _LITELLM_CALLS[request.operation.name])
+        try:
+            response = await method(**self._operation_kwargs(d, request, timeout_s))
+        except Exception as exc:
+            raise _as_backend_error(d, exc) from None
+        content = getattr(response, "content", None)
+        if request.operation.name == "speech" and isinstance(content, bytes):
+            return "audio/mpeg", content
+        dumped = response.model_dump(exclude_none=True, warnings=False) if hasattr(response, "model_dump") else response
+        return "application/json", json.dumps(dumped, default=str).encode()
+
+    async def open_stream(self, d: LiveDeployment, request: OperationRequest, timeout_s: float) -> AsyncIterator[bytes]:
+        method = getattr(self.router(), _LITELLM_CALLS[request.operation.name])
+        kwargs = self._operation_kwargs(d, request, timeout_s)
+        kwargs["stream"] = True
+        try:
+            response = await method(**kwargs)
+        except Exception as exc:
+            raise _as_backend_error(d, exc) from None
+        typed = request.operation.name == "responses"  # the Responses API names each event
+
+        async def chunks() -> AsyncIterator[bytes]:
+            async for chunk in response:
+                data = chunk.model_dump(exclude_none=True, warnings=False) if hasattr(chunk, "model_dump") else chunk
+                if not typed and isinstance(data, dict):
+                    for choice in data.get("choices") or ():
+                        if isinstance(choice, dict):
+                            choice.setdefault("text", "")  # OpenAI always sends one (exclude_none dropped it)
+                head = f"event: {data.get('type')}\n".encode() if typed and isinstance(data, dict) else b""
+                yield head + b"data: " + json.dumps(data, default=str).encode() + b"\n\n"
+            if not typed:
+                yield b"data: [DONE]\n\n"
 
         return chunks()
 

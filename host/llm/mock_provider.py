@@ -12,7 +12,12 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any, AsyncIterator, Mapping
+
+from . import mock_operations
+
+if TYPE_CHECKING:
+    from .operations import OperationRequest
 
 
 @dataclass
@@ -113,3 +118,12 @@ class MockProvider:
             final["usage"] = usage
         yield b"data: " + json.dumps(final).encode() + b"\n\n"
         yield b"data: [DONE]\n\n"
+
+    async def operation(self, request: "OperationRequest", model: str, timeout_s: float = 60.0) -> tuple[str, bytes]:
+        """(content type, body) for an operation besides chat (mock_operations.py)."""
+        await self._prelude(model, timeout_s)
+        return mock_operations.answer(request, model)
+
+    async def operation_stream(self, request: "OperationRequest", model: str, timeout_s: float = 60.0) -> AsyncIterator[bytes]:
+        await self._prelude(model, timeout_s)
+        return mock_operations.stream(request, model)
