@@ -47,3 +47,23 @@ def create_callout_service() -> Starlette:
             Route("/big", big),
         ]
     )
+
+
+class ClusterEndpoint:
+    """One endpoint of a test cluster: records every request (method, Host, path) and
+    answers as the Go SDK example's envoy.yaml static reply does (`/ok`: 200 with
+    `example body\\n`, `/fail`: 503); any other path answers `<name> <method> <Host> <path>`."""
+
+    def __init__(self, name: str = "endpoint") -> None:
+        self.name = name
+        self.received: list[tuple[str, str, str]] = []  # appended on the server's loop, read by the test
+        self.app = Starlette(routes=[Route("/{path:path}", self._answer, methods=["GET", "POST"])])
+
+    async def _answer(self, request: Request) -> Response:
+        host = request.headers.get("host", "")
+        self.received.append((request.method, host, request.url.path))
+        if request.url.path == "/ok":
+            return PlainTextResponse("example body\n")
+        if request.url.path == "/fail":
+            return Response(status_code=503)
+        return PlainTextResponse(f"{self.name} {request.method} {host} {request.url.path}")
