@@ -307,7 +307,7 @@ def _plan_callout(grant: Grant, upstream: str, headers: list[tuple[bytes, bytes]
 def _request_headers(authority: str, headers: list[tuple[bytes, bytes]]) -> tuple[tuple[bytes, bytes], ...]:
     """Host from `:authority`, then the plugin's regular headers (framing is the client's)."""
     forwarded = tuple((k, v) for k, v in headers if not k.startswith(b":") and k.lower() not in (b"host", b"content-length", b"transfer-encoding", b"connection"))
-    return ((b"host", authority.encode("latin-1")),) + forwarded
+    return ((b"host", authority.encode()),) + forwarded
 
 
 def _plan_cluster_callout(
