@@ -5,12 +5,14 @@ probe and the Python component probe), real loopback HTTP(S) services as endpoin
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
 import ipaddress
 import logging
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from starlette.testclient import TestClient
 
@@ -21,7 +23,7 @@ from routeiq.policy.grants import CalloutRule, Grant
 from routeiq.services.callout import CalloutRefused, plan_callout
 from routeiq.services.clusters import Cluster, ClusterTable
 from support import grant_everything, plugin
-from test_capabilities import Probe, probe, probe_guest  # noqa: F401  (probe_guest is a fixture)
+from test_capabilities import Probe, lines, probe, probe_guest  # noqa: F401  (probe_guest is a fixture)
 
 
 def port_of(url: str) -> int:
@@ -88,6 +90,26 @@ def test_round_robin_across_two_endpoints(make_app, live, probe_guest: Probe) ->
         bodies = [probe(client, "callout", **{"x-upstream": "pair", "x-path": "/who"})["body"] for _ in range(4)]
     assert [b.split()[0] for b in bodies] == ["first", "second", "first", "second"]
     assert len(first.received) == len(second.received) == 2
+
+
+def test_a_clusters_pool_holds_at_most_max_connections(make_app, live, probe_guest: Probe) -> None:  # type: ignore[no-untyped-def]
+    # Three requests call out at once; with max_connections 1 the cluster's pool sends them
+    # one after another over its one connection (the endpoint never sees two at a time).
+    endpoint = ClusterEndpoint("single", hold_s=0.2)
+    port = port_of(live(endpoint.app))
+    app = cluster_app(make_app, probe_guest, [{"name": "single", "endpoints": [f"127.0.0.1:{port}"], "max_connections": 1}], [{"cluster": "single"}])
+    base = live(app)
+
+    def call(_: int) -> dict[str, str]:
+        with httpx.Client(base_url=base, timeout=60, trust_env=False) as client:
+            response = client.get("/probe", headers={"x-probe": "callout", "x-upstream": "single", "x-path": "/held", "x-timeout-ms": "5000"})
+        return lines(response.text)
+
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(call, range(3)))
+    assert [r["status"] for r in results] == ["200"] * 3, results
+    assert len(endpoint.received) == 3
+    assert endpoint.most_in_flight == 1
 
 
 def test_timeout_zero_is_the_clusters_timeout(make_app, live, probe_guest: Probe, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
