@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import Receive, Scope, Send
 
 from routeiq.admin.api import admin_routes
 from routeiq.admin.auth import AdminKey
-from routeiq.config import LoadedConfig, UpstreamConfig
+from routeiq.config import ConfigError, LoadedConfig, RouteUrlUpstream, UpstreamConfig, config_bytes
 from routeiq.dispatch.hook_stats import LatencyHistogram
+from routeiq.error_responses import send_error
 from routeiq.dispatch.plugin import ProxyWasmPlugin
 from routeiq.dispatch.quarantine import Clock
 from routeiq.hostcalls.header_rules import HeaderLimits
@@ -46,6 +48,7 @@ from routeiq.gateway.plugin_logs import PluginLogBook
 from routeiq.gateway.plugin_set import PluginSet, PluginStartupError
 from routeiq.gateway.request_limits import ADMIN_PREFIX, RequestLimits
 from routeiq.gateway.reverse_proxy import ReverseProxy
+from routeiq.gateway.route_table import RouteTable, compile_route
 from routeiq.gateway.routing import PrefixedRoutes
 from routeiq.gateway.tracing import Tracing
 
@@ -114,10 +117,15 @@ class Gateway:
         server = config.model.server
         header_limits = HeaderLimits(server.max_request_headers_count, server.max_request_headers_kb * 1024)
         plugins = self.plugin_set.plugins
-        if self.llm is not None:
-            self.filter = PluginFilter(llm_dispatch(self.llm, self.upstream_app), plugins, frozenset(self.llm.router.groups), tracer, self.events, header_limits)
-        else:
-            self.filter = PluginFilter(self.upstream_app, plugins, tracer=tracer, events=self.events, header_limits=header_limits)
+        default_app = llm_dispatch(self.llm, self.upstream_app) if self.llm is not None else self.upstream_app
+        try:
+            self.route_table = self._route_table(default_app)
+            self.plugin_set.load_routes(self.route_table.routes)
+        except BaseException:
+            self.close()
+            raise
+        models = frozenset(self.llm.router.groups) if self.llm is not None else None
+        self.filter = PluginFilter(default_app, plugins, models, tracer, self.events, header_limits, self.route_table, self.plugin_set.chain_for)
         router = self.llm.router if self.llm is not None else None
         self.health = HealthReport(self.plugin_set, [p for p, _ in self.native], self.breakers, self.upstream_name, router, self.config_watcher, self.events)
         self.metrics = GatewayCollector(self.plugin_set, self.services, self.breakers, self.request_latency, router)
@@ -144,6 +152,25 @@ class Gateway:
                 continue
             loaded.append((plugin, entry.fail_open))
         return loaded
+
+    def _route_table(self, default_app: Any) -> RouteTable:
+        """The configured routes, each with the ASGI app its requests go to."""
+        where = str(self.config.path or "<config>")
+        compiled = []
+        for i, spec in enumerate(self.config.model.routes):
+            upstream = spec.upstream
+            if isinstance(upstream, RouteUrlUpstream):
+                app: Any = ReverseProxy(upstream.url, self.http, upstream.timeout_s, upstream.connect_timeout_s)
+            elif upstream == "llm":
+                if self.llm is None:
+                    raise ConfigError(f"{where}: routes[{i}].upstream: `llm` needs a model_list")
+                app = llm_dispatch(self.llm, _no_route)
+            elif upstream == "embedded":
+                app = create_embedded_upstream(self.mock)
+            else:
+                app = default_app
+            compiled.append(compile_route(spec, app, None, config_bytes))
+        return RouteTable(compiled)
 
     def _breaker_changed(self, name: str, old: str, new: str) -> None:
         log.warning("circuit breaker %s: %s -> %s", name, old, new)
@@ -187,6 +214,11 @@ class Gateway:
         self.tracing.shutdown()
         self.services.store.close()
         self.services.audit.close()
+
+
+async def _no_route(scope: Scope, receive: Receive, send: Send) -> None:
+    """An `upstream: llm` route's answer for a path the LLM API does not serve."""
+    await send_error(send, 404, f"no LLM endpoint {scope['path']}", "invalid_request_error", "route_not_found")
 
 
 def _store(config: LoadedConfig, breakers: BreakerBoard) -> SharedStore:

@@ -163,6 +163,132 @@ class ServiceConfig(_ModuleConfig):
     wasm: str = Field(description="Path to the Wasm module.")
 
 
+class HeaderMatchConfig(_Strict):
+    """Envoy's route `headers` matcher: one of the value tests (none: the header is present)."""
+
+    name: str = Field(min_length=1, description="Header name (case-insensitive); pseudo-headers such as `:authority` and `:method` too.")
+    exact: str | None = Field(None, description="The value equals this.")
+    prefix: str | None = Field(None, description="The value starts with this.")
+    suffix: str | None = Field(None, description="The value ends with this.")
+    contains: str | None = Field(None, description="The value contains this.")
+    regex: str | None = Field(None, description="The whole value matches this Python `re` pattern (Envoy's `safe_regex`, a full match).")
+    present: bool | None = Field(None, description="true: the header is there; false: it is not.")
+    invert: bool = Field(False, description="Match when the test above fails (Envoy's `invert_match`).")
+
+    @model_validator(mode="after")
+    def _one_test(self) -> "HeaderMatchConfig":
+        given = [k for k in ("exact", "prefix", "suffix", "contains", "regex", "present") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give at most one of exact, prefix, suffix, contains, regex, present (got {', '.join(given)})")
+        if self.regex is not None:
+            _compile(self.regex)
+        return self
+
+
+class RouteMatchConfig(_Strict):
+    """What a request must carry to take a route; every given test must hold."""
+
+    prefix: str | None = Field(None, description="The path (before `?`) starts with this. With `path` and `regex` unset, `/` (every path).")
+    path: str | None = Field(None, description="The path (before `?`) is exactly this.")
+    regex: str | None = Field(None, description="The whole path (before `?`) matches this Python `re` pattern (Envoy's `safe_regex`).")
+    case_sensitive: bool = Field(True, description="Whether `prefix` and `path` compare case-sensitively (Envoy's default: true).")
+    methods: list[str] = Field(default_factory=list, description="HTTP methods (empty: any).")
+    domains: list[str] = Field(
+        default_factory=list,
+        description=(
+            "`:authority` (Host) values, as Envoy's virtual host `domains`: exact (`api.example.com`), suffix (`*.example.com`), "
+            "prefix (`api-*`) or `*`; case-insensitive; a value without a port also matches the authority with its port. Empty: any."
+        ),
+    )
+    headers: list[HeaderMatchConfig] = Field(default_factory=list, description="Header tests, all of which must hold.")
+    models: list[str] = Field(
+        default_factory=list,
+        description="LLM requests only: the requested `model` is one of these (empty: any). A route with models never matches a request that is not an LLM request.",
+    )
+
+    @field_validator("methods")
+    @classmethod
+    def _upper(cls, value: list[str]) -> list[str]:
+        return [m.upper() for m in value]
+
+    @model_validator(mode="after")
+    def _one_path_test(self) -> "RouteMatchConfig":
+        given = [k for k in ("prefix", "path", "regex") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give at most one of prefix, path, regex (got {', '.join(given)})")
+        for key in ("prefix", "path"):
+            value = getattr(self, key)
+            if value is not None and not value.startswith("/"):
+                raise ValueError(f"{key} must start with '/'")
+        if self.regex is not None:
+            _compile(self.regex)
+        return self
+
+
+class RoutePluginConfig(_Strict):
+    """One plugin on one route (Envoy's per-route filter config, Kong's route-scoped plugin)."""
+
+    disabled: bool = Field(False, description="The plugin does not run on this route (Envoy's `FilterConfig.disabled`).")
+    config: Union[str, dict[str, Any], list[Any], None] = Field(
+        None,
+        description=(
+            "This route's configuration of the plugin, replacing its `plugins[].config` (same encoding; checked against the manifest's "
+            "config_schema). Given: the route runs its own instance of the plugin (same module, own VM and root context, configured with this)."
+        ),
+    )
+
+
+class RouteUrlUpstream(_Strict):
+    url: str = Field(description="Base URL, http:// or https://, the route's requests are proxied to (its path is prefixed to the request's).")
+    timeout_s: float = Field(60.0, gt=0, description="As `upstream.timeout_s`.")
+    connect_timeout_s: float = Field(5.0, gt=0, description="Connect timeout.")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+
+class RouteConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$", description="Unique route name (the `route_name` property, metrics, logs).")
+    match: RouteMatchConfig = Field(default_factory=RouteMatchConfig, description="Which requests take this route (the first route that matches wins).")
+    upstream: Union[Literal["default", "llm", "embedded"], RouteUrlUpstream] = Field(
+        "default",
+        description=(
+            "Where the route's requests go: `default` (what they would reach without routes: the LLM router for its API paths when "
+            "`model_list` is set, else `upstream`), `llm` (the LLM router's API only; other paths 404), `embedded` (the built-in mock "
+            "upstream), or `{url: ...}` (a reverse proxy)."
+        ),
+    )
+    plugins: dict[str, RoutePluginConfig] = Field(default_factory=dict, description="Per-plugin settings on this route, by plugin name (unnamed plugins run with their own config).")
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "Route metadata, as Envoy's route `metadata` (`filter_metadata: {<filter name>: {...}}`): plugins read it as the "
+            "`route_metadata` / `xds.route_metadata` properties, e.g. `route_metadata.filter_metadata.envoy.filters.http.wasm.auth`."
+        ),
+    )
+
+    @field_validator("metadata")
+    @classmethod
+    def _envoy_metadata(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key, entry in value.items():
+            if key != "filter_metadata":
+                raise ValueError(f"unknown key {key!r}: route metadata holds `filter_metadata` (Envoy's Metadata message)")
+            if not isinstance(entry, dict) or not all(isinstance(v, dict) for v in entry.values()):
+                raise ValueError("filter_metadata maps filter names to mappings")
+        return value
+
+
+def _compile(pattern: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"regex {pattern!r} does not compile: {exc}") from None
+
+
 class KvConfig(_Strict):
     backend: Literal["memory", "redis"] = Field("memory", description="`memory`: one process; `redis`: workers and replicas share it.")
     url: str | None = Field(None, description="`redis://host:port/db` (or rediss://); required for the redis backend.")
@@ -395,6 +521,15 @@ class GatewayConfig(_Strict):
     stats_config: StatsConfig = Field(default_factory=StatsConfig, description="How plugin metrics are named on /metrics (Envoy's bootstrap `stats_config`); read at startup.")
     clusters: list[ClusterConfig] = Field(default_factory=list, description="Named upstreams (Envoy's `clusters`): a plugin's proxy_http_call names one as its upstream (read at startup).")
     plugins: list[PluginConfig] = Field(default_factory=list, description="Plugins, run in this order on requests and in reverse order on responses.")
+    routes: list[RouteConfig] = Field(
+        default_factory=list,
+        description=(
+            "Routes, tried in order (Envoy's route table; docs/routes.md): the first whose `match` holds decides the request's upstream, "
+            "which plugins run and with which config, and the route properties plugins read. A plugin that changes request headers "
+            "re-matches the route (Envoy clears its route cache on every request header change). None: every request goes to the default "
+            "upstream through every plugin; with routes, a request no route matches is answered 404 `route_not_found`."
+        ),
+    )
     services: list[ServiceConfig] = Field(
         default_factory=list,
         description=(
@@ -420,6 +555,19 @@ class GatewayConfig(_Strict):
             if plugin.name in seen:
                 raise ValueError(f"plugin name {plugin.name!r} is used twice (names are unique across plugins and services)")
             seen.add(plugin.name)
+        routes: set[str] = set()
+        filters = {p.name for p in self.plugins}
+        for i, route in enumerate(self.routes):
+            if route.name in routes:
+                raise ValueError(f"routes[{i}]: route name {route.name!r} is used twice")
+            routes.add(route.name)
+            for name in route.plugins:
+                if name not in filters:
+                    raise ValueError(f"routes[{i}].plugins.{name}: no plugin of that name in `plugins`")
+            groups = {m.model_name for m in self.model_list}
+            for model in route.match.models:
+                if groups and model not in groups:
+                    raise ValueError(f"routes[{i}].match.models: {model!r} is not a model group of model_list")
         # A namespace is a vm_id or, without one, a module's name: a vm_id may not take over
         # another module's own namespace (the policy grants that one by name).
         for module in modules:
@@ -557,8 +705,8 @@ class LoadedConfig:
             sha256=p.sha256,
             root_id=p.root_id,
             vm_id=p.vm_id,
-            plugin_config=_config_bytes(p.config),
-            vm_config=_config_bytes(p.vm_config),
+            plugin_config=config_bytes(p.config),
+            vm_config=config_bytes(p.vm_config),
             fail_open=fail_open,
             limits=SandboxLimits(
                 fuel=p.limits.fuel,
@@ -579,7 +727,7 @@ class LoadedConfig:
         )
 
 
-def _config_bytes(value: Any) -> bytes:
+def config_bytes(value: Any) -> bytes:
     """A string is passed as is; a mapping or list as compact JSON (as Envoy does)."""
     if value is None:
         return b""
@@ -615,11 +763,13 @@ def parse_config(data: Any, source: str = "<config>", path: Path | None = None, 
             msg = err["msg"]
             if err["type"] == "extra_forbidden":
                 msg = "unknown setting"
+            msg = msg.removeprefix("Value error, ")
             key = (where, msg)
             if key in seen:
                 continue
             seen.add(key)
-            lines.append(f"{source}: {where}: {msg}")
+            # A cross-field check names its own field path (routes[0].plugins.x: ...).
+            lines.append(f"{source}: {msg}" if where == "(top level)" else f"{source}: {where}: {msg}")
         raise ConfigError("\n".join(lines)) from None
     return LoadedConfig(model, path, digest, policy_override)
 

@@ -220,3 +220,25 @@ def test_a_go_filter_over_a_limit_is_told_which_setting_to_raise(make_app, live,
     last_error = httpx.get(base + "/health", timeout=30).json()["plugins"][0]["last_error"]
     assert setting in last_error, last_error
     assert any(setting in r.getMessage() and "VM discarded" in r.getMessage() for r in caplog.records)
+
+
+def test_go_helloworld_logs_at_start_and_on_its_tick(make_app, live) -> None:  # type: ignore[no-untyped-def]
+    app = make_app([go_plugin("helloworld")])
+    live(app)
+    assert "OnPluginStart from Go!" in logs(app, "helloworld")
+    assert eventually(lambda: "OnTick called" in logs(app, "helloworld"), timeout=15)
+    assert any(line.startswith("It's ") and ": random value: " in line for line in logs(app, "helloworld"))
+
+
+def test_go_postpone_requests_holds_each_request_until_its_tick(make_app, live) -> None:  # type: ignore[no-untyped-def]
+    # OnHttpRequestHeaders pauses every request and remembers its context; OnTick sets
+    # that context effective and resumes it (proxy_set_effective_context from the root).
+    app = make_app([go_plugin("postpone_requests")])
+    base = live(app)
+    with httpx.Client(base_url=base, timeout=30) as client:
+        for _ in range(2):
+            assert client.get("/echo").json()["path"] == "/echo"
+    lines = logs(app, "postpone_requests")
+    postponed = [line.rsplit("=", 1)[1] for line in lines if line.startswith("postpone request with contextID=")]
+    resumed = [line.rsplit("=", 1)[1] for line in lines if line.startswith("resume request with contextID=")]
+    assert len(postponed) == 2 and resumed == postponed  # each resumed, in order, by the tick

@@ -124,7 +124,7 @@ def test_local_response_validation(guest: Guest) -> None:
     details, body, headers = guest.put(b"d"), guest.put(b"b"), guest.put(b"")
     assert guest.call("proxy_send_local_response", 99, *details, *body, *headers, 0) == Status.BAD_ARGUMENT
     assert guest.call("proxy_send_local_response", 200, *details, *body, *guest.put(b"\x05\x00\x00\x00"), 0) == Status.BAD_ARGUMENT
-    guest.env.stream.response_started = True  # type: ignore[union-attr]
+    guest.env.stream.end_ns = 1  # type: ignore[union-attr]  # the exchange is over (on_done, on_log)
     assert guest.call("proxy_send_local_response", 200, *details, *body, *headers, 0) == Status.BAD_ARGUMENT
     assert guest.env.stream.local_response is None  # type: ignore[union-attr]
 

@@ -19,11 +19,15 @@ from support import eventually, plugin
 HEADERS, BODY = 1, 2  # which callback sends the local reply
 
 
-def filter_module(tmp_path: Path, name: str, reply_in: int = 0, on_response: int = 0, reply_on_body_call: int = 0, rewrite: str = "") -> Path:
+def filter_module(
+    tmp_path: Path, name: str, reply_in: int = 0, on_response: int = 0, reply_on_body_call: int = 0, rewrite: str = "", reply_on_response_body: int = 0
+) -> Path:
     """A WAT filter: every response headers callback adds `x-seen: <name>`; `reply_in`
     sends a 403 local reply from request headers; `on_response` a 502 from response
     headers; `reply_on_body_call` a 403 from the request body callback of that number
-    (counted per VM); `rewrite` replaces the whole response body."""
+    (counted per VM); `rewrite` replaces the whole response body; `reply_on_response_body`
+    sends a 500 from the response body callback (the response head is out by then) and
+    continues."""
     headers = struct.pack("<III", 1, 7, len(name)) + b"x-reply\0" + name.encode() + b"\0"  # a serialized map
     wat = f"""
 (module
@@ -55,6 +59,7 @@ def filter_module(tmp_path: Path, name: str, reply_in: int = 0, on_response: int
     (if (i32.const {on_response}) (then (return (call $block (i32.const 502)))))
     (i32.const 0))
   (func (export "proxy_on_response_body") (param i32 i32 i32) (result i32)
+    (if (i32.const {reply_on_response_body}) (then (drop (call $block (i32.const 500))) (return (i32.const 0))))
     (if (i32.and (i32.const {int(bool(rewrite))}) (local.get 2))
       (then (drop (call $set (i32.const 1) (i32.const 0) (local.get 1) (i32.const 384) (i32.const {len(rewrite)})))))
     (i32.const 0)))
@@ -169,3 +174,19 @@ def test_a_local_reply_while_the_request_body_streams_resets_the_upstream_reques
         assert not upstream.complete  # the connection closed without the final chunk
     finally:
         upstream.close()
+
+
+def test_a_local_reply_after_the_response_head_went_out_resets_the_stream(make_app, live, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # Envoy answers the call OK, then resets the stream: the head (200) is already with the
+    # client, so the reply cannot replace it; the body never completes.
+    app = make_app([plugin("late", filter_module(tmp_path, "late", reply_on_response_body=1))])
+    base = live(app)
+    with httpx.Client(timeout=30) as client:
+        with client.stream("GET", base + "/echo") as response:
+            assert response.status_code == 200
+            try:
+                body = response.read()
+            except httpx.HTTPError:
+                body = None  # the connection was reset mid-body
+        assert body is None  # reset: no final chunk
+        assert client.get(base + "/health").status_code == 200  # the gateway keeps serving

@@ -221,7 +221,7 @@ def admin_routes(
             return _error(404, f"no plugin {request.path_params['name']!r}", "not_found")
         reason = f"by operator {request.state.admin_key.name}"
         operator_state.save_quarantine(plugin.spec.name, reason)  # holds across restarts
-        plugin.quarantine(reason, manual=True)
+        plugins.quarantine(plugin.spec.name, reason)  # its route instances too
         return JSONResponse({"ok": True, **plugin.describe()})
 
     async def release(request: Request) -> Response:
@@ -233,7 +233,7 @@ def admin_routes(
         if plugin is None:
             return _error(404, f"no plugin {request.path_params['name']!r}", "not_found")
         operator_state.clear_quarantine(plugin.spec.name)
-        plugin.release(f"by operator {request.state.admin_key.name}")
+        plugins.release(plugin.spec.name, f"by operator {request.state.admin_key.name}")
         return JSONResponse({"ok": True, **plugin.describe()})
 
     routes = [

@@ -26,8 +26,12 @@ from routeiq.services.request_ids import new_request_id
 
 from routeiq.error_responses import error_body, send_bytes, send_error
 
+from .route_table import RequestFacts, Route, RouteTable
+
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
+
+ChainFor = Callable[[Route | None], list[ProxyWasmPlugin]]
 
 log = logging.getLogger("routeiq.gateway")
 
@@ -53,8 +57,14 @@ class PluginFilter:
         tracer: Tracer | None = None,
         events: Any = None,
         header_limits: HeaderLimits | None = None,
+        routes: RouteTable | None = None,
+        chain_for: ChainFor | None = None,
     ) -> None:
         self.app = app
+        # With routes, each request's upstream, plugins and route properties come from
+        # the route it matches (`chain_for` gives a route's plugins, in chain order).
+        self.routes = routes if routes else None
+        self.chain_for: ChainFor = chain_for or (lambda route: self.plugins)
         limits = header_limits or HeaderLimits()
         self.request_rules = HeaderRules(REQUEST_MAP, limits)
         self.response_rules = HeaderRules(RESPONSE_MAP, limits)
@@ -69,7 +79,7 @@ class PluginFilter:
             await self.app(scope, receive, send)
             return
         if self.tracer is None:
-            if not self.plugins:
+            if not self.plugins and self.routes is None:
                 await self.app(scope, receive, send)
                 return
             await _Exchange(self, scope, receive, send).run()
@@ -84,7 +94,7 @@ class PluginFilter:
                     status.append(int(message["status"]))
                 await send(message)
 
-            if self.plugins:
+            if self.plugins or self.routes is not None:
                 exchange = _Exchange(self, scope, receive, traced_send)
                 span.set_attribute("routeiq.request_id", exchange.stream.request_id)
                 await exchange.run()
@@ -149,7 +159,10 @@ class _Exchange:
             scheme=scheme,
             protocol=f"HTTP/{scope.get('http_version', '1.1')}",
         )
-        self.chain = ChainStream(owner.plugins, self.stream, owner.tracer)
+        # With routes, the chain is opened once the route is known (an LLM request's route
+        # may depend on its model, parsed from the body first).
+        self.route: Route | None = None
+        self.chain = ChainStream(owner.plugins if owner.routes is None else [], self.stream, owner.tracer)
         self.llm_route = owner.llm_models is not None and scope["method"] == "POST" and scope["path"] == "/v1/chat/completions"
         self.response_sent = False  # http.response.start went to the client
         self.response_done = False
@@ -181,11 +194,26 @@ class _Exchange:
             except ChatRequestError:
                 pass  # plugins still run (an auth filter answers first); the LLM app answers 400
             self.has_body = bool(llm_body)
+        routes = self.owner.routes
+        before: list[tuple[bytes, bytes]] | None = None
+        if routes is not None:
+            self._match_route(routes)
+            self.chain = ChainStream(self.owner.chain_for(self.route), self.stream, self.owner.tracer)
+            before = list(self.stream.request_headers.pairs)
         verdict = await self._settle(self.chain.request_headers(not self.has_body), StreamType.HTTP_REQUEST, self.chain.request_headers, not self.has_body)
         if verdict.step is not Step.CONTINUE:
             await self._answer(verdict)
             return
         self.stream.request_headers.writable = False
+        if routes is not None:
+            # Envoy clears the route cache on every request header change (and on
+            # clear_route_cache): the upstream is the route the request now matches. The
+            # plugins already running stay those of the first match.
+            if self.stream.route_cache_cleared or self.stream.request_headers.pairs != before:
+                self._match_route(routes)
+            if self.route is None:
+                await self._no_route()
+                return
         receive: Receive = self.receive
         headers = self._upstream_request_headers()
         if llm_body is not None:
@@ -233,8 +261,9 @@ class _Exchange:
         authority = req.get(b":authority")
         if authority and authority != self.client_authority:
             scope["routeiq.authority"] = authority  # a plugin rewrote it: the upstream's Host
+        upstream = self.route.upstream if self.route is not None else self.owner.app
         try:
-            await self.owner.app(scope, self._noting_disconnect(receive), self._filtered_send)
+            await upstream(scope, self._noting_disconnect(receive), self._filtered_send)
         except Exception:
             if self.aborted is None:
                 raise
@@ -246,6 +275,29 @@ class _Exchange:
                 log.info("client disconnected before the response ended (%s)", self.stream.request_id)
                 return
             raise RuntimeError("upstream app ended without finishing its response")
+
+    def _match_route(self, routes: RouteTable) -> None:
+        req = self.stream.request_headers
+        target = (req.get(b":path") or b"/").decode("latin-1")
+        llm = self.stream.llm
+        facts = RequestFacts(
+            method=(req.get(b":method") or b"GET").decode("latin-1"),
+            path=target.split("?", 1)[0],
+            authority=(req.get(b":authority") or b"").decode("latin-1"),
+            headers=req,
+            model=_model_of(llm.request) if llm is not None else None,
+        )
+        self.route = routes.match(facts)
+        self.stream.route = self.route.info if self.route is not None else None
+        self.stream.route_cache_cleared = False
+
+    async def _no_route(self) -> None:
+        """Envoy's router answers a request no route matches with 404 (`route_not_found`),
+        through the response callbacks like any local reply."""
+        path = (self.stream.request_headers.get(b":path") or b"/").decode("latin-1").split("?", 1)[0]
+        body = error_body(f"no route matches {self.scope['method']} {path}", "invalid_request_error", "route_not_found")
+        self.stream.local_response = LocalResponse(404, body, [(b"content-type", b"application/json")], "route_not_found")
+        await self._answer(Verdict(Step.LOCAL))
 
     def _noting_disconnect(self, receive: Receive) -> Receive:
         """`receive` for the upstream app, remembering a client that went away (a streaming
@@ -539,6 +591,11 @@ class _Exchange:
                 finally:
                     context.wakeup = None
             self.chain.finalize(member)
+
+
+def _model_of(request: dict[str, Any]) -> str | None:
+    model = request.get("model")
+    return model if isinstance(model, str) else None
 
 
 def _plugin_of(error: PluginError | None, verdict: Verdict, chain: ChainStream) -> str:

@@ -16,7 +16,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from .operator_state import OperatorState
 from routeiq.config import ConfigError
@@ -30,6 +30,9 @@ from routeiq.policy.manifest import KEPT_ORIGIN
 from routeiq.policy.model import PolicyModel
 from routeiq.runtime.errors import PluginError, PluginLoadError
 from routeiq.runtime.wasm_runtime import WasmRuntime
+
+if TYPE_CHECKING:
+    from .route_table import Route
 
 log = logging.getLogger("routeiq.gateway")
 
@@ -61,6 +64,9 @@ class PluginSet:
         self.plugins: list[ProxyWasmPlugin] = []  # the filter chain, in order
         self.service_plugins: list[ProxyWasmPlugin] = []  # root context only, never on the request path
         self.failed: list[dict[str, Any]] = []  # left out at startup (on_startup_failure: continue)
+        # Route-scoped instances (a route's own config of a plugin), by (route, plugin name).
+        self.route_instances: dict[tuple[str, str], ProxyWasmPlugin] = {}
+        self._route_configs: dict[tuple[str, str], bytes] = {}
 
     # ----------------------------------------------------------------- startup
     def load(self, specs: Iterable[PluginSpec]) -> None:
@@ -117,6 +123,56 @@ class PluginSet:
         by_name = {p.spec.name: p for p in self.plugins}
         self.plugins[:] = [by_name[n] for n in order]
 
+    def load_routes(self, routes: Sequence["Route"]) -> None:
+        """Start the route-scoped instances: a route that gives a plugin its own config
+        runs its own instance of it (same module, own VM and root context configured with
+        the route's config), as Kong's route-scoped plugins; it fails at startup as its
+        plugin's on_startup_failure says. Quarantine, release and module swaps of the
+        plugin apply to its route instances too; its admin config does not (the route's
+        config is the route's)."""
+        chain = {p.spec.name: p for p in self.plugins}
+        for route in routes:
+            for name, config in route.configs.items():
+                base = chain.get(name)
+                if base is None:
+                    continue  # left out at startup: nothing to scope
+                key = (route.name, name)
+                self._route_configs[key] = config
+                where = f"{self.where}: routes {route.name!r}: plugin {name!r}"
+                try:
+                    instance = self._start(self._build(replace(base.spec, plugin_config=config)))
+                except PluginError as exc:
+                    if base.spec.on_startup_failure == "abort":
+                        raise PluginStartupError(f"{where}: {exc}") from None
+                    log.error("%s: %s; the route runs the plugin's own instance", where, exc)
+                    continue
+                if base.manually_quarantined:
+                    instance.quarantine(base.quarantine_reason, manual=True)
+                self.route_instances[key] = instance
+
+    def chain_for(self, route: "Route | None") -> list[ProxyWasmPlugin]:
+        """The plugins a request on `route` runs through, in chain order."""
+        if route is None or not route.customizes_plugins:
+            return self.plugins
+        instances = self.route_instances
+        return [instances.get((route.name, p.spec.name), p) for p in self.plugins if p.spec.name not in route.disabled]
+
+    def instances_of(self, name: str) -> list[ProxyWasmPlugin]:
+        return [p for (_, n), p in self.route_instances.items() if n == name]
+
+    def quarantine(self, name: str, reason: str) -> ProxyWasmPlugin:
+        """An operator's quarantine of a plugin and of its route instances."""
+        plugin = self.plugin(name)
+        for p in [plugin, *self.instances_of(name)]:
+            p.quarantine(reason, manual=True)
+        return plugin
+
+    def release(self, name: str, reason: str) -> ProxyWasmPlugin:
+        plugin = self.plugin(name)
+        for p in [plugin, *self.instances_of(name)]:
+            p.release(reason)
+        return plugin
+
     # ------------------------------------------------------------------ lookup
     def all(self) -> list[ProxyWasmPlugin]:
         """Filter plugins (chain order), then services."""
@@ -133,7 +189,14 @@ class PluginSet:
         return {p.spec.name for p in self.all()} | {f["name"] for f in self.failed}
 
     def describe(self) -> list[dict[str, Any]]:
-        return [p.describe() for p in self.all()] + self.failed
+        out = []
+        for plugin in self.all():
+            entry = plugin.describe()
+            scoped = [(route, p) for (route, n), p in self.route_instances.items() if n == plugin.spec.name]
+            if scoped:
+                entry["route_instances"] = [{"route": route, "state": p.state, "traps": p.stats.traps, "quarantine_reason": p.quarantine_reason or None} for route, p in scoped]
+            out.append(entry)
+        return out + self.failed
 
     # ------------------------------------------------------------------- swaps
     async def swap_module(self, name: str, wasm: bytes) -> ProxyWasmPlugin:
@@ -155,7 +218,7 @@ class PluginSet:
                 new.close()
                 raise
         new.spec.wasm_path = path
-        self._switch(old, new)
+        await self._switch(old, new)
         self.operator_state.save_module(name, path, kept if new.admission.manifest_origin == KEPT_ORIGIN else None)
         return new
 
@@ -164,7 +227,7 @@ class PluginSet:
         nothing persisted, the file is the record. Compiled on a thread like an upload."""
         old = self.plugin(name)
         new = await self._start_off_loop(old, replace(old.spec, wasm_path=wasm_path, sha256=sha256, manifest=None))
-        self._switch(old, new)
+        await self._switch(old, new)
         return new
 
     def reset_config(self, name: str, file_spec: PluginSpec | None) -> ProxyWasmPlugin:
@@ -202,20 +265,43 @@ class PluginSet:
             raise
         return new
 
-    def _switch(self, old: ProxyWasmPlugin, new: ProxyWasmPlugin) -> None:
+    async def _switch(self, old: ProxyWasmPlugin, new: ProxyWasmPlugin) -> None:
+        # The plugin's route instances move to the new module too (built off the loop
+        # like the plugin; one that fails keeps the old module on its route and is logged).
+        moved: dict[tuple[str, str], ProxyWasmPlugin] = {}
+        for key, config in self._route_configs.items():
+            if key[1] != old.spec.name:
+                continue
+            try:
+                loaded = await asyncio.to_thread(self._build, replace(new.spec, plugin_config=config))
+                moved[key] = self._start(loaded)
+            except PluginError as exc:
+                log.error("plugin %s on route %s: the swapped module was refused (%s); the route keeps the old module", old.spec.name, key[0], exc)
+        if self.plugin(old.spec.name) is not old:  # another swap won while these compiled
+            for instance in [new, *moved.values()]:
+                instance.close()
+            raise PluginLoadError(f"plugin {old.spec.name} was swapped by another change meanwhile; retry")
         where = self.service_plugins if old in self.service_plugins else self.plugins
         where[where.index(old)] = new
         if old.manually_quarantined:  # a swap does not lift an operator's quarantine
             new.quarantine(old.quarantine_reason, manual=True)
         new.start_background()
         old.retire()
+        for key, instance in moved.items():
+            previous = self.route_instances.get(key)
+            if previous is not None:
+                if previous.manually_quarantined:
+                    instance.quarantine(previous.quarantine_reason, manual=True)
+                previous.retire()
+            instance.start_background()
+            self.route_instances[key] = instance
         log.warning("plugin %s: module swapped to sha256 %s", new.spec.name, new.sha256[:12])
 
     # --------------------------------------------------------------- lifecycle
     def start_background(self) -> None:
-        for plugin in self.all():
+        for plugin in self.all() + list(self.route_instances.values()):
             plugin.start_background()
 
     def close(self) -> None:
-        for plugin in self.all():
+        for plugin in self.all() + list(self.route_instances.values()):
             plugin.close()

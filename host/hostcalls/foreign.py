@@ -9,8 +9,8 @@ host offers them (source/extensions/common/wasm/foreign.cc).
   output stops at the plugin's `limits.max_buffer_bytes` (what it may hold of a body), and
   more answers SERIALIZATION_FAILURE, audited `foreign_output_limit` (a zip bomb does not
   fill the gateway's memory).
-- `clear_route_cache`: what `proxy_clear_route_cache` does (Envoy re-matches the route
-  after a header change); it answers OK and returns nothing.
+- `clear_route_cache`: what `proxy_clear_route_cache` does (the route is re-matched once
+  the request headers have passed the chain); it answers OK and returns nothing.
 
 Any other name (Envoy's `verify_signature`, `sign`, `set_envoy_filter_state`,
 `declare_property`, `expr_create` / `expr_evaluate` / `expr_delete`, or a name no host

@@ -3,8 +3,11 @@
 Paths follow Envoy's attribute names (request.path, request.headers.<name>, plugin_name,
 ...) with Envoy's encodings: strings raw bytes, integers 8-byte little-endian, booleans
 one byte, timestamps and durations int64 ns, maps serialized like header maps. An
-attribute the gateway cannot answer truthfully (connection ids, TLS details, xDS names,
-upstream hosts) is NOT_FOUND, never a made-up value. Values are computed on demand: a
+attribute the gateway cannot answer truthfully (connection ids, TLS details, upstream
+hosts) is NOT_FOUND, never a made-up value. The route attributes (`route_name`,
+`cluster_name`, `route_metadata`, and their `xds.` forms) come from the matched route of
+config `routes:`; a path into `route_metadata` walks it as Envoy walks the Metadata
+message (`filter_metadata`, then the filter's Struct), leaves encoded as CEL values. Values are computed on demand: a
 filter reading one attribute per request pays for that one only.
 Paths a plugin sets are kept per request (Envoy's filter state), so plugins can talk.
 """
@@ -12,12 +15,14 @@ Paths a plugin sets are kept per request (Envoy's filter state), so plugins can 
 from __future__ import annotations
 
 import struct
-from typing import Callable
+from typing import Any, Callable
+
+from google.protobuf import struct_pb2
 
 from routeiq.abi.proxy_wasm import Status, encode_map
 
 from .group import CallGroup
-from .state import HeaderMap, HttpStream
+from .state import HeaderMap, HttpStream, RouteInfo
 
 _I64 = struct.Struct("<q")
 
@@ -131,6 +136,87 @@ def _address(endpoint: tuple[str, int] | None, key: bytes) -> bytes | None:
     return None
 
 
+class _Unserializable(Exception):
+    """A value Envoy cannot serialize either (a null): SERIALIZATION_FAILURE."""
+
+
+def _cel_value(value: Any) -> bytes:
+    """A Struct value as Envoy's serializeValue writes the CEL value it unwraps to:
+    strings raw, numbers as doubles, booleans one byte, maps and lists as pairs."""
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, bool):
+        return b"\x01" if value else b"\x00"
+    if isinstance(value, (int, float)):
+        return struct.pack("<d", float(value))  # a Struct number is a double
+    if isinstance(value, dict):
+        return encode_map([(str(k).encode(), _cel_value(v)) for k, v in value.items()])
+    if isinstance(value, list):
+        return encode_map([(_cel_value(v), b"") for v in value])
+    raise _Unserializable()
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _metadata_message(metadata: dict[str, Any]) -> bytes:
+    """envoy.config.core.v3.Metadata in protobuf wire format (what Envoy answers for the
+    whole message): field 1, map<string, google.protobuf.Struct> filter_metadata."""
+    out = b""
+    for name, fields in (metadata.get("filter_metadata") or {}).items():
+        value = struct_pb2.Struct()
+        value.update(fields)
+        out += _field(1, _field(1, str(name).encode()) + _field(2, value.SerializeToString()))
+    return out
+
+
+def _route_metadata(route: RouteInfo, rest: tuple[bytes, ...]) -> bytes | None:
+    if not rest:
+        return _metadata_message(route.metadata)
+    if rest[0] == b"typed_filter_metadata":
+        return encode_map([]) if len(rest) == 1 else None
+    if rest[0] != b"filter_metadata":
+        return None  # not a field of the Metadata message
+    value: Any = route.metadata.get("filter_metadata") or {}
+    for segment in rest[1:]:
+        key = segment.decode("utf-8", "replace")
+        if isinstance(value, dict) and key in value:
+            value = value[key]
+        elif isinstance(value, list) and key.isdigit() and int(key) < len(value):
+            value = value[int(key)]
+        else:
+            return None
+    return _cel_value(value)
+
+
+def _route_property(route: RouteInfo | None, key: bytes, rest: tuple[bytes, ...]) -> bytes | None:
+    if route is None:
+        return None
+    if key == b"route_name" and not rest:
+        return route.name.encode()
+    if key == b"cluster_name" and not rest:
+        return route.cluster_name.encode() if route.cluster_name is not None else None
+    if key == b"route_metadata":
+        return _route_metadata(route, rest)
+    return None
+
+
+_ROUTE_KEYS = frozenset({b"route_name", b"cluster_name", b"route_metadata"})
+
+
 class PropertyCalls(CallGroup):
     def resolve(self, path: tuple[bytes, ...]) -> bytes | None:
         plugin = self.env.plugin
@@ -145,9 +231,15 @@ class PropertyCalls(CallGroup):
                 return plugin.root_id.encode()
             if key == b"plugin_vm_id":
                 return plugin.vm_id.encode()
-        if stream is None or len(path) < 2:
+        if stream is None:
+            return None
+        if path and path[0] in _ROUTE_KEYS:
+            return _route_property(stream.route, path[0], path[1:])
+        if len(path) < 2:
             return None
         head, key, rest = path[0], path[1], path[2:]
+        if head == b"xds" and key in _ROUTE_KEYS:
+            return _route_property(stream.route, key, rest)
         if head == b"request":
             return _request_property(stream, key, rest)
         if head == b"response":
@@ -163,7 +255,10 @@ class PropertyCalls(CallGroup):
 
     def proxy_get_property(self, path: tuple[bytes, ...]) -> tuple[int, bytes]:
         """`path` is the attribute's segments, e.g. (b"request", b"path")."""
-        value = self.resolve(path)
+        try:
+            value = self.resolve(path)
+        except _Unserializable:
+            return Status.SERIALIZATION_FAILURE, b""
         if value is None:
             return Status.NOT_FOUND, b""
         return Status.OK, value

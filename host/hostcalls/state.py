@@ -127,6 +127,15 @@ class LocalResponse:
     plugin: str = ""
 
 
+@dataclass(frozen=True)
+class RouteInfo:
+    """The route an exchange took (config `routes:`), as the route properties expose it."""
+
+    name: str
+    cluster_name: str | None = None  # the operator cluster behind the route, if any
+    metadata: dict[str, Any] = field(default_factory=dict)  # Envoy's route metadata: {filter_metadata: {...}}
+
+
 @dataclass
 class HttpStream:
     """One HTTP exchange as all plugins of the chain see it (maps and bodies are shared)."""
@@ -153,6 +162,8 @@ class HttpStream:
     response_details: str = ""  # Envoy's response code details: "via_upstream" or the local reply's
     filter_state: dict[tuple[bytes, ...], bytes] = field(default_factory=dict)
     llm: LlmExchange | None = None  # set for chat completion requests on the LLM path
+    route: RouteInfo | None = None  # the matched route (None: no routes configured, or none matched)
+    route_cache_cleared: bool = False  # a plugin asked to re-match the route (clear_route_cache)
 
 
 @dataclass

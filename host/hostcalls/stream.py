@@ -16,7 +16,10 @@ class StreamCalls(CallGroup):
     def proxy_send_local_response(self, status_code: int, details: str, body: bytes, headers: Pairs, _grpc_status: int = -1) -> int:
         env = self.env
         stream = env.stream
-        if stream is None or stream.response_started:
+        # Once the response head went out, Envoy still answers OK and then resets the
+        # stream (headers cannot be taken back); once the exchange is over there is
+        # nothing left to answer.
+        if stream is None or stream.end_ns:
             return Status.BAD_ARGUMENT
         if not 200 <= status_code <= 599:
             return Status.BAD_ARGUMENT
@@ -63,7 +66,11 @@ class StreamCalls(CallGroup):
 
 
 def clear_route_cache(env: HostEnv) -> int:
-    """Envoy re-matches the stream's route after a header change. There is no route table
-    yet (the upstream is the gateway's one), so there is nothing to re-match: OK. Both
-    proxy_clear_route_cache and the foreign function `clear_route_cache` come here."""
+    """Envoy re-matches the stream's route after a header change (it clears the route
+    cache on every request header change, and on this call): the gateway re-matches the
+    route once the request headers have passed the chain. Both proxy_clear_route_cache
+    and the foreign function `clear_route_cache` come here."""
+    stream = env.stream
+    if stream is not None:
+        stream.route_cache_cleared = True
     return Status.OK
