@@ -225,14 +225,14 @@ def test_random_lb_uses_every_endpoint() -> None:
     ("cluster", "message"),
     [
         ({"name": "a", "endpoints": []}, "clusters[0].endpoints: List should have at least 1 item"),
-        ({"name": "a", "endpoints": ["127.0.0.1"]}, "clusters[0].endpoints: Value error, '127.0.0.1' is not host:port"),
-        ({"name": "a", "endpoints": ["::1:80"]}, "clusters[0].endpoints: Value error, '::1:80' is not host:port (an IPv6 address goes in brackets"),
-        ({"name": "a", "endpoints": ["h:0"]}, "clusters[0].endpoints: Value error, 'h:0': the port must be 1-65535"),
+        ({"name": "a", "endpoints": ["127.0.0.1"]}, "clusters[0].endpoints: '127.0.0.1' is not host:port"),
+        ({"name": "a", "endpoints": ["::1:80"]}, "clusters[0].endpoints: '::1:80' is not host:port (an IPv6 address goes in brackets"),
+        ({"name": "a", "endpoints": ["h:0"]}, "clusters[0].endpoints: 'h:0': the port must be 1-65535"),
         ({"name": "a b", "endpoints": ["h:1"]}, "clusters[0].name: String should match pattern"),
         ({"name": "a", "endpoints": ["h:1"], "scheme": "ftp"}, "clusters[0].scheme: Input should be 'http' or 'https'"),
         ({"name": "a", "endpoints": ["h:1"], "lb_policy": "least_request"}, "clusters[0].lb_policy: Input should be 'round_robin' or 'random'"),
         ({"name": "a", "endpoints": ["h:1"], "max_connections": 0}, "clusters[0].max_connections: Input should be greater than or equal to 1"),
-        ({"name": "a", "endpoints": ["h:1"], "tls": {"verify": True}, "scheme": "http"}, "clusters[0]: Value error, `tls` is given, so the cluster is https"),
+        ({"name": "a", "endpoints": ["h:1"], "tls": {"verify": True}, "scheme": "http"}, "clusters[0]: `tls` is given, so the cluster is https"),
         ({"name": "a", "endpoints": ["h:1"], "tls": {"sni": "x", "cert": "y"}}, "clusters[0].tls.cert: unknown setting"),
     ],
 )
@@ -243,7 +243,7 @@ def test_bad_cluster_config_names_the_field(cluster: dict[str, Any], message: st
 
 
 def test_duplicate_cluster_names_and_unreadable_ca_files_are_config_errors(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"gw.yaml: clusters: Value error, cluster name 'a' is used twice"):
+    with pytest.raises(ConfigError, match=r"gw.yaml: clusters: cluster name 'a' is used twice"):
         parse_config({"clusters": [{"name": "a", "endpoints": ["h:1"]}, {"name": "a", "endpoints": ["h:2"]}]}, "gw.yaml")
     config = parse_config({"clusters": [{"name": "a", "endpoints": ["h:1"], "tls": {"ca_file": "missing.pem"}}]}, "gw.yaml", tmp_path / "gw.yaml")
     with pytest.raises(ConfigError, match=r"clusters\[0\]\.tls\.ca_file: cannot load CA file .*missing\.pem"):
