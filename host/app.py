@@ -31,6 +31,7 @@ from routeiq.runtime.wasm_runtime import WasmRuntime
 from routeiq.services.audit import AuditLog
 from routeiq.services.breakers import BreakerBoard, BreakerSettings
 from routeiq.services.callout import CalloutClient, Resolver
+from routeiq.services.clusters import ClusterTable
 from routeiq.services.http_client import HttpClient
 from routeiq.services.plugin_metrics import PluginMetrics
 from routeiq.services.shared_store import InMemoryStore, RedisStore, SharedStore
@@ -73,11 +74,13 @@ class Gateway:
         self.http = HttpClient(max_per_host=upstream.max_connections if isinstance(upstream, UpstreamConfig) else 100)
         self.events = GatewayEvents(config, self.http)
         self.breakers = BreakerBoard(BreakerSettings(**config.model.router.breaker.model_dump()), self._breaker_changed, clock)
+        # The operator's named upstreams, each with its own pool: callouts reach them by name.
+        self.clusters = ClusterTable(config.clusters())
         self.services = HostServices(
             store=_store(config, self.breakers),
             metrics=PluginMetrics(config.stats_tag_rules()),
             audit=AuditLog(config.audit_path()),
-            callouts=CalloutClient(self.breakers, resolver, self.http),
+            callouts=CalloutClient(self.breakers, resolver, self.http, self.clusters),
         )
         self.runtime = WasmRuntime(config.engine_settings(), config.cache_dir())
         self.policy = config.load_policy()
@@ -202,6 +205,7 @@ class Gateway:
             await self.config_watcher.stop()
         await self.events.stop()  # flush what is due; the rest stays in the outbox
         await self.http.aclose()
+        await self.clusters.aclose()
         self.close()
 
     def close(self) -> None:

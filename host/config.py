@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -21,7 +22,11 @@ from routeiq.dispatch.plugin_spec import PluginSpec
 from routeiq.policy.model import PolicyError, PolicyModel, load_policy, parse_policy
 from routeiq.runtime.engine import EngineSettings
 from routeiq.runtime.limits import SandboxLimits
+from routeiq.services.clusters import Cluster, ClusterSettingError, split_endpoint
 from routeiq.services.plugin_metrics import TagRule
+
+
+log = logging.getLogger("routeiq.config")
 
 
 class ConfigError(Exception):
@@ -467,6 +472,39 @@ class StatsConfig(_Strict):
     )
 
 
+class ClusterTlsConfig(_Strict):
+    sni: str | None = Field(None, description="TLS SNI and the name the certificate must carry (null: the endpoint's host).")
+    verify: bool = Field(True, description="Verify the endpoint's certificate (false: any certificate is accepted; for a test bed only).")
+    ca_file: str | None = Field(None, description="PEM file of the CA certificates to trust instead of the system's, relative to the config file (null: the system's trust store).")
+
+
+class ClusterConfig(_Strict):
+    """An operator-named upstream, as an Envoy cluster: plugins reach it by name through
+    proxy_http_call when the policy grants that cluster (docs/envoy-compatibility.md)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,128}$", description="Unique cluster name: the `upstream` of proxy_http_call, and what a policy callout rule's `cluster:` grants. Looked up before any host:port reading of the upstream.")
+    endpoints: list[str] = Field(min_length=1, description="`host:port` of each endpoint (an IPv6 address in brackets: `[::1]:8080`); a name is resolved when connecting. The operator names them, so they are trusted: no SSRF check, even on loopback.")
+    scheme: Literal["http", "https"] = Field("http", description="How endpoints are spoken to (`tls` implies https). The plugin's `:scheme` does not change it, as in Envoy.")
+    tls: ClusterTlsConfig | None = Field(None, description="TLS settings (given: the cluster is https).")
+    connect_timeout_s: float = Field(5.0, gt=0, description="Connect timeout to an endpoint (Envoy's `connect_timeout`; the call's own timeout bounds it too).")
+    timeout_s: float = Field(60.0, gt=0, description="Bound of a call that gives no timeout (proxy_http_call with timeout 0; still capped by the policy's `callout_timeout_ms`).")
+    max_connections: int = Field(100, ge=1, description="Connections the cluster's own pool holds open at most (Envoy's circuit breaker `max_connections`); more requests wait for one.")
+    lb_policy: Literal["round_robin", "random"] = Field("round_robin", description="How an endpoint is chosen for each request.")
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints(cls, value: list[str]) -> list[str]:
+        for text in value:
+            split_endpoint(text)  # ValueError names the endpoint
+        return value
+
+    @model_validator(mode="after")
+    def _tls_is_https(self) -> "ClusterConfig":
+        if self.tls is not None and self.scheme == "http" and "scheme" in self.model_fields_set:
+            raise ValueError("`tls` is given, so the cluster is https: drop `scheme: http` (or the tls settings)")
+        return self
+
+
 class GatewayConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig, description="The HTTP server.")
     upstream: Union[Literal["embedded"], UpstreamConfig] = Field("embedded", description="Where non-LLM traffic (and /v1/* without a model_list) goes: `embedded`, the built-in mock OpenAI upstream (no keys, no network), or a reverse proxy to a URL.")
@@ -481,6 +519,7 @@ class GatewayConfig(_Strict):
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig, description="Signed event deliveries (docs/webhooks.md).")
     admin: AdminConfig = Field(default_factory=AdminConfig, description="The /admin API (the README's operator guide).")
     stats_config: StatsConfig = Field(default_factory=StatsConfig, description="How plugin metrics are named on /metrics (Envoy's bootstrap `stats_config`); read at startup.")
+    clusters: list[ClusterConfig] = Field(default_factory=list, description="Named upstreams (Envoy's `clusters`): a plugin's proxy_http_call names one as its upstream (read at startup).")
     plugins: list[PluginConfig] = Field(default_factory=list, description="Plugins, run in this order on requests and in reverse order on responses.")
     routes: list[RouteConfig] = Field(
         default_factory=list,
@@ -498,6 +537,15 @@ class GatewayConfig(_Strict):
             "shared data), no HTTP contexts, never on the request path. The policy grants them by name as it does plugins."
         ),
     )
+
+    @field_validator("clusters")
+    @classmethod
+    def _unique_clusters(cls, value: list[ClusterConfig]) -> list[ClusterConfig]:
+        names = [c.name for c in value]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"cluster name {name!r} is used twice")
+        return value
 
     @model_validator(mode="after")
     def _unique_names(self) -> "GatewayConfig":
@@ -541,18 +589,73 @@ class LoadedConfig:
         self.digest = digest  # sha256 of the file's bytes (None: not from a file)
 
     def load_policy(self) -> PolicyModel | None:
-        """The operator policy (None: no policy, so every plugin gets no capabilities)."""
+        """The operator policy (None: no policy, so every plugin gets no capabilities),
+        checked against this config's clusters (check_policy_clusters)."""
         try:
             if self.policy_override is not None:
-                return load_policy(self.policy_override)
-            value = self.model.policy
-            if value is None:
+                source = str(self.policy_override)
+                policy = load_policy(self.policy_override)
+            elif self.model.policy is None:
                 return None
-            if isinstance(value, str):
-                return load_policy(self._resolve(value))
-            return parse_policy(value, f"{self.path or '<config>'}: policy")
+            elif isinstance(self.model.policy, str):
+                source = str(self._resolve(self.model.policy))
+                policy = load_policy(self._resolve(self.model.policy))
+            else:
+                source = f"{self.path or '<config>'}: policy"
+                policy = parse_policy(self.model.policy, source)
         except PolicyError as exc:
             raise ConfigError(str(exc)) from None
+        self.check_policy_clusters(policy, source)
+        return policy
+
+    def check_policy_clusters(self, policy: PolicyModel, source: str) -> None:
+        """A callout rule naming a cluster this config does not define: an error for a
+        plugin or service this config runs (its calls would all be refused, a typo found
+        only in production), a warning for a policy entry of a plugin it does not run (a
+        policy shared by several gateways)."""
+        defined = {c.name for c in self.model.clusters}
+        running = {m.name for m in [*self.model.plugins, *self.model.services]}
+        errors = []
+        for plugin, entry in policy.plugins.items():
+            for i, rule in enumerate(entry.callouts):
+                if rule.cluster is None or rule.cluster in defined:
+                    continue
+                message = (
+                    f"{source}: plugins.{plugin}.callouts[{i}].cluster: {rule.cluster!r} is not a cluster of {self.path or '<config>'} "
+                    f"(clusters: {', '.join(sorted(defined)) or 'none'})"
+                )
+                if plugin in running:
+                    errors.append(message)
+                else:
+                    log.warning("%s; plugin %r is not configured here, so the rule is unused", message, plugin)
+        if errors:
+            raise ConfigError("\n".join(errors))
+
+    def clusters(self) -> list[Cluster]:
+        """The operator's clusters, resolved (TLS contexts built, `ca_file` relative to the
+        config file); ConfigError names the field that cannot be used."""
+        out = []
+        for i, c in enumerate(self.model.clusters):
+            tls = c.tls
+            try:
+                out.append(
+                    Cluster.build(
+                        c.name,
+                        c.endpoints,
+                        c.scheme,
+                        tls=tls is not None,
+                        sni=tls.sni if tls else None,
+                        verify=tls.verify if tls else True,
+                        ca_file=self._resolve(tls.ca_file) if tls and tls.ca_file else None,
+                        connect_timeout_s=c.connect_timeout_s,
+                        timeout_s=c.timeout_s,
+                        max_connections=c.max_connections,
+                        lb_policy=c.lb_policy,
+                    )
+                )
+            except ClusterSettingError as exc:
+                raise ConfigError(f"{self.path or '<config>'}: clusters[{i}].{exc.field}: {exc}") from None
+        return out
 
     def resolve(self, value: str) -> Path:
         return self._resolve(value)

@@ -47,3 +47,33 @@ def create_callout_service() -> Starlette:
             Route("/big", big),
         ]
     )
+
+
+class ClusterEndpoint:
+    """One endpoint of a test cluster: records every request (method, Host, path) and
+    answers as the Go SDK example's envoy.yaml static reply does (`/ok`: 200 with
+    `example body\\n`, `/fail`: 503); any other path answers `<name> <method> <Host> <path>`."""
+
+    def __init__(self, name: str = "endpoint", hold_s: float = 0.0) -> None:
+        self.name = name
+        self.hold_s = hold_s  # each answer takes this long (to see requests overlap)
+        self.received: list[tuple[str, str, str]] = []  # appended on the server's loop, read by the test
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.app = Starlette(routes=[Route("/{path:path}", self._answer, methods=["GET", "POST"])])
+
+    async def _answer(self, request: Request) -> Response:
+        host = request.headers.get("host", "")
+        self.received.append((request.method, host, request.url.path))
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            if self.hold_s:
+                await asyncio.sleep(self.hold_s)
+        finally:
+            self.in_flight -= 1
+        if request.url.path == "/ok":
+            return PlainTextResponse("example body\n")
+        if request.url.path == "/fail":
+            return Response(status_code=503)
+        return PlainTextResponse(f"{self.name} {request.method} {host} {request.url.path}")

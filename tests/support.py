@@ -36,12 +36,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """Run `app` under a real uvicorn on loopback in a thread; yield its base URL."""
+def serve(app: Any, **options: Any) -> Iterator[str]:
+    """Run `app` under a real uvicorn on loopback in a thread; yield its base URL.
+    `options` go to uvicorn (`ssl_certfile`/`ssl_keyfile`: served over https)."""
     port = free_port()
     gateway = getattr(getattr(app, "state", None), "gateway", None)
     server_settings = gateway.config.model.server if gateway is not None else ServerConfig()
-    config = uvicorn_config(app, server_settings, host="127.0.0.1", port=port, log_level="warning")
+    config = uvicorn_config(app, server_settings, host="127.0.0.1", port=port, log_level="warning", **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -51,7 +52,7 @@ def serve(app: Any) -> Iterator[str]:
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if options.get('ssl_certfile') else 'http'}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)

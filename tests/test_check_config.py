@@ -70,6 +70,18 @@ BAD: dict[str, tuple[Case, str]] = {
         "config_schema: Value error, not a valid JSON Schema",
     ),
     "policy file missing": (lambda t, g: {"policy": str(t / "no-such-policy.yaml")}, "no-such-policy.yaml"),
+    "policy grants an undefined cluster": (
+        lambda t, g: {
+            "policy": _granted("tagger", callouts=[{"cluster": "authz"}]),
+            "plugins": [{"name": "tagger", "wasm": _tagger(t, g)}],
+            "clusters": [{"name": "auth", "endpoints": ["127.0.0.1:9101"]}],
+        },
+        "plugins.tagger.callouts[0].cluster: 'authz' is not a cluster of",
+    ),
+    "cluster CA file missing": (
+        lambda t, g: {"clusters": [{"name": "auth", "endpoints": ["127.0.0.1:9101"], "tls": {"ca_file": "no-such-ca.pem"}}]},
+        "clusters[0].tls.ca_file: cannot load CA file",
+    ),
     "unknown strategy": (lambda t, g: _deployments(MOCK, strategy="no_such_strategy"), "unknown strategy 'no_such_strategy'"),
     "tampered artifact": (
         lambda t, g: (t / "router.json").write_text('{"name": "weighted_round_robin", "version": 1, "state": {}, "sha256": "%s"}' % ZEROS)

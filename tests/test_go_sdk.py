@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from routeiq.app import PluginStartupError
+from callout_service import ClusterEndpoint
 from support import eventually, grant_everything
 
 GO_SDK = Path(__file__).resolve().parents[2] / "shared" / "data" / "proxy-wasm-sdk" / "go-sdk-44c7d58"
@@ -92,16 +93,40 @@ def test_go_shared_queue_sender_without_the_policy_grant_is_refused(make_app, li
     assert not any("dequeued data" in line for line in logs(app, "shared_queue_receiver"))
 
 
-def test_go_dispatch_call_on_tick_runs_as_a_service(make_app, live) -> None:  # type: ignore[no-untyped-def]
-    app = make_app([], services=[go_plugin("dispatch_call_on_tick")], policy=grant_everything(["dispatch_call_on_tick"]))
+def test_go_dispatch_call_on_tick_calls_its_cluster(make_app, live) -> None:  # type: ignore[no-untyped-def]
+    # As the example's envoy.yaml: cluster web_service is a static reply on loopback
+    # (/ok: 200 "example body", /fail: 503). The module runs unmodified as a service; its
+    # OnTick dispatches GET /ok or /fail (at random) with :authority some_authority to
+    # cluster web_service every 100 ms, and its callback logs the response headers.
+    endpoint = ClusterEndpoint("web_service")
+    port = int(live(endpoint.app).rsplit(":", 1)[1])
+    policy = grant_everything(["dispatch_call_on_tick"], callouts=[{"cluster": "web_service", "methods": ["GET"]}])
+    app = make_app(
+        [], services=[go_plugin("dispatch_call_on_tick")], policy=policy, clusters=[{"name": "web_service", "endpoints": [f"127.0.0.1:{port}"], "connect_timeout_s": 0.25}]
+    )
     base = live(app)
     assert "set tick period milliseconds: 100" in logs(app, "dispatch_call_on_tick")
-    # Its OnTick dispatches a call every 100 ms (to cluster web_service); requests pass by it.
-    assert eventually(lambda: sum("dispatch" in line or "called" in line for line in logs(app, "dispatch_call_on_tick")) >= 2, timeout=10)
-    assert httpx.get(base + "/echo", timeout=30).status_code == 200
+    # The path is the module's coin toss: wait until both have been asked for.
+    assert eventually(lambda: {path for _, _, path in endpoint.received} == {"/ok", "/fail"}, timeout=60), endpoint.received
+    assert {(method, host) for method, host, _ in endpoint.received} == {("GET", "some_authority")}
+    lines = logs(app, "dispatch_call_on_tick")
+    assert eventually(lambda: {"response header for the dispatched call: :status: 200", "response header for the dispatched call: :status: 503"} <= set(logs(app, "dispatch_call_on_tick")), timeout=30), lines
+    assert "response header for the dispatched call: content-length: 13" in logs(app, "dispatch_call_on_tick")  # "example body\n"
+    assert any(line.startswith("called 1 for contextID=") for line in logs(app, "dispatch_call_on_tick"))
+    assert not any("dispatch httpcall failed" in line for line in logs(app, "dispatch_call_on_tick"))
+    assert app.state.gateway.services.audit.recent("dispatch_call_on_tick") == []
+    assert httpx.get(base + "/echo", timeout=30).status_code == 200  # requests pass by it
     plugin = app.state.gateway.plugin_set.plugin("dispatch_call_on_tick")
     assert plugin not in app.state.gateway.plugins  # the filter chain never receives it
     assert plugin.stats.traps == 0
+
+
+def test_go_dispatch_call_on_tick_without_the_cluster_is_refused(make_app, live) -> None:  # type: ignore[no-untyped-def]
+    # No cluster web_service: as Envoy's unknown cluster, the call answers BAD_ARGUMENT.
+    app = make_app([], services=[go_plugin("dispatch_call_on_tick")], policy=grant_everything(["dispatch_call_on_tick"]))
+    live(app)
+    assert eventually(lambda: any(line.startswith("dispatch httpcall failed") and line.endswith("bad argument") for line in logs(app, "dispatch_call_on_tick")), timeout=30), logs(app, "dispatch_call_on_tick")
+    assert app.state.gateway.plugin_set.plugin("dispatch_call_on_tick").stats.traps == 0
 
 
 def test_go_shared_data_counts_requests(make_app, live) -> None:  # type: ignore[no-untyped-def]

@@ -158,6 +158,8 @@ class ConfigWatcher:
             self.last_error = str(exc)
             log.error("config reload refused, keeping the running configuration:\n%s", exc)
             return
+        if fresh.model.clusters != self.latest.model.clusters:
+            log.warning("config reload: clusters changed; that takes a restart (the running gateway keeps the clusters it started with)")
         self.latest = fresh
         plugins = self.plugins
         current = {p.spec.name: p for p in plugins.all()}

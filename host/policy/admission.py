@@ -11,7 +11,7 @@ from routeiq.runtime.limits import SandboxLimits
 from . import signing
 from .grants import CalloutRule, Grant, GrantLimits, deny_all
 from .manifest import ManifestError, PluginManifest, load_manifest
-from .model import PluginPolicyModel, PolicyModel
+from .model import CalloutRuleModel, PluginPolicyModel, PolicyModel
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -32,14 +32,19 @@ class Admission:
     limits: SandboxLimits
 
 
+def _rule(r: CalloutRuleModel) -> CalloutRule:
+    if r.cluster is not None:
+        return CalloutRule("", "", 0, frozenset(r.methods), cluster=r.cluster)
+    assert r.host is not None  # the model gives exactly one of host and cluster
+    return CalloutRule(r.scheme, r.host.lower().strip("[]"), r.port or DEFAULT_PORTS[r.scheme], frozenset(r.methods))
+
+
 def _grant(name: str, entry: PluginPolicyModel, pinned_by: str, vm_id: str) -> Grant:
     limits = entry.limits
     return Grant(
         plugin=name,
         capabilities=frozenset(entry.capabilities),
-        callouts=tuple(
-            CalloutRule(r.scheme, r.host.lower().strip("[]"), r.port or DEFAULT_PORTS[r.scheme], frozenset(r.methods)) for r in entry.callouts
-        ),
+        callouts=tuple(_rule(r) for r in entry.callouts),
         kv_read=frozenset(entry.kv.read),
         kv_write=frozenset(entry.kv.write),
         limits=GrantLimits(

@@ -10,19 +10,27 @@ from routeiq.abi.capabilities import Capability
 
 @dataclass(frozen=True)
 class CalloutRule:
+    """A host rule (scheme, host, port) or, with `cluster` set, a cluster rule (scheme,
+    host and port empty): the two never match each other's calls."""
+
     scheme: str
     host: str  # lower-case name or IP literal
     port: int
     methods: frozenset[str]
+    cluster: str | None = None  # an operator-named cluster, granted by name
 
     @property
     def host_ip(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+        if self.cluster is not None:
+            return None
         try:
             return ipaddress.ip_address(self.host.strip("[]"))
         except ValueError:
             return None
 
     def describe(self) -> str:
+        if self.cluster is not None:
+            return f"{','.join(sorted(self.methods))} cluster {self.cluster}"
         return f"{','.join(sorted(self.methods))} {self.scheme}://{self.host}:{self.port}"
 
 

@@ -22,15 +22,26 @@ class _Strict(BaseModel):
 
 
 class CalloutRuleModel(_Strict):
-    scheme: str = Field("https", pattern=r"^https?$", description="`https` or `http`.")
-    host: str = Field(min_length=1, description="Exact host name or IP literal the plugin may call (case-insensitive; an IPv6 literal with or without brackets). A non-public address is allowed only when named here.")
-    port: int | None = Field(None, ge=1, le=65535, description="Port (null: the scheme's default, 443 for https and 80 for http).")
+    """One allowed callout target: `scheme` + `host` + `port`, or an operator's `cluster`."""
+
+    scheme: str = Field("https", pattern=r"^https?$", description="`https` or `http` (not with `cluster`: the cluster says).")
+    host: str | None = Field(None, min_length=1, description="Exact host name or IP literal the plugin may call (case-insensitive; an IPv6 literal with or without brackets), `*`, or `*.suffix`. A non-public address is allowed only when named here. Exactly one of `host` and `cluster`.")
+    port: int | None = Field(None, ge=1, le=65535, description="Port (null: the scheme's default, 443 for https and 80 for http; not with `cluster`).")
+    cluster: str | None = Field(None, min_length=1, description="A cluster of the config's `clusters:` the plugin may call by name (proxy_http_call's upstream), on any of its endpoints: they are trusted, so no SSRF check applies. Must be defined in the config.")
     methods: list[str] = Field(default_factory=lambda: ["GET"], description="HTTP methods allowed (case-insensitive).")
 
     @field_validator("methods")
     @classmethod
     def _upper(cls, value: list[str]) -> list[str]:
         return [m.upper() for m in value]
+
+    @model_validator(mode="after")
+    def _one_form(self) -> "CalloutRuleModel":
+        if (self.host is None) == (self.cluster is None):
+            raise ValueError("give exactly one of `host` (with scheme and port) and `cluster`")
+        if self.cluster is not None and self.model_fields_set & {"scheme", "port"}:
+            raise ValueError(f"a `cluster` rule takes no scheme or port (cluster {self.cluster!r} defines them)")
+        return self
 
 
 class KvGrantModel(_Strict):

@@ -9,6 +9,11 @@ name resolving to a refused address is a failed callout, audited like a refused 
 Loopback, private, link-local (cloud metadata), multicast and other non-global addresses
 are refused unless the policy rule names that exact address. Redirects are not followed:
 the plugin gets the 3xx as is.
+
+The upstream is first looked up as the name of an operator's cluster (services/clusters.py),
+as Envoy reads it: a cluster the grant names is called on one of its endpoints, which the
+operator named and which are therefore trusted (no SSRF check); an upstream that is not a
+cluster name is read as host:port (or a URL) under the rules above, unchanged.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import aiohttp
 from routeiq.policy.grants import CalloutRule, Grant
 
 from .breakers import BreakerBoard
+from .clusters import Cluster, ClusterTable
 from .http_client import HttpClient, latin1_headers
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -48,7 +54,9 @@ RefusalSink = Callable[[CalloutRefused], None]
 class CalloutTarget:
     """A checked callout. `address` is None until the name is resolved and vetted
     (pin_address); `named` are the addresses a matching rule allows even if non-public;
-    `on_refused` audits a refusal found after the host call returned."""
+    `on_refused` audits a refusal found after the host call returned. `cluster`: the
+    operator's cluster the call goes to (host and port are the endpoint picked for it;
+    no pinning, no SSRF check), None for a host:port callout."""
 
     scheme: str
     host: str
@@ -59,6 +67,12 @@ class CalloutTarget:
     headers: tuple[tuple[bytes, bytes], ...]
     named: frozenset[IPAddress] = frozenset()
     on_refused: RefusalSink | None = field(default=None, compare=False, repr=False)
+    cluster: Cluster | None = field(default=None, compare=False)
+
+    @property
+    def breaker_name(self) -> str:
+        """Calls to one cluster share a breaker (Envoy's circuit breaking is per cluster)."""
+        return f"cluster:{self.cluster.name}" if self.cluster is not None else f"callout:{self.host}:{self.port}"
 
     @property
     def url(self) -> str:
@@ -244,13 +258,20 @@ def _host_matches(pattern: str, host: str) -> bool:
 
 
 def _matching_rules(rules: Iterable[CalloutRule], scheme: str, host: str, port: int, method: str) -> list[CalloutRule]:
-    return [r for r in rules if r.scheme == scheme and _host_matches(r.host, host) and r.port == port and method in r.methods]
+    return [r for r in rules if r.cluster is None and r.scheme == scheme and _host_matches(r.host, host) and r.port == port and method in r.methods]
 
 
-def plan_callout(grant: Grant, upstream: str, headers: list[tuple[bytes, bytes]], on_refused: RefusalSink | None = None) -> CalloutTarget:
+def plan_callout(
+    grant: Grant, upstream: str, headers: list[tuple[bytes, bytes]], on_refused: RefusalSink | None = None, clusters: ClusterTable | None = None
+) -> CalloutTarget:
     """Check a proxy_http_call against the grant without DNS (a literal address is checked
-    here; a name is resolved and checked by the callout task, see pin_address). Every
-    refusal, including input that does not parse, is a CalloutRefused."""
+    here; a name is resolved and checked by the callout task, see pin_address). `upstream`
+    is a cluster of `clusters` first, host:port second. Every refusal, including input
+    that does not parse, is a CalloutRefused."""
+    cluster = clusters.get(upstream) if clusters is not None else None
+    if cluster is not None:
+        assert clusters is not None
+        return _plan_cluster_callout(grant, cluster, clusters, headers, on_refused)
     try:
         return _plan_callout(grant, upstream, headers, on_refused)
     except CalloutRefused:
@@ -279,34 +300,77 @@ def _plan_callout(grant: Grant, upstream: str, headers: list[tuple[bytes, bytes]
     else:
         _check_name(host)
     authority = pseudo.get(":authority") or (host if port == _DEFAULT_PORT[scheme] else f"{host}:{port}")
-    forwarded = tuple((k, v) for k, v in headers if not k.startswith(b":") and k.lower() not in (b"host", b"content-length", b"transfer-encoding", b"connection"))
     address = str(literal) if literal is not None else None
-    return CalloutTarget(scheme, host, port, address, method, path, ((b"host", authority.encode()),) + forwarded, named, on_refused)
+    return CalloutTarget(scheme, host, port, address, method, path, _request_headers(authority, headers), named, on_refused)
+
+
+def _request_headers(authority: str, headers: list[tuple[bytes, bytes]]) -> tuple[tuple[bytes, bytes], ...]:
+    """Host from `:authority`, then the plugin's regular headers (framing is the client's)."""
+    forwarded = tuple((k, v) for k, v in headers if not k.startswith(b":") and k.lower() not in (b"host", b"content-length", b"transfer-encoding", b"connection"))
+    return ((b"host", authority.encode()),) + forwarded
+
+
+def _plan_cluster_callout(
+    grant: Grant, cluster: Cluster, clusters: ClusterTable, headers: list[tuple[bytes, bytes]], on_refused: RefusalSink | None
+) -> CalloutTarget:
+    """A call to an operator's cluster, as Envoy's Context::httpCall: `:path`, `:method`
+    and `:authority` are required (BAD_ARGUMENT otherwise), the plugin's `:authority` is
+    the Host, the cluster's scheme and TLS are used whatever `:scheme` says, and the
+    request goes to the endpoint the cluster's lb_policy picks now. Only a rule naming
+    the cluster grants it; its endpoints then need no SSRF check (the operator named
+    them)."""
+    pseudo = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers if k.startswith(b":")}
+    method = pseudo.get(":method", "").upper()
+    path = pseudo.get(":path", "")
+    authority = pseudo.get(":authority", "")
+    if not method or not path.startswith("/") or not authority:
+        raise CalloutRefused("bad_target", f"a call to cluster {cluster.name!r} needs :method, :authority and a :path starting with '/'")
+    if any(c in authority for c in "\r\n\0"):
+        raise CalloutRefused("bad_target", f"invalid :authority {authority[:64]!r}")
+    if not any(r.cluster == cluster.name and method in r.methods for r in grant.callouts):
+        raise CalloutRefused("not_allowed", f"{method} to cluster {cluster.name!r} is not in the plugin's callout allow-list (a rule `cluster: {cluster.name}` grants it)")
+    host, port = clusters.pick(cluster)
+    return CalloutTarget(cluster.scheme, host, port, None, method, path, _request_headers(authority, headers), frozenset(), on_refused, cluster)
 
 
 class CalloutClient:
-    """Runs planned callouts on the gateway's HttpClient (pooled, no redirects, no proxies
-    from the environment; bodies passed on undecoded).
+    """Plans and runs callouts: host:port ones on the gateway's HttpClient (pooled, no
+    redirects, no proxies from the environment; bodies passed on undecoded), cluster ones
+    on the cluster's own pool from `clusters` (the gateway's ClusterTable, which the
+    gateway closes).
 
-    The name is resolved here, inside the callout's timeout (`resolver`, the loop's
-    getaddrinfo unless one is given). Each target (host:port) has a circuit breaker: a
-    target that keeps failing is not called while its breaker is open; the plugin gets a
-    failed call at once."""
+    A name is resolved here, inside the callout's timeout (`resolver`, the loop's
+    getaddrinfo unless one is given). Each target (host:port, or a whole cluster) has a
+    circuit breaker: a target that keeps failing is not called while its breaker is open;
+    the plugin gets a failed call at once."""
 
-    def __init__(self, breakers: BreakerBoard | None = None, resolver: Resolver | None = None, http: HttpClient | None = None) -> None:
+    def __init__(
+        self, breakers: BreakerBoard | None = None, resolver: Resolver | None = None, http: HttpClient | None = None, clusters: ClusterTable | None = None
+    ) -> None:
         self._owned = http is None  # standalone (a test harness): its own client, closed by aclose
         self._http = http if http is not None else HttpClient()
+        self.clusters = clusters if clusters is not None else ClusterTable()
         self.started = 0
         self.failed = 0
         self.refused = 0  # refused once resolved (a name with a non-public address)
         self.resolver = resolver or Resolver()
         self.breakers = breakers or BreakerBoard()
 
+    def plan(self, grant: Grant, upstream: str, headers: list[tuple[bytes, bytes]], on_refused: RefusalSink | None = None) -> CalloutTarget:
+        """plan_callout against this client's clusters (the host call's one entry)."""
+        return plan_callout(grant, upstream, headers, on_refused, self.clusters)
+
+    def default_timeout_ms(self, target: CalloutTarget, cap_ms: int) -> int:
+        """The bound of a call that gives no timeout (0): its cluster's timeout_s, or the
+        policy's cap for a host:port call; never above the cap."""
+        return min(target.cluster.timeout_ms, cap_ms) if target.cluster is not None else cap_ms
+
     async def run(self, target: CalloutTarget, body: bytes, timeout_ms: int, max_bytes: int) -> CalloutResult:
         deadline = asyncio.get_running_loop().time() + timeout_ms / 1000.0
         try:
             async with asyncio.timeout_at(deadline):
-                target = await pin_address(target, self.resolver)
+                if target.cluster is None:  # a cluster's endpoints are the operator's: trusted
+                    target = await pin_address(target, self.resolver)
         except TimeoutError:
             self.failed += 1
             return CalloutResult(False, message=f"timed out after {timeout_ms} ms resolving {target.host}", timed_out=True)
@@ -316,10 +380,10 @@ class CalloutClient:
             if target.on_refused is not None:
                 target.on_refused(refused)
             return CalloutResult(False, message=f"refused ({refused.reason}): {refused.detail}")
-        breaker = self.breakers.get(f"callout:{target.host}:{target.port}")
+        breaker = self.breakers.get(target.breaker_name)
         if not breaker.allow():
             self.failed += 1
-            return CalloutResult(False, message=f"circuit open for {target.host}:{target.port}")
+            return CalloutResult(False, message=f"circuit open for {target.breaker_name.split(':', 1)[1]}")
         probe_round = breaker.probe_round
         try:
             result = await self._run(target, body, deadline, timeout_ms, max_bytes)
@@ -336,16 +400,20 @@ class CalloutClient:
     async def _run(self, target: CalloutTarget, body: bytes, deadline: float, timeout_ms: int, max_bytes: int) -> CalloutResult:
         self.started += 1
         left_s = max(deadline - asyncio.get_running_loop().time(), 0.001)
+        cluster = target.cluster
+        if cluster is not None:  # the cluster's pool and TLS; SNI from tls.sni, else the endpoint
+            http, connect_s, sni = self.clusters.client(cluster), min(left_s, cluster.connect_timeout_s), cluster.server_hostname(target.host)
+        else:  # the URL names the pinned address; Host (in the headers) and SNI keep the name
+            http, connect_s, sni = self._http, left_s, target.host if target.scheme == "https" else None
         try:
             async with asyncio.timeout_at(deadline):
-                # The URL names the pinned address; Host (in the headers) and SNI keep the name.
-                response = await self._http.request(
+                response = await http.request(
                     target.method,
                     target.url,
                     headers=latin1_headers(target.headers),
                     data=body or None,
-                    connect_timeout_s=left_s,
-                    server_hostname=target.host if target.scheme == "https" else None,
+                    connect_timeout_s=connect_s,
+                    server_hostname=sni,
                 )
                 try:
                     chunks = []

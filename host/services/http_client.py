@@ -12,6 +12,7 @@ timeout on every request; the callers bound the rest of each call in wall-clock 
 
 from __future__ import annotations
 
+import ssl
 from typing import Any, Iterable
 
 import aiohttp
@@ -23,18 +24,26 @@ _NO_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 
 class HttpClient:
     """One pool for all outbound calls. `max_per_host` caps the connections to any one
-    host:port (upstream.max_connections); `max_connections` caps them all together."""
+    host:port (upstream.max_connections); `max_connections` caps them all together.
+    `ssl_context`: the TLS client settings of every https request (None: aiohttp's
+    default, the system's trust store); a cluster gives its own (services/clusters.py)."""
 
-    def __init__(self, max_connections: int = 200, max_per_host: int = 100, dns_cache_s: float = 10.0) -> None:
+    def __init__(self, max_connections: int = 200, max_per_host: int = 100, dns_cache_s: float = 10.0, ssl_context: ssl.SSLContext | None = None) -> None:
         self.max_connections = max_connections
         self.max_per_host = max_per_host
         self.dns_cache_s = dns_cache_s
+        self.ssl_context = ssl_context
         self._session: aiohttp.ClientSession | None = None
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             # Made on first use: a session belongs to the event loop it was made on.
-            connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=self.max_per_host, ttl_dns_cache=int(self.dns_cache_s))
+            connector = aiohttp.TCPConnector(
+                limit=self.max_connections,
+                limit_per_host=self.max_per_host,
+                ttl_dns_cache=int(self.dns_cache_s),
+                ssl=self.ssl_context if self.ssl_context is not None else True,
+            )
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 trust_env=False,
