@@ -14,7 +14,7 @@ from starlette.types import Receive, Scope, Send
 
 from routeiq.admin.api import admin_routes
 from routeiq.admin.auth import AdminKey
-from routeiq.config import ConfigError, LoadedConfig, RouteUrlUpstream, UpstreamConfig, config_bytes
+from routeiq.config import ConfigError, LoadedConfig, RouteClusterUpstream, RouteUrlUpstream, UpstreamConfig, config_bytes
 from routeiq.dispatch.hook_stats import LatencyHistogram
 from routeiq.error_responses import send_error
 from routeiq.dispatch.plugin import ProxyWasmPlugin
@@ -47,7 +47,7 @@ from routeiq.gateway.plugin_filter import PluginFilter
 from routeiq.gateway.plugin_logs import PluginLogBook
 from routeiq.gateway.plugin_set import PluginSet, PluginStartupError
 from routeiq.gateway.request_limits import ADMIN_PREFIX, RequestLimits
-from routeiq.gateway.reverse_proxy import ReverseProxy
+from routeiq.gateway.reverse_proxy import ClusterProxy, ReverseProxy
 from routeiq.gateway.route_table import RouteTable, compile_route
 from routeiq.gateway.routing import PrefixedRoutes
 from routeiq.gateway.tracing import Tracing
@@ -159,8 +159,14 @@ class Gateway:
         compiled = []
         for i, spec in enumerate(self.config.model.routes):
             upstream = spec.upstream
-            if isinstance(upstream, RouteUrlUpstream):
-                app: Any = ReverseProxy(upstream.url, self.http, upstream.timeout_s, upstream.connect_timeout_s)
+            cluster_name = None
+            if isinstance(upstream, RouteClusterUpstream):
+                cluster = self.clusters.get(upstream.cluster)
+                assert cluster is not None  # the config checked the name
+                app: Any = ClusterProxy(cluster, self.clusters)
+                cluster_name = cluster.name
+            elif isinstance(upstream, RouteUrlUpstream):
+                app = ReverseProxy(upstream.url, self.http, upstream.timeout_s, upstream.connect_timeout_s)
             elif upstream == "llm":
                 if self.llm is None:
                     raise ConfigError(f"{where}: routes[{i}].upstream: `llm` needs a model_list")
@@ -169,7 +175,7 @@ class Gateway:
                 app = create_embedded_upstream(self.mock)
             else:
                 app = default_app
-            compiled.append(compile_route(spec, app, None, config_bytes))
+            compiled.append(compile_route(spec, app, cluster_name, config_bytes))
         return RouteTable(compiled)
 
     def _breaker_changed(self, name: str, old: str, new: str) -> None:

@@ -251,15 +251,19 @@ class RouteUrlUpstream(_Strict):
         return value.rstrip("/")
 
 
+class RouteClusterUpstream(_Strict):
+    cluster: str = Field(description="The name of a cluster of `clusters:`: each request goes to the endpoint its load balancer picks, with the request's :authority as Host (as Envoy's router).")
+
+
 class RouteConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$", description="Unique route name (the `route_name` property, metrics, logs).")
     match: RouteMatchConfig = Field(default_factory=RouteMatchConfig, description="Which requests take this route (the first route that matches wins).")
-    upstream: Union[Literal["default", "llm", "embedded"], RouteUrlUpstream] = Field(
+    upstream: Union[Literal["default", "llm", "embedded"], RouteUrlUpstream, RouteClusterUpstream] = Field(
         "default",
         description=(
             "Where the route's requests go: `default` (what they would reach without routes: the LLM router for its API paths when "
             "`model_list` is set, else `upstream`), `llm` (the LLM router's API only; other paths 404), `embedded` (the built-in mock "
-            "upstream), or `{url: ...}` (a reverse proxy)."
+            "upstream), `{url: ...}` (a reverse proxy) or `{cluster: NAME}` (an operator cluster: the `cluster_name` property)."
         ),
     )
     plugins: dict[str, RoutePluginConfig] = Field(default_factory=dict, description="Per-plugin settings on this route, by plugin name (unnamed plugins run with their own config).")
@@ -564,6 +568,8 @@ class GatewayConfig(_Strict):
             for name in route.plugins:
                 if name not in filters:
                     raise ValueError(f"routes[{i}].plugins.{name}: no plugin of that name in `plugins`")
+            if isinstance(route.upstream, RouteClusterUpstream) and route.upstream.cluster not in {c.name for c in self.clusters}:
+                raise ValueError(f"routes[{i}].upstream.cluster: no cluster {route.upstream.cluster!r} in `clusters`")
             groups = {m.model_name for m in self.model_list}
             for model in route.match.models:
                 if groups and model not in groups:
@@ -741,7 +747,10 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("str", "dict[str,any]", "list[any]", "UpstreamConfig", "literal['embedded']", "function-after[_url(), KvConfig]"):
+        elif part in (
+            "str", "dict[str,any]", "list[any]", "UpstreamConfig", "literal['embedded']", "function-after[_url(), KvConfig]",
+            "RouteUrlUpstream", "RouteClusterUpstream", "literal['default','llm','embedded']",
+        ):  # fmt: skip
             continue  # union branch names are noise for an operator
         else:
             out += f".{part}" if out else str(part)

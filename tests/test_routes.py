@@ -87,36 +87,46 @@ def test_domains_match_the_authority_as_envoy_virtual_hosts(make_app, live, upst
     assert http.get(base + "/", headers={"host": "example.com"}).json()["service"] == "primary"
 
 
-def test_go_http_routing_sends_the_canary_rewrite_to_the_canary_route(make_app, live, upstreams: dict[str, str], http: httpx.Client) -> None:  # type: ignore[no-untyped-def]
-    # The example's envoy.yaml: virtual host `*-canary` -> cluster canary, `*` -> primary.
-    # Its filter appends "-canary" to :authority on an even dice (the config overrides the
-    # dice); Envoy clears the route cache on that header change, so the request goes to
-    # the canary. The rewritten authority picks among the operator's routes only: it
-    # never names a destination itself.
+def test_go_http_routing_sends_the_canary_rewrite_to_the_canary_cluster(make_app, live, upstreams: dict[str, str], http: httpx.Client) -> None:  # type: ignore[no-untyped-def]
+    # The example's envoy.yaml: virtual host `*-canary` -> cluster canary, `*` -> cluster
+    # primary. Its filter appends "-canary" to :authority on an even dice (the config
+    # overrides the dice); Envoy clears the route cache on that header change, so the
+    # request goes to the canary cluster, with the rewritten authority as Host. The
+    # authority picks among the operator's routes only: it never names a destination.
+    clusters = [{"name": name, "endpoints": [upstreams[name].removeprefix("http://")]} for name in ("primary", "canary")]
     routes = [
-        {"name": "canary_route", "match": {"domains": ["*-canary"]}, "upstream": url(upstreams["canary"])},
-        {"name": "primary_route", "match": {"domains": ["*"]}, "upstream": url(upstreams["primary"])},
+        {"name": "canary_route", "match": {"domains": ["*-canary"]}, "upstream": {"cluster": "canary"}},
+        {"name": "primary_route", "match": {"domains": ["*"]}, "upstream": {"cluster": "primary"}},
     ]
     for dice, expected in (("2", "canary"), ("1", "primary")):
-        app = make_app([{"name": "http_routing", "wasm": str(GO_SDK / "http_routing.wasm"), "config": dice}], routes=routes)
+        app = make_app([{"name": "http_routing", "wasm": str(GO_SDK / "http_routing.wasm"), "config": dice}], routes=routes, clusters=clusters)
         base = live(app)
         answer = http.get(base + "/").json()
         assert answer["service"] == expected
         authority = base.removeprefix("http://")
-        assert answer["host"] == (authority + "-canary" if expected == "canary" else upstreams["primary"].removeprefix("http://"))
+        assert answer["host"] == (authority + "-canary" if expected == "canary" else authority)  # Host as the client's :authority
+
+
+def test_a_url_upstream_gets_its_own_host_unless_a_plugin_rewrote_it(make_app, live, upstreams: dict[str, str], http: httpx.Client) -> None:  # type: ignore[no-untyped-def]
+    routes = [{"name": "all", "upstream": url(upstreams["primary"])}]
+    for dice, rewritten in (("2", True), ("1", False)):
+        base = live(make_app([{"name": "http_routing", "wasm": str(GO_SDK / "http_routing.wasm"), "config": dice}], routes=routes))
+        host = http.get(base + "/").json()["host"]
+        assert host == (base.removeprefix("http://") + "-canary" if rewritten else upstreams["primary"].removeprefix("http://"))
 
 
 def test_go_properties_example_authenticates_by_route_metadata(make_app, live, upstreams: dict[str, str], http: httpx.Client) -> None:  # type: ignore[no-untyped-def]
     # As its envoy.yaml: /one wants a `cookie` header, /two an `authorization` header
     # (route metadata filter_metadata."envoy.filters.http.wasm".auth), /three nothing.
     def route(name: str, prefix: str, auth: str | None) -> dict[str, Any]:
-        entry: dict[str, Any] = {"name": name, "match": {"prefix": prefix}, "upstream": url(upstreams["primary"])}
+        entry: dict[str, Any] = {"name": name, "match": {"prefix": prefix}, "upstream": {"cluster": "web_service"}}
         if auth is not None:
             entry["metadata"] = {"filter_metadata": {WASM_FILTER: {"auth": auth}}}
         return entry
 
     routes = [route("one", "/one", "cookie"), route("two", "/two", "authorization"), route("three", "/three", None)]
-    app = make_app([{"name": "properties", "wasm": str(GO_SDK / "properties.wasm")}], routes=routes)
+    clusters = [{"name": "web_service", "endpoints": [upstreams["primary"].removeprefix("http://")]}]
+    app = make_app([{"name": "properties", "wasm": str(GO_SDK / "properties.wasm")}], routes=routes, clusters=clusters)
     base = live(app)
     assert http.get(base + "/one").status_code == 401
     assert http.get(base + "/one", headers={"cookie": "a=b"}).status_code == 200
@@ -163,6 +173,17 @@ def test_route_properties_with_envoy_encodings(make_app, live, guests: dict[str,
     assert struct.unpack("<d", wasm[b"weight"]) == (2.0,)  # a Struct number is a double
     assert wasm[b"on"] == b"\x01"
     assert [k for k, _ in decode_map(wasm[b"tags"])] == [b"a", b"b"]
+
+
+def test_cluster_name_is_the_route_cluster(make_app, live, guests: dict[str, Path], upstreams: dict[str, str], http: httpx.Client) -> None:  # type: ignore[no-untyped-def]
+    clusters = [{"name": "backend", "endpoints": [upstreams["canary"].removeprefix("http://")]}]
+    routes = [{"name": "to-backend", "upstream": {"cluster": "backend"}}]
+    base = live(make_app([plugin("probe", guests["hostcall_probe"])], routes=routes, clusters=clusters))
+    response = http.get(base + "/anything", headers={"x-probe": "props", "x-props-phase": "response", "x-props": "cluster_name,xds.cluster_name,route_name"})
+    assert response.json()["service"] == "canary"
+    got = items(response.headers["x-props"])
+    assert got["cluster_name"] == got["xds.cluster_name"] == b"backend"
+    assert got["route_name"] == b"to-backend"
 
 
 def _decode_metadata(data: bytes) -> dict[str, Any]:
@@ -259,6 +280,7 @@ def test_routes_match_the_requested_model(make_app, live, http: httpx.Client) ->
         ([{"name": "a", "plugins": {"ghost": {"disabled": True}}}], "routes[0].plugins.ghost: no plugin of that name"),
         ([{"name": "a", "metadata": {"typed": {}}}], "routes[0].metadata: unknown key 'typed'"),
         ([{"name": "a", "upstream": "nowhere"}], "routes[0].upstream"),
+        ([{"name": "a", "upstream": {"cluster": "ghost"}}], "routes[0].upstream.cluster: no cluster 'ghost' in `clusters`"),
     ],
 )
 def test_bad_routes_name_file_and_field(routes: list[dict[str, Any]], expected: str) -> None:

@@ -26,6 +26,7 @@ from starlette.types import Receive, Scope, Send
 from yarl import URL
 
 from routeiq.hostcalls.header_rules import valid_origin_form
+from routeiq.services.clusters import Cluster, ClusterTable
 from routeiq.services.http_client import HttpClient, latin1_headers
 
 from routeiq.error_responses import send_error
@@ -59,18 +60,26 @@ class ReverseProxy:
             encoded=True,
         )
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    forwards_host = False  # a URL upstream gets its own Host
+
+    def target(self, path: bytes, query: bytes) -> tuple[URL, str | None, HttpClient]:
+        """Where this request goes: the URL, the TLS server name (None: the URL's host),
+        and the client (pool) to send it on."""
         assert self._http is not None, "a ReverseProxy that serves requests needs the gateway's HttpClient"
+        return self.url_for(path, query), None, self._http
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("raw_path") or scope["path"].encode("latin-1")
         if not valid_origin_form(path):
             await send_error(send, 400, "the request target must be an origin-form path", "invalid_request_error", "invalid_path")
             return
-        url = self.url_for(path, scope.get("query_string", b""))
+        url, server_hostname, http = self.target(path, scope.get("query_string", b""))
         headers = [(k, v) for k, v in scope["headers"] if k.lower() not in HOP_BY_HOP]
-        # Host is the upstream's, unless a plugin rewrote :authority (host rewriting).
-        rewritten = scope.get("routeiq.authority")
-        if rewritten:
-            headers.insert(0, (b"host", rewritten))
+        # Host is the upstream's, unless a plugin rewrote :authority (host rewriting); a
+        # cluster gets the request's own :authority, as Envoy forwards it.
+        host = scope.get("routeiq.authority") or (next((v for k, v in scope["headers"] if k.lower() == b"host"), None) if self.forwards_host else None)
+        if host:
+            headers.insert(0, (b"host", host))
         has_length = any(k.lower() == b"content-length" for k, _ in headers)
         method = scope["method"]
 
@@ -103,7 +112,9 @@ class ReverseProxy:
             async with head_deadline:
                 if content is None:
                     head_deadline.reschedule(loop.time() + self.timeout_s)
-                response = await self._http.request(method, url, headers=latin1_headers(headers), data=content, connect_timeout_s=self.connect_timeout_s)
+                response = await http.request(
+                    method, url, headers=latin1_headers(headers), data=content, connect_timeout_s=self.connect_timeout_s, server_hostname=server_hostname
+                )
         except ClientDisconnected:
             return
         except TimeoutError as exc:  # the head deadline, or the connect timeout
@@ -149,3 +160,21 @@ async def _drain(receive: Receive) -> None:
         message = await receive()
         if message["type"] != "http.request" or not message.get("more_body", False):
             return
+
+
+class ClusterProxy(ReverseProxy):
+    """A route's upstream that is an operator cluster: each request goes to the endpoint
+    the cluster's load balancer picks, on the cluster's own pool and TLS settings, with
+    the request's :authority as Host (Envoy's router forwards it unchanged)."""
+
+    forwards_host = True
+
+    def __init__(self, cluster: Cluster, table: ClusterTable) -> None:
+        super().__init__(cluster.url(*cluster.endpoints[0], ""), None, cluster.timeout_s, cluster.connect_timeout_s)
+        self.cluster = cluster
+        self._table = table
+
+    def target(self, path: bytes, query: bytes) -> tuple[URL, str | None, HttpClient]:
+        host, port = self._table.pick(self.cluster)
+        url = URL.build(scheme=self.cluster.scheme, host=host, port=port, path=path.decode("latin-1"), query_string=query.decode("latin-1"), encoded=True)
+        return url, self.cluster.server_hostname(host), self._table.client(self.cluster)
