@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections import deque
+from collections import Counter, deque
+from itertools import repeat
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -79,21 +80,17 @@ class CallbackStats:
         if not self.pending:
             return
         # The list itself stays: a guest call recording into it (attach) holds it.
-        pending = self.pending.copy()
+        elapsed, fuel = zip(*self.pending)
         self.pending.clear()
-        histogram = self.histogram
-        per_bucket = histogram._per_bucket
-        latencies = self.latencies_ns
-        total_ns = fuel = 0
-        for elapsed_ns, used in pending:
-            per_bucket[bisect_left(_BOUNDS_NS, elapsed_ns)] += 1
-            latencies.append(elapsed_ns)
-            total_ns += elapsed_ns
-            fuel += used
-        histogram.total += len(pending)
-        histogram.sum_s += total_ns * 1e-9
-        self.count += len(pending)
-        self.fuel_total += fuel
+        # One pass each, in C: this runs for every 1,024 callbacks of the gateway.
+        per_bucket = self.histogram._per_bucket
+        for bucket, count in Counter(map(bisect_left, repeat(_BOUNDS_NS), elapsed)).items():
+            per_bucket[bucket] += count
+        self.latencies_ns.extend(elapsed)
+        self.histogram.total += len(elapsed)
+        self.histogram.sum_s += sum(elapsed) * 1e-9
+        self.count += len(elapsed)
+        self.fuel_total += sum(fuel)
 
     def percentile_us(self, q: float) -> float:
         if not self.latencies_ns:
