@@ -95,7 +95,9 @@ class Member:
         self.sandbox = vm.vm if vm is not None else None
         self.fuel_limit = vm.vm.limits.fuel if vm is not None else 0
         self.hooks = plugin.hooks.callbacks
-        self.receives: dict[str, bool] = {}  # ChainStream._receives, per body callback
+        # ChainStream._receives per body callback: fixed by the VM's exports and grant, so
+        # kept on the VM (PluginVM.receives) rather than worked out again every exchange.
+        self.receives: dict[str, bool] = vm.receives if vm is not None else {}
 
     @property
     def buffers(self) -> tuple[bytearray, bytearray]:
@@ -281,7 +283,7 @@ class ChainStream:
     @staticmethod
     def _receives(member: Member, callback: str) -> bool:
         known = member.receives.get(callback)
-        if known is None:  # the member's VM and grant are fixed for the exchange
+        if known is None:  # the member's VM and grant are fixed for the VM's life
             if member.vm is None or not member.vm.exports(callback):
                 known = False
             else:

@@ -88,6 +88,7 @@ class PluginVM:
         # The exported callbacks, for the chain to call directly (set in start), which
         # then also does what `call` does around them; None: go through `call`.
         self.direct: dict[str, GuestFunction] | None = None
+        self.receives: dict[str, bool] = {}  # the chain's per-VM answers: is a body callback called?
         self.tick_period_ms = 0
         self._ticker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
