@@ -231,7 +231,8 @@ class HostServices:
     kv_ops: Counter[tuple[str, str]] = field(default_factory=Counter)  # (plugin, get|set)
 
 
-STDIO_LINE_MAX = 16 * 1024  # a longer unfinished line is logged as it stands
+STDIO_LINE_MAX = 16 * 1024
+_NO_WAIT = contextlib.nullcontext()  # stateless and reusable: a store in this process never waits  # a longer unfinished line is logged as it stands
 
 
 class VMScheduler(Protocol):
@@ -300,7 +301,7 @@ class HostEnv:
         time, not the plugin's, so its wait is kept off the callback's deadline."""
         vm = self.vm
         if vm is None or not self.services.store.blocking:
-            return contextlib.nullcontext()
+            return _NO_WAIT
         return vm.outside_deadline()
 
     @property

@@ -387,6 +387,28 @@ class WasmVM:
             self._check(ptr, size)  # refreshes the view if the allocator grew memory
         return ptr
 
+    def put_bytes(self, data: bytes, ret_data: int, ret_size: int) -> bool:
+        """Copy `data` into a guest allocation and write (pointer, size) to two return
+        slots that passed check_u32_pair; False if the guest's allocator refused. What
+        allocate, write and write_u32_pair do, in one call: every host call that returns
+        a value ends here."""
+        size = len(data)
+        ptr = 0
+        if size:
+            if self._allocator is None:
+                raise GuestMemoryError("module exports no allocator (proxy_on_memory_allocate or malloc)")
+            ptr = self._allocator(size) or 0
+            if not ptr:
+                return False
+            end = ptr + size
+            if end > self._mem_size:
+                self._check(ptr, size)  # refreshes the view if the allocator grew memory
+            self._view[ptr:end] = data
+        view = self._view
+        _U32.pack_into(view, ret_data, ptr)
+        _U32.pack_into(view, ret_size, size)
+        return True
+
     def memory_size(self) -> int:
         self._refresh_memory()
         return self._mem_size
