@@ -94,8 +94,15 @@ class HeaderCalls(CallGroup):
         return Status.OK
 
     def proxy_add_header_map_value(self, map_type: int, name: bytes, value: bytes) -> int:
-        hmap = self._writable(map_type)
-        if hmap is None:
+        active = self.env.active  # _writable() inlined for the stream's own maps: the commonest write
+        stream = active.stream if active is not None else None
+        if stream is not None and map_type == _REQUEST_HEADERS:
+            hmap: HeaderMap | None = stream.request_headers
+        elif stream is not None and map_type == _RESPONSE_HEADERS:
+            hmap = stream.response_headers
+        else:
+            hmap = self._writable(map_type)
+        if hmap is None or not hmap.writable:
             return Status.BAD_ARGUMENT
         try:
             hmap.add(name, value)

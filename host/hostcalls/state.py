@@ -64,7 +64,9 @@ class HeaderMap:
             else:
                 size = sum(map(len, chain.from_iterable(pairs)))
             size += len(name) + len(value)
-            rules.check_add(pairs, size, name, value)
+            limits = rules.limits
+            if len(pairs) >= limits.max_count or size > limits.max_bytes:  # within both caps: nothing to check
+                rules.check_add(pairs, size, name, value)
             pairs.append((name, value))
             self._sized = (pairs, len(pairs), size)
             return
