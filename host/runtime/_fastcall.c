@@ -218,6 +218,8 @@ record_sample(GuestCall *self, uint64_t elapsed_ns)
 {
     Sandbox *sb = self->sandbox;
     uint64_t left = 0;
+    if (sb->closed) /* the store may be gone: nothing to read */
+        return;
     if (sb->get_fuel(sb->ctx, &left))
         left = sb->fuel;
     PyObject *sample = Py_BuildValue("(KK)", (unsigned long long)elapsed_ns, (unsigned long long)(sb->fuel - left));
