@@ -138,3 +138,53 @@ def test_configure_returning_false_refuses_the_plugin(runtime: WasmRuntime, tmp_
     )
     with pytest.raises(PluginLoadError, match="proxy_on_configure returned false"):
         ProxyWasmPlugin(PluginSpec("picky", path), runtime).start()
+
+
+RECORDING_GUEST = """
+(module
+  (import "env" "host_add" (func $host_add (param i32) (result i32)))
+  (memory (export "memory") 1)
+  (func $inner (export "inner") (result i32) (i32.const 7))
+  (func (export "work") (param $n i32) (result i32)
+    (local $i i32)
+    (loop $again
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $again (i32.lt_u (local.get $i) (local.get $n))))
+    (call $host_add (local.get $i)))
+  (func (export "boom") (result i32) unreachable))
+"""
+
+
+def test_guest_calls_record_their_own_time_and_fuel() -> None:
+    """GuestCall.record_into (the hook stats' sampling): every successful top-level call
+    appends (elapsed ns, fuel used); a trap appends nothing, nor does a guest call made
+    from inside a host call; on_full runs each time the list reaches fold_at."""
+    from routeiq.runtime.vm import HostFunction, WasmVM
+
+    runtime = WasmRuntime(EngineSettings(), None)
+    module = wasmtime.Module(runtime.engine, wasmtime.wat2wasm(RECORDING_GUEST))
+    vm = WasmVM(runtime.engine, module, SandboxLimits(), runtime.settings.epoch_tick_ms)
+    nested: list[int] = []
+
+    def host_add(value: int) -> int:
+        nested.append(inner())  # a nested guest call: not recorded
+        return value + 1
+
+    vm.instantiate({("env", "host_add"): HostFunction("env", "host_add", ("i32",), ("i32",), host_add)})
+    inner, work, boom = vm.function("inner"), vm.function("work"), vm.function("boom")
+    assert inner is not None and work is not None and boom is not None
+    samples: list[tuple[int, int]] = []
+    folds: list[int] = []
+    inner.record_into(samples, None, 1000)
+    work.record_into(samples, lambda: folds.append(len(samples)), 3)
+    boom.record_into(samples, None, 1000)
+    assert work(10) == 11 and work(1000) == 1001
+    with pytest.raises(Exception):
+        boom()
+    assert nested == [7, 7] and len(samples) == 2 and folds == []
+    (t_small, fuel_small), (t_big, fuel_big) = samples
+    assert t_small > 0 and t_big > 0 and 0 < fuel_small < fuel_big
+    work(1)
+    assert folds == [3]
+    vm.close()
+    runtime.close()

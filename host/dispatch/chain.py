@@ -78,20 +78,33 @@ _PAUSE = int(Action.PAUSE)  # a plain int: comparing with the IntEnum member cos
 class Member:
     """One plugin's context for this exchange."""
 
-    __slots__ = ("plugin", "vm", "context", "failed", "buffers", "finished", "sandbox", "fuel_limit", "hooks", "receives")
+    __slots__ = ("plugin", "vm", "context", "context_id", "env", "direct", "failed", "fail_open", "_buffers", "finished", "sandbox", "fuel_limit", "hooks", "receives")
 
     def __init__(self, plugin: ProxyWasmPlugin, vm: PluginVM | None, context: ContextState | None) -> None:
         self.plugin = plugin
         self.vm = vm
         self.context = context
         self.failed = vm is None
-        self.buffers = (bytearray(), bytearray())
+        self.fail_open = plugin.spec.fail_open
+        self._buffers: tuple[bytearray, bytearray] | None = None  # made on the first body callback
         self.finished = False
         # Looked up once here rather than on each of the exchange's callbacks.
+        self.context_id = context.context_id if context is not None else 0
+        self.env = vm.env if vm is not None else None
+        self.direct = vm.direct if vm is not None else None  # PluginVM.direct: called by _call itself
         self.sandbox = vm.vm if vm is not None else None
         self.fuel_limit = vm.vm.limits.fuel if vm is not None else 0
         self.hooks = plugin.hooks.callbacks
-        self.receives: dict[str, bool] = {}  # ChainStream._receives, per body callback
+        # ChainStream._receives per body callback: fixed by the VM's exports and grant, so
+        # kept on the VM (PluginVM.receives) rather than worked out again every exchange.
+        self.receives: dict[str, bool] = vm.receives if vm is not None else {}
+
+    @property
+    def buffers(self) -> tuple[bytearray, bytearray]:
+        """What a body callback that paused holds, (request, response)."""
+        if self._buffers is None:
+            self._buffers = (bytearray(), bytearray())
+        return self._buffers
 
 
 class ChainStream:
@@ -120,11 +133,22 @@ class ChainStream:
             member = Member(plugin, None, None)
             self._note_failure(member, exc)
             return member
-        context = vm.new_context(self.stream)
+        context = vm.env.new_context(self.stream)
         member = Member(plugin, vm, context)
         plugin.active_streams += 1
         try:
-            vm.call("proxy_on_context_create", context, context.context_id, vm.root.context_id)
+            create = member.direct.get("proxy_on_context_create") if member.direct is not None else None
+            if create is not None:  # what vm.call does, as in _call (context creation is not timed)
+                env = vm.env
+                env.active = context
+                try:
+                    create(context.context_id, vm.root.context_id)
+                finally:
+                    env.active = None
+                    if env.stdio_pending:
+                        env.flush_stdio()
+            else:
+                vm.call("proxy_on_context_create", context, context.context_id, vm.root.context_id)
         except GuestTrap as exc:
             self._fail(member, exc)
         return member
@@ -150,6 +174,35 @@ class ChainStream:
         return True
 
     def _call(self, member: Member, name: str, *args: int) -> int | None | GuestTrap:
+        direct = member.direct
+        if direct is None:
+            return self._call_vm(member, name, *args)
+        fn = direct.get(name)
+        if fn is None:  # not exported: never called, nothing recorded
+            return None
+        if self.tracer is not None:
+            return self._traced_call(member, name, *args)
+        # PluginVM.call inlined: this runs for every callback of every plugin. The guest
+        # call records its own time and fuel into the hook stats (HookStats.attach).
+        env = member.env
+        assert env is not None
+        env.active = member.context
+        try:
+            try:
+                return fn(member.context_id, *args)  # type: ignore[no-any-return]
+            finally:
+                env.active = None
+                if env.stdio_pending:
+                    env.flush_stdio()
+        except GuestTrap as exc:
+            if not exc.callback:
+                exc.callback = name
+            self._fail(member, exc)
+            return exc
+
+    def _call_vm(self, member: Member, name: str, *args: int) -> int | None | GuestTrap:
+        """_call for a VM the chain does not call directly (a component's): through
+        vm.call, timed here."""
         vm = member.vm
         context = member.context
         assert vm is not None and context is not None
@@ -169,7 +222,7 @@ class ChainStream:
         stats = member.hooks.get(name)
         if stats is None:
             stats = member.plugin.hooks.slot(name)
-        pending = stats.pending  # CallbackStats.add, inlined: this runs on every callback
+        pending = stats.pending  # CallbackStats.add, inlined
         pending.append((elapsed, member.fuel_limit - member.sandbox.fuel_remaining()))  # type: ignore[union-attr]
         if len(pending) >= FOLD_AT:
             stats.fold()
@@ -230,7 +283,7 @@ class ChainStream:
     @staticmethod
     def _receives(member: Member, callback: str) -> bool:
         known = member.receives.get(callback)
-        if known is None:  # the member's VM and grant are fixed for the exchange
+        if known is None:  # the member's VM and grant are fixed for the VM's life
             if member.vm is None or not member.vm.exports(callback):
                 known = False
             else:
@@ -296,7 +349,7 @@ class ChainStream:
                 if self.failure is not None:
                     return Verdict(Step.FAILED, position, error=self.failure)
                 continue
-            undo = self._undo_point(member) if member.plugin.spec.fail_open else None
+            undo = self._undo_point(member) if member.fail_open else None
             action = self._call(member, callback, count, end)
             if isinstance(action, GuestTrap):
                 if self.failure is None:  # fail_open: skipped, and so is what it asked for
@@ -362,7 +415,8 @@ class ChainStream:
                 if self.failure is not None:
                     return Verdict(Step.FAILED, position, error=self.failure)
                 continue
-            if not self._receives(member, callback):
+            receives = member.receives.get(callback)
+            if not (self._receives(member, callback) if receives is None else receives):
                 continue
             buffer = member.buffers[direction]
             buffer.extend(data)
@@ -372,7 +426,7 @@ class ChainStream:
                 stream.request_body = buffer
             else:
                 stream.response_body = buffer
-            undo = self._undo_point(member, buffer) if member.plugin.spec.fail_open else None
+            undo = self._undo_point(member, buffer) if member.fail_open else None
             try:
                 action = self._call(member, callback, len(buffer), int(eos))
             finally:
@@ -449,8 +503,8 @@ class ChainStream:
             return
         if isinstance(self._call(member, "proxy_on_log"), GuestTrap) or isinstance(self._call(member, "proxy_on_delete"), GuestTrap):
             return
-        assert member.vm is not None and member.context is not None
-        member.vm.drop_context(member.context)
+        assert member.env is not None and member.context is not None
+        member.env.drop_context(member.context)
         member.plugin.note_success()
 
     def close_all(self) -> None:

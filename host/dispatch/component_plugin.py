@@ -79,6 +79,8 @@ class ComponentVM(PluginVM):
         self.env = plugin.host_env(self.vm, self)
         self.root = self.env.root
         self.callbacks = {}
+        self.direct = None  # the chain goes through `call` (its adapters, its timing)
+        self.receives = {}
         self.hooks: frozenset[str] = frozenset()
         self._entries: dict[str, tuple[GuestExport, Adapter]] = {}
         self.tick_period_ms = 0

@@ -20,6 +20,7 @@ from routeiq.runtime.wasm_runtime import WasmRuntime
 from routeiq.services.callout import CalloutResult, CalloutTarget
 
 from .errors import CalloutFailed, CalloutTimedOut
+from .hook_stats import HookStats
 from .plugin_spec import PluginSpec
 
 log = logging.getLogger("routeiq.dispatch")
@@ -39,6 +40,19 @@ HTTP_CALLBACKS = (
     "proxy_on_configure",
 )
 BACKGROUND_CALLBACKS = ("proxy_on_tick", "proxy_on_queue_ready", "proxy_on_http_call_response")
+# The callbacks of an exchange the hook stats report (the chain calls them, once each
+# per step): their guest calls record their own time and fuel (HookStats.attach).
+TIMED_CALLBACKS = (
+    "proxy_on_request_headers",
+    "proxy_on_request_body",
+    "proxy_on_request_trailers",
+    "proxy_on_response_headers",
+    "proxy_on_response_body",
+    "proxy_on_response_trailers",
+    "proxy_on_done",
+    "proxy_on_log",
+    "proxy_on_delete",
+)
 MIN_TICK_MS = 10
 
 
@@ -49,6 +63,7 @@ class VMOwner(Protocol):
     runtime: WasmRuntime
     module: Any
     admission: Admission
+    hooks: HookStats
 
     def host_env(self, vm: Any, scheduler: VMScheduler) -> HostEnv: ...
 
@@ -70,6 +85,10 @@ class PluginVM:
         self.env = plugin.host_env(self.vm, self)
         self.root = self.env.root
         self.callbacks: dict[str, GuestFunction | None] = {}
+        # The exported callbacks, for the chain to call directly (set in start), which
+        # then also does what `call` does around them; None: go through `call`.
+        self.direct: dict[str, GuestFunction] | None = None
+        self.receives: dict[str, bool] = {}  # the chain's per-VM answers: is a body callback called?
         self.tick_period_ms = 0
         self._ticker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -83,6 +102,11 @@ class PluginVM:
             vm.set_allocator(allocator)
         for name in HTTP_CALLBACKS + BACKGROUND_CALLBACKS:
             self.callbacks[name] = vm.function(name)
+        for name in TIMED_CALLBACKS:
+            fn = self.callbacks[name]
+            if fn is not None:
+                self.plugin.hooks.attach(name, fn)
+        self.direct = {name: fn for name, fn in self.callbacks.items() if fn is not None}
         initialize = vm.function("_initialize")
         if initialize is not None:
             initialize()

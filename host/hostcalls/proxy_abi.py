@@ -170,19 +170,6 @@ WASI_SIGNATURES: dict[str, tuple[tuple[str, ...], tuple[str, ...], str]] = {
 
 
 # ------------------------------------------------------------- value movers
-def _put_bytes(vm: Any, data: bytes, ret_data: int, ret_size: int) -> int:
-    """Copy `data` into a guest allocation and write (pointer, size) to slots already checked."""
-    if not data:
-        vm.write_u32_pair(ret_data, 0, ret_size, 0)
-        return Status.OK
-    ptr = vm.allocate(len(data))
-    if not ptr:
-        return Status.INTERNAL_FAILURE
-    vm.write(ptr, data)
-    vm.write_u32_pair(ret_data, ptr, ret_size, len(data))
-    return Status.OK
-
-
 def _map_or_none(raw: bytes) -> Pairs | None:
     try:
         return decode_map(raw)
@@ -190,7 +177,7 @@ def _map_or_none(raw: bytes) -> Pairs | None:
         return None
 
 
-_HELPERS = {"put_bytes": _put_bytes, "map_or_none": _map_or_none, "split_path": split_property_path, "encode_map": encode_map}
+_HELPERS = {"map_or_none": _map_or_none, "split_path": split_property_path, "encode_map": encode_map}
 
 
 def _adapter_source(name: str, spec: Import) -> str:
@@ -226,6 +213,7 @@ def _adapter_source(name: str, spec: Import) -> str:
         OUT_CODE_MESSAGE: ["vm.check_writable((r0, 4))", "vm.check_u32_pair(r1, r2)"],
     }[out]
     call = f"fn({', '.join(args)})"
+    failed = int(Status.INTERNAL_FAILURE)  # the guest's allocator refused (WasmVM.put_bytes)
     if out == STATUS:
         tail = [f"return {call}"]
     else:
@@ -233,11 +221,11 @@ def _adapter_source(name: str, spec: Import) -> str:
         tail += {
             OUT_U32: ["vm.write_u32(r0, value)", "return 0"],
             OUT_U64: ["vm.write_u64(r0, value)", "return 0"],
-            OUT_BYTES: ["return put_bytes(vm, value, r0, r1)"],
-            OUT_MAP: ["return put_bytes(vm, encode_map(value), r0, r1)"],
+            OUT_BYTES: [f"return 0 if vm.put_bytes(value, r0, r1) else {failed}"],
+            OUT_MAP: [f"return 0 if vm.put_bytes(encode_map(value), r0, r1) else {failed}"],
             OUT_SIZE_FLAGS: ["vm.write_u32_pair(r0, value, r1, 0)", "return 0"],
-            OUT_SHARED: ["data, cas = value", "vm.write_u32(r2, cas)", f"if data is None: return {int(Status.NOT_FOUND)}", "return put_bytes(vm, data, r0, r1)"],
-            OUT_CODE_MESSAGE: ["code, message = value", "vm.write_u32(r0, code)", "return put_bytes(vm, message, r1, r2)"],
+            OUT_SHARED: ["data, cas = value", "vm.write_u32(r2, cas)", f"if data is None: return {int(Status.NOT_FOUND)}", f"return 0 if vm.put_bytes(data, r0, r1) else {failed}"],
+            OUT_CODE_MESSAGE: ["code, message = value", "vm.write_u32(r0, code)", f"return 0 if vm.put_bytes(message, r1, r2) else {failed}"],
         }[out]
     body = (["vm = env.vm"] if reads or slots or out != STATUS else []) + reads + slots + checks + tail
     lines = ["def make(env, fn):", f"    def {name}({', '.join(params)}):"] + [f"        {line}" for line in body] + [f"    return {name}"]

@@ -64,7 +64,9 @@ class HeaderMap:
             else:
                 size = sum(map(len, chain.from_iterable(pairs)))
             size += len(name) + len(value)
-            rules.check_add(pairs, size, name, value)
+            limits = rules.limits
+            if len(pairs) >= limits.max_count or size > limits.max_bytes:  # within both caps: nothing to check
+                rules.check_add(pairs, size, name, value)
             pairs.append((name, value))
             self._sized = (pairs, len(pairs), size)
             return
@@ -231,7 +233,8 @@ class HostServices:
     kv_ops: Counter[tuple[str, str]] = field(default_factory=Counter)  # (plugin, get|set)
 
 
-STDIO_LINE_MAX = 16 * 1024  # a longer unfinished line is logged as it stands
+STDIO_LINE_MAX = 16 * 1024
+_NO_WAIT = contextlib.nullcontext()  # stateless and reusable: a store in this process never waits  # a longer unfinished line is logged as it stands
 
 
 class VMScheduler(Protocol):
@@ -300,7 +303,7 @@ class HostEnv:
         time, not the plugin's, so its wait is kept off the callback's deadline."""
         vm = self.vm
         if vm is None or not self.services.store.blocking:
-            return contextlib.nullcontext()
+            return _NO_WAIT
         return vm.outside_deadline()
 
     @property

@@ -85,15 +85,16 @@ class LlmRouter:
         ranked = [by_id[r.id] for r in decision.ranked if r.id in by_id]
         ranked += [d for d in pool if d not in ranked]
         order = [d for d in ranked if self.breaker(d).available()] + [d for d in ranked if not self.breaker(d).available()]
-        log.info(
-            "routing request=%s model=%s strategy=%s chosen=%s candidates=%s decide_us=%.0f",
-            request_id,
-            model,
-            decision.strategy,
-            order[0].id,
-            ",".join(f"{d.id}:{decision.scores.get(d.id, 0):.3f}" for d in ranked),
-            decide_s * 1e6,
-        )
+        if log.isEnabledFor(logging.INFO):  # the candidates line is built only to be logged
+            log.info(
+                "routing request=%s model=%s strategy=%s chosen=%s candidates=%s decide_us=%.0f",
+                request_id,
+                model,
+                decision.strategy,
+                order[0].id,
+                ",".join(f"{d.id}:{decision.scores.get(d.id, 0):.3f}" for d in ranked),
+                decide_s * 1e6,
+            )
         return RoutedCall(request, decision, order, decide_s)
 
     def record(self, call: RoutedCall, deployment: LiveDeployment, success: bool, latency_s: float, usage: Mapping[str, int] | None = None) -> None:

@@ -7,9 +7,11 @@
  *   GuestCall   a prepared guest export: writes i32 arguments into a raw value array,
  *               gives a top-level call fresh fuel and a fresh epoch deadline, calls
  *               wasmtime_func_call_unchecked with the GIL released (the epoch ticker
- *               thread must keep running while a guest spins), returns the u32 result.
+ *               thread must keep running while a guest spins), returns the u32 result;
+ *               optionally records (elapsed ns, fuel used) for the hook statistics.
  *   HostThunk   the env of an unchecked host function: the trampoline converts raw
- *               values to ints and calls one Python callable with vectorcall.
+ *               values to ints and calls one Python callable with vectorcall (and,
+ *               only when it raises, an error handler).
  *
  * The wasmtime entry points are passed in as addresses resolved by ctypes from
  * wasmtime-py's own library, so nothing here links against libwasmtime.
@@ -201,7 +203,47 @@ typedef struct {
     size_t slots;
     val_raw raw[MAX_PARAMS];
     vectorcallfunc vectorcall;
+    /* Hook statistics, when set (record_into): each successful top-level call appends
+     * (elapsed ns, fuel used) to `samples` and calls `on_full` once it holds `fold_at`,
+     * so the dispatch layer pays nothing per callback for its timing. */
+    PyObject *samples;
+    PyObject *on_full;
+    Py_ssize_t fold_at;
 } GuestCall;
+
+/* Append one (elapsed ns, fuel used) sample; a failure here is reported, never raised
+ * into the caller (the guest call itself succeeded). */
+static void
+record_sample(GuestCall *self, uint64_t elapsed_ns)
+{
+    Sandbox *sb = self->sandbox;
+    uint64_t left = 0;
+    if (sb->closed) /* the store may be gone: nothing to read */
+        return;
+    if (sb->get_fuel(sb->ctx, &left))
+        left = sb->fuel;
+    PyObject *sample = Py_BuildValue("(KK)", (unsigned long long)elapsed_ns, (unsigned long long)(sb->fuel - left));
+    if (sample == NULL || PyList_Append(self->samples, sample) < 0) {
+        Py_XDECREF(sample);
+        PyErr_WriteUnraisable(self->name);
+        return;
+    }
+    Py_DECREF(sample);
+    if (self->on_full != NULL && PyList_GET_SIZE(self->samples) >= self->fold_at) {
+        PyObject *r = PyObject_CallNoArgs(self->on_full);
+        if (r == NULL)
+            PyErr_WriteUnraisable(self->on_full);
+        Py_XDECREF(r);
+    }
+}
+
+static inline uint64_t
+monotonic_ns(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+}
 
 static PyObject *
 raise_failure(GuestCall *self, void *trap, void *err)
@@ -238,14 +280,14 @@ GuestCall_vectorcall(GuestCall *self, PyObject *const *args, size_t nargsf, PyOb
         self->raw[i].i64 = 0;
         self->raw[i].i32 = (int32_t)(uint32_t)v;
     }
-    if (sb->depth == 0) {
+    int top = sb->depth == 0;
+    uint64_t began = 0;
+    if (top) {
         void *err = sb->set_fuel(sb->ctx, sb->fuel);
         if (err)
             return raise_failure(self, NULL, err);
         sb->set_deadline(sb->ctx, sb->ticks);
-        struct timespec now;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        sb->armed_ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+        began = sb->armed_ns = monotonic_ns();
     }
     void *trap = NULL;
     void *err;
@@ -256,6 +298,8 @@ GuestCall_vectorcall(GuestCall *self, PyObject *const *args, size_t nargsf, PyOb
     sb->depth--;
     if (trap || err)
         return raise_failure(self, trap, err);
+    if (top && self->samples != NULL)
+        record_sample(self, monotonic_ns() - began);
     if (self->nresults)
         return PyLong_FromUnsignedLong((uint32_t)self->raw[0].i32);
     Py_RETURN_NONE;
@@ -301,6 +345,8 @@ static int
 GuestCall_traverse(GuestCall *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->sandbox);
+    Py_VISIT(self->samples);
+    Py_VISIT(self->on_full);
     return 0;
 }
 
@@ -308,8 +354,40 @@ static int
 GuestCall_clear(GuestCall *self)
 {
     Py_CLEAR(self->sandbox);
+    Py_CLEAR(self->samples);
+    Py_CLEAR(self->on_full);
     return 0;
 }
+
+static PyObject *
+GuestCall_record_into(GuestCall *self, PyObject *args)
+{
+    PyObject *samples, *on_full;
+    Py_ssize_t fold_at;
+    if (!PyArg_ParseTuple(args, "O!On", &PyList_Type, &samples, &on_full, &fold_at))
+        return NULL;
+    if (fold_at < 1) {
+        PyErr_SetString(PyExc_ValueError, "fold_at must be positive");
+        return NULL;
+    }
+    Py_INCREF(samples);
+    Py_XSETREF(self->samples, samples);
+    if (on_full == Py_None) {
+        Py_CLEAR(self->on_full);
+    } else {
+        Py_INCREF(on_full);
+        Py_XSETREF(self->on_full, on_full);
+    }
+    self->fold_at = fold_at;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef GuestCall_methods[] = {
+    {"record_into", (PyCFunction)GuestCall_record_into, METH_VARARGS,
+     "record_into(samples: list, on_full: callable | None, fold_at: int): append (elapsed ns, fuel used) "
+     "to samples after each successful top-level call; call on_full() once it holds fold_at."},
+    {NULL},
+};
 
 static void
 GuestCall_dealloc(GuestCall *self)
@@ -351,6 +429,7 @@ static PyTypeObject GuestCallType = {
     .tp_clear = (inquiry)GuestCall_clear,
     .tp_dealloc = (destructor)GuestCall_dealloc,
     .tp_getset = GuestCall_getset,
+    .tp_methods = GuestCall_methods,
 };
 
 /* ---------------------------------------------------------------- HostThunk */
@@ -360,6 +439,7 @@ static PyTypeObject GuestCallType = {
 typedef struct {
     PyObject_HEAD
     PyObject *fn;
+    PyObject *on_error; /* exception -> what fn would have returned (optional) */
     trap_new_fn trap_new;
     int nparams;
     int has_result;
@@ -384,6 +464,20 @@ host_trampoline(void *env, void *caller, val_raw *args, size_t n)
         result = PyObject_Vectorcall(t->fn, argv, (size_t)t->nparams, NULL);
     for (int j = 0; j < i; j++)
         Py_DECREF(argv[j]);
+    if (result == NULL && t->on_error != NULL) {
+        /* The exception handling of a host function, without a Python frame around
+         * every successful call: on_error maps what it raised to a result or a trap. */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (tb != NULL && value != NULL)
+            PyException_SetTraceback(value, tb);
+        if (value != NULL)
+            result = PyObject_CallOneArg(t->on_error, value);
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+    }
     if (result == NULL) {
         PyErr_WriteUnraisable(t->fn);
         static const char msg[] = "host function raised";
@@ -410,11 +504,12 @@ static int
 HostThunk_init(HostThunk *self, PyObject *args, PyObject *kwds)
 {
     PyObject *fn;
+    PyObject *on_error = Py_None;
     const char *kinds;
     int has_result;
     unsigned long long trap_new;
-    static char *kwlist[] = {"fn", "params", "has_result", "trap_new", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OspK", kwlist, &fn, &kinds, &has_result, &trap_new))
+    static char *kwlist[] = {"fn", "params", "has_result", "trap_new", "on_error", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OspK|O", kwlist, &fn, &kinds, &has_result, &trap_new, &on_error))
         return -1;
     size_t count = strlen(kinds);
     if (count > MAX_PARAMS || !trap_new) {
@@ -430,6 +525,12 @@ HostThunk_init(HostThunk *self, PyObject *args, PyObject *kwds)
     }
     Py_INCREF(fn);
     Py_XSETREF(self->fn, fn);
+    if (on_error == Py_None) {
+        Py_CLEAR(self->on_error);
+    } else {
+        Py_INCREF(on_error);
+        Py_XSETREF(self->on_error, on_error);
+    }
     self->nparams = (int)count;
     self->has_result = has_result;
     self->trap_new = (trap_new_fn)(uintptr_t)trap_new;
@@ -440,6 +541,7 @@ static int
 HostThunk_traverse(HostThunk *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->fn);
+    Py_VISIT(self->on_error);
     return 0;
 }
 
@@ -447,6 +549,7 @@ static int
 HostThunk_clear(HostThunk *self)
 {
     Py_CLEAR(self->fn);
+    Py_CLEAR(self->on_error);
     return 0;
 }
 

@@ -277,7 +277,7 @@ class WasmVM:
     def _define(self, linker_addr: int, fn: HostFunction) -> None:
         ty = wasmtime.FuncType([_VALTYPES[p]() for p in fn.params], [_VALTYPES[r]() for r in fn.results])
         kinds = "".join("I" if p == "i64" else "i" for p in fn.params)
-        thunk = _fastcall.HostThunk(self._make_thunk(fn), kinds, bool(fn.results), capi.address("wasmtime_trap_new"))
+        thunk = _fastcall.HostThunk(fn.impl, kinds, bool(fn.results), capi.address("wasmtime_trap_new"), self._error_handler(fn))
         self._callbacks.append(thunk)
         self._callbacks.append(ty)
         mod = fn.module.encode()
@@ -296,30 +296,30 @@ class WasmVM:
         if err:
             raise PluginLoadError(f"cannot link {fn.module}.{fn.name}: {capi.error_message(err)}")
 
-    def _make_thunk(self, fn: HostFunction) -> Callable[..., int | bytes | None]:
-        """The Python side of a host function: its result, or bytes (a trap message)."""
-        impl = fn.impl
+    def _error_handler(self, fn: HostFunction) -> Callable[[BaseException], int | bytes]:
+        """What a host function's result is when it raises: the trampoline calls the
+        implementation directly and this only on an exception (no Python frame wraps the
+        calls that succeed). A result of bytes makes the guest trap with that message."""
         error_result = fn.error_result
         memory_error_result = fn.memory_error_result
         qualname = f"{fn.module}.{fn.name}"
         vm = self
 
-        def thunk(*args: int) -> int | bytes | None:
-            try:
-                return impl(*args)
-            except GuestMemoryError:
+        def on_error(exc: BaseException) -> int | bytes:
+            if isinstance(exc, GuestMemoryError):
                 return memory_error_result
-            except TrapRequest as req:
-                vm._pending = req.error
-                return str(req.error).encode()
-            except GuestTrap as nested:  # a nested guest call (allocation) trapped
-                vm._pending = nested
-                return str(nested).encode()
-            except Exception:  # a host bug must never take the gateway down
-                log.exception("host function %s failed", qualname)
-                return error_result
+            if isinstance(exc, TrapRequest):
+                vm._pending = exc.error
+                return str(exc.error).encode()
+            if isinstance(exc, GuestTrap):  # a nested guest call (allocation) trapped
+                vm._pending = exc
+                return str(exc).encode()
+            if not isinstance(exc, Exception):
+                raise exc  # KeyboardInterrupt and the like: reported, and the guest traps
+            log.error("host function %s failed", qualname, exc_info=exc)  # a host bug must never take the gateway down
+            return error_result
 
-        return thunk
+        return on_error
 
     # ------------------------------------------------------------------ memory
     def _refresh_memory(self) -> None:
@@ -386,6 +386,28 @@ class WasmVM:
         if ptr and ptr + size > self._mem_size:
             self._check(ptr, size)  # refreshes the view if the allocator grew memory
         return ptr
+
+    def put_bytes(self, data: bytes, ret_data: int, ret_size: int) -> bool:
+        """Copy `data` into a guest allocation and write (pointer, size) to two return
+        slots that passed check_u32_pair; False if the guest's allocator refused. What
+        allocate, write and write_u32_pair do, in one call: every host call that returns
+        a value ends here."""
+        size = len(data)
+        ptr = 0
+        if size:
+            if self._allocator is None:
+                raise GuestMemoryError("module exports no allocator (proxy_on_memory_allocate or malloc)")
+            ptr = self._allocator(size) or 0
+            if not ptr:
+                return False
+            end = ptr + size
+            if end > self._mem_size:
+                self._check(ptr, size)  # refreshes the view if the allocator grew memory
+            self._view[ptr:end] = data
+        view = self._view
+        _U32.pack_into(view, ret_data, ptr)
+        _U32.pack_into(view, ret_size, size)
+        return True
 
     def memory_size(self) -> int:
         self._refresh_memory()
