@@ -30,10 +30,11 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from routeiq.hostcalls.llm_exchange import ChatRequestError, LlmExchange, LlmOutcome
+from routeiq.hostcalls.llm_exchange import ChatRequestError, LlmExchange, LlmOutcome, check_chat_request
 from routeiq.services.request_ids import new_request_id
 from routeiq.strict_json import JsonInputError, loads
 
+from . import anthropic_format
 from .backends import BackendError, EmbeddedBackend, LitellmBackend, PassthroughBackend
 from .deployments import LiveDeployment
 from .operations import OPERATIONS, Operation, OperationRequest, OperationRequestError, read_operation_request
@@ -53,7 +54,7 @@ class EventEmitter(Protocol):
 log = logging.getLogger("routeiq.llm")
 
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
-_API_PATHS = ["/v1/chat/completions", "/v1/models", "/v1/feedback"] + [op.path for op in OPERATIONS]
+_API_PATHS = ["/v1/chat/completions", "/v1/messages", "/v1/models", "/v1/feedback"] + [op.path for op in OPERATIONS]
 # Every path the LLM API answers (`llm_dispatch` sends these to it); /v1/models/{id} by prefix.
 LLM_ROUTES = frozenset(_API_PATHS + [p.removeprefix("/v1") for p in _API_PATHS])
 MODEL_PREFIXES = ("/v1/models/", "/models/")
@@ -117,6 +118,7 @@ class LlmApi:
         self.retries = retries
         routes = [
             Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
+            Route("/v1/messages", self.messages, methods=["POST"]),
             Route("/v1/models", self.models, methods=["GET"]),
             Route("/v1/models/{model:path}", self.model, methods=["GET"]),
             Route("/v1/feedback", self.feedback, methods=["POST"]),
@@ -175,6 +177,41 @@ class LlmApi:
         except NoSuchModel as exc:
             return openai_error(404, f"the model {str(exc) or '(none)'!r} does not exist; see GET /v1/models", "invalid_request_error", "model_not_found")
         return await self._run(call, body, exchange, bool(body.get("stream")))
+
+    async def messages(self, request: Request) -> Response:
+        """Anthropic's Messages API over the chat path (anthropic_format.py): translated
+        in, routed and retried as chat, translated out; errors in Anthropic's envelope."""
+        try:
+            document = loads(await request.body() or b"null")
+            chat = anthropic_format.to_chat(document)
+            exchange = LlmExchange(check_chat_request(chat), frozenset(self.router.groups))
+        except JsonInputError as exc:
+            return _anthropic_error(400, f"the body is not valid JSON: {exc}")
+        except anthropic_format.AnthropicRequestError as exc:
+            return _anthropic_error(400, exc.message)
+        except ChatRequestError as exc:
+            return _anthropic_error(400, exc.message)
+        model = chat["model"]
+        request_id = request.headers.get("x-request-id") or new_request_id()
+        try:
+            call = self.router.plan(request_id, chat, None, request.headers.get("x-api-key", "") or request.headers.get("authorization", ""))
+        except NoSuchModel:
+            return _anthropic_error(404, f"model: {model}")
+        stream = bool(chat.get("stream"))
+        response = await self._run(call, chat, exchange, stream)
+        if isinstance(response, _RelayResponse):
+            response.body_iterator = anthropic_format.StreamTranslator(model).translate(response.body_iterator)
+            return response
+        try:
+            answer = loads(bytes(response.body))
+        except JsonInputError:
+            answer = None
+        headers = {k: v for k, v in response.headers.items() if k.startswith("x-routeiq-") or k in ("x-request-id", "retry-after")}
+        if response.status_code >= 400 or not isinstance(answer, dict):
+            error = answer.get("error") if isinstance(answer, dict) else None
+            message = error.get("message") if isinstance(error, dict) else str(error or "the deployment's answer could not be read")
+            return _anthropic_error(response.status_code if response.status_code >= 400 else 502, str(message), headers)
+        return JSONResponse(anthropic_format.from_chat(answer, model), headers=headers)
 
     async def _run(self, call: RoutedCall, body: dict[str, Any], exchange: LlmExchange, stream: bool) -> Response:
         """A chat completion through the attempt loop."""
@@ -502,6 +539,10 @@ class _RelayResponse(StreamingResponse):
             await _aclose(self.body_iterator)
             await _aclose(self._upstream)
             self._attempt.abandon("client closed the stream before it started")
+
+
+def _anthropic_error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(anthropic_format.error_body(status, message), status_code=status, headers=headers)
 
 
 def _usage_in(content_type: str, content: bytes) -> dict[str, int] | None:
