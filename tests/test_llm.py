@@ -71,7 +71,7 @@ def test_streaming_through_plugins_stays_streaming(make_app, live, guests: dict[
     arrivals = []
     began = time.monotonic()
     with httpx.Client(timeout=30, trust_env=False) as client:
-        with client.stream("POST", f"{url}/v1/chat/completions", json={**CHAT, "stream": True, "messages": [{"role": "user", "content": "one two three four"}]}) as response:
+        with client.stream("POST", f"{url}/v1/chat/completions", json={**CHAT, "stream": True, "stream_options": {"include_usage": True}, "messages": [{"role": "user", "content": "one two three four"}]}) as response:
             assert response.status_code == 200
             assert response.headers["x-routeiq-deployment"] == "a"
             assert response.headers["x-routeiq-plugin"] == "tagger"
@@ -81,7 +81,8 @@ def test_streaming_through_plugins_stays_streaming(make_app, live, guests: dict[
                 text += chunk
     events = [e for e in text.split(b"\n\n") if e]
     assert events[-1] == b"data: [DONE]"
-    assert json.loads(events[-2][6:])["usage"]["completion_tokens"] == 6
+    usage_chunk = json.loads(events[-2][6:])  # asked for: a last chunk of its own, as OpenAI's
+    assert usage_chunk["choices"] == [] and usage_chunk["usage"]["completion_tokens"] == 6
     assert arrivals[-1] - arrivals[0] > 0.5  # chunks spread over the upstream's pace
     logs = app.state.gateway.logs.messages
     assert eventually(lambda: any(m.endswith(f"events={len(events)}") for m in logs("chunk_counter")))

@@ -125,3 +125,17 @@ def test_unprefixed_aliases_as_litellm(make_app, live, http: httpx.Client) -> No
     assert http.post(base + "/embeddings", json={"model": "embed", "input": "x", "encoding_format": "float"}).json()["data"][0]["object"] == "embedding"
     assert http.post(base + "/chat/completions", json={"model": "chat", "messages": [{"role": "user", "content": "hi"}]}).json()["choices"][0]["message"]["content"] == "You said: hi"
     assert http.get(base + "/models/chat").json()["id"] == "chat"
+
+
+def test_streamed_usage_only_when_asked_as_openai_sends_it(client: openai.OpenAI) -> None:
+    messages = [{"role": "user", "content": "count my tokens"}]
+    plain = list(client.chat.completions.create(model="chat", messages=messages, stream=True))  # type: ignore[arg-type]
+    assert all(chunk.usage is None for chunk in plain)
+    assert all(chunk.choices for chunk in plain)
+    assert "".join(c.choices[0].delta.content or "" for c in plain) == "You said: count my tokens"
+    counted = list(client.chat.completions.create(model="chat", messages=messages, stream=True, stream_options={"include_usage": True}))  # type: ignore[arg-type]
+    with_usage = [chunk for chunk in counted if chunk.usage is not None]
+    assert len(with_usage) == 1 and with_usage[0] is counted[-1]
+    assert counted[-1].choices == []
+    assert counted[-1].usage.completion_tokens == 5  # type: ignore[union-attr]
+    assert [c.choices[0].finish_reason for c in counted[:-1]][-1] == "stop"

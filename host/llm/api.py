@@ -214,9 +214,17 @@ class LlmApi:
         return JSONResponse(anthropic_format.from_chat(answer, model), headers=headers)
 
     async def _run(self, call: RoutedCall, body: dict[str, Any], exchange: LlmExchange, stream: bool) -> Response:
-        """A chat completion through the attempt loop."""
-        begin = self._open_stream if stream else self._answer
-        return await self._attempt_loop(call, lambda attempt, number: begin(attempt, body, exchange, number), stream)
+        """A chat completion through the attempt loop. A stream always asks the deployment
+        for its usage (the gateway's token accounting, budgets and spend need it); a client
+        that did not ask for it (`stream_options.include_usage`) does not get that chunk,
+        as OpenAI sends none then."""
+        if not stream:
+            return await self._attempt_loop(call, lambda attempt, number: self._answer(attempt, body, exchange, number), False)
+        options = body.get("stream_options") if isinstance(body.get("stream_options"), dict) else {}
+        strip = not options.get("include_usage")
+        if strip:
+            body = {**body, "stream_options": {**options, "include_usage": True}}
+        return await self._attempt_loop(call, lambda attempt, number: self._open_stream(attempt, body, exchange, number, strip), True)
 
     def _operation_endpoint(self, op: Operation) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
@@ -394,7 +402,7 @@ class LlmApi:
         await self._native_success(attempt.call, exchange)
         return response
 
-    async def _open_stream(self, attempt: "_Attempt", body: dict[str, Any], exchange: LlmExchange, number: int) -> Response:
+    async def _open_stream(self, attempt: "_Attempt", body: dict[str, Any], exchange: LlmExchange, number: int, strip_usage: bool = False) -> Response:
         d = attempt.d
         first_byte = self.deadlines.first_byte_s
         try:
@@ -409,8 +417,9 @@ class LlmApi:
             raise BackendError(f"{d.id} ended its stream without sending anything", 502) from None
         except TimeoutError:
             raise BackendError(f"{d.id} sent no first chunk within {first_byte:g} s (router.first_byte_timeout_s)", 504) from None
+        relay = self._relay(first, chunks, attempt, exchange)
         return _RelayResponse(
-            self._relay(first, chunks, attempt, exchange),
+            _without_usage_chunks(relay) if strip_usage else relay,
             attempt,
             chunks,
             media_type="text/event-stream",
@@ -539,6 +548,31 @@ class _RelayResponse(StreamingResponse):
             await _aclose(self.body_iterator)
             await _aclose(self._upstream)
             self._attempt.abandon("client closed the stream before it started")
+
+
+def _usage_only(data: bytes) -> bool:
+    try:
+        doc = loads(data)
+    except JsonInputError:
+        return False
+    return isinstance(doc, dict) and doc.get("choices") == [] and isinstance(doc.get("usage"), dict)
+
+
+async def _without_usage_chunks(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """A chat stream minus the usage-only chunk (`choices: []` with `usage`) the gateway
+    asked for on the client's behalf; every other event passes unchanged (re-framed)."""
+    parser = SseParser()
+    try:
+        async for chunk in chunks:
+            out = []
+            for event in parser.feed(chunk):
+                if b'"usage"' in event.data and _usage_only(event.data):
+                    continue
+                out.append(b"data: " + event.data + b"\n\n")
+            if out:
+                yield b"".join(out)
+    finally:
+        await _aclose(chunks)
 
 
 def _anthropic_error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

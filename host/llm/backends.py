@@ -233,8 +233,7 @@ class LitellmBackend:
         return response.model_dump(exclude_none=True)
 
     async def stream(self, d: LiveDeployment, body: Mapping[str, Any], timeout_s: float) -> AsyncIterator[bytes]:
-        kwargs = self._kwargs(d, body, timeout_s, True)
-        kwargs["stream_options"] = {"include_usage": True}
+        kwargs = self._kwargs(d, body, timeout_s, True)  # stream_options as the API sent them
         try:
             response = await self.router().acompletion(**kwargs)
         except Exception as exc:
@@ -242,7 +241,16 @@ class LitellmBackend:
 
         async def chunks() -> AsyncIterator[bytes]:
             async for chunk in response:
-                yield b"data: " + json.dumps(chunk.model_dump(exclude_none=True)).encode() + b"\n\n"
+                data = chunk.model_dump(exclude_none=True, warnings=False)
+                if data.get("usage"):
+                    # litellm hangs the usage on a chunk with an empty choice; OpenAI sends
+                    # it alone, with `choices: []`, after the finish_reason chunk.
+                    choices = [c for c in data.get("choices") or () if c.get("finish_reason") or (c.get("delta") or {}).get("content") or (c.get("delta") or {}).get("tool_calls")]
+                    if choices:
+                        rest = {k: v for k, v in data.items() if k != "usage"}
+                        yield b"data: " + json.dumps({**rest, "choices": choices}).encode() + b"\n\n"
+                    data = {**data, "choices": []}
+                yield b"data: " + json.dumps(data).encode() + b"\n\n"
             yield b"data: [DONE]\n\n"
 
         return chunks()

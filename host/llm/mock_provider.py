@@ -101,7 +101,7 @@ class MockProvider:
         await self._prelude(model, timeout_s)
         completion_id, reply, usage = self._reply(body, model)
         delay = (chunk_delay_ms if chunk_delay_ms is not None else self.behaviour(model).chunk_delay_ms) / 1000.0
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage", True))
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage", False))
         created = int(time.time())
         return self._events(completion_id, created, model, reply, usage, delay, include_usage)
 
@@ -114,9 +114,10 @@ class MockProvider:
             if delay:
                 await asyncio.sleep(delay)
         final: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
-        if include_usage:
-            final["usage"] = usage
         yield b"data: " + json.dumps(final).encode() + b"\n\n"
+        if include_usage:  # as OpenAI: a last chunk of its own, with no choices
+            tail = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [], "usage": usage}
+            yield b"data: " + json.dumps(tail).encode() + b"\n\n"
         yield b"data: [DONE]\n\n"
 
     async def operation(self, request: "OperationRequest", model: str, timeout_s: float = 60.0) -> tuple[str, bytes]:
