@@ -16,7 +16,7 @@ from routeiq.admin.api import admin_routes
 from routeiq.admin.auth import AdminKey
 from routeiq.config import ConfigError, LoadedConfig, RouteClusterUpstream, RouteUrlUpstream, UpstreamConfig, config_bytes
 from routeiq.dispatch.hook_stats import LatencyHistogram
-from routeiq.error_responses import send_error
+from routeiq.error_responses import exception_handlers, send_error
 from routeiq.dispatch.plugin import ProxyWasmPlugin
 from routeiq.dispatch.quarantine import Clock
 from routeiq.hostcalls.header_rules import HeaderLimits
@@ -258,6 +258,7 @@ def create_app(
         ],
         routes=gateway.routes(),
         lifespan=lifespan,
+        exception_handlers=exception_handlers(),
     )
     app.state.gateway = gateway
     return app

@@ -12,6 +12,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from routeiq.error_responses import exception_handlers
+
 from routeiq.hostcalls.llm_exchange import check_chat_request
 from routeiq.llm.mock_provider import MockFailure, MockProvider
 from routeiq.strict_json import JsonInputError, loads
@@ -75,5 +77,6 @@ def create_embedded_upstream(provider: MockProvider | None = None) -> Starlette:
             Route("/v1/chat/completions", chat_completions_endpoint(provider), methods=["POST"]),
             Route("/echo", echo, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
             Route("/echo/{rest:path}", echo, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
-        ]
+        ],
+        exception_handlers=exception_handlers(),
     )

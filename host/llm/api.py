@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Mapping, Protocol, Sequence
@@ -30,6 +31,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from routeiq.error_responses import exception_handlers
 from routeiq.hostcalls.llm_exchange import ChatRequestError, LlmExchange, LlmOutcome, check_chat_request
 from routeiq.services.request_ids import new_request_id
 from routeiq.strict_json import JsonInputError, loads
@@ -125,7 +127,7 @@ class LlmApi:
         ] + [Route(op.path, self._operation_endpoint(op), methods=["POST"]) for op in OPERATIONS]
         # LiteLLM's proxy also answers every route without /v1.
         routes += [Route(r.path.removeprefix("/v1"), r.endpoint, methods=list(r.methods or ())) for r in routes]
-        self.app = Starlette(routes=routes)
+        self.app = Starlette(routes=routes, exception_handlers=exception_handlers())
 
     async def models(self, _: Request) -> JSONResponse:
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "routeiq"} for m in self.router.models]
@@ -159,6 +161,8 @@ class LlmApi:
                 exchange = LlmExchange.parse(await request.body(), frozenset(self.router.groups))
             except ChatRequestError as exc:
                 return openai_error(400, exc.message, "invalid_request_error", "invalid_body", param=exc.param)
+        if not exchange.pinned_model and not exchange.request.get("model"):
+            return openai_error(400, "you must provide a model parameter", "invalid_request_error", "missing_model", param="model")
         request_id = request.headers.get("x-request-id") or new_request_id()
         for native in self.native:
             changed = await native.on_llm_pre_call(request_id, exchange.request)
@@ -490,11 +494,16 @@ class LlmApi:
         await self._request_failed(call, 503 if last is None else 502, str(last or "no healthy deployment"))
         if last is None:
             return openai_error(503, f"no healthy deployment for {call.request.model!r} (all circuit breakers open)", "server_error", "no_healthy_deployment", {"retry-after": "5"})
-        if not last.retryable and last.body:
+        # The deployment's own error (message, type, code) reaches the client with its
+        # status, retried or not: an upstream 500 or 429 is not "all deployments failed".
+        if last.body:
             try:
-                return JSONResponse(loads(last.body), status_code=last.status)
+                document = loads(last.body)
             except JsonInputError:
-                pass
+                document = None
+            if isinstance(document, dict) and isinstance(document.get("error"), dict):
+                headers = {"x-routeiq-model": call.request.model, "x-request-id": call.request.request_id}
+                return JSONResponse(document, status_code=last.status, headers=headers)
         return openai_error(504 if last.status == 504 else 502, f"all deployments failed; last: {last}", "server_error", "upstream_error")
 
 
@@ -558,19 +567,39 @@ def _usage_only(data: bytes) -> bool:
     return isinstance(doc, dict) and doc.get("choices") == [] and isinstance(doc.get("usage"), dict)
 
 
+_EVENT_END = re.compile(rb"(?:\r\n|\r|\n)(?:\r\n|\r|\n)")
+_LINE = re.compile(rb"\r\n|\r|\n")
+
+
+def _event_data(raw: bytes) -> bytes:
+    lines = [line[5:].removeprefix(b" ") for line in _LINE.split(raw) if line.startswith(b"data:")]
+    return b"\n".join(lines)
+
+
 async def _without_usage_chunks(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """A chat stream minus the usage-only chunk (`choices: []` with `usage`) the gateway
-    asked for on the client's behalf; every other event passes unchanged (re-framed)."""
-    parser = SseParser()
+    asked for on the client's behalf; everything else passes byte for byte (events are
+    cut at their blank line, whatever line ends the upstream uses)."""
+    pending = b""
     try:
         async for chunk in chunks:
+            pending += chunk
             out = []
-            for event in parser.feed(chunk):
-                if b'"usage"' in event.data and _usage_only(event.data):
+            start = 0
+            for end in _EVENT_END.finditer(pending):
+                if end.end() == len(pending) and pending.endswith(b"\r"):
+                    break  # the CR may be half of a CRLF still to come
+                raw = pending[start : end.end()]
+                start = end.end()
+                data = _event_data(raw)
+                if b'"usage"' in data and _usage_only(data):
                     continue
-                out.append(b"data: " + event.data + b"\n\n")
+                out.append(raw)
+            pending = pending[start:]
             if out:
                 yield b"".join(out)
+        if pending:
+            yield pending
     finally:
         await _aclose(chunks)
 

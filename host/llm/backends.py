@@ -311,5 +311,12 @@ def _pick(router: Any, model: str, request_kwargs: dict | None) -> dict[str, Any
 
 def _as_backend_error(d: LiveDeployment, exc: Exception) -> BackendError:
     status = int(getattr(exc, "status_code", 502) or 502)
+    status = status if status >= 400 else 502
     retryable = status >= 500 or status == 429 or "timeout" in type(exc).__name__.lower()
-    return BackendError(f"{d.id}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", status if status >= 400 else 502, retryable)
+    # The provider's message and code, in OpenAI's shape, for the client (litellm's
+    # exceptions carry them as `message` / `code`).
+    message = str(getattr(exc, "message", "") or exc).splitlines()[0] if str(exc) else type(exc).__name__
+    code = getattr(exc, "code", None)
+    kind = "server_error" if status >= 500 else ("rate_limit_error" if status == 429 else "invalid_request_error")
+    body = json.dumps({"error": {"message": message, "type": kind, "param": getattr(exc, "param", None), "code": code if isinstance(code, str) else None}}).encode()
+    return BackendError(f"{d.id}: {type(exc).__name__}: {message}", status, retryable, body)
