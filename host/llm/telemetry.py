@@ -70,6 +70,19 @@ def provider_name(d: "LiveDeployment") -> str:
     return d.kind if d.kind != "litellm" else str(d.litellm_params.get("model", "")).split("/", 1)[0]
 
 
+@dataclass(frozen=True)
+class _Series:
+    duration: Any
+    input_usage: Any
+    output_usage: Any
+    prompt: Any
+    completion: Any
+    cost: Any
+    ttft: Any
+    tpot: Any
+    price: float
+
+
 class LlmTelemetry:
     def __init__(self, models: frozenset[str] = frozenset()) -> None:
         self.models = models  # the groups (and the auto model): other names are labelled ""
@@ -106,33 +119,53 @@ class LlmTelemetry:
         )
         self.tokens = Counter("routeiq_llm_tokens", "Tokens by model group, deployment and type (prompt, completion)", ["model_group", "deployment", "token_type"], registry=r)
         self.cost = Counter("routeiq_llm_cost", "Cost in USD: tokens / 1000 x the deployment's model_info.cost_per_1k_tokens", ["model_group", "deployment"], registry=r)
+        self._cache: dict[tuple[str, str, str, str], _Series] = {}  # bounded: every part comes from the config
         self.requests = Counter("routeiq_llm_requests", "Model-routed LLM requests by route, model group, answering deployment and status class", ["route", "model_group", "deployment", "status_class"], registry=r)
 
     def collect(self) -> Iterator[Metric]:
         return self.registry.collect()
 
+    def _series(self, operation: str, requested: str, d: "LiveDeployment", error_type: str) -> "_Series":
+        """The labelled children of one (operation, model, deployment, error) combination,
+        made once: `labels()` takes a lock and builds a key per call, seven times per attempt."""
+        key = (operation, requested, d.id, error_type)
+        series = self._cache.get(key)
+        if series is None:
+            labels = (operation, provider_name(d), requested if requested in self.models else "", d.upstream_model, d.id)
+            group = d.routing.model
+            series = self._cache[key] = _Series(
+                self.duration.labels(*labels, error_type),
+                self.token_usage.labels(*labels, "input"),
+                self.token_usage.labels(*labels, "output"),
+                self.tokens.labels(group, d.id, "prompt"),
+                self.tokens.labels(group, d.id, "completion"),
+                self.cost.labels(group, d.id) if d.routing.cost_per_1k_tokens else None,
+                self.ttft.labels(*labels),
+                self.tpot.labels(*labels),
+                d.routing.cost_per_1k_tokens,
+            )
+        return series
+
     def attempt_end(
         self, operation: str, requested: str, d: "LiveDeployment", began: float, end: float, first_chunk_at: float | None, error_type: str, usage: Mapping[str, Any] | None
     ) -> None:
         """One settled attempt (`error_type` "" when it answered)."""
-        labels = (operation, provider_name(d), requested if requested in self.models else "", d.upstream_model, d.id)
-        self.duration.labels(*labels, error_type).observe(end - began)
+        series = self._series(operation, requested if requested in self.models else "", d, error_type)
+        series.duration.observe(end - began)
         output = 0
         if usage and ("prompt_tokens" in usage or "completion_tokens" in usage):
             prompt = int(usage.get("prompt_tokens") or 0)
             output = int(usage.get("completion_tokens") or 0)
-            group = d.routing.model
-            self.token_usage.labels(*labels, "input").observe(prompt)
-            self.token_usage.labels(*labels, "output").observe(output)
-            self.tokens.labels(group, d.id, "prompt").inc(prompt)
-            self.tokens.labels(group, d.id, "completion").inc(output)
-            price = d.routing.cost_per_1k_tokens  # one price for both token types (ModelInfo has one)
-            if price:
-                self.cost.labels(group, d.id).inc((prompt + output) / 1000.0 * price)
+            series.input_usage.observe(prompt)
+            series.output_usage.observe(output)
+            series.prompt.inc(prompt)
+            series.completion.inc(output)
+            if series.cost is not None:  # one price for both token types (ModelInfo has one)
+                series.cost.inc((prompt + output) / 1000.0 * series.price)
         if first_chunk_at is not None:
-            self.ttft.labels(*labels).observe(first_chunk_at - began)
+            series.ttft.observe(first_chunk_at - began)
             if not error_type and output > 0:
-                self.tpot.labels(*labels).observe((end - first_chunk_at) / max(output - 1, 1))
+                series.tpot.observe((end - first_chunk_at) / max(output - 1, 1))
 
     def request_end(self, record: RequestRecord, status: int) -> None:
         outcome = record.exchange.outcome if record.exchange is not None else None
