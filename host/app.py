@@ -23,6 +23,7 @@ from routeiq.hostcalls.header_rules import HeaderLimits
 from routeiq.hostcalls.state import HostServices
 from routeiq.llm.assembly import build_llm, llm_dispatch
 from routeiq.llm.mock_provider import MockProvider
+from routeiq.llm.telemetry import LlmTelemetry
 from routeiq.native.loader import load_native
 from routeiq.native.middleware import NativePlugins
 from routeiq.native.plugin import GatewayPlugin
@@ -109,8 +110,11 @@ class Gateway:
             self.upstream_app = create_embedded_upstream(self.mock)
             self.upstream_name = "embedded"
         tracer = self.tracing.tracer
+        # GenAI metrics (llm/telemetry.py): on this app's own registry, read by /metrics.
+        self.llm_telemetry: LlmTelemetry | None = None
         try:
             self.llm = build_llm(config, self.breakers, self.mock, self.http, tracer, self.events, [p for p, _ in self.native])
+            self.llm_telemetry = self.llm.telemetry if self.llm is not None else None
         except BaseException:
             self.close()
             raise
@@ -128,7 +132,7 @@ class Gateway:
         self.filter = PluginFilter(default_app, plugins, models, tracer, self.events, header_limits, self.route_table, self.plugin_set.chain_for)
         router = self.llm.router if self.llm is not None else None
         self.health = HealthReport(self.plugin_set, [p for p, _ in self.native], self.breakers, self.upstream_name, router, self.config_watcher, self.events)
-        self.metrics = GatewayCollector(self.plugin_set, self.services, self.breakers, self.request_latency, router)
+        self.metrics = GatewayCollector(self.plugin_set, self.services, self.breakers, self.request_latency, router, self.llm_telemetry)
 
     @property
     def plugins(self) -> list[ProxyWasmPlugin]:
@@ -254,7 +258,13 @@ def create_app(
     app = Starlette(
         middleware=[
             Middleware(RequestLimits, max_body_bytes=config.model.server.max_request_body_bytes),
-            Middleware(ConcurrencyLimit, limit=config.model.server.max_concurrency, latency=gateway.request_latency),
+            Middleware(
+                ConcurrencyLimit,
+                limit=config.model.server.max_concurrency,
+                latency=gateway.request_latency,
+                telemetry=gateway.llm_telemetry,
+                access_log=config.model.server.access_log,
+            ),
         ],
         routes=gateway.routes(),
         lifespan=lifespan,

@@ -46,6 +46,13 @@ class ServerConfig(_Strict):
     workers: int = Field(1, ge=1, le=64, description="Worker processes (`serve --workers N` overrides).")
     log_level: LOG_LEVELS = Field("info", description="Gateway log level; also the default `proxy_get_log_level` of every plugin.")
     log_format: Literal["text", "json"] = Field("text", description="`json`: one object per line, with trace ids, secrets scrubbed.")
+    access_log: bool = Field(
+        True,
+        description=(
+            "One line per request on logger `routeiq.access` (INFO; not /health or /metrics): method, path, status, latency_ms, request_id, "
+            "and for model-routed LLM requests model, deployment, prompt_tokens, completion_tokens. With `log_format: json` these are keys of the line's object."
+        ),
+    )
     max_concurrency: int = Field(0, ge=0, description="Requests in flight per worker before answering 503 with Retry-After (0: no limit). /health and /metrics are never shed.")
     drain_timeout_s: float = Field(30.0, ge=0, description="On SIGTERM, in-flight requests get this long to finish.")
     watch_config: bool = Field(

@@ -47,9 +47,41 @@ class JsonFormatter(logging.Formatter):
         if context.is_valid:
             entry["trace_id"] = format(context.trace_id, "032x")
             entry["span_id"] = format(context.span_id, "016x")
+        access = getattr(record, "routeiq_access", None)  # an access line: its fields as keys
+        if access is not None:
+            entry.update(access)
         if record.exc_info:
             entry["exception"] = scrub(self.formatException(record.exc_info))
         return json.dumps(entry, ensure_ascii=False)
+
+
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+# litellm's loggers (litellm/_logging.py): each gets a coloured StreamHandler of its own.
+LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy")
+
+
+class AnsiStripping(logging.Filter):
+    """Removes terminal colour codes some libraries (litellm) put in their messages."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "\x1b" in message:
+            record.msg, record.args = ANSI_ESCAPE.sub("", message), None
+        return True
+
+
+def adopt_litellm_loggers() -> None:
+    """Call once litellm is imported: its loggers lose their own (coloured) handlers, so
+    each line is written once, by the gateway's handler (format, scrubbing), without ANSI
+    codes. Their levels stay litellm's (LITELLM_LOG)."""
+    for name in LITELLM_LOGGERS:
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if isinstance(handler, logging.StreamHandler):
+                logger.removeHandler(handler)
+        logger.propagate = True
+        if not any(isinstance(f, AnsiStripping) for f in logger.filters):
+            logger.addFilter(AnsiStripping())
 
 
 def configure_logging(level: int, fmt: str) -> None:

@@ -1,28 +1,35 @@
 """A concurrency limit: past `limit` requests in flight, answer 503 with Retry-After at
 once instead of queueing (a queue only adds latency to an overloaded gateway). It also
-times every request for the request latency histogram."""
+times every request for the request latency histogram, and ends it: the LLM request
+counter (`LlmTelemetry.request_end`) and the access-log line (`server.access_log`)."""
 
 from __future__ import annotations
 
 import time
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from routeiq.dispatch.hook_stats import LatencyHistogram
-
 from routeiq.error_responses import send_error
+from routeiq.llm.telemetry import RECORD_KEY, LlmTelemetry, RequestRecord
+
+from .access_log import access_line
 
 EXEMPT = ("/health", "/metrics")
 
 
 class ConcurrencyLimit:
-    def __init__(self, app: ASGIApp, limit: int, latency: LatencyHistogram, retry_after_s: int = 1) -> None:
+    def __init__(
+        self, app: ASGIApp, limit: int, latency: LatencyHistogram, retry_after_s: int = 1, telemetry: LlmTelemetry | None = None, access_log: bool = False
+    ) -> None:
         self.app = app
         self.limit = limit
         self.retry_after = str(retry_after_s).encode()
         self.in_flight = 0
         self.shed = 0
         self.latency = latency  # every request this worker served (seconds), owned by the gateway
+        self.telemetry = telemetry  # None: no model_list
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in EXEMPT:
@@ -34,8 +41,36 @@ class ConcurrencyLimit:
             return
         self.in_flight += 1
         began = time.perf_counter()
+        record = RequestRecord(scope["method"], scope["path"])
+        scope[RECORD_KEY] = record
+        head: list[Message] = []
+        unanswered = 499  # no answer started and nothing raised: the client left
+
+        async def noting_send(message: Message) -> None:
+            if not head and message["type"] == "http.response.start":
+                head.append(message)
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, noting_send)
+        except Exception:
+            unanswered = 500  # Starlette's error middleware answers it
+            raise
         finally:
             self.in_flight -= 1
-            self.latency.observe(time.perf_counter() - began)
+            elapsed = time.perf_counter() - began
+            self.latency.observe(elapsed)
+            status = int(head[0]["status"]) if head else unanswered
+            if record.llm and self.telemetry is not None:
+                self.telemetry.request_end(record, status)
+            if self.access_log:
+                access_line(record, status, elapsed, _request_id(head, scope))
+
+
+def _request_id(head: list[Message], scope: Scope) -> str:
+    """The answer's x-request-id (the gateway's or the client's), else the request's."""
+    for headers in ((head[0].get("headers") or ()) if head else (), scope.get("headers") or ()):
+        for name, value in headers:
+            if name == b"x-request-id":
+                return value.decode("latin-1")
+    return ""

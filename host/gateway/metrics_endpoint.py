@@ -14,6 +14,7 @@ from routeiq.abi.proxy_wasm import MetricType
 from routeiq.dispatch.hook_stats import LatencyHistogram
 from routeiq.hostcalls.state import HostServices
 from routeiq.llm.router import LlmRouter
+from routeiq.llm.telemetry import LlmTelemetry
 from routeiq.services.breakers import BreakerBoard
 from routeiq.services.plugin_metrics import HISTOGRAM_BUCKETS, PluginMetric, prometheus_name
 
@@ -25,12 +26,15 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class GatewayCollector(Collector):
     """Reads the gateway's own counters at scrape time (nothing is double-booked)."""
 
-    def __init__(self, plugins: PluginSet, services: HostServices, breakers: BreakerBoard, request_latency: LatencyHistogram, router: LlmRouter | None) -> None:
+    def __init__(
+        self, plugins: PluginSet, services: HostServices, breakers: BreakerBoard, request_latency: LatencyHistogram, router: LlmRouter | None, llm: LlmTelemetry | None = None
+    ) -> None:
         self.plugins = plugins
         self.services = services
         self.breakers = breakers
         self.request_latency = request_latency
         self.router = router
+        self.llm = llm  # the GenAI metrics, on the LLM path's own registry
 
     def collect(self) -> Iterator[Metric]:
         traps = CounterMetricFamily("routeiq_plugin_traps", "Guest traps, by plugin and kind", labels=["plugin", "kind"])
@@ -77,6 +81,8 @@ class GatewayCollector(Collector):
         if router is not None:
             yield CounterMetricFamily("routeiq_routing_decisions", "Routing decisions made", value=router.decisions)
             yield CounterMetricFamily("routeiq_routing_fallbacks", "Requests retried on another deployment", value=router.fallbacks)
+        if self.llm is not None:
+            yield from self.llm.collect()
 
         yield from plugin_metric_families(self.services.metrics.all())
 

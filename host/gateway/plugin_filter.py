@@ -22,6 +22,7 @@ from routeiq.hostcalls.header_rules import HeaderLimits, HeaderRules, valid_orig
 from routeiq.hostcalls.llm_exchange import ChatRequestError, LlmExchange
 from routeiq.hostcalls.state import HeaderMap, HttpStream, LocalResponse
 from routeiq.llm.api import CHAT_PATHS
+from routeiq.llm.telemetry import record_of
 from routeiq.runtime.errors import PluginError
 from routeiq.services.request_ids import new_request_id
 
@@ -263,6 +264,9 @@ class _Exchange:
         if authority and authority != self.client_authority:
             scope["routeiq.authority"] = authority  # a plugin rewrote it: the upstream's Host
         upstream = self.route.upstream if self.route is not None else self.owner.app
+        record = record_of(scope)
+        if record is not None and self.route is not None:
+            record.route = self.route.name  # the metrics' `route` label
         try:
             await upstream(scope, self._noting_disconnect(receive), self._filtered_send)
         except Exception:

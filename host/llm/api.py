@@ -42,6 +42,7 @@ from .deployments import LiveDeployment
 from .operations import OPERATIONS, Operation, OperationRequest, OperationRequestError, read_operation_request
 from .router import LlmRouter, NoSuchModel, RoutedCall
 from .sse import SseParser
+from .telemetry import LlmTelemetry, provider_name, track
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
@@ -110,8 +111,10 @@ class LlmApi:
         tracer: Tracer | None = None,
         events: EventEmitter | None = None,
         native: Sequence[Any] = (),
+        telemetry: LlmTelemetry | None = None,
     ) -> None:
         self.tracer = tracer  # None: tracing is off
+        self.telemetry = telemetry or LlmTelemetry(frozenset(router.models))  # GenAI metrics
         self.events = events
         self.native = list(native)  # native GatewayPlugins: told of every attempt
         self.router = router
@@ -163,6 +166,7 @@ class LlmApi:
                 return openai_error(400, exc.message, "invalid_request_error", "invalid_body", param=exc.param)
         if not exchange.pinned_model and not exchange.request.get("model"):
             return openai_error(400, "you must provide a model parameter", "invalid_request_error", "missing_model", param="model")
+        track(request.scope, request.scope["path"], str(exchange.request.get("model") or ""), exchange)
         request_id = request.headers.get("x-request-id") or new_request_id()
         for native in self.native:
             changed = await native.on_llm_pre_call(request_id, exchange.request)
@@ -196,6 +200,7 @@ class LlmApi:
         except ChatRequestError as exc:
             return _anthropic_error(400, exc.message)
         model = chat["model"]
+        track(request.scope, request.scope["path"], model, exchange)
         request_id = request.headers.get("x-request-id") or new_request_id()
         try:
             call = self.router.plan(request_id, chat, None, request.headers.get("x-api-key", "") or request.headers.get("authorization", ""))
@@ -238,6 +243,7 @@ class LlmApi:
                 return openai_error(400, exc.message, "invalid_request_error", exc.code, param=exc.param)
             request_id = request.headers.get("x-request-id") or new_request_id()
             exchange = LlmExchange(parsed.body)
+            track(request.scope, request.scope["path"], parsed.model, exchange)
             try:
                 call = self.router.plan(request_id, parsed.routing_body(), None, request.headers.get("authorization", "") or request.headers.get("x-api-key", ""))
             except NoSuchModel as exc:
@@ -332,7 +338,8 @@ class LlmApi:
             return None
         span = self.tracer.start_span(f"{operation} {d.upstream_model}", kind=SpanKind.CLIENT)
         span.set_attribute("gen_ai.operation.name", operation)
-        span.set_attribute("gen_ai.system", d.kind if d.kind != "litellm" else str(d.litellm_params.get("model", "")).split("/", 1)[0])
+        span.set_attribute("gen_ai.provider.name", provider_name(d))
+        span.set_attribute("gen_ai.system", provider_name(d))  # the name before semconv 1.37
         span.set_attribute("gen_ai.request.model", d.upstream_model)
         span.set_attribute("routeiq.deployment", d.id)
         span.set_attribute("routeiq.stream", stream)
@@ -376,15 +383,15 @@ class LlmApi:
                 attempt.abandon("cancelled")
                 raise
             last = error
-            self._attempt_failed(attempt, str(error), "failing over" if error.retryable else "not retryable")
+            self._attempt_failed(attempt, str(error), "failing over" if error.retryable else "not retryable", status=error.status)
             if not error.retryable:
                 break
             self.router.fallbacks += 1
         return await self._exhausted(call, last)
 
-    def _attempt_failed(self, attempt: "_Attempt", error: str, then: str, usage: dict[str, int] | None = None) -> None:
+    def _attempt_failed(self, attempt: "_Attempt", error: str, then: str, usage: dict[str, int] | None = None, status: int = 502) -> None:
         """An attempt failed: breaker and strategy hear it, and the operator's log says so."""
-        attempt.fail(error, usage)
+        attempt.fail(error, usage, status)
         log.warning("request %s: %s failed (%s); %s", attempt.call.request.request_id, attempt.d.id, error, then)
 
     async def _answer(self, attempt: "_Attempt", body: dict[str, Any], exchange: LlmExchange, number: int) -> Response:
@@ -433,6 +440,7 @@ class LlmApi:
     async def _relay(self, first: bytes, chunks: AsyncIterator[bytes], attempt: "_Attempt", exchange: LlmExchange) -> AsyncIterator[bytes]:
         tap = UsageTap()
         error = ""
+        attempt.first_chunk_at = time.perf_counter()  # time to first token: handed on now
         try:
             chunk: bytes | None = first
             while chunk is not None:
@@ -521,24 +529,33 @@ class _Attempt:
         self.began = time.perf_counter()
         self.span = api._span(call, d, stream, operation)
         self.settled = False
+        self.operation = operation
+        self.first_chunk_at: float | None = None  # streams: when the first chunk was relayed
+
+    def _metrics(self, error_type: str, usage: dict[str, int] | None) -> None:
+        """The GenAI metrics of this attempt (llm/telemetry.py), recorded as it settles."""
+        self.api.telemetry.attempt_end(self.operation, self.call.request.model, self.d, self.began, time.perf_counter(), self.first_chunk_at, error_type, usage)
 
     def succeed(self, usage: dict[str, int] | None) -> None:
         if not self.settled:
             self.settled = True
             self.api._end_span(self.span, True, usage)
             self.api.router.record(self.call, self.d, True, time.perf_counter() - self.began, usage)
+            self._metrics("", usage)
 
-    def fail(self, error: str, usage: dict[str, int] | None = None) -> None:
+    def fail(self, error: str, usage: dict[str, int] | None = None, status: int = 502) -> None:
         if not self.settled:
             self.settled = True
             self.api._end_span(self.span, False, usage, error)
             self.api.router.record(self.call, self.d, False, time.perf_counter() - self.began, usage)
+            self._metrics(str(status), usage)  # error.type: the status the attempt failed with
 
     def abandon(self, reason: str, usage: dict[str, int] | None = None) -> None:
         if not self.settled:
             self.settled = True
             self.api._end_span(self.span, False, usage, reason)
             self.api.router.breaker(self.d).release(self.probe_round)
+            self._metrics("cancelled", usage)
 
 
 class _RelayResponse(StreamingResponse):

@@ -204,6 +204,10 @@ class LitellmBackend:
             from litellm import Router
             from litellm.types.router import CustomRoutingStrategyBase
 
+            from routeiq.log_format import adopt_litellm_loggers
+
+            adopt_litellm_loggers()  # one line per message, in our format, no colour codes
+
             model_list = [
                 {"model_name": d.routing.model, "litellm_params": dict(d.litellm_params), "model_info": {"id": d.id}}
                 for d in self._deployments
