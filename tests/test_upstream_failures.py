@@ -117,7 +117,8 @@ def test_an_unusable_answer_to_the_half_open_probe_does_not_stick_the_breaker(ma
     url = live(routed_app(make_app, api_base, clock, breaker={"consecutive_failures": 1, "cooldown_s": 0.3}))
     chat = f"{url}/v1/chat/completions"
     deployment.mode = "error"
-    assert http.post(chat, json=CHAT).status_code == 502
+    first = http.post(chat, json=CHAT)
+    assert first.status_code == 500 and first.json()["error"]["message"] == "boom"  # the deployment's own error, as it answered it
     assert breaker_state(http, url) == "open"
     deployment.mode = unusable  # the half-open probe gets `[]` or bytes that are not JSON
     clock.now += 0.35  # past the cool-down
@@ -144,7 +145,7 @@ def test_a_cancelled_half_open_probe_hands_its_slot_back(make_app, fake) -> None
         try:
             deployment.mode = "error"
             call = api.router.plan("r1", CHAT, None)
-            assert (await api._run(call, CHAT, LlmExchange(dict(CHAT)), False)).status_code == 502
+            assert (await api._run(call, CHAT, LlmExchange(dict(CHAT)), False)).status_code == 500  # the deployment's own error
             assert breaker.state == "open"
             clock.now += 0.25  # past the cool-down
             deployment.mode = "trickle"  # the probe hangs...
@@ -172,7 +173,7 @@ def test_a_client_gone_before_the_first_chunk_of_a_probe_does_not_stick_the_brea
     url = live(routed_app(make_app, api_base, clock, first_byte_timeout_s=1, breaker={"consecutive_failures": 1, "cooldown_s": 0.3}))
     chat = f"{url}/v1/chat/completions"
     deployment.mode = "error"
-    assert http.post(chat, json=CHAT).status_code == 502
+    assert http.post(chat, json=CHAT).status_code == 500  # the deployment's own error
     clock.now += 0.35  # past the cool-down
     deployment.mode = "silent_stream"  # the probe's stream never sends a byte
     with httpx.Client(timeout=httpx.Timeout(30, read=0.5), trust_env=False) as impatient:
