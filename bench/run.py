@@ -234,6 +234,8 @@ REPORTS = {
             "test_upstream_direct": "Upstream called directly (no gateway)",
             "test_gateway_passthrough": "Through RouteIQ, pass-through",
             "test_gateway_via_litellm_router": "Through RouteIQ, litellm Router",
+            "test_gateway_embeddings_passthrough": "Embeddings through RouteIQ, pass-through",
+            "test_gateway_anthropic_messages_passthrough": "Anthropic /v1/messages through RouteIQ (translated to chat), pass-through",
         },
         _llm_goals,
     ),

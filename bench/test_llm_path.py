@@ -1,6 +1,8 @@
 """The LLM hot path: one non-streaming chat completion, client -> gateway -> mock upstream
 on loopback, with the gateway calling the deployment directly (OpenAI-compatible
-pass-through) or through litellm's Router; beside the upstream called directly.
+pass-through) or through litellm's Router; beside the upstream called directly. Also an
+embeddings request and an Anthropic /v1/messages request (translated to chat) on the
+pass-through path.
 
 Gateway and upstream run as separate processes, as in production.
 """
@@ -99,3 +101,25 @@ def test_gateway_passthrough(benchmark, client: httpx.Client, gateway: str) -> N
 
 def test_gateway_via_litellm_router(benchmark, client: httpx.Client, gateway: str) -> None:  # type: ignore[no-untyped-def]
     run(benchmark, client, f"{gateway}/v1/chat/completions", "litellm")
+
+
+def test_gateway_embeddings_passthrough(benchmark, client: httpx.Client, gateway: str) -> None:  # type: ignore[no-untyped-def]
+    body = {"model": "direct", "input": "benchmark the hot path", "encoding_format": "float"}
+
+    def call() -> int:
+        return client.post(f"{gateway}/v1/embeddings", json=body).status_code
+
+    for _ in range(20):
+        call()
+    assert benchmark.pedantic(call, rounds=300, iterations=1) == 200
+
+
+def test_gateway_anthropic_messages_passthrough(benchmark, client: httpx.Client, gateway: str) -> None:  # type: ignore[no-untyped-def]
+    body = {"model": "direct", "max_tokens": 64, "messages": [{"role": "user", "content": "benchmark the hot path"}]}
+
+    def call() -> int:
+        return client.post(f"{gateway}/v1/messages", json=body).status_code
+
+    for _ in range(20):
+        call()
+    assert benchmark.pedantic(call, rounds=300, iterations=1) == 200

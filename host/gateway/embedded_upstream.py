@@ -16,6 +16,7 @@ from routeiq.error_responses import exception_handlers
 
 from routeiq.hostcalls.llm_exchange import check_chat_request
 from routeiq.llm.mock_provider import MockFailure, MockProvider
+from routeiq.llm.operations import OPERATIONS, Operation, OperationRequestError, read_operation_request
 from routeiq.strict_json import JsonInputError, loads
 
 MOCK_MODELS = ("routeiq-mock", "routeiq-mock-large")
@@ -54,6 +55,25 @@ def chat_completions_endpoint(provider: MockProvider):  # type: ignore[no-untype
     return chat_completions
 
 
+def operation_endpoint(provider: MockProvider, operation: Operation):  # type: ignore[no-untyped-def]
+    """The mock's answer to one of the other OpenAI operations (embeddings, ...)."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            parsed = await read_operation_request(operation, request)
+        except OperationRequestError as exc:
+            return _error(400, exc.message, param=exc.param)
+        try:
+            if parsed.stream:
+                return StreamingResponse(await provider.operation_stream(parsed, parsed.model), media_type="text/event-stream", headers={"cache-control": "no-cache"})
+            content_type, content = await provider.operation(parsed, parsed.model)
+        except MockFailure as exc:
+            return _error(500, str(exc), "server_error")
+        return Response(content, media_type=content_type)
+
+    return endpoint
+
+
 async def echo(request: Request) -> JSONResponse:
     body = await request.body()
     return JSONResponse(
@@ -75,6 +95,7 @@ def create_embedded_upstream(provider: MockProvider | None = None) -> Starlette:
         routes=[
             Route("/v1/models", models, methods=["GET"]),
             Route("/v1/chat/completions", chat_completions_endpoint(provider), methods=["POST"]),
+            *(Route(op.path, operation_endpoint(provider, op), methods=["POST"]) for op in OPERATIONS),
             Route("/echo", echo, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
             Route("/echo/{rest:path}", echo, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
         ],
