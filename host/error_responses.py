@@ -18,6 +18,15 @@ def error_body(message: str, type_: str, code: str | None = None, **extra: Any) 
     return json.dumps({"error": error}).encode()
 
 
+def client_error_body(path: str, status: int, message: str, type_: str, code: str | None = None, **extra: Any) -> bytes:
+    """`error_body`, or Anthropic's envelope for a request to /v1/messages (its SDKs read
+    that one); the extra fields (the failing plugin) go in both."""
+    if path in ANTHROPIC_PATHS:
+        kind = _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+        return json.dumps({"type": "error", "error": {"type": kind, "message": message, **extra}}).encode()
+    return error_body(message, type_, code, **extra)
+
+
 async def send_bytes(
     send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]], content_type: bytes = b"application/json"
 ) -> None:

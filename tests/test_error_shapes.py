@@ -106,3 +106,12 @@ def test_messages_errors_are_anthropic_errors(make_app, live) -> None:  # type: 
             client.get("/v1/messages", cast_to=httpx.Response)
         assert wrong.value.status_code == 405
         assert wrong.value.body["type"] == "error" and wrong.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
+
+
+def test_a_failing_plugin_on_messages_is_an_anthropic_error(make_app, live, guests: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
+    base = live(make_app([plugin("trap", guests["hostile_trap"], config="request_headers")], model_list=MODELS))
+    with anthropic.Anthropic(base_url=base, api_key="sk-ant", max_retries=0, timeout=30) as client:
+        with pytest.raises(anthropic.InternalServerError) as failed:
+            client.messages.create(model="chat", max_tokens=8, messages=[{"role": "user", "content": "hi"}], extra_headers={"x-hostile": "1"})
+    assert failed.value.status_code == 503
+    assert failed.value.body["type"] == "error" and failed.value.body["error"]["plugin"] == "trap"  # type: ignore[index]

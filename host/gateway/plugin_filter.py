@@ -26,7 +26,7 @@ from routeiq.llm.telemetry import record_of
 from routeiq.runtime.errors import PluginError
 from routeiq.services.request_ids import new_request_id
 
-from routeiq.error_responses import error_body, send_bytes, send_error
+from routeiq.error_responses import client_error_body, send_bytes, send_error
 
 from .route_table import RequestFacts, Route, RouteTable
 
@@ -300,7 +300,7 @@ class _Exchange:
         """Envoy's router answers a request no route matches with 404 (`route_not_found`),
         through the response callbacks like any local reply."""
         path = (self.stream.request_headers.get(b":path") or b"/").decode("latin-1").split("?", 1)[0]
-        body = error_body(f"no route matches {self.scope['method']} {path}", "invalid_request_error", "route_not_found")
+        body = client_error_body(self.scope["path"], 404, f"no route matches {self.scope['method']} {path}", "invalid_request_error", "route_not_found")
         self.stream.local_response = LocalResponse(404, body, [(b"content-type", b"application/json")], "route_not_found")
         await self._answer(Verdict(Step.LOCAL))
 
@@ -525,7 +525,7 @@ class _Exchange:
         elif verdict.step is Step.CLOSED:
             name = verdict.member.plugin.spec.name if verdict.member else "a plugin"
             stream.response_code = 503
-            body = error_body(f"plugin {name} closed the stream", "plugin_error", "stream_closed", plugin=name)
+            body = client_error_body(self.scope["path"], 503, f"plugin {name} closed the stream", "plugin_error", "stream_closed", plugin=name)
             await send_bytes(self.send, 503, body, rid + [(b"connection", b"close"), (b"x-routeiq-plugin-error", name.encode())])
         else:
             error = verdict.error or self.chain.failure
@@ -534,7 +534,7 @@ class _Exchange:
             stream.response_code = 503
             if self.owner.events is not None:
                 self.owner.events.emit("error", {"request_id": stream.request_id, "plugin": name, "kind": kind, "status": 503, "path": self.scope["path"]})
-            body = error_body(f"plugin {name} failed ({kind})", "plugin_error", kind, plugin=name)
+            body = client_error_body(self.scope["path"], 503, f"plugin {name} failed ({kind})", "plugin_error", kind, plugin=name)
             await send_bytes(self.send, 503, body, rid + [(b"x-routeiq-plugin-error", name.encode())])
 
     async def _encode_local(self, rid: list[tuple[bytes, bytes]]) -> Verdict | None:
