@@ -128,17 +128,7 @@ class PassthroughBackend:
             response.release()
 
     async def stream(self, d: LiveDeployment, body: Mapping[str, Any], timeout_s: float) -> AsyncIterator[bytes]:
-        response = await self._send(d, body, timeout_s)
-
-        async def chunks() -> AsyncIterator[bytes]:
-            try:
-                async for chunk in response.content.iter_any():
-                    yield chunk
-            finally:
-                response.release()
-
-        return chunks()
-
+        return _body_chunks(await self._send(d, body, timeout_s))
 
     async def _send_operation(self, d: LiveDeployment, request: OperationRequest, timeout_s: float) -> aiohttp.ClientResponse:
         body = request.with_model(d.upstream_model)
@@ -164,16 +154,16 @@ class PassthroughBackend:
             response.release()
 
     async def open_stream(self, d: LiveDeployment, request: OperationRequest, timeout_s: float) -> AsyncIterator[bytes]:
-        response = await self._send_operation(d, request, timeout_s)
+        return _body_chunks(await self._send_operation(d, request, timeout_s))
 
-        async def chunks() -> AsyncIterator[bytes]:
-            try:
-                async for chunk in response.content.iter_any():
-                    yield chunk
-            finally:
-                response.release()
 
-        return chunks()
+async def _body_chunks(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    """A streamed answer's bytes as they come; the connection goes back to the pool at the end."""
+    try:
+        async for chunk in response.content.iter_any():
+            yield chunk
+    finally:
+        response.release()
 
 
 # litellm's function for each operation (Router methods), and how its answer becomes bytes.
