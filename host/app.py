@@ -67,6 +67,8 @@ class Gateway:
         self, config: LoadedConfig, span_exporter: "SpanExporter | None" = None, resolver: Resolver | None = None, clock: Clock = time.monotonic
     ) -> None:
         self.config = config
+        for warning in config.warnings:  # LiteLLM settings without a RouteIQ meaning
+            logging.getLogger("routeiq.config").warning("%s", warning)
         self.logs = PluginLogBook()
         self.tracing = Tracing(config, span_exporter)
         upstream = config.model.upstream
