@@ -15,7 +15,7 @@ from .api import Deadlines, EventEmitter, LlmApi, is_llm_path
 from .backends import EmbeddedBackend, LitellmBackend, PassthroughBackend
 from .deployments import build_deployments
 from .mock_provider import MockBehaviour, MockProvider
-from .router import LlmRouter
+from .router import Fallbacks, LlmRouter
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
@@ -71,7 +71,8 @@ def build_llm(
         logging.getLogger("routeiq.routing").warning("strategy %s has no trained artifact (router.artifact): it starts untrained", strategy.name)
     for name, behaviour in model.mock.models.items():
         mock.behaviours[name] = MockBehaviour(**behaviour.model_dump())
-    router = LlmRouter(deployments, strategy, breakers, router_cfg.auto_model)
+    fallbacks = Fallbacks.of(router_cfg.fallbacks, router_cfg.context_window_fallbacks, router_cfg.content_policy_fallbacks)
+    router = LlmRouter(deployments, strategy, breakers, router_cfg.auto_model, fallback_groups=fallbacks)
     deadlines = Deadlines(router_cfg.timeout_s, router_cfg.first_byte_timeout_s or router_cfg.timeout_s, router_cfg.stream_idle_timeout_s)
     return LlmApi(router, EmbeddedBackend(mock), PassthroughBackend(http), LitellmBackend(deployments), deadlines, router_cfg.retries, tracer, events, native)
 
