@@ -77,11 +77,30 @@ def build_llm(
     return LlmApi(router, EmbeddedBackend(mock), PassthroughBackend(http), LitellmBackend(deployments), deadlines, router_cfg.retries, tracer, events, native)
 
 
-def llm_dispatch(llm: LlmApi, fallback: ASGIApp) -> ASGIApp:
-    """Sends the OpenAI routes to the LLM path and everything else to the upstream."""
+class LlmSwitch:
+    """The LLM API in service. A live reload of `model_list` / `router` builds a whole new
+    LlmApi (router, deployments, backends, deadlines) and `swap`s it in at once: a request
+    is handed to the API in service when it arrives and finishes on that one, so requests
+    in flight complete on the old deployments while new ones take the new."""
+
+    def __init__(self, api: LlmApi) -> None:
+        self.api = api
+
+    def swap(self, api: LlmApi) -> None:
+        # The counters behind /metrics continue (Prometheus counters do not go back).
+        api.router.decisions += self.api.router.decisions
+        api.router.fallbacks += self.api.router.fallbacks
+        self.api = api
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.api.app(scope, receive, send)
+
+
+def llm_dispatch(llm: LlmSwitch, fallback: ASGIApp) -> ASGIApp:
+    """Sends the OpenAI routes to the LLM path in service and everything else to the upstream."""
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        target = llm.app if scope["type"] == "http" and is_llm_path(scope["path"]) else fallback
+        target = llm if scope["type"] == "http" and is_llm_path(scope["path"]) else fallback
         await target(scope, receive, send)
 
     return app
