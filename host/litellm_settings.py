@@ -110,7 +110,7 @@ def translate(data: dict[str, Any]) -> Translation:
             general[key] = value  # kept for virtual keys (issue #16)
             out.warnings.append(f"{where}: accepted and recorded, but not enforced yet: /v1 requests are not authenticated by it (the /admin API has its own `admin.keys`)")
         else:
-            out.warnings.append(f"{where}: no RouteIQ equivalent; ignored")
+            out.warnings.append(f"{where} has no RouteIQ equivalent; ignored")
     for key, why in OTHER_SECTIONS.items():
         if key in data:
             data.pop(key)
@@ -170,7 +170,7 @@ def _map(out: Translation, section: str, key: str, value: Any) -> None:
         if value:
             out.server["log_level"] = "debug"
     else:
-        out.warnings.append(f"{where}: no RouteIQ equivalent; ignored")
+        out.warnings.append(f"{where} has no RouteIQ equivalent; ignored")
 
 
 def apply(data: dict[str, Any], t: Translation) -> dict[str, Any]:
