@@ -56,7 +56,8 @@ class ServerConfig(_Strict):
             "Reload this file live when its content changes (sha256; a `touch` is not a reload): plugin config changes go "
             "through proxy_on_configure, a changed module is hot-swapped (compiled on a thread: the gateway keeps serving; "
             "/health config.reloading meanwhile), a file that fails validation changes nothing; "
-            "added/removed plugins and other sections need a restart. Admin API changes overlay the file: an edit of a "
+            "a changed `model_list`, `router` or `mock` rebuilds the LLM path and swaps it in (requests in flight finish on the old one); "
+            "added/removed plugins, `router.breaker` and other sections need a restart (/health config.needs_restart). Admin API changes overlay the file: an edit of a "
             "field an operator changed through /admin (a plugin's config or module) is not applied but reported (log "
             "warning and /health config.overridden); DELETE /admin/plugins/NAME/config|module returns that field to the file's value."
         ),
