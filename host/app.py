@@ -21,7 +21,8 @@ from routeiq.dispatch.plugin import ProxyWasmPlugin
 from routeiq.dispatch.quarantine import Clock
 from routeiq.hostcalls.header_rules import HeaderLimits
 from routeiq.hostcalls.state import HostServices
-from routeiq.llm.assembly import build_llm, llm_dispatch
+from routeiq.llm.api import LlmApi
+from routeiq.llm.assembly import LlmSwitch, build_llm, llm_dispatch
 from routeiq.llm.mock_provider import MockProvider
 from routeiq.llm.telemetry import LlmTelemetry
 from routeiq.native.loader import load_native
@@ -68,6 +69,8 @@ class Gateway:
         self, config: LoadedConfig, span_exporter: "SpanExporter | None" = None, resolver: Resolver | None = None, clock: Clock = time.monotonic
     ) -> None:
         self.config = config
+        for warning in config.warnings:  # LiteLLM settings without a RouteIQ meaning
+            logging.getLogger("routeiq.config").warning("%s", warning)
         self.logs = PluginLogBook()
         self.tracing = Tracing(config, span_exporter)
         upstream = config.model.upstream
@@ -98,7 +101,7 @@ class Gateway:
             self.close()
             raise
         watch = config.path is not None and config.model.server.watch_config
-        self.config_watcher = ConfigWatcher(config.path, config, self.plugin_set, self.operator_state) if watch and config.path else None
+        self.config_watcher = ConfigWatcher(config.path, config, self.plugin_set, self.operator_state, on_llm_change=self._reload_llm) if watch and config.path else None
         self.config_file: ConfigFile = self.config_watcher or StaticConfigFile(config)
         self.reverse_proxy: ReverseProxy | None = None
         self.mock = MockProvider()
@@ -113,26 +116,49 @@ class Gateway:
         # GenAI metrics (llm/telemetry.py): on this app's own registry, read by /metrics.
         self.llm_telemetry: LlmTelemetry | None = None
         try:
-            self.llm = build_llm(config, self.breakers, self.mock, self.http, tracer, self.events, [p for p, _ in self.native])
-            self.llm_telemetry = self.llm.telemetry if self.llm is not None else None
+            llm = build_llm(config, self.breakers, self.mock, self.http, tracer, self.events, [p for p, _ in self.native])
+            self.llm_telemetry = llm.telemetry if llm is not None else None
         except BaseException:
             self.close()
             raise
+        self.llm_switch = LlmSwitch(llm) if llm is not None else None
         server = config.model.server
         header_limits = HeaderLimits(server.max_request_headers_count, server.max_request_headers_kb * 1024)
         plugins = self.plugin_set.plugins
-        default_app = llm_dispatch(self.llm, self.upstream_app) if self.llm is not None else self.upstream_app
+        default_app = llm_dispatch(self.llm_switch, self.upstream_app) if self.llm_switch is not None else self.upstream_app
         try:
             self.route_table = self._route_table(default_app)
             self.plugin_set.load_routes(self.route_table.routes)
         except BaseException:
             self.close()
             raise
-        models = frozenset(self.llm.router.groups) if self.llm is not None else None
+        llm = self.llm
+        models = frozenset(llm.router.groups) if llm is not None else None
         self.filter = PluginFilter(default_app, plugins, models, tracer, self.events, header_limits, self.route_table, self.plugin_set.chain_for)
-        router = self.llm.router if self.llm is not None else None
+        router = llm.router if llm is not None else None
         self.health = HealthReport(self.plugin_set, [p for p, _ in self.native], self.breakers, self.upstream_name, router, self.config_watcher, self.events)
         self.metrics = GatewayCollector(self.plugin_set, self.services, self.breakers, self.request_latency, router, self.llm_telemetry)
+
+    @property
+    def llm(self) -> LlmApi | None:
+        """The LLM API in service (a live reload swaps it)."""
+        return self.llm_switch.api if self.llm_switch is not None else None
+
+    def _reload_llm(self, fresh: LoadedConfig) -> str | None:
+        """The config watcher saw `model_list`, `router` or `mock` change: build the LLM
+        path anew and swap it in (requests in flight finish on the old one). Returns what
+        needs a restart instead (None: applied); ConfigError if the new one cannot be built."""
+        if self.llm_switch is None or not fresh.model.model_list:
+            return "model_list added or removed (the LLM routes are wired at startup)"
+        api = build_llm(fresh, self.breakers, self.mock, self.http, self.tracing.tracer, self.events, [p for p, _ in self.native], self.llm_telemetry)
+        assert api is not None  # fresh has a model_list
+        self.llm_switch.swap(api)
+        self.filter.llm_models = frozenset(api.router.groups)
+        self.health.router = api.router
+        self.metrics.router = api.router
+        if fresh.model.router.breaker != self.config.model.router.breaker:
+            return "router.breaker (breakers keep the settings they started with; model_list and the rest of router were applied)"
+        return None
 
     @property
     def plugins(self) -> list[ProxyWasmPlugin]:
@@ -172,9 +198,9 @@ class Gateway:
             elif isinstance(upstream, RouteUrlUpstream):
                 app = ReverseProxy(upstream.url, self.http, upstream.timeout_s, upstream.connect_timeout_s)
             elif upstream == "llm":
-                if self.llm is None:
+                if self.llm_switch is None:
                     raise ConfigError(f"{where}: routes[{i}].upstream: `llm` needs a model_list")
-                app = llm_dispatch(self.llm, _no_route)
+                app = llm_dispatch(self.llm_switch, _no_route)
             elif upstream == "embedded":
                 app = create_embedded_upstream(self.mock)
             else:

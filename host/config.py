@@ -6,6 +6,7 @@ reference is generated from these models (`routeiq docs-config`).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -17,6 +18,7 @@ from typing import Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from routeiq import litellm_settings
 from routeiq.abi.proxy_wasm import LogLevel
 from routeiq.dispatch.plugin_spec import PluginSpec
 from routeiq.policy.model import PolicyError, PolicyModel, load_policy, parse_policy
@@ -61,7 +63,8 @@ class ServerConfig(_Strict):
             "Reload this file live when its content changes (sha256; a `touch` is not a reload): plugin config changes go "
             "through proxy_on_configure, a changed module is hot-swapped (compiled on a thread: the gateway keeps serving; "
             "/health config.reloading meanwhile), a file that fails validation changes nothing; "
-            "added/removed plugins and other sections need a restart. Admin API changes overlay the file: an edit of a "
+            "a changed `model_list`, `router` or `mock` rebuilds the LLM path and swaps it in (requests in flight finish on the old one); "
+            "added/removed plugins, `router.breaker` and other sections need a restart (/health config.needs_restart). Admin API changes overlay the file: an edit of a "
             "field an operator changed through /admin (a plugin's config or module) is not applied but reported (log "
             "warning and /health config.overridden); DELETE /admin/plugins/NAME/config|module returns that field to the file's value."
         ),
@@ -399,6 +402,31 @@ class RouterConfig(_Strict):
         description="Streaming: longest gap between two chunks; over it the stream ends with a `data: {\"error\": ...}` event and no [DONE]. Raise it for models that pause mid-answer.",
     )
     breaker: BreakerConfig = Field(default_factory=BreakerConfig, description="Circuit breakers: per deployment, per callout target (ext_auth...), Redis and webhook target.")
+    fallbacks: list[dict[str, list[str]]] = Field(
+        default_factory=list,
+        description=(
+            "Model groups tried in order once a group's own deployments (and `retries`) are exhausted, in LiteLLM's format: "
+            "`[{\"gpt-4\": [\"gpt-3.5-turbo\"]}]`; the key `*` applies to every group. For a failure the client caused "
+            "(a 4xx other than 429) only the two lists below apply. The answer keeps `x-routeiq-model` (the group asked for) "
+            "and says `x-routeiq-fallback-group` (the group that answered); `x-routeiq-attempts` counts across groups."
+        ),
+    )
+    context_window_fallbacks: list[dict[str, list[str]]] = Field(
+        default_factory=list,
+        description="As `fallbacks`, for a context-length failure only (upstream 400 `context_length_exceeded`, litellm's ContextWindowExceededError); without an entry for the group, `fallbacks` applies.",
+    )
+    content_policy_fallbacks: list[dict[str, list[str]]] = Field(
+        default_factory=list,
+        description="As `fallbacks`, for a content policy refusal only (`content_policy_violation`, litellm's ContentPolicyViolationError); without an entry for the group, `fallbacks` applies.",
+    )
+
+    @field_validator("fallbacks", "context_window_fallbacks", "content_policy_fallbacks", mode="before")
+    @classmethod
+    def _one_name(cls, value: Any) -> Any:
+        # LiteLLM also accepts `{"gpt-4": "gpt-3.5-turbo"}`.
+        if isinstance(value, list):
+            return [{k: [v] if isinstance(v, str) else v for k, v in e.items()} if isinstance(e, dict) else e for e in value]
+        return value
 
 
 class MockModelConfig(_Strict):
@@ -525,6 +553,14 @@ class GatewayConfig(_Strict):
     audit: AuditConfig = Field(default_factory=AuditConfig, description="Denied host calls.")
     model_list: list[ModelEntry] = Field(default_factory=list, description="LLM deployments, in litellm's model list format (empty: /v1/* goes to `upstream` like any other path).")
     router: RouterConfig = Field(default_factory=RouterConfig, description="Routing across deployments.")
+    general_settings: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "LiteLLM's proxy `general_settings`, accepted as LiteLLM config files give it (docs/configuration.md, \"LiteLLM config files\"): "
+            "`master_key` is recorded (not enforced yet), every other key is named in a warning. `router_settings` and "
+            "`litellm_settings` are accepted too and mapped onto `router`, `server` and `model_list` at load."
+        ),
+    )
     mock: MockConfig = Field(default_factory=MockConfig, description="The embedded mock provider.")
     tracing: TracingConfig = Field(default_factory=TracingConfig, description="OpenTelemetry tracing.")
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig, description="Signed event deliveries (docs/webhooks.md).")
@@ -568,6 +604,13 @@ class GatewayConfig(_Strict):
             seen.add(plugin.name)
         routes: set[str] = set()
         filters = {p.name for p in self.plugins}
+        groups = {m.model_name for m in self.model_list}
+        for key in ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks"):
+            for i, entry in enumerate(getattr(self.router, key)):
+                for group, targets in entry.items():
+                    for name in [group, *targets] if group != "*" else targets:
+                        if name not in groups:
+                            raise ValueError(f"router.{key}[{i}].{group}: {name!r} is not a model group of model_list")
         for i, route in enumerate(self.routes):
             if route.name in routes:
                 raise ValueError(f"routes[{i}]: route name {route.name!r} is used twice")
@@ -577,7 +620,6 @@ class GatewayConfig(_Strict):
                     raise ValueError(f"routes[{i}].plugins.{name}: no plugin of that name in `plugins`")
             if isinstance(route.upstream, RouteClusterUpstream) and route.upstream.cluster not in {c.name for c in self.clusters}:
                 raise ValueError(f"routes[{i}].upstream.cluster: no cluster {route.upstream.cluster!r} in `clusters`")
-            groups = {m.model_name for m in self.model_list}
             for model in route.match.models:
                 if groups and model not in groups:
                     raise ValueError(f"routes[{i}].match.models: {model!r} is not a model group of model_list")
@@ -600,6 +642,7 @@ class LoadedConfig:
         self.base_dir = path.parent if path is not None else Path.cwd()
         self.policy_override = policy_override  # `serve --policy FILE` wins over the config key
         self.digest = digest  # sha256 of the file's bytes (None: not from a file)
+        self.warnings: list[str] = []  # LiteLLM settings without a RouteIQ meaning (logged at startup)
 
     def load_policy(self) -> PolicyModel | None:
         """The operator policy (None: no policy, so every plugin gets no capabilities),
@@ -769,6 +812,13 @@ def parse_config(data: Any, source: str = "<config>", path: Path | None = None, 
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
+    # LiteLLM's proxy sections, mapped onto ours (a copy: the caller's mapping is left alone).
+    data = copy.deepcopy(data)
+    try:
+        translation = litellm_settings.translate(data)
+    except litellm_settings.SettingError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    data = litellm_settings.apply(data, translation)
     try:
         model = GatewayConfig.model_validate(data)
     except ValidationError as exc:
@@ -787,7 +837,9 @@ def parse_config(data: Any, source: str = "<config>", path: Path | None = None, 
             # A cross-field check names its own field path (routes[0].plugins.x: ...).
             lines.append(f"{source}: {msg}" if where == "(top level)" else f"{source}: {where}: {msg}")
         raise ConfigError("\n".join(lines)) from None
-    return LoadedConfig(model, path, digest, policy_override)
+    loaded = LoadedConfig(model, path, digest, policy_override)
+    loaded.warnings = [f"{source}: {w}" for w in translation.warnings]
+    return loaded
 
 
 def load_config(path: str | os.PathLike[str], policy_override: str | os.PathLike[str] | None = None) -> LoadedConfig:

@@ -92,6 +92,14 @@ BAD: dict[str, tuple[Case, str]] = {
         lambda t, g: _deployments({**MOCK, "model_info": {"id": "same"}}, {**MOCK, "model_info": {"id": "same"}}),
         "model_info.id values must be unique ('same' used more than once)",
     ),
+    "fallback to a group model_list does not have": (
+        lambda t, g: {**_deployments(MOCK), "router_settings": {"fallbacks": [{"chat": ["no-such-group"]}]}},
+        "router.fallbacks[0].chat: 'no-such-group' is not a model group of model_list",
+    ),
+    "unset os.environ reference in router_settings": (
+        lambda t, g: {**_deployments(MOCK), "router_settings": {"redis_host": f"os.environ/{UNSET}"}},
+        f"router_settings.redis_host: os.environ/{UNSET} is not set",
+    ),
     "unset os.environ reference": (
         lambda t, g: _deployments({"model_name": "chat", "litellm_params": {"model": "openai/gpt-4o-mini", "api_base": "https://api.example.com/v1", "api_key": f"os.environ/{UNSET}"}}),
         f"model_list[0].litellm_params.api_key: os.environ/{UNSET} is not set",

@@ -98,7 +98,10 @@ _SH_REF = re.compile(r"\$\{?([A-Z_][A-Z0-9_]*)")
 _SH_DEFAULTED = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):?[-=]")
 _SH_ASSIGNED = re.compile(r"^\s*(?:local\s+|export\s+|readonly\s+)?([A-Za-z_][A-Za-z0-9_]*)=", re.M)
 # Reads of a variable the operator names: documented where that name is given.
-_OPERATOR_NAMED = {"host/llm/deployments.py": "the `os.environ/NAME` values of model_list[].litellm_params"}
+_OPERATOR_NAMED = {
+    "host/llm/deployments.py": "the `os.environ/NAME` values of model_list[].litellm_params",
+    "host/litellm_settings.py": "the `os.environ/NAME` values of router_settings, litellm_settings and general_settings",
+}
 
 
 def _python_reads() -> dict[str, str]:

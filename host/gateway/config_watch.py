@@ -21,7 +21,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 from routeiq.config import ConfigError, LoadedConfig, config_from_bytes
 from routeiq.dispatch.plugin_spec import PluginSpec
@@ -69,8 +69,20 @@ class StaticConfigFile:
 class ConfigWatcher:
     """A ConfigFile that follows the file's edits and applies them to `plugins`."""
 
-    def __init__(self, path: Path, config: LoadedConfig, plugins: PluginSet, operator_state: OperatorState, interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        config: LoadedConfig,
+        plugins: PluginSet,
+        operator_state: OperatorState,
+        interval_s: float = 1.0,
+        on_llm_change: Callable[[LoadedConfig], str | None] | None = None,
+    ) -> None:
         self.plugins = plugins
+        # Rebuilds the LLM path from a new model_list/router/mock; returns what it could not
+        # apply (needs a restart), raises ConfigError if the new one cannot be built.
+        self.on_llm_change = on_llm_change
+        self.needs_restart: list[str] = []  # changes the running gateway did not apply
         self.operator_state = operator_state
         self.path = path
         self.interval_s = interval_s
@@ -148,6 +160,7 @@ class ConfigWatcher:
             "unchanged": self.unchanged,  # touched, same content: not a reload
             "last_error": self.last_error,
             "overridden": sorted(self.overridden.values()),  # file edits an admin change overrides
+            "needs_restart": list(self.needs_restart),  # changed sections only a restart applies
         }
 
     async def reload(self, raw: bytes | None = None) -> None:
@@ -158,14 +171,34 @@ class ConfigWatcher:
             self.last_error = str(exc)
             log.error("config reload refused, keeping the running configuration:\n%s", exc)
             return
+        for warning in fresh.warnings:
+            log.warning("%s", warning)
         if fresh.model.clusters != self.latest.model.clusters:
+            self._needs_restart("clusters")
             log.warning("config reload: clusters changed; that takes a restart (the running gateway keeps the clusters it started with)")
+        problems = []
+        before_llm, after_llm = self.latest.model, fresh.model
+        if (before_llm.model_list, before_llm.router, before_llm.mock) != (after_llm.model_list, after_llm.router, after_llm.mock):
+            if self.on_llm_change is None:
+                self._needs_restart("model_list/router")
+                log.warning("config reload: model_list/router changed; that takes a restart")
+            else:
+                try:
+                    pending = self.on_llm_change(fresh)
+                except ConfigError as exc:
+                    problems.append(f"model_list/router not applied: {exc}")
+                else:
+                    if pending is not None:
+                        self._needs_restart(pending)
+                        log.warning("config reload: %s: that takes a restart", pending)
+                    else:
+                        log.warning("config reload: model_list/router applied (%d deployments); requests in flight finish on the previous ones", len(after_llm.model_list))
         self.latest = fresh
         plugins = self.plugins
         current = {p.spec.name: p for p in plugins.all()}
         if set(specs) != plugins.names():
+            self._needs_restart("plugins added or removed")
             log.warning("config reload: plugins were added or removed; that takes a restart")
-        problems = []
         for name in current:
             spec = specs.get(name)
             before = self._file.get(name)
@@ -200,6 +233,10 @@ class ConfigWatcher:
             log.error("config reload applied partly: %s", self.last_error)
         else:
             log.warning("config reloaded from %s", self.path)
+
+    def _needs_restart(self, what: str) -> None:
+        if what not in self.needs_restart:
+            self.needs_restart.append(what)
 
     def spec(self, name: str) -> PluginSpec | None:
         return next((s for s in self.latest.plugin_specs() if s.name == name), None)

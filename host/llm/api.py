@@ -288,13 +288,16 @@ class LlmApi:
         )
 
     def _headers(self, call: RoutedCall, d: LiveDeployment, attempts: int) -> dict[str, str]:
-        return {
-            "x-routeiq-model": call.request.model,
+        headers = {
+            "x-routeiq-model": call.requested or call.request.model,
             "x-routeiq-deployment": d.id,
             "x-routeiq-strategy": call.decision.strategy,
             "x-routeiq-attempts": str(attempts),
             "x-request-id": call.request.request_id,
         }
+        if call.requested:  # answered by a fallback group
+            headers["x-routeiq-fallback-group"] = call.request.model
+        return headers
 
     def _emit(self, event_type: str, payload: dict[str, Any]) -> None:
         if self.events is not None:
@@ -362,31 +365,39 @@ class LlmApi:
 
     async def _attempt_loop(self, call: RoutedCall, begin: "Callable[[_Attempt, int], Awaitable[Response]]", stream: bool, operation: str = "chat") -> Response:
         """The one attempt loop, streaming or not: try the candidates in order until one
-        answers. `_answer` and `_open_stream` differ only in how a deployment answers;
-        every failure of either (and a stream cut mid-way, in `_relay`) goes through
-        `_attempt_failed`, and every way out settles the attempt (see `_Attempt`), so no
-        breaker is left with a probe slot taken."""
+        answers, then (group exhausted) the candidates of each fallback group in turn
+        (router.fallbacks & co.). `_answer` and `_open_stream` differ only in how a
+        deployment answers; every failure of either (and a stream cut mid-way, in
+        `_relay`) goes through `_attempt_failed`, and every way out settles the attempt
+        (see `_Attempt`), so no breaker is left with a probe slot taken."""
         last: BackendError | None = None
-        for number, d in enumerate(self._attempts(call), start=1):
-            breaker = self.router.breaker(d)
-            if not breaker.allow():
-                continue
-            attempt = _Attempt(self, call, d, breaker.probe_round, stream, operation)
-            try:
-                return await begin(attempt, number)
-            except BackendError as exc:
-                error = exc
-            except Exception as exc:  # an answer we cannot use, or a backend bug: the deployment failed
-                log.warning("request %s: %s failed unexpectedly", call.request.request_id, d.id, exc_info=True)
-                error = BackendError(f"{d.id} failed: {type(exc).__name__}: {exc}", 502)
-            except BaseException:  # cancelled: says nothing about the deployment
-                attempt.abandon("cancelled")
-                raise
-            last = error
-            self._attempt_failed(attempt, str(error), "failing over" if error.retryable else "not retryable", status=error.status)
-            if not error.retryable:
-                break
-            self.router.fallbacks += 1
+        number = 0
+        group: RoutedCall | None = call
+        tried = {call.request.model}
+        while group is not None:
+            for d in self._attempts(group):
+                breaker = self.router.breaker(d)
+                if not breaker.allow():
+                    continue
+                number += 1
+                attempt = _Attempt(self, group, d, breaker.probe_round, stream, operation)
+                try:
+                    return await begin(attempt, number)
+                except BackendError as exc:
+                    error = exc
+                except Exception as exc:  # an answer we cannot use, or a backend bug: the deployment failed
+                    log.warning("request %s: %s failed unexpectedly", call.request.request_id, d.id, exc_info=True)
+                    error = BackendError(f"{d.id} failed: {type(exc).__name__}: {exc}", 502)
+                except BaseException:  # cancelled: says nothing about the deployment
+                    attempt.abandon("cancelled")
+                    raise
+                last = error
+                self._attempt_failed(attempt, str(error), "failing over" if error.retryable else "not retryable", status=error.status)
+                if not error.retryable:
+                    break
+                self.router.fallbacks += 1
+            # The group is exhausted: its fallback groups, by the kind of the last failure.
+            group = self.router.fallback(group, tried, _failure_kind(last), str(last or "no healthy deployment"))
         return await self._exhausted(call, last)
 
     def _attempt_failed(self, attempt: "_Attempt", error: str, then: str, usage: dict[str, int] | None = None, status: int = 502) -> None:
@@ -619,6 +630,21 @@ async def _without_usage_chunks(chunks: AsyncIterator[bytes]) -> AsyncIterator[b
             yield pending
     finally:
         await _aclose(chunks)
+
+
+def _failure_kind(error: BackendError | None) -> str:
+    """Which fallback list a group's last failure calls for: `context_window`,
+    `content_policy`, `client` (another 4xx: the request itself) or `upstream`."""
+    if error is None:
+        return "upstream"  # every breaker open
+    text = f"{error} {error.body or b''!r}"
+    if "context_length_exceeded" in text or "ContextWindowExceeded" in text:
+        return "context_window"
+    if "content_policy_violation" in text or "ContentPolicyViolation" in text:
+        return "content_policy"
+    if 400 <= error.status < 500 and error.status != 429 and not error.retryable:
+        return "client"
+    return "upstream"
 
 
 def _anthropic_error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

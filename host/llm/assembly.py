@@ -11,11 +11,12 @@ from routeiq.config import ConfigError, LoadedConfig
 from routeiq.services.breakers import BreakerBoard
 from routeiq.services.http_client import HttpClient
 
+from .telemetry import LlmTelemetry
 from .api import Deadlines, EventEmitter, LlmApi, is_llm_path
 from .backends import EmbeddedBackend, LitellmBackend, PassthroughBackend
 from .deployments import build_deployments
 from .mock_provider import MockBehaviour, MockProvider
-from .router import LlmRouter
+from .router import Fallbacks, LlmRouter
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
@@ -29,7 +30,10 @@ def build_llm(
     tracer: Tracer | None = None,
     events: EventEmitter | None = None,
     native: Sequence[Any] = (),
+    telemetry: LlmTelemetry | None = None,
 ) -> LlmApi | None:
+    """The LLM API of `config` (None without a model_list). `telemetry`: the metrics a
+    reloaded LLM path keeps recording into (the /metrics collector holds them)."""
     model = config.model
     if not model.model_list:
         return None
@@ -71,16 +75,38 @@ def build_llm(
         logging.getLogger("routeiq.routing").warning("strategy %s has no trained artifact (router.artifact): it starts untrained", strategy.name)
     for name, behaviour in model.mock.models.items():
         mock.behaviours[name] = MockBehaviour(**behaviour.model_dump())
-    router = LlmRouter(deployments, strategy, breakers, router_cfg.auto_model)
+    fallbacks = Fallbacks.of(router_cfg.fallbacks, router_cfg.context_window_fallbacks, router_cfg.content_policy_fallbacks)
+    router = LlmRouter(deployments, strategy, breakers, router_cfg.auto_model, fallback_groups=fallbacks)
     deadlines = Deadlines(router_cfg.timeout_s, router_cfg.first_byte_timeout_s or router_cfg.timeout_s, router_cfg.stream_idle_timeout_s)
-    return LlmApi(router, EmbeddedBackend(mock), PassthroughBackend(http), LitellmBackend(deployments), deadlines, router_cfg.retries, tracer, events, native)
+    if telemetry is not None:
+        telemetry.models = frozenset(router.models)  # the reloaded groups are the labels now
+    return LlmApi(router, EmbeddedBackend(mock), PassthroughBackend(http), LitellmBackend(deployments), deadlines, router_cfg.retries, tracer, events, native, telemetry)
 
 
-def llm_dispatch(llm: LlmApi, fallback: ASGIApp) -> ASGIApp:
-    """Sends the OpenAI routes to the LLM path and everything else to the upstream."""
+class LlmSwitch:
+    """The LLM API in service. A live reload of `model_list` / `router` builds a whole new
+    LlmApi (router, deployments, backends, deadlines) and `swap`s it in at once: a request
+    is handed to the API in service when it arrives and finishes on that one, so requests
+    in flight complete on the old deployments while new ones take the new."""
+
+    def __init__(self, api: LlmApi) -> None:
+        self.api = api
+
+    def swap(self, api: LlmApi) -> None:
+        # The counters behind /metrics continue (Prometheus counters do not go back).
+        api.router.decisions += self.api.router.decisions
+        api.router.fallbacks += self.api.router.fallbacks
+        self.api = api
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.api.app(scope, receive, send)
+
+
+def llm_dispatch(llm: LlmSwitch, fallback: ASGIApp) -> ASGIApp:
+    """Sends the OpenAI routes to the LLM path in service and everything else to the upstream."""
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        target = llm.app if scope["type"] == "http" and is_llm_path(scope["path"]) else fallback
+        target = llm if scope["type"] == "http" and is_llm_path(scope["path"]) else fallback
         await target(scope, receive, send)
 
     return app

@@ -6,7 +6,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
 from routeiq.services.breakers import BreakerBoard
@@ -30,6 +30,38 @@ class RoutedCall:
     decision: Decision
     order: list[LiveDeployment]
     decide_s: float
+    requested: str = ""  # set on a fallback group's call: the group the client asked for
+
+
+@dataclass(frozen=True)
+class Fallbacks:
+    """router.fallbacks / context_window_fallbacks / content_policy_fallbacks: group -> groups."""
+
+    generic: Mapping[str, Sequence[str]]
+    context_window: Mapping[str, Sequence[str]]
+    content_policy: Mapping[str, Sequence[str]]
+
+    @classmethod
+    def of(cls, generic: Sequence[Mapping[str, Sequence[str]]], context_window: Sequence[Mapping[str, Sequence[str]]], content_policy: Sequence[Mapping[str, Sequence[str]]]) -> "Fallbacks":
+        def merged(entries: Sequence[Mapping[str, Sequence[str]]]) -> dict[str, list[str]]:
+            out: dict[str, list[str]] = {}
+            for entry in entries:
+                for group, targets in entry.items():
+                    out.setdefault(group, []).extend(t for t in targets if t not in out.get(group, []))
+            return out
+
+        return cls(merged(generic), merged(context_window), merged(content_policy))
+
+    def groups(self, model: str, kind: str) -> list[str]:
+        """The groups to try after `model` failed with a failure of `kind` (LiteLLM's rule:
+        the specific list if it names the group, else the generic one; a client error
+        other than those two falls back nowhere)."""
+        specific = {"context_window": self.context_window, "content_policy": self.content_policy}.get(kind)
+        if specific is not None and (model in specific or "*" in specific):
+            return list(specific.get(model) or specific["*"])
+        if kind == "client":
+            return []
+        return list(self.generic.get(model) or self.generic.get("*") or [])
 
 
 class LlmRouter:
@@ -40,7 +72,9 @@ class LlmRouter:
         breakers: BreakerBoard,
         auto_model: str = "auto",
         remember: int = 10_000,
+        fallback_groups: Fallbacks | None = None,
     ) -> None:
+        self.fallback_groups = fallback_groups or Fallbacks({}, {}, {})
         self.deployments = {d.id: d for d in deployments}
         self.groups: dict[str, list[LiveDeployment]] = {}
         for d in deployments:
@@ -76,6 +110,25 @@ class LlmRouter:
             messages=messages,
             api_key=hashlib.sha256(api_key.encode()).hexdigest()[:16] if api_key else "",
         )
+        return self._rank(request, pool)
+
+    def fallback(self, call: RoutedCall, tried: set[str], kind: str, why: str) -> RoutedCall | None:
+        """The next fallback group's call once `call`'s group is exhausted (None: no group
+        left). Fallbacks are those of the group the client asked for, in order, each once."""
+        requested = call.requested or call.request.model
+        for group in self.fallback_groups.groups(requested, kind):
+            if group in tried or not self.groups.get(group):
+                continue
+            tried.add(group)
+            log.info("fallback request=%s model=%s from=%s to=%s reason=%s error=%s", call.request.request_id, requested, call.request.model, group, kind, why)
+            planned = self._rank(replace(call.request, model=group), self.groups[group])
+            planned.requested = requested
+            return planned
+        return None
+
+    def _rank(self, request: RoutingRequest, pool: list[LiveDeployment]) -> RoutedCall:
+        model = request.model
+        request_id = request.request_id
         began = time.perf_counter()
         decision = self.strategy.choose(request, [d.routing for d in pool])
         decide_s = time.perf_counter() - began
