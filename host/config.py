@@ -13,10 +13,10 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from routeiq import litellm_settings
 from routeiq.abi.proxy_wasm import LogLevel
@@ -77,8 +77,18 @@ class ServerConfig(_Strict):
     keep_alive_timeout_s: float = Field(15.0, gt=0, description="A connection idle this long (before its first request or between keep-alive requests) is closed.")
 
 
+def _http_url(value: str) -> str:
+    """An upstream base URL: http(s) with a host; a trailing / is dropped."""
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError("must be an http:// or https:// URL")
+    return value.rstrip("/")
+
+
+HttpBaseUrl = Annotated[str, AfterValidator(_http_url)]
+
+
 class UpstreamConfig(_Strict):
-    url: str = Field(description="The upstream's base URL, http:// or https:// (a trailing / is dropped).")
+    url: HttpBaseUrl = Field(description="The upstream's base URL, http:// or https:// (a trailing / is dropped).")
     timeout_s: float = Field(
         60.0,
         gt=0,
@@ -89,13 +99,6 @@ class UpstreamConfig(_Strict):
     )
     connect_timeout_s: float = Field(5.0, gt=0, description="Connect timeout.")
     max_connections: int = Field(100, ge=1, description="Most connections to any one host:port in the gateway's outbound pool (the upstream's; also LLM deployments, callouts, webhooks).")
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("must be an http:// or https:// URL")
-        return value.rstrip("/")
 
 
 class RuntimeConfig(_Strict):
@@ -249,16 +252,9 @@ class RoutePluginConfig(_Strict):
 
 
 class RouteUrlUpstream(_Strict):
-    url: str = Field(description="Base URL, http:// or https://, the route's requests are proxied to (its path is prefixed to the request's).")
+    url: HttpBaseUrl = Field(description="Base URL, http:// or https://, the route's requests are proxied to (its path is prefixed to the request's).")
     timeout_s: float = Field(60.0, gt=0, description="As `upstream.timeout_s`.")
     connect_timeout_s: float = Field(5.0, gt=0, description="Connect timeout.")
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("must be an http:// or https:// URL")
-        return value.rstrip("/")
 
 
 class RouteClusterUpstream(_Strict):

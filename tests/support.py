@@ -213,3 +213,17 @@ def slow_tcp_proxy(target_port: int, delay_s: float) -> Iterator[int]:
         state["loop"].call_soon_threadsafe(state["stop"].set)
         thread.join(timeout=5)
 
+
+
+def probe_props(text: str, sep: str = ";") -> dict[str, bytes | str]:
+    """The hostcall_probe's `props` answer: name -> value bytes, or name -> "!<status>"
+    for a failed read (the probe hex-encodes values, so binary encodings survive)."""
+    out: dict[str, bytes | str] = {}
+    for item in filter(None, text.split(sep)):
+        if "!status=" in item:
+            name, _, status = item.partition("!status=")
+            out[name] = "!" + status
+        else:
+            name, _, value = item.partition("=")
+            out[name] = bytes.fromhex(value)
+    return out

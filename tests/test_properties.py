@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from routeiq.abi.proxy_wasm import Status, decode_map
-from support import eventually, plugin
+from support import eventually, plugin, probe_props as items
 
 NOT_FOUND = str(Status.NOT_FOUND)
 
@@ -25,19 +25,6 @@ NOT_FOUND = str(Status.NOT_FOUND)
 def base(make_app, live, guests: dict[str, Path]) -> str:  # type: ignore[no-untyped-def]
     app = make_app([plugin("probe", guests["hostcall_probe"], root_id="probe-root", vm_id="probe-vm")])
     return live(app)
-
-
-def items(text: str, sep: str) -> dict[str, bytes | str]:
-    """name -> value bytes, or name -> "!<status>" for a failed read."""
-    out: dict[str, bytes | str] = {}
-    for item in filter(None, text.split(sep)):
-        if "!status=" in item:
-            name, _, status = item.partition("!status=")
-            out[name] = "!" + status
-        else:
-            name, _, value = item.partition("=")
-            out[name] = bytes.fromhex(value)
-    return out
 
 
 def i64(value: bytes | str) -> int:

@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from routeiq.abi.proxy_wasm import Status, decode_map
 from routeiq.config import ConfigError, parse_config
-from support import grant_everything, plugin, serve, with_manifest
+from support import grant_everything, plugin, probe_props, serve, with_manifest
 
 GO_SDK = Path(__file__).resolve().parents[2] / "shared" / "data" / "proxy-wasm-sdk" / "go-sdk-44c7d58"
 WASM_FILTER = "envoy.filters.http.wasm"
@@ -138,18 +138,6 @@ def test_go_properties_example_authenticates_by_route_metadata(make_app, live, u
     assert "no auth header for route" in lines
 
 
-def items(text: str) -> dict[str, bytes | str]:
-    out: dict[str, bytes | str] = {}
-    for item in filter(None, text.split(";")):
-        if "!status=" in item:
-            name, _, status = item.partition("!status=")
-            out[name] = "!" + status
-        else:
-            name, _, value = item.partition("=")
-            out[name] = bytes.fromhex(value)
-    return out
-
-
 def test_route_properties_with_envoy_encodings(make_app, live, guests: dict[str, Path], http: httpx.Client) -> None:  # type: ignore[no-untyped-def]
     metadata = {"filter_metadata": {WASM_FILTER: {"auth": "cookie", "weight": 2, "on": True, "tags": ["a", "b"]}, "other": {"x": "y"}}}
     routes = [{"name": "probed", "match": {"prefix": "/echo"}, "upstream": "embedded", "metadata": metadata}]
@@ -157,7 +145,7 @@ def test_route_properties_with_envoy_encodings(make_app, live, guests: dict[str,
     names = "route_name,xds.route_name,cluster_name,xds.cluster_name,route_metadata,xds.route_metadata,route_metadata.filter_metadata,route_metadata.no_such_field"
     response = http.get(base + "/echo", headers={"x-probe": "props", "x-props-phase": "response", "x-props": names})
     assert response.status_code == 200
-    got = items(response.headers["x-props"])
+    got = probe_props(response.headers["x-props"])
     assert got["route_name"] == got["xds.route_name"] == b"probed"
     assert got["cluster_name"] == got["xds.cluster_name"] == "!" + str(Status.NOT_FOUND)  # a URL/embedded route has no cluster
     assert got["route_metadata.no_such_field"] == "!" + str(Status.NOT_FOUND)
@@ -181,7 +169,7 @@ def test_cluster_name_is_the_route_cluster(make_app, live, guests: dict[str, Pat
     base = live(make_app([plugin("probe", guests["hostcall_probe"])], routes=routes, clusters=clusters))
     response = http.get(base + "/anything", headers={"x-probe": "props", "x-props-phase": "response", "x-props": "cluster_name,xds.cluster_name,route_name"})
     assert response.json()["service"] == "canary"
-    got = items(response.headers["x-props"])
+    got = probe_props(response.headers["x-props"])
     assert got["cluster_name"] == got["xds.cluster_name"] == b"backend"
     assert got["route_name"] == b"to-backend"
 

@@ -270,22 +270,7 @@ class LlmApi:
 
     async def _open_operation_stream(self, attempt: "_Attempt", request: OperationRequest, exchange: LlmExchange, number: int) -> Response:
         d = attempt.d
-        first_byte = self.deadlines.first_byte_s
-        try:
-            async with asyncio.timeout(first_byte):
-                chunks = await self.backends[d.kind].open_stream(d, request, max(first_byte, self.deadlines.idle_s))
-                first = await anext(chunks)
-        except StopAsyncIteration:
-            raise BackendError(f"{d.id} ended its stream without sending anything", 502) from None
-        except TimeoutError:
-            raise BackendError(f"{d.id} sent no first chunk within {first_byte:g} s (router.first_byte_timeout_s)", 504) from None
-        return _RelayResponse(
-            self._relay(first, chunks, attempt, exchange),
-            attempt,
-            chunks,
-            media_type="text/event-stream",
-            headers={"cache-control": "no-cache", **self._headers(attempt.call, d, number)},
-        )
+        return await self._open_relay(attempt, exchange, number, lambda timeout_s: self.backends[d.kind].open_stream(d, request, timeout_s))
 
     def _headers(self, call: RoutedCall, d: LiveDeployment, attempts: int) -> dict[str, str]:
         headers = {
@@ -426,14 +411,21 @@ class LlmApi:
 
     async def _open_stream(self, attempt: "_Attempt", body: dict[str, Any], exchange: LlmExchange, number: int, strip_usage: bool = False) -> Response:
         d = attempt.d
+        return await self._open_relay(attempt, exchange, number, lambda timeout_s: self.backends[d.kind].stream(d, body, timeout_s), strip_usage)
+
+    async def _open_relay(
+        self, attempt: "_Attempt", exchange: LlmExchange, number: int, open_chunks: Callable[[float], Awaitable[AsyncIterator[bytes]]], strip_usage: bool = False
+    ) -> Response:
+        """A streamed answer, chat or another operation: its first chunk is fetched before
+        the response starts, so until then the request can still fail over. (If anext
+        fails, the stream has ended: the failure went through its frame, so there is
+        nothing left to close.)"""
+        d = attempt.d
         first_byte = self.deadlines.first_byte_s
         try:
-            # The first chunk is fetched before the response starts: until then the
-            # request can still fail over. (If anext fails, the stream has ended: the
-            # failure went through its frame, so there is nothing left to close.)
             async with asyncio.timeout(first_byte):
                 # The backend's own per-operation timeout is only a backstop for ours.
-                chunks = await self.backends[d.kind].stream(d, body, max(first_byte, self.deadlines.idle_s))
+                chunks = await open_chunks(max(first_byte, self.deadlines.idle_s))
                 first = await anext(chunks)
         except StopAsyncIteration:
             raise BackendError(f"{d.id} ended its stream without sending anything", 502) from None

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from typing import Any, AsyncIterator, Mapping, Sequence
+from typing import Any, AsyncIterator, Awaitable, Mapping, Sequence, TypeVar
 
 import aiohttp
 
@@ -41,41 +41,30 @@ class EmbeddedBackend:
         self.provider = provider
 
     async def complete(self, d: LiveDeployment, body: Mapping[str, Any], timeout_s: float) -> dict[str, Any]:
-        try:
-            async with asyncio.timeout(timeout_s):
-                return await self.provider.complete(_with_model(body, d.upstream_model), d.upstream_model, timeout_s)
-        except TimeoutError:
-            raise BackendError(f"{d.id} timed out after {timeout_s:g} s", 504) from None
-        except MockFailure as exc:
-            raise BackendError(str(exc), 500) from None
+        return await _mock(d, timeout_s, self.provider.complete(_with_model(body, d.upstream_model), d.upstream_model, timeout_s))
 
     async def stream(self, d: LiveDeployment, body: Mapping[str, Any], timeout_s: float) -> AsyncIterator[bytes]:
-        try:
-            async with asyncio.timeout(timeout_s):
-                return await self.provider.stream(_with_model(body, d.upstream_model), d.upstream_model, timeout_s)
-        except TimeoutError:
-            raise BackendError(f"{d.id} timed out after {timeout_s:g} s", 504) from None
-        except MockFailure as exc:
-            raise BackendError(str(exc), 500) from None
-
+        return await _mock(d, timeout_s, self.provider.stream(_with_model(body, d.upstream_model), d.upstream_model, timeout_s))
 
     async def call(self, d: LiveDeployment, request: OperationRequest, timeout_s: float) -> RawAnswer:
-        try:
-            async with asyncio.timeout(timeout_s):
-                return await self.provider.operation(request, d.upstream_model, timeout_s)
-        except TimeoutError:
-            raise BackendError(f"{d.id} timed out after {timeout_s:g} s", 504) from None
-        except MockFailure as exc:
-            raise BackendError(str(exc), 500) from None
+        return await _mock(d, timeout_s, self.provider.operation(request, d.upstream_model, timeout_s))
 
     async def open_stream(self, d: LiveDeployment, request: OperationRequest, timeout_s: float) -> AsyncIterator[bytes]:
-        try:
-            async with asyncio.timeout(timeout_s):
-                return await self.provider.operation_stream(request, d.upstream_model, timeout_s)
-        except TimeoutError:
-            raise BackendError(f"{d.id} timed out after {timeout_s:g} s", 504) from None
-        except MockFailure as exc:
-            raise BackendError(str(exc), 500) from None
+        return await _mock(d, timeout_s, self.provider.operation_stream(request, d.upstream_model, timeout_s))
+
+
+_T = TypeVar("_T")
+
+
+async def _mock(d: LiveDeployment, timeout_s: float, call: Awaitable[_T]) -> _T:
+    """A mock call as a deployment call fails: a timeout is a 504, a told failure a 500."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await call
+    except TimeoutError:
+        raise BackendError(f"{d.id} timed out after {timeout_s:g} s", 504) from None
+    except MockFailure as exc:
+        raise BackendError(str(exc), 500) from None
 
 
 class PassthroughBackend:
