@@ -139,3 +139,23 @@ def test_streamed_usage_only_when_asked_as_openai_sends_it(client: openai.OpenAI
     assert counted[-1].choices == []
     assert counted[-1].usage.completion_tokens == 5  # type: ignore[union-attr]
     assert [c.choices[0].finish_reason for c in counted[:-1]][-1] == "stop"
+
+
+def test_bad_operation_requests_get_clear_400s_and_the_gateway_keeps_serving(make_app, live, http: httpx.Client) -> None:  # type: ignore[no-untyped-def]
+    base = live(make_app([], model_list=MODELS))
+    cases = [
+        ("/v1/embeddings", {"content": b"{not json"}, "invalid_json"),
+        ("/v1/embeddings", {"json": ["a", "list"]}, None),
+        ("/v1/embeddings", {"json": {"model": 5, "input": "x"}}, None),
+        ("/v1/completions", {"json": {"model": "chat", "prompt": "x", "stream": "yes"}}, None),
+        ("/v1/audio/transcriptions", {"json": {"model": "whisper"}}, "invalid_content_type"),
+        ("/v1/audio/transcriptions", {"files": {"file": ("a.wav", b"RIFF")}}, "missing_model"),
+    ]
+    for path, kwargs, code in cases:
+        response = http.post(base + path, **kwargs)  # type: ignore[arg-type]
+        assert response.status_code == 400, (path, kwargs, response.text)
+        error = response.json()["error"]
+        assert error["type"] == "invalid_request_error" and error["message"]
+        if code is not None:
+            assert error["code"] == code
+    assert http.post(base + "/v1/embeddings", json={"model": "embed", "input": "still up", "encoding_format": "float"}).status_code == 200
