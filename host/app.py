@@ -36,6 +36,7 @@ from routeiq.services.callout import CalloutClient, Resolver
 from routeiq.services.clusters import ClusterTable
 from routeiq.services.http_client import HttpClient
 from routeiq.services.plugin_metrics import PluginMetrics
+from routeiq.services.replica_record import ReplicaRecord
 from routeiq.services.shared_store import InMemoryStore, RedisStore, SharedStore
 
 from routeiq.gateway.config_watch import ConfigFile, ConfigWatcher, StaticConfigFile
@@ -44,11 +45,13 @@ from routeiq.gateway.events import GatewayEvents
 from routeiq.gateway.health import HealthReport
 from routeiq.gateway.load_shedding import ConcurrencyLimit
 from routeiq.gateway.metrics_endpoint import GatewayCollector, metrics_endpoint
+from routeiq.gateway.operator_changes import OperatorChanges
 from routeiq.gateway.operator_state import OperatorState
 from routeiq.gateway.plugin_filter import PluginFilter
 from routeiq.gateway.plugin_logs import PluginLogBook
 from routeiq.gateway.plugin_set import PluginSet, PluginStartupError
 from routeiq.gateway.request_limits import ADMIN_PREFIX, RequestLimits
+from routeiq.gateway.replica_sync import ReplicaSync, node_id
 from routeiq.gateway.reverse_proxy import ClusterProxy, ReverseProxy
 from routeiq.gateway.route_table import RouteTable, compile_route
 from routeiq.gateway.routing import PrefixedRoutes
@@ -93,16 +96,27 @@ class Gateway:
         self.request_latency = LatencyHistogram()  # timed by the ConcurrencyLimit middleware
         where = str(config.path or "<config>")
         self.plugin_set = PluginSet(self.runtime, self.policy, self.services, self.logs, self.operator_state, self.events.emit, clock, where)
+        watch = config.path is not None and config.model.server.watch_config
+        self.config_watcher = ConfigWatcher(config.path, config, self.plugin_set, self.operator_state, on_llm_change=self._reload_llm) if watch and config.path else None
+        self.config_file: ConfigFile = self.config_watcher or StaticConfigFile(config)
+        record = _replica_record(config)
+        self.operator_changes = OperatorChanges(self.plugin_set, self.operator_state, self.config_file, record)
+        replicas = config.model.replicas
+        self.replica_sync = (
+            ReplicaSync(record, self.operator_changes, self.operator_state, self.plugin_set, node_id(replicas.node_name), replicas.poll_s, replicas.node_ttl_s)
+            if record is not None
+            else None
+        )
         self.native: list[tuple[GatewayPlugin, bool]] = []
         try:
+            if self.replica_sync is not None:  # a node that missed changes starts with them
+                self.replica_sync.catch_up()
             self.plugin_set.load(config.plugin_specs())
+            self.operator_changes.started()
             self.native = self._load_native()
         except BaseException:
             self.close()
             raise
-        watch = config.path is not None and config.model.server.watch_config
-        self.config_watcher = ConfigWatcher(config.path, config, self.plugin_set, self.operator_state, on_llm_change=self._reload_llm) if watch and config.path else None
-        self.config_file: ConfigFile = self.config_watcher or StaticConfigFile(config)
         self.reverse_proxy: ReverseProxy | None = None
         self.mock = MockProvider()
         if isinstance(upstream, UpstreamConfig):
@@ -136,7 +150,7 @@ class Gateway:
         models = frozenset(llm.router.groups) if llm is not None else None
         self.filter = PluginFilter(default_app, plugins, models, tracer, self.events, header_limits, self.route_table, self.plugin_set.chain_for)
         router = llm.router if llm is not None else None
-        self.health = HealthReport(self.plugin_set, [p for p, _ in self.native], self.breakers, self.upstream_name, router, self.config_watcher, self.events)
+        self.health = HealthReport(self.plugin_set, [p for p, _ in self.native], self.breakers, self.upstream_name, router, self.config_watcher, self.events, self.replica_sync)
         self.metrics = GatewayCollector(self.plugin_set, self.services, self.breakers, self.request_latency, router, self.llm_telemetry)
 
     @property
@@ -218,7 +232,7 @@ class Gateway:
             Route("/health", self.health.endpoint(), methods=["GET"]),
             Route("/metrics", metrics_endpoint(self.metrics), methods=["GET"]),
             # A regex per admin route only for /admin/ paths.
-            PrefixedRoutes(ADMIN_PREFIX, admin_routes(self.plugin_set, self.operator_state, self.config_file, self.services.audit, self.admin_keys, self.config.model.admin)),
+            PrefixedRoutes(ADMIN_PREFIX, admin_routes(self.plugin_set, self.operator_changes, self.replica_sync, self.services.audit, self.admin_keys, self.config.model.admin)),
             Mount("/", app=NativePlugins(self.filter, self.native)),
         ]
 
@@ -230,6 +244,8 @@ class Gateway:
         await self.events.start(self.breakers)
         if self.config_watcher is not None:
             self.config_watcher.start()
+        if self.replica_sync is not None:
+            self.replica_sync.start()
 
     async def aclose(self) -> None:
         for native, _ in self.native:
@@ -239,12 +255,16 @@ class Gateway:
                 log.exception("native plugin %s failed in shutdown", native.name)
         if self.config_watcher is not None:
             await self.config_watcher.stop()
+        if self.replica_sync is not None:
+            await self.replica_sync.stop()
         await self.events.stop()  # flush what is due; the rest stays in the outbox
         await self.http.aclose()
         await self.clusters.aclose()
         self.close()
 
     def close(self) -> None:
+        if getattr(self, "replica_sync", None) is not None:
+            self.replica_sync.record.close()  # type: ignore[union-attr]
         self.plugin_set.close()
         self.runtime.close()
         self.tracing.shutdown()
@@ -255,6 +275,15 @@ class Gateway:
 async def _no_route(scope: Scope, receive: Receive, send: Send) -> None:
     """An `upstream: llm` route's answer for a path the LLM API does not serve."""
     await send_error(send, 404, f"no LLM endpoint {scope['path']}", "invalid_request_error", "route_not_found")
+
+
+def _replica_record(config: LoadedConfig) -> ReplicaRecord | None:
+    """The shared record of operator changes, when replicas share one (kv: redis)."""
+    kv = config.model.kv
+    if kv.backend != "redis" or not config.model.replicas.share_operator_state:
+        return None
+    assert kv.url is not None
+    return ReplicaRecord(kv.url, kv.prefix, kv.timeout_s)
 
 
 def _store(config: LoadedConfig, breakers: BreakerBoard) -> SharedStore:

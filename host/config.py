@@ -540,12 +540,34 @@ class ClusterConfig(_Strict):
         return self
 
 
+class ReplicasConfig(_Strict):
+    """Several workers and replicas as one gateway (docs/operating.md#several-replicas)."""
+
+    share_operator_state: bool = Field(
+        True,
+        description=(
+            "With `kv.backend: redis`, admin changes (plugin config, swapped modules, manual quarantine) are recorded in Redis and every worker "
+            "and replica applies them; each node keeps its last good state in admin.state_dir. false: each process keeps its own (memory backend: always)."
+        ),
+    )
+    node_name: str | None = Field(None, description="This host's name in node ids (`<node_name>:<pid>`); null: the hostname.")
+    poll_s: float = Field(1.0, gt=0, le=60, description="Each node also checks the record this often, for a change published while it was disconnected (changes normally arrive by pub/sub within milliseconds).")
+    node_ttl_s: float = Field(5.0, gt=0, le=600, description="A node that has not reported for this long drops out of /admin/nodes (nodes report every poll_s).")
+
+    @model_validator(mode="after")
+    def _ttl(self) -> "ReplicasConfig":
+        if self.node_ttl_s <= self.poll_s:
+            raise ValueError("node_ttl_s must be longer than poll_s (nodes report every poll_s)")
+        return self
+
+
 class GatewayConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig, description="The HTTP server.")
     upstream: Union[Literal["embedded"], UpstreamConfig] = Field("embedded", description="Where non-LLM traffic (and /v1/* without a model_list) goes: `embedded`, the built-in mock OpenAI upstream (no keys, no network), or a reverse proxy to a URL.")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="The Wasm runtime.")
     policy: Union[str, dict[str, Any], None] = Field(None, description="Operator policy: a file path, or the policy inline (null: none, every capability denied); `serve --policy FILE` overrides. Fields: the policy reference below.")
     kv: KvConfig = Field(default_factory=KvConfig, description="Shared data and queues behind shared_kv / shared_queue.")
+    replicas: ReplicasConfig = Field(default_factory=ReplicasConfig, description="What workers and replicas sharing `kv` Redis share beyond plugin data.")
     audit: AuditConfig = Field(default_factory=AuditConfig, description="Denied host calls.")
     model_list: list[ModelEntry] = Field(default_factory=list, description="LLM deployments, in litellm's model list format (empty: /v1/* goes to `upstream` like any other path).")
     router: RouterConfig = Field(default_factory=RouterConfig, description="Routing across deployments.")

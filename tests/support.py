@@ -97,13 +97,14 @@ def redis_server_binary(search_path: str | None = None) -> str:
 
 
 @contextlib.contextmanager
-def redis_server() -> Iterator[str]:
-    """A throwaway redis-server on loopback; yields its URL."""
+def redis_server(port: int | None = None) -> Iterator[str]:
+    """A throwaway redis-server on loopback (no persistence: a restart on the same
+    `port` starts empty); yields its URL."""
     import subprocess
 
     import redis
 
-    port = free_port()
+    port = port or free_port()
     proc = subprocess.Popen(
         [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "yes"],
         stdout=subprocess.DEVNULL,

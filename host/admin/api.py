@@ -8,6 +8,7 @@ malformed is applied or persisted."""
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, Awaitable, Callable, Sequence
 
 from starlette.requests import Request
@@ -16,9 +17,9 @@ from starlette.routing import Route
 from starlette.schemas import SchemaGenerator
 
 from routeiq.config import AdminConfig
-from routeiq.gateway.config_watch import ConfigFile
-from routeiq.gateway.operator_state import OperatorState
+from routeiq.gateway.operator_changes import OperatorChanges, StateNotStored
 from routeiq.gateway.plugin_set import PluginSet
+from routeiq.gateway.replica_sync import ReplicaSync
 from routeiq.policy.config_schema import ConfigSchemaError, validate_document
 from routeiq.runtime.errors import PluginError
 from routeiq.services.audit import AuditLog
@@ -41,7 +42,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 def admin_routes(
-    plugins: PluginSet, operator_state: OperatorState, config_file: ConfigFile, audit: AuditLog, keys: Sequence[AdminKey], limits: AdminConfig
+    plugins: PluginSet, changes: OperatorChanges, replicas: ReplicaSync | None, audit: AuditLog, keys: Sequence[AdminKey], limits: AdminConfig
 ) -> list[Route]:
 
     def guarded(role: str, handler: Handler) -> Handler:
@@ -58,6 +59,8 @@ def admin_routes(
                 return await handler(request)
             except BodyRefused as refused:
                 return _error(refused.status, refused.message, refused.code)
+            except StateNotStored as exc:  # never acknowledge what other nodes will not see
+                return _error(503, f"{exc}; nothing was changed", "state_not_stored")
 
         endpoint.__doc__ = handler.__doc__
         return endpoint
@@ -96,8 +99,27 @@ def admin_routes(
                 "config": plugin.spec.plugin_config.decode("utf-8", "replace"),
                 "hooks": plugin.hooks.describe(),
                 "denials": denials,
+                **(await node_views(plugin.spec.name)),
             }
         )
+
+    async def node_views(name: str) -> dict[str, Any]:
+        """Which node answered and, with replicas, how the plugin is on each node."""
+        here = {"node": replicas.node if replicas is not None else None, "pid": os.getpid()}
+        if replicas is None:
+            return here
+        view = await replicas.view()
+        nodes = {n["node"]: {"version": n.get("version"), **n.get("plugins", {}).get(name, {"state": "absent"})} for n in view["nodes"]}
+        return {**here, "nodes": nodes}
+
+    async def list_nodes(_: Request) -> Response:
+        """
+        summary: Every worker and replica sharing this gateway's operator state - the version each runs, each plugin's module, config digest, state and quarantine there, and whether all have converged
+        responses: {200: {description: nodes}}
+        """
+        if replicas is None:
+            return JSONResponse({"shared": False, "converged": True, "this_node": None, "pid": os.getpid(), "nodes": []})
+        return JSONResponse({"shared": True, "pid": os.getpid(), **(await replicas.view())})
 
     async def get_schema(request: Request) -> Response:
         """
@@ -112,7 +134,7 @@ def admin_routes(
             return _error(404, f"plugin {plugin.spec.name!r} declares no config_schema in its manifest", "no_schema")
         return JSONResponse(schema)
 
-    def apply_config(plugin: Any, document: Any) -> Response:
+    async def apply_config(plugin: Any, document: Any) -> Response:
         """Validate `document` (schema, size), apply it live, then persist it."""
         try:
             validate_document(plugin.admission.manifest.config_schema, document)
@@ -122,12 +144,11 @@ def admin_routes(
         if len(config) > limits.max_config_bytes:
             return _error(413, f"the resulting config is larger than {limits.max_config_bytes} bytes (admin.max_config_bytes)", "body_too_large")
         try:
-            plugin.reconfigure(config)
+            await changes.set_config(plugin.spec.name, config)
         except ConfigSchemaError as exc:
             return _error(400, str(exc), "schema_violation")
         except PluginError as exc:
             return _error(400, f"the plugin refused the configuration: {exc}", "rejected_by_plugin")
-        operator_state.save_config(plugin.spec.name, config)
         return JSONResponse({"ok": True, "plugin": plugin.spec.name, "config": document})
 
     async def put_config(request: Request) -> Response:
@@ -139,7 +160,7 @@ def admin_routes(
         if plugin is None:
             return _error(404, f"no plugin {request.path_params['name']!r}", "not_found")
         document = parse_json(await read_limited(request, limits.max_config_bytes, "admin.max_config_bytes"))
-        return apply_config(plugin, document)
+        return await apply_config(plugin, document)
 
     async def patch_config(request: Request) -> Response:
         """
@@ -158,7 +179,7 @@ def admin_routes(
             current = parse_json(current_raw) if current_raw.strip() else {}
         except BodyRefused:
             return _error(409, f"plugin {plugin.spec.name!r} has a configuration that is not JSON; replace it with PUT", "config_not_json")
-        return apply_config(plugin, merge_patch(current, patch))
+        return await apply_config(plugin, merge_patch(current, patch))
 
     async def post_module(request: Request) -> Response:
         """
@@ -172,7 +193,7 @@ def admin_routes(
         if not wasm:
             return _error(400, "send the module as the body", "bad_module")
         try:
-            plugin = await plugins.swap_module(name, wasm)
+            plugin = await changes.swap_module(name, wasm)
         except PluginError as exc:
             return _error(400, f"module refused, the old one stays: {exc}", "module_refused")
         except OSError as exc:
@@ -188,9 +209,7 @@ def admin_routes(
         if plugin is None:
             return _error(404, f"no plugin {request.path_params['name']!r}", "not_found")
         try:
-            name = plugin.spec.name
-            plugin = plugins.reset_config(name, config_file.spec(name))
-            config_file.handed_back(name, "config")
+            plugin = await changes.reset_config(plugin.spec.name)
         except PluginError as exc:
             return _error(400, f"the file's configuration was refused, the admin one stays: {exc}", "rejected_by_plugin")
         return JSONResponse({"ok": True, "plugin": plugin.spec.name, "config": plugin.spec.plugin_config.decode("utf-8", "replace")})
@@ -204,9 +223,7 @@ def admin_routes(
         if plugin is None:
             return _error(404, f"no plugin {request.path_params['name']!r}", "not_found")
         try:
-            name = plugin.spec.name
-            plugin = await plugins.reset_module(name, config_file.spec(name))
-            config_file.handed_back(name, "module")
+            plugin = await changes.reset_module(plugin.spec.name)
         except PluginError as exc:
             return _error(400, f"the file's module was refused, the swapped-in one stays: {exc}", "module_refused")
         return JSONResponse({"ok": True, "plugin": plugin.spec.name, "sha256": plugin.sha256})
@@ -219,9 +236,8 @@ def admin_routes(
         plugin = plugin_or_404(request)
         if plugin is None:
             return _error(404, f"no plugin {request.path_params['name']!r}", "not_found")
-        reason = f"by operator {request.state.admin_key.name}"
-        operator_state.save_quarantine(plugin.spec.name, reason)  # holds across restarts
-        plugins.quarantine(plugin.spec.name, reason)  # its route instances too
+        # Holds across restarts, on every node, and for its route instances too.
+        await changes.quarantine(plugin.spec.name, f"by operator {request.state.admin_key.name}")
         return JSONResponse({"ok": True, **plugin.describe()})
 
     async def release(request: Request) -> Response:
@@ -232,11 +248,11 @@ def admin_routes(
         plugin = plugin_or_404(request)
         if plugin is None:
             return _error(404, f"no plugin {request.path_params['name']!r}", "not_found")
-        operator_state.clear_quarantine(plugin.spec.name)
-        plugins.release(plugin.spec.name, f"by operator {request.state.admin_key.name}")
+        await changes.release(plugin.spec.name, f"by operator {request.state.admin_key.name}")
         return JSONResponse({"ok": True, **plugin.describe()})
 
     routes = [
+        Route("/admin/nodes", guarded("viewer", list_nodes), methods=["GET"]),
         Route("/admin/plugins", guarded("viewer", list_plugins), methods=["GET"]),
         Route("/admin/plugins/{name}", guarded("viewer", get_plugin), methods=["GET"]),
         Route("/admin/plugins/{name}/schema", guarded("viewer", get_schema), methods=["GET"]),

@@ -18,6 +18,7 @@ from routeiq.services.breakers import BreakerBoard
 from .config_watch import ConfigWatcher
 from .events import GatewayEvents
 from .plugin_set import PluginSet
+from .replica_sync import ReplicaSync
 
 log = logging.getLogger("routeiq.gateway")
 
@@ -32,7 +33,9 @@ class HealthReport:
         router: LlmRouter | None,
         watcher: ConfigWatcher | None,
         events: GatewayEvents,
+        replicas: ReplicaSync | None = None,
     ) -> None:
+        self.replicas = replicas
         self.plugins = plugins
         self.native = native
         self.breakers = breakers
@@ -56,6 +59,11 @@ class HealthReport:
             report["routing"] = self.router.describe()
         if self.watcher is not None:
             report["config"] = self.watcher.status()
+        if self.replicas is not None:
+            # Redis away: this node serves its last good state, and says so.
+            replicas = report["replicas"] = self.replicas.status()
+            if replicas["store"] != "ok" or replicas["errors"]:
+                report["status"] = "degraded"
         webhooks = self.events.stats()
         if webhooks is not None:
             report["webhooks"] = webhooks

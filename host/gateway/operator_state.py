@@ -4,7 +4,12 @@
 a swapped-in module kept from its predecessor, and a manual quarantine;
 <state_dir>/modules/<sha256>.wasm holds uploaded modules (content-addressed), written only
 once the module was accepted. Every write is atomic (temp file + rename), so a crash
-leaves the old state or the new, never half."""
+leaves the old state or the new, never half.
+
+In a cluster (services/cluster_record.py) this directory is the node's mirror of the
+cluster's record: what the node runs and restarts with while Redis is away, and what it
+writes back if Redis comes back empty. <state_dir>/cluster.json holds the cluster version
+the mirror reflects."""
 
 from __future__ import annotations
 
@@ -97,6 +102,41 @@ class OperatorState:
         """The reason of a manual quarantine still in force (until released)."""
         reason = self.load(name).get("quarantine")
         return reason if isinstance(reason, str) else None
+
+    def names(self) -> list[str]:
+        """Plugins with operator state."""
+        return sorted(p.stem for p in (self.directory / "plugins").glob("*.json"))
+
+    def module_sha(self, name: str) -> str | None:
+        """sha256 of the swapped-in module (its file is named by it), if any."""
+        module = self.load(name).get("module")
+        return Path(module).stem if isinstance(module, str) else None
+
+    def record_fields(self, name: str) -> dict[str, str]:
+        """The operator state of `name` as cluster record fields (config, module sha256,
+        manifest JSON, quarantine)."""
+        state = self.load(name)
+        fields: dict[str, str] = {}
+        if isinstance(state.get("config"), str):
+            fields["config"] = state["config"]
+        sha = self.module_sha(name)
+        if sha is not None:
+            fields["module"] = sha
+            if "manifest" in state:
+                fields["manifest"] = json.dumps(state["manifest"], separators=(",", ":"), sort_keys=True)
+        if isinstance(state.get("quarantine"), str):
+            fields["quarantine"] = state["quarantine"]
+        return fields
+
+    def applied_version(self) -> int | None:
+        """The cluster version this mirror reflects (None: never part of a cluster)."""
+        try:
+            return int(json.loads((self.directory / "cluster.json").read_text())["version"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def set_applied_version(self, version: int) -> None:
+        _atomic_write(self.directory / "cluster.json", json.dumps({"version": version}).encode())
 
     def overrides(self, name: str) -> set[str]:
         """Which fields operators changed: "config", "module"."""
