@@ -2,7 +2,7 @@
 the machine, the date, the command, and each goal met or the measured gap (the hook
 matrix is pivoted, rows x columns, and also drawn as bench/results/hook_matrix.png).
 
-Usage: ./dev bench [--only hooks,footprint,chain,load,slow_callbacks] [--quick] [pytest args for the hooks stage]
+Usage: ./dev bench [--only hooks,footprint,chain,load,slow_callbacks,replicas] [--quick] [pytest args for the hooks stage]
 """
 
 from __future__ import annotations
@@ -250,7 +250,7 @@ def machine() -> str:
     return f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}, wasmtime-py {version('wasmtime')}"
 
 
-STAGES = ("hooks", "footprint", "chain", "load", "slow_callbacks")
+STAGES = ("hooks", "footprint", "chain", "load", "slow_callbacks", "replicas")
 
 
 def run_pytest_benchmarks(pytest_args: list[str]) -> int:
@@ -300,7 +300,7 @@ def run_pytest_benchmarks(pytest_args: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    """./dev bench [--only hooks,footprint,chain,load,slow_callbacks] [--quick] [pytest args for the hooks stage]"""
+    """./dev bench [--only hooks,footprint,chain,load,slow_callbacks,replicas] [--quick] [pytest args for the hooks stage]"""
     stages: list[str] | None = None
     quick = False
     pytest_args: list[str] = []
@@ -348,6 +348,12 @@ def main(argv: list[str]) -> int:
         from load import slow_callbacks
 
         code = slow_callbacks.main(["--seconds", "3"] if quick else [])
+        if code:
+            return code
+    if "replicas" in stages:
+        import replica_convergence
+
+        code = replica_convergence.main(["--rounds", "5"] if quick else [])
         if code:
             return code
     import headline

@@ -541,7 +541,7 @@ class ClusterConfig(_Strict):
 
 
 class ReplicasConfig(_Strict):
-    """Several workers and replicas as one gateway (docs/operating.md#several-replicas)."""
+    """Several workers and replicas as one gateway (docs/replicas.md)."""
 
     share_operator_state: bool = Field(
         True,

@@ -27,16 +27,19 @@ AUTH = {"authorization": f"Bearer {KEY}"}
 WORKERS = 2
 
 
-def write_config(tmp_path: Path, name: str, redis_url: str, module: Path) -> Path:
-    config = {
+def write_config(tmp_path: Path, name: str, redis_url: str, module: Path, tag: str = "from-file", trapper: Path | None = None) -> Path:
+    config: dict[str, Any] = {
         "server": {"host": "127.0.0.1", "workers": WORKERS},
         "kv": {"backend": "redis", "url": redis_url, "prefix": "rq", "timeout_s": 0.5},
         "replicas": {"poll_s": 0.5, "node_ttl_s": 3},
         "admin": {"state_dir": str(tmp_path / f"state-{name}"), "keys": [{"name": "ops", "sha256": hash_key(KEY), "role": "admin"}]},
         "policy": {"plugins": {"tagger": {"unpinned": True, "capabilities": ["response_body"]}}},
         "runtime": {"cache_dir": str(tmp_path / "cache")},
-        "plugins": [{"name": "tagger", "wasm": str(module), "config": {"tag": "from-file"}, "fail_open": False}],
+        "plugins": [{"name": "tagger", "wasm": str(module), "config": {"tag": tag}, "fail_open": False}],
     }
+    if trapper is not None:  # traps on requests carrying x-hostile
+        config["policy"]["plugins"]["trapper"] = {"unpinned": True, "capabilities": []}
+        config["plugins"].append({"name": "trapper", "wasm": str(trapper), "config": "request_headers", "fail_open": True, "quarantine": {"max_traps": 2, "window_s": 60, "cooldown_s": 600}})
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -63,7 +66,8 @@ class Replica:
 
     def get(self, path: str, **kw: Any) -> httpx.Response:
         # A fresh connection each time, so the kernel may hand it to any worker.
-        return httpx.get(f"{self.url}{path}", headers={**AUTH, "connection": "close"}, timeout=10, trust_env=False, **kw)
+        headers = {**AUTH, "connection": "close", **kw.pop("headers", {})}
+        return httpx.get(f"{self.url}{path}", headers=headers, timeout=10, trust_env=False, **kw)
 
     def send(self, method: str, path: str, **kw: Any) -> httpx.Response:
         return httpx.request(method, f"{self.url}/admin{path}", headers={**AUTH, "connection": "close", **kw.pop("headers", {})}, timeout=30, trust_env=False, **kw)
@@ -220,6 +224,55 @@ def test_a_restarted_replica_catches_up_on_changes_made_while_it_was_down(tmp_pa
             assert a.send("POST", "/plugins/tagger/quarantine").status_code == 200
             with replicas(config_b) as (b,):
                 b.per_worker("/admin/plugins/tagger", lambda body: tag_is("while-b-was-down")(body) and body["state"] == "quarantined", timeout=10)
+
+
+def test_automatic_quarantine_stays_per_node_and_every_node_shows_it(tmp_path: Path, guests: dict[str, Path]) -> None:
+    module = tmp_path / "tagger.wasm"
+    shutil.copy(guests["tagger"], module)
+    with redis_server() as url:
+        configs = [write_config(tmp_path, n, url, module, trapper=guests["hostile_trap"]) for n in ("a", "b")]
+        with replicas(*configs) as (a, b):
+            # Hostile requests reach A only: the worker that serves them quarantines its trapper.
+            def a_quarantined() -> dict[str, Any] | None:
+                for _ in range(3):
+                    assert a.get("/echo", headers={"x-hostile": "1"}).status_code == 200  # fail_open: skipped
+                view = b.get("/admin/nodes").json()  # asked on B: every node's view is there
+                states = {n["node"]: n["plugins"]["trapper"] for n in view["nodes"]}
+                return view if any(s["state"] == "quarantined" for s in states.values()) else None
+
+            view = _eventually(a_quarantined)
+            b_pids = set(b.per_worker("/health", lambda _: True))
+            for node in view["nodes"]:
+                trapper = node["plugins"]["trapper"]
+                if node["pid"] in b_pids:
+                    assert trapper["state"] == "ready" and trapper["traps"] == 0  # B never saw a trap
+                if trapper["state"] == "quarantined":
+                    assert node["pid"] not in b_pids and trapper["manual"] is False and trapper["traps"] >= 2
+            assert view["converged"]  # a trap is not an operator change: versions still agree
+
+
+def test_config_file_edits_reach_every_node_and_admin_changes_win_everywhere(tmp_path: Path, guests: dict[str, Path]) -> None:
+    module = tmp_path / "tagger.wasm"
+    shutil.copy(guests["tagger"], module)
+    with redis_server() as url:
+        # One file for both replicas (a ConfigMap mounted on each host, say).
+        config = write_config(tmp_path, "shared", url, module)
+        with replicas(config, config) as (a, b):
+            config.write_text(config.read_text().replace("tag: from-file", "tag: file-v2"))
+            for r in (a, b):
+                r.per_worker("/admin/plugins/tagger", tag_is("file-v2"))
+            assert a.send("PUT", "/plugins/tagger/config", json={"tag": "admin"}).status_code == 200
+            for r in (a, b):
+                r.per_worker("/admin/plugins/tagger", tag_is("admin"))
+            # The admin change wins on every node: a file edit is reported, not applied.
+            config.write_text(config.read_text().replace("tag: file-v2", "tag: file-v3"))
+            for r in (a, b):
+                r.per_worker("/health", lambda h: any("tagger: config" in o for o in h["config"]["overridden"]))
+                r.per_worker("/admin/plugins/tagger", tag_is("admin"))
+            # Handed back on B: the file's latest value applies everywhere.
+            assert b.send("DELETE", "/plugins/tagger/config").status_code == 200
+            for r in (a, b):
+                r.per_worker("/admin/plugins/tagger", tag_is("file-v3"))
 
 
 def _eventually(check: Callable[[], Any], timeout: float = 20.0) -> Any:
