@@ -42,7 +42,9 @@ from routeiq.services.shared_store import InMemoryStore, RedisStore, SharedStore
 from routeiq.gateway.config_watch import ConfigFile, ConfigWatcher, StaticConfigFile
 from routeiq.gateway.embedded_upstream import create_embedded_upstream
 from routeiq.gateway.events import GatewayEvents
+from routeiq.gateway.front_door_auth import FrontDoorAuth
 from routeiq.gateway.health import HealthReport
+from routeiq.gateway.identity import Identity
 from routeiq.gateway.load_shedding import ConcurrencyLimit
 from routeiq.gateway.metrics_endpoint import GatewayCollector, metrics_endpoint
 from routeiq.gateway.operator_changes import OperatorChanges
@@ -129,8 +131,10 @@ class Gateway:
         tracer = self.tracing.tracer
         # GenAI metrics (llm/telemetry.py): on this app's own registry, read by /metrics.
         self.llm_telemetry: LlmTelemetry | None = None
+        self.identity = Identity.build(config, self.operator_state.directory) if config.model.keys.enabled else None
+        meter = self.identity.authenticator if self.identity is not None else None
         try:
-            llm = build_llm(config, self.breakers, self.mock, self.http, tracer, self.events, [p for p, _ in self.native])
+            llm = build_llm(config, self.breakers, self.mock, self.http, tracer, self.events, [p for p, _ in self.native], meter=meter)
             self.llm_telemetry = llm.telemetry if llm is not None else None
         except BaseException:
             self.close()
@@ -148,7 +152,8 @@ class Gateway:
             raise
         llm = self.llm
         models = frozenset(llm.router.groups) if llm is not None else None
-        self.filter = PluginFilter(default_app, plugins, models, tracer, self.events, header_limits, self.route_table, self.plugin_set.chain_for)
+        front_door = FrontDoorAuth(self.identity.authenticator, config.model.keys.require_on) if self.identity is not None else None
+        self.filter = PluginFilter(default_app, plugins, models, tracer, self.events, header_limits, self.route_table, self.plugin_set.chain_for, front_door)
         router = llm.router if llm is not None else None
         self.health = HealthReport(self.plugin_set, [p for p, _ in self.native], self.breakers, self.upstream_name, router, self.config_watcher, self.events, self.replica_sync)
         self.metrics = GatewayCollector(self.plugin_set, self.services, self.breakers, self.request_latency, router, self.llm_telemetry)
@@ -164,7 +169,8 @@ class Gateway:
         needs a restart instead (None: applied); ConfigError if the new one cannot be built."""
         if self.llm_switch is None or not fresh.model.model_list:
             return "model_list added or removed (the LLM routes are wired at startup)"
-        api = build_llm(fresh, self.breakers, self.mock, self.http, self.tracing.tracer, self.events, [p for p, _ in self.native], self.llm_telemetry)
+        meter = self.identity.authenticator if self.identity is not None else None
+        api = build_llm(fresh, self.breakers, self.mock, self.http, self.tracing.tracer, self.events, [p for p, _ in self.native], self.llm_telemetry, meter)
         assert api is not None  # fresh has a model_list
         self.llm_switch.swap(api)
         self.filter.llm_models = frozenset(api.router.groups)
@@ -246,6 +252,8 @@ class Gateway:
             self.config_watcher.start()
         if self.replica_sync is not None:
             self.replica_sync.start()
+        if self.identity is not None:
+            await self.identity.start()
 
     async def aclose(self) -> None:
         for native, _ in self.native:
@@ -257,12 +265,16 @@ class Gateway:
             await self.config_watcher.stop()
         if self.replica_sync is not None:
             await self.replica_sync.stop()
+        if self.identity is not None:
+            await self.identity.stop()  # due charges to the database, or to the outbox
         await self.events.stop()  # flush what is due; the rest stays in the outbox
         await self.http.aclose()
         await self.clusters.aclose()
         self.close()
 
     def close(self) -> None:
+        if getattr(self, "identity", None) is not None:
+            self.identity.close()  # type: ignore[union-attr]
         if getattr(self, "replica_sync", None) is not None:
             self.replica_sync.record.close()  # type: ignore[union-attr]
         self.plugin_set.close()

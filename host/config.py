@@ -280,6 +280,7 @@ class RouteConfig(_Strict):
             "`route_metadata` / `xds.route_metadata` properties, e.g. `route_metadata.filter_metadata.envoy.filters.http.wasm.auth`."
         ),
     )
+    auth: bool | None = Field(None, description="With `keys.enabled`: true, requests on this route need a virtual key; false, they do not; null: `keys.require_on` decides by path.")
 
     @field_validator("metadata")
     @classmethod
@@ -540,6 +541,32 @@ class ClusterConfig(_Strict):
         return self
 
 
+LLM_API_PREFIXES = [
+    "/v1/chat/", "/v1/completions", "/v1/embeddings", "/v1/responses", "/v1/messages", "/v1/moderations", "/v1/images/", "/v1/audio/", "/v1/models",
+    "/chat/", "/completions", "/embeddings", "/responses", "/messages", "/moderations", "/images/", "/audio/", "/models",
+]
+
+
+class KeysConfig(_Strict):
+    """Virtual keys, teams, budgets and spend (docs/keys.md)."""
+
+    enabled: bool = Field(False, description="Authenticate requests on `require_on` paths (and routes with `auth: true`) with virtual keys; LiteLLM's `general_settings.master_key` turns it on.")
+    database: str | None = Field(
+        None,
+        description="`sqlite:///FILE` (relative to the config file) or `postgresql://user:pass@host:port/db` (several workers or replicas); null: sqlite:///<admin.state_dir>/keys.db. Migrated at startup.",
+    )
+    master_key: str | None = Field(None, description="A key that authenticates as the operator: calls any model without limits and manages keys (/key/*, /team/*, /spend/*). `os.environ/NAME` reads it from the environment.")
+    require_on: list[str] = Field(default_factory=lambda: list(LLM_API_PREFIXES), description="Path prefixes that need a key (default: the LLM API, with and without /v1). A route's `auth` overrides it for that route.")
+    cache_ttl_s: float = Field(1.0, gt=0, le=300, description="How long a node trusts a key's record before reading it again: the bound on how late a revocation, block or change is seen.")
+    store_down: Literal["closed", "cached"] = Field(
+        "closed",
+        description="The key database cannot be read and a key's cached record is stale: `closed` answers 503 auth_unavailable; `cached` keeps serving keys this node has seen (unknown keys are still refused).",
+    )
+    database_timeout_s: float = Field(2.0, gt=0, description="Connect and statement timeout of the key database.")
+    spend_flush_s: float = Field(0.05, gt=0, le=10, description="Charges are written to the database in batches this often (a batch the database refuses waits in the outbox).")
+    rates: Literal["auto", "memory", "redis"] = Field("auto", description="Where rpm/tpm windows are counted: `redis` (exact across workers and replicas; the kv Redis), `memory` (per process); `auto`: redis when kv.backend is redis.")
+
+
 class ReplicasConfig(_Strict):
     """Several workers and replicas as one gateway (docs/replicas.md)."""
 
@@ -568,6 +595,7 @@ class GatewayConfig(_Strict):
     policy: Union[str, dict[str, Any], None] = Field(None, description="Operator policy: a file path, or the policy inline (null: none, every capability denied); `serve --policy FILE` overrides. Fields: the policy reference below.")
     kv: KvConfig = Field(default_factory=KvConfig, description="Shared data and queues behind shared_kv / shared_queue.")
     replicas: ReplicasConfig = Field(default_factory=ReplicasConfig, description="What workers and replicas sharing `kv` Redis share beyond plugin data.")
+    keys: KeysConfig = Field(default_factory=KeysConfig, description="Virtual keys, teams, budgets and spend (docs/keys.md).")
     audit: AuditConfig = Field(default_factory=AuditConfig, description="Denied host calls.")
     model_list: list[ModelEntry] = Field(default_factory=list, description="LLM deployments, in litellm's model list format (empty: /v1/* goes to `upstream` like any other path).")
     router: RouterConfig = Field(default_factory=RouterConfig, description="Routing across deployments.")
@@ -575,7 +603,7 @@ class GatewayConfig(_Strict):
         default_factory=dict,
         description=(
             "LiteLLM's proxy `general_settings`, accepted as LiteLLM config files give it (docs/configuration.md, \"LiteLLM config files\"): "
-            "`master_key` is recorded (not enforced yet), every other key is named in a warning. `router_settings` and "
+            "`master_key` turns on `keys` with that master key, `database_url` becomes `keys.database`, every other key is named in a warning. `router_settings` and "
             "`litellm_settings` are accepted too and mapped onto `router`, `server` and `model_list` at load."
         ),
     )

@@ -53,6 +53,7 @@ class Translation:
     breaker: dict[str, Any] = field(default_factory=dict)
     server: dict[str, Any] = field(default_factory=dict)
     litellm_params: dict[str, Any] = field(default_factory=dict)  # defaults for every deployment
+    keys: dict[str, Any] = field(default_factory=dict)  # virtual keys (general_settings)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -107,8 +108,10 @@ def translate(data: dict[str, Any]) -> Translation:
         where = f"general_settings.{key}"
         value = resolve_env(value, where)
         if key == "master_key":
-            general[key] = value  # kept for virtual keys (issue #16)
-            out.warnings.append(f"{where}: accepted and recorded, but not enforced yet: /v1 requests are not authenticated by it (the /admin API has its own `admin.keys`)")
+            # As in LiteLLM: a master key turns authentication on for the LLM API.
+            out.keys.update({"enabled": True, "master_key": value})
+        elif key == "database_url":
+            out.keys["database"] = value
         else:
             out.warnings.append(f"{where} has no RouteIQ equivalent; ignored")
     for key, why in OTHER_SECTIONS.items():
@@ -192,6 +195,11 @@ def apply(data: dict[str, Any], t: Translation) -> dict[str, Any]:
         for key, value in t.server.items():
             server.setdefault(key, value)
         data["server"] = server
+    if t.keys:
+        keys = dict(data.get("keys") or {})
+        for key, value in t.keys.items():
+            keys.setdefault(key, value)
+        data["keys"] = keys
     if t.litellm_params:
         for entry in data.get("model_list") or []:
             if isinstance(entry, dict) and isinstance(entry.get("litellm_params"), dict):

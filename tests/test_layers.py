@@ -16,7 +16,7 @@ TIERS: list[set[str]] = [
     {"abi", "strict_json", "log_format", "env_vars", "error_responses", "litellm_settings", "__init__"},
     {"runtime", "strategies"},
     {"policy", "toolchain"},
-    {"services"},
+    {"services", "identity"},
     {"hostcalls"},
     {"dispatch"},
     {"config"},

@@ -78,7 +78,7 @@ def _env(provider: str) -> dict[str, str]:
 
 # file -> the warnings check-config prints (each names the file and the key)
 EXPECTED_WARNINGS = {
-    "proxy_quick_start.yaml": ["litellm_settings.success_callback has no RouteIQ equivalent", "general_settings.master_key: accepted and recorded, but not enforced yet", "general_settings.alerting has no RouteIQ equivalent"],
+    "proxy_quick_start.yaml": ["litellm_settings.success_callback has no RouteIQ equivalent", "general_settings.alerting has no RouteIQ equivalent"],
     "reliability_fallbacks.yaml": [],
     "load_balancing_router_settings.yaml": [
         "router_settings.model_group_alias has no RouteIQ equivalent",
@@ -114,12 +114,16 @@ def test_unset_environment_reference_in_settings_names_the_key(provider: str) ->
     assert f"routeiq: {path}: router_settings.redis_password: os.environ/REDIS_PASSWORD is not set in the environment" in checked.stderr
 
 
-def _gateway(name: str, provider: str, monkeypatch: pytest.MonkeyPatch, live: Any) -> tuple[Any, openai.OpenAI]:
+def _gateway(name: str, provider: str, monkeypatch: pytest.MonkeyPatch, live: Any, where: Path | None = None, api_key: str = "sk-client") -> tuple[Any, openai.OpenAI]:
     for key, value in _env(provider).items():
         monkeypatch.setenv(key, value)
-    app = create_app(load_config(CONFIGS / name))
+    path = CONFIGS / name
+    if where is not None:  # its state (the key database) goes there, not beside the fixture
+        path = where / name
+        path.write_bytes((CONFIGS / name).read_bytes())
+    app = create_app(load_config(path))
     base = live(app)
-    return app, openai.OpenAI(base_url=base + "/v1", api_key="sk-client", max_retries=0, timeout=30)
+    return app, openai.OpenAI(base_url=base + "/v1", api_key=api_key, max_retries=0, timeout=30)
 
 
 def test_router_settings_are_mapped_and_served(provider: str, monkeypatch: pytest.MonkeyPatch, live: Any) -> None:
@@ -134,13 +138,15 @@ def test_router_settings_are_mapped_and_served(provider: str, monkeypatch: pytes
     assert "x-routeiq-fallback-group" not in answer.headers
 
 
-def test_litellm_settings_and_general_settings_are_mapped(provider: str, monkeypatch: pytest.MonkeyPatch, live: Any) -> None:
-    app, sdk = _gateway("proxy_quick_start.yaml", provider, monkeypatch, live)
+def test_litellm_settings_and_general_settings_are_mapped(provider: str, monkeypatch: pytest.MonkeyPatch, live: Any, tmp_path: Path) -> None:
+    app, sdk = _gateway("proxy_quick_start.yaml", provider, monkeypatch, live, tmp_path, api_key="sk-1234")
     model = app.state.gateway.config.model
-    assert model.general_settings["master_key"] == "sk-1234"  # recorded for virtual keys (issue #16)
+    assert (model.keys.enabled, model.keys.master_key) == (True, "sk-1234")  # as in LiteLLM: the master key turns auth on
     assert all(entry.litellm_params.model_extra["drop_params"] is True for entry in model.model_list)
     answer = sdk.chat.completions.create(model="gpt-3.5-turbo", messages=[{"role": "user", "content": "hello"}])
     assert answer.choices[0].message.content == "gpt-3.5-turbo says hi"
+    with pytest.raises(openai.AuthenticationError):
+        sdk.with_options(api_key="sk-not-the-master-key").chat.completions.create(model="gpt-3.5-turbo", messages=[{"role": "user", "content": "hello"}])
 
 
 def test_fallbacks_after_the_groups_own_retries(provider: str, monkeypatch: pytest.MonkeyPatch, live: Any, caplog: pytest.LogCaptureFixture) -> None:

@@ -27,6 +27,7 @@ from routeiq.runtime.errors import PluginError
 from routeiq.services.request_ids import new_request_id
 
 from routeiq.error_responses import client_error_body, send_bytes, send_error
+from .front_door_auth import FrontDoorAuth
 
 from .route_table import RequestFacts, Route, RouteTable
 
@@ -61,8 +62,10 @@ class PluginFilter:
         header_limits: HeaderLimits | None = None,
         routes: RouteTable | None = None,
         chain_for: ChainFor | None = None,
+        auth: FrontDoorAuth | None = None,
     ) -> None:
         self.app = app
+        self.auth = auth  # virtual keys (keys.enabled): checked before any plugin runs
         # With routes, each request's upstream, plugins and route properties come from
         # the route it matches (`chain_for` gives a route's plugins, in chain order).
         self.routes = routes if routes else None
@@ -82,7 +85,9 @@ class PluginFilter:
             return
         if self.tracer is None:
             if not self.plugins and self.routes is None:
-                await self.app(scope, receive, send)
+                scope = await self._authenticated(scope, send)
+                if scope:
+                    await self.app(scope, receive, send)
                 return
             await _Exchange(self, scope, receive, send).run()
             return
@@ -101,9 +106,18 @@ class PluginFilter:
                 span.set_attribute("routeiq.request_id", exchange.stream.request_id)
                 await exchange.run()
             else:
-                await self.app(scope, receive, traced_send)
+                scope = await self._authenticated(scope, traced_send)
+                if scope:
+                    await self.app(scope, receive, traced_send)
             if status:
                 span.set_attribute("http.response.status_code", status[0])
+
+    async def _authenticated(self, scope: Scope, send: Send) -> Scope | None:
+        """Without plugins or routes: the front door's check alone (None: refused, answered)."""
+        if self.auth is None or not self.auth.required(scope["path"], None):
+            return scope
+        consumer = await self.auth.admit(scope["headers"], scope["path"], None, send)  # ASGI names are lower-case
+        return {**scope, "routeiq.consumer": consumer} if consumer is not None else None
 
     def keep(self, task: asyncio.Task[None]) -> None:
         self._background.add(task)
@@ -202,6 +216,13 @@ class _Exchange:
             self._match_route(routes)
             self.chain = ChainStream(self.owner.chain_for(self.route), self.stream, self.owner.tracer)
             before = list(self.stream.request_headers.pairs)
+        auth = self.owner.auth
+        if auth is not None and auth.required(self.scope["path"], self.route.auth if self.route is not None else None):
+            consumer = await auth.admit(self.stream.request_headers.pairs, self.scope["path"], self.route.name if self.route is not None else None, self.send)
+            if consumer is None:
+                return  # refused: no plugin, no upstream
+            self.stream.consumer = consumer.properties()
+            self.scope["routeiq.consumer"] = consumer
         verdict = await self._settle(self.chain.request_headers(not self.has_body), StreamType.HTTP_REQUEST, self.chain.request_headers, not self.has_body)
         if verdict.step is not Step.CONTINUE:
             await self._answer(verdict)

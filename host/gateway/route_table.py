@@ -116,6 +116,7 @@ class Route:
     info: RouteInfo
     disabled: frozenset[str] = frozenset()
     configs: dict[str, bytes] = field(default_factory=dict)  # plugin name -> this route's config
+    auth: bool | None = None  # needs a virtual key (None: keys.require_on decides)
     _path: Callable[[str], bool] = lambda p: True
     _methods: frozenset[str] = frozenset()
     _domains: Callable[[str], bool] | None = None
@@ -150,6 +151,7 @@ def compile_route(spec: RouteConfig, upstream: ASGIApp, cluster_name: str | None
         info=RouteInfo(spec.name, cluster_name, spec.metadata),
         disabled=disabled,
         configs=configs,
+        auth=spec.auth,
         _path=_path_test(match),
         _methods=frozenset(match.methods),
         _domains=_domain_test(match.domains),

@@ -87,6 +87,8 @@ class LlmExchange:
     outcome: LlmOutcome | None = None
     api_key_hash: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    consumer: Any = None  # the authenticated virtual key (identity.Consumer), charged as the request settles
+    charged: bool = False
     # view_cbor()'s last answer and what it was built from (compared by identity).
     _view_cache: tuple[Any, Any, str | None, bytes] | None = field(default=None, repr=False, compare=False)
 

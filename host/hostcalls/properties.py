@@ -10,6 +10,8 @@ config `routes:`; a path into `route_metadata` walks it as Envoy walks the Metad
 message (`filter_metadata`, then the filter's Struct), leaves encoded as CEL values. Values are computed on demand: a
 filter reading one attribute per request pays for that one only.
 Paths a plugin sets are kept per request (Envoy's filter state), so plugins can talk.
+`routeiq.consumer.<id|key_hash|key_name|key_alias|user_id|team_id|team_alias>` is the
+virtual key the gateway authenticated (NOT_FOUND without one).
 """
 
 from __future__ import annotations
@@ -242,6 +244,10 @@ class PropertyCalls(CallGroup):
             return _route_property(stream.route, key, rest)
         if head == b"request":
             return _request_property(stream, key, rest)
+        if head == b"routeiq" and key == b"consumer" and len(rest) == 1:
+            # Who the gateway authenticated (keys.enabled), never a client-chosen value.
+            value = stream.consumer.get(rest[0].decode("latin-1")) if stream.consumer is not None else None
+            return value.encode() if value is not None else None
         if head == b"response":
             return _response_property(stream, key, rest)
         if head == b"source" and not rest:
@@ -269,5 +275,7 @@ class PropertyCalls(CallGroup):
             return Status.NOT_FOUND
         if not path:
             return Status.BAD_ARGUMENT
+        if path[:2] == (b"routeiq", b"consumer"):
+            return Status.BAD_ARGUMENT  # read-only: a plugin cannot pose as another consumer
         stream.filter_state[path] = value
         return Status.OK

@@ -166,6 +166,7 @@ class HttpStream:
     llm: LlmExchange | None = None  # set for chat completion requests on the LLM path
     route: RouteInfo | None = None  # the matched route (None: no routes configured, or none matched)
     route_cache_cleared: bool = False  # a plugin asked to re-match the route (clear_route_cache)
+    consumer: dict[str, str] | None = None  # the authenticated virtual key's routeiq.consumer.* values
 
 
 @dataclass

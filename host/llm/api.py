@@ -99,6 +99,12 @@ class Deadlines:
     idle_s: float = 30.0
 
 
+class Meter(Protocol):
+    """Charges answered requests to their consumer (identity.KeyAuthenticator)."""
+
+    def charge(self, consumer: Any, request_id: str, model_group: str, deployment: str, prompt_tokens: int, completion_tokens: int, cost: float) -> None: ...
+
+
 class LlmApi:
     def __init__(
         self,
@@ -112,7 +118,9 @@ class LlmApi:
         events: EventEmitter | None = None,
         native: Sequence[Any] = (),
         telemetry: LlmTelemetry | None = None,
+        meter: Meter | None = None,
     ) -> None:
+        self.meter = meter  # charges answered requests to their virtual key (keys.enabled)
         self.tracer = tracer  # None: tracing is off
         self.telemetry = telemetry or LlmTelemetry(frozenset(router.models))  # GenAI metrics
         self.events = events
@@ -167,6 +175,9 @@ class LlmApi:
         if not exchange.pinned_model and not exchange.request.get("model"):
             return openai_error(400, "you must provide a model parameter", "invalid_request_error", "missing_model", param="model")
         track(request.scope, request.scope["path"], str(exchange.request.get("model") or ""), exchange)
+        refused = self._consumer_refused(request.scope, exchange, exchange.pinned_model or str(exchange.request.get("model") or ""))
+        if refused is not None:
+            return refused
         request_id = request.headers.get("x-request-id") or new_request_id()
         for native in self.native:
             changed = await native.on_llm_pre_call(request_id, exchange.request)
@@ -201,6 +212,8 @@ class LlmApi:
             return _anthropic_error(400, exc.message)
         model = chat["model"]
         track(request.scope, request.scope["path"], model, exchange)
+        if self._consumer_refused(request.scope, exchange, model) is not None:
+            return _anthropic_error(403, f"this key may not use model {model!r}")
         request_id = request.headers.get("x-request-id") or new_request_id()
         try:
             call = self.router.plan(request_id, chat, None, request.headers.get("x-api-key", "") or request.headers.get("authorization", ""))
@@ -244,6 +257,9 @@ class LlmApi:
             request_id = request.headers.get("x-request-id") or new_request_id()
             exchange = LlmExchange(parsed.body)
             track(request.scope, request.scope["path"], parsed.model, exchange)
+            refused = self._consumer_refused(request.scope, exchange, parsed.model)
+            if refused is not None:
+                return refused
             try:
                 call = self.router.plan(request_id, parsed.routing_body(), None, request.headers.get("authorization", "") or request.headers.get("x-api-key", ""))
             except NoSuchModel as exc:
@@ -288,12 +304,35 @@ class LlmApi:
         if self.events is not None:
             self.events.emit(event_type, payload)
 
+    def _consumer_refused(self, scope: Scope, exchange: LlmExchange, model: str) -> Response | None:
+        """Binds the request's virtual key (front door) to the exchange; 403 if the key
+        may not use `model` (its own `models`, else its team's)."""
+        consumer = scope.get("routeiq.consumer")
+        if consumer is None:
+            return None
+        exchange.consumer = consumer
+        if not consumer.allows_model(model):
+            return openai_error(403, f"the key {consumer.key_name} may not use model {model!r}", "permission_error", "model_not_allowed", param="model")
+        return None
+
+    def _charge(self, exchange: LlmExchange, call: RoutedCall, d: LiveDeployment, usage: dict[str, int]) -> None:
+        """Charge the request once, however many attempts and fallbacks it took."""
+        if self.meter is None or exchange.consumer is None or exchange.charged:
+            return
+        exchange.charged = True
+        prompt, completion = int(usage.get("prompt_tokens", 0) or 0), int(usage.get("completion_tokens", 0) or 0)
+        cost = (prompt + completion) / 1000.0 * d.routing.cost_per_1k_tokens
+        model = call.requested or call.request.model
+        self.meter.charge(exchange.consumer, call.request.request_id, model, d.id, prompt, completion, cost)
+
     def _wants(self, event_type: str) -> bool:
         """Is any webhook target listening? (Payloads are only built for one that is.)"""
         return self.events is not None and self.events.wants(event_type)
 
     def _outcome(self, exchange: LlmExchange, call: RoutedCall, d: LiveDeployment, status: int, began: float, usage: dict[str, int] | None) -> None:
         usage = usage or {}
+        if usage:  # what the deployment says it used is charged, answered in full or not
+            self._charge(exchange, call, d, usage)
         if self._wants("request_complete"):
             self._emit(
                 "request_complete",

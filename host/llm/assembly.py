@@ -12,7 +12,7 @@ from routeiq.services.breakers import BreakerBoard
 from routeiq.services.http_client import HttpClient
 
 from .telemetry import LlmTelemetry
-from .api import Deadlines, EventEmitter, LlmApi, is_llm_path
+from .api import Meter, Deadlines, EventEmitter, LlmApi, is_llm_path
 from .backends import EmbeddedBackend, LitellmBackend, PassthroughBackend
 from .deployments import build_deployments
 from .mock_provider import MockBehaviour, MockProvider
@@ -31,6 +31,7 @@ def build_llm(
     events: EventEmitter | None = None,
     native: Sequence[Any] = (),
     telemetry: LlmTelemetry | None = None,
+    meter: "Meter | None" = None,
 ) -> LlmApi | None:
     """The LLM API of `config` (None without a model_list). `telemetry`: the metrics a
     reloaded LLM path keeps recording into (the /metrics collector holds them)."""
@@ -80,7 +81,7 @@ def build_llm(
     deadlines = Deadlines(router_cfg.timeout_s, router_cfg.first_byte_timeout_s or router_cfg.timeout_s, router_cfg.stream_idle_timeout_s)
     if telemetry is not None:
         telemetry.models = frozenset(router.models)  # the reloaded groups are the labels now
-    return LlmApi(router, EmbeddedBackend(mock), PassthroughBackend(http), LitellmBackend(deployments), deadlines, router_cfg.retries, tracer, events, native, telemetry)
+    return LlmApi(router, EmbeddedBackend(mock), PassthroughBackend(http), LitellmBackend(deployments), deadlines, router_cfg.retries, tracer, events, native, telemetry, meter)
 
 
 class LlmSwitch:
