@@ -14,6 +14,7 @@ from starlette.types import Receive, Scope, Send
 
 from routeiq.admin.api import admin_routes
 from routeiq.admin.auth import AdminKey
+from routeiq.admin.keys_api import key_routes
 from routeiq.config import ConfigError, LoadedConfig, RouteClusterUpstream, RouteUrlUpstream, UpstreamConfig, config_bytes
 from routeiq.dispatch.hook_stats import LatencyHistogram
 from routeiq.error_responses import exception_handlers, send_error
@@ -238,9 +239,17 @@ class Gateway:
             Route("/health", self.health.endpoint(), methods=["GET"]),
             Route("/metrics", metrics_endpoint(self.metrics), methods=["GET"]),
             # A regex per admin route only for /admin/ paths.
+            *self._key_routes(),
             PrefixedRoutes(ADMIN_PREFIX, admin_routes(self.plugin_set, self.operator_changes, self.replica_sync, self.services.audit, self.admin_keys, self.config.model.admin)),
             Mount("/", app=NativePlugins(self.filter, self.native)),
         ]
+
+    def _key_routes(self) -> list[BaseRoute]:
+        """LiteLLM-shaped key management (/key/, /team/, /spend/), tried only for those paths."""
+        if self.identity is None:
+            return []
+        routes = key_routes(self.identity.store, self.identity.ledger, self.identity.authenticator, self.admin_keys)
+        return [PrefixedRoutes(prefix, [r for r in routes if isinstance(r, Route) and r.path.startswith(prefix)]) for prefix in ("/key/", "/team/", "/spend/")]
 
     async def start_background(self) -> None:
         """Timers, webhook delivery and the config watcher need the event loop."""

@@ -359,6 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
     new_key.add_argument("--role", required=True, choices=["viewer", "operator", "admin"])
     new_key.set_defaults(func=_admin_new_key)
 
+    from routeiq.keys_cli import add_commands as add_key_commands
+
+    add_key_commands(sub)
+
     demo_auth = sub.add_parser("demo-auth", help="run the demo's auth service (for the ext_auth example)")
     demo_auth.add_argument("--host", default="127.0.0.1")
     demo_auth.add_argument("--port", type=int, default=9101)

@@ -25,6 +25,7 @@ TIERS: list[set[str]] = [
     {"admin"},
     {"app"},  # the composition root: builds the gateway and mounts admin, /metrics, /health
     {"toolkit", "config_reference", "demo_services"},
+    {"keys_cli"},
     {"cli", "__main__"},
 ]
 TIER = {package: rank for rank, packages in enumerate(TIERS) for package in packages}

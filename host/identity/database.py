@@ -38,6 +38,8 @@ MIGRATIONS: list[list[str]] = [
             model_group TEXT NOT NULL, deployment TEXT NOT NULL, prompt_tokens BIGINT NOT NULL, completion_tokens BIGINT NOT NULL,
             cost DOUBLE PRECISION NOT NULL, at DOUBLE PRECISION NOT NULL, day TEXT NOT NULL)""",
         "CREATE INDEX spend_logs_key ON spend_logs (token_hash, at)",
+        # A rotated key's successor: charges still in flight for the old key reach the new one.
+        "CREATE TABLE rotated_keys (old_hash TEXT PRIMARY KEY, new_hash TEXT NOT NULL, at DOUBLE PRECISION NOT NULL)",
         "CREATE INDEX spend_logs_team ON spend_logs (team_id, at)",
         """CREATE TABLE daily_spend (
             day TEXT NOT NULL, token_hash TEXT NOT NULL, team_id TEXT NOT NULL, model_group TEXT NOT NULL,

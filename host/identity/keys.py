@@ -262,6 +262,8 @@ class KeyStore:
             tx.execute("DELETE FROM keys WHERE token_hash = :h", {"h": token_hash})
             row = _row_of(asdict(key))
             tx.execute(f"INSERT INTO keys ({', '.join(row)}) VALUES ({', '.join(':' + c for c in row)})", row)
+            tx.execute("UPDATE rotated_keys SET new_hash = :new WHERE new_hash = :old", {"new": key.token_hash, "old": token_hash})
+            tx.execute("INSERT INTO rotated_keys (old_hash, new_hash, at) VALUES (:old, :new, :at)", {"old": token_hash, "new": key.token_hash, "at": self.clock()})
         return token, key
 
     def delete(self, token_hashes: list[str]) -> int:

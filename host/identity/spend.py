@@ -107,7 +107,8 @@ class SpendLedger:
         # Local charges by key / team: (charged at, written at or None, cost), for `unseen`.
         self._recent: dict[str, deque[list[Any]]] = defaultdict(deque)
         self._entries: dict[str, list[Any]] = {}  # request id -> its entry, until written
-        self.totals: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0.0, 0, 0, 0])  # (team, key alias, model) -> cost, prompt, completion, requests
+        # This node's charges, for /metrics: (team, key alias, model group) -> cost, prompt, completion, requests
+        self.charged: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0.0, 0, 0, 0])
         self.written = 0
         self.failures = 0
         self.last_error: str | None = None
@@ -126,7 +127,7 @@ class SpendLedger:
             for scope in self._scopes(charge):
                 self._recent[scope].append(entry)
         label = (charge.team_id, charge.key_alias or charge.token_hash[:12], charge.model_group)
-        totals = self.totals[label]
+        totals = self.charged[label]
         totals[0] += charge.cost
         totals[1] += charge.prompt_tokens
         totals[2] += charge.completion_tokens
@@ -200,6 +201,11 @@ class SpendLedger:
             if not value:
                 continue
             rows = tx.query(f"SELECT spend, budget_duration, budget_reset_at FROM {table} WHERE {column} = :v{lock}", {"v": value})
+            if not rows and table == "keys":  # rotated meanwhile: the successor pays
+                successor = tx.query("SELECT new_hash FROM rotated_keys WHERE old_hash = :v", {"v": value})
+                if successor:
+                    value = successor[0]["new_hash"]
+                    rows = tx.query(f"SELECT spend, budget_duration, budget_reset_at FROM keys WHERE token_hash = :v{lock}", {"v": value})
             if not rows:
                 continue  # deleted meanwhile: the log row keeps the record
             r = rows[0]
@@ -273,6 +279,10 @@ class SpendLedger:
         return self.db.query(sql, params)
 
     def totals_by(self, column: str, start_day: str | None = None, end_day: str | None = None) -> list[dict[str, Any]]:
+        return self.totals(self.db, column, start_day, end_day)
+
+    @staticmethod
+    def totals(db: Database, column: str, start_day: str | None = None, end_day: str | None = None) -> list[dict[str, Any]]:
         """Spend and tokens grouped by `column` (token_hash, team_id, model_group, day)."""
         if column not in ("token_hash", "team_id", "model_group", "day"):
             raise ValueError(column)
@@ -287,7 +297,7 @@ class SpendLedger:
             f"SELECT {column}, SUM(requests) AS requests, SUM(prompt_tokens) AS prompt_tokens, SUM(completion_tokens) AS completion_tokens, SUM(cost) AS spend "
             f"FROM daily_spend{' WHERE ' + ' AND '.join(where) if where else ''} GROUP BY {column} ORDER BY spend DESC"
         )
-        return self.db.query(sql, params)
+        return db.query(sql, params)
 
 
 __all__ = ["Charge", "SpendLedger"]
