@@ -228,3 +228,89 @@ def probe_props(text: str, sep: str = ";") -> dict[str, bytes | str]:
             name, _, value = item.partition("=")
             out[name] = bytes.fromhex(value)
     return out
+
+
+def postgres_bin(name: str) -> str:
+    """A PostgreSQL server binary (Debian's postgresql package: /usr/lib/postgresql/N/bin).
+    Tests never install it: `./dev setup` does."""
+    import glob
+    import shutil
+
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or ([shutil.which(name)] if shutil.which(name) else [])
+    if not found:
+        raise RuntimeError(f"{name} (PostgreSQL) is required by the PostgreSQL tests and is not installed: run `./dev setup` (Debian package postgresql)")
+    return str(found[-1])
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL cluster on loopback (trust auth, fsync off), stoppable and
+    restartable on the same port and data directory; `url` names its `routeiq` database."""
+
+    def __init__(self, directory: Path) -> None:
+        import subprocess
+
+        self.directory = directory
+        self.data = directory / "data"
+        self.port = free_port()
+        self.url = f"postgresql://routeiq@127.0.0.1:{self.port}/routeiq"
+        self.proc: Any = None
+        directory.mkdir(parents=True, exist_ok=True)
+        # PostgreSQL refuses to run as root: run it as the `postgres` user then.
+        self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self._as:
+            subprocess.run(["chown", "-R", "postgres:postgres", str(directory)], check=True)
+        subprocess.run(self._as + [postgres_bin("initdb"), "-D", str(self.data), "-U", "routeiq", "--auth=trust", "-E", "UTF8"], check=True, capture_output=True)
+        self.start()
+        import psycopg
+
+        with psycopg.connect(f"postgresql://routeiq@127.0.0.1:{self.port}/postgres", autocommit=True) as conn:
+            conn.execute("CREATE DATABASE routeiq")
+
+    def start(self) -> None:
+        import subprocess
+
+        import psycopg
+
+        args = ["-D", str(self.data), "-p", str(self.port), "-k", str(self.directory), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200"]
+        self.proc = subprocess.Popen(self._as + [postgres_bin("postgres"), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                psycopg.connect(f"postgresql://routeiq@127.0.0.1:{self.port}/postgres", connect_timeout=1).close()
+                return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError("postgres did not start")
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        import signal
+
+        if self.proc is not None and self.proc.poll() is None:
+            try:  # the postmaster itself (runuser does not pass SIGINT on): fast shutdown, connections cut
+                pid = int((self.data / "postmaster.pid").read_text().split()[0])
+                os.kill(pid, signal.SIGINT)
+            except (OSError, ValueError, IndexError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[PostgresServer]:
+    import shutil
+    import tempfile
+
+    # Not under pytest's tmp_path: the `postgres` user must be able to reach it.
+    directory = Path(tempfile.mkdtemp(prefix="routeiq-pg-"))
+    os.chmod(directory, 0o755)
+    server = PostgresServer(directory / "cluster")
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)

@@ -294,7 +294,8 @@ class SpendLedger:
             where.append("day <= :end")
             params["end"] = end_day
         sql = (
-            f"SELECT {column}, SUM(requests) AS requests, SUM(prompt_tokens) AS prompt_tokens, SUM(completion_tokens) AS completion_tokens, SUM(cost) AS spend "
+            f"SELECT {column}, CAST(SUM(requests) AS BIGINT) AS requests, CAST(SUM(prompt_tokens) AS BIGINT) AS prompt_tokens, "
+            f"CAST(SUM(completion_tokens) AS BIGINT) AS completion_tokens, SUM(cost) AS spend "
             f"FROM daily_spend{' WHERE ' + ' AND '.join(where) if where else ''} GROUP BY {column} ORDER BY spend DESC"
         )
         return db.query(sql, params)
