@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from routeiq import litellm_settings
 from routeiq.abi.proxy_wasm import LogLevel
@@ -261,10 +261,37 @@ class RouteClusterUpstream(_Strict):
     cluster: str = Field(description="The name of a cluster of `clusters:`: each request goes to the endpoint its load balancer picks, with the request's :authority as Host (as Envoy's router).")
 
 
+def _route_upstream_kind(value: Any) -> str | None:
+    """Which form of a route's `upstream` `value` is meant to be, so that only that form's
+    errors are reported (a plain union reports every member's). The tags are the names
+    `_field_path` leaves out of an error's location."""
+    if isinstance(value, str):
+        return "literal['default','llm','embedded']"
+    if isinstance(value, RouteUrlUpstream) or (isinstance(value, dict) and "url" in value):
+        return "RouteUrlUpstream"
+    if isinstance(value, RouteClusterUpstream) or (isinstance(value, dict) and "cluster" in value):
+        return "RouteClusterUpstream"
+    return None
+
+
+RouteUpstream = Annotated[
+    Union[
+        Annotated[Literal["default", "llm", "embedded"], Tag("literal['default','llm','embedded']")],
+        Annotated[RouteUrlUpstream, Tag("RouteUrlUpstream")],
+        Annotated[RouteClusterUpstream, Tag("RouteClusterUpstream")],
+    ],
+    Discriminator(
+        _route_upstream_kind,
+        custom_error_type="route_upstream",
+        custom_error_message="expected `default`, `llm`, `embedded`, `{url: ...}` or `{cluster: NAME}`",
+    ),
+]
+
+
 class RouteConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$", description="Unique route name (the `route_name` property, metrics, logs).")
     match: RouteMatchConfig = Field(default_factory=RouteMatchConfig, description="Which requests take this route (the first route that matches wins).")
-    upstream: Union[Literal["default", "llm", "embedded"], RouteUrlUpstream, RouteClusterUpstream] = Field(
+    upstream: RouteUpstream = Field(
         "default",
         description=(
             "Where the route's requests go: `default` (what they would reach without routes: the LLM router for its API paths when "
