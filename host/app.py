@@ -69,6 +69,7 @@ class Gateway:
         self, config: LoadedConfig, span_exporter: "SpanExporter | None" = None, resolver: Resolver | None = None, clock: Clock = time.monotonic
     ) -> None:
         self.config = config
+        self._clock = clock  # breakers, quarantine windows, rpm minutes (also of a reloaded LLM path)
         for warning in config.warnings:  # LiteLLM settings without a RouteIQ meaning
             logging.getLogger("routeiq.config").warning("%s", warning)
         self.logs = PluginLogBook()
@@ -116,7 +117,7 @@ class Gateway:
         # GenAI metrics (llm/telemetry.py): on this app's own registry, read by /metrics.
         self.llm_telemetry: LlmTelemetry | None = None
         try:
-            llm = build_llm(config, self.breakers, self.mock, self.http, tracer, self.events, [p for p, _ in self.native])
+            llm = build_llm(config, self.breakers, self.mock, self.http, tracer, self.events, [p for p, _ in self.native], clock=clock)
             self.llm_telemetry = llm.telemetry if llm is not None else None
         except BaseException:
             self.close()
@@ -150,7 +151,7 @@ class Gateway:
         needs a restart instead (None: applied); ConfigError if the new one cannot be built."""
         if self.llm_switch is None or not fresh.model.model_list:
             return "model_list added or removed (the LLM routes are wired at startup)"
-        api = build_llm(fresh, self.breakers, self.mock, self.http, self.tracing.tracer, self.events, [p for p, _ in self.native], self.llm_telemetry)
+        api = build_llm(fresh, self.breakers, self.mock, self.http, self.tracing.tracer, self.events, [p for p, _ in self.native], self.llm_telemetry, self._clock)
         assert api is not None  # fresh has a model_list
         self.llm_switch.swap(api)
         self.filter.llm_models = frozenset(api.router.groups)

@@ -381,6 +381,14 @@ class ModelInfo(BaseModel):
 
 class ModelEntry(_Strict):
     model_name: str = Field(min_length=1, description="The model group clients ask for.")
+    rpm: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Requests per minute this deployment takes (LiteLLM's `rpm`, also read from `litellm_params.rpm`); over it in the current "
+            "minute, it is ranked last, as if its breaker were open (tried only if nothing else is left). Counted per worker process."
+        ),
+    )
     litellm_params: LitellmParams = Field(description="Passed to litellm for providers that need translation.")
     model_info: ModelInfo = Field(default_factory=ModelInfo, description="RouteIQ's routing data for this deployment.")
 
@@ -404,6 +412,18 @@ class BreakerConfig(_Strict):
             data = {**data}
             data["consecutive_failures"] = data.pop("failure_threshold")
         return data
+
+
+class ModelGroupAlias(_Strict):
+    model: str = Field(min_length=1, description="The model group the alias stands for.")
+    hidden: bool = Field(False, description="Not listed by /v1/models (still routed).")
+
+
+# A string or a mapping: told apart first, so a bad mapping reports its own error only.
+GroupAlias = Annotated[
+    Union[Annotated[str, Tag("str")], Annotated[ModelGroupAlias, Tag("ModelGroupAlias")]],
+    Discriminator(lambda v: "str" if isinstance(v, str) else "ModelGroupAlias"),
+]
 
 
 class RouterConfig(_Strict):
@@ -441,6 +461,20 @@ class RouterConfig(_Strict):
     content_policy_fallbacks: list[dict[str, list[str]]] = Field(
         default_factory=list,
         description="As `fallbacks`, for a content policy refusal only (`content_policy_violation`, litellm's ContentPolicyViolationError); without an entry for the group, `fallbacks` applies.",
+    )
+
+    max_fallbacks: int = Field(
+        5,
+        ge=0,
+        description="Most fallback groups tried for one request, across all three lists (LiteLLM's `max_fallbacks`, same default; 0: fallbacks off).",
+    )
+    model_group_alias: dict[str, GroupAlias] = Field(
+        default_factory=dict,
+        description=(
+            "Other names for model groups, in LiteLLM's format: `{\"gpt-4-turbo\": \"gpt-4\"}` or `{\"gpt-4-turbo\": {\"model\": \"gpt-4\", "
+            "\"hidden\": true}}`. A request for the alias is routed (and falls back) as one for the group; `x-routeiq-model` names the group. "
+            "`/v1/models` lists aliases that are not hidden. An alias may not be a group's own name."
+        ),
     )
 
     @field_validator("fallbacks", "context_window_fallbacks", "content_policy_fallbacks", mode="before")
@@ -634,6 +668,12 @@ class GatewayConfig(_Strict):
                     for name in [group, *targets] if group != "*" else targets:
                         if name not in groups:
                             raise ValueError(f"router.{key}[{i}].{group}: {name!r} is not a model group of model_list")
+        for alias, target in self.router.model_group_alias.items():
+            group = target if isinstance(target, str) else target.model
+            if alias in groups:
+                raise ValueError(f"router.model_group_alias.{alias}: {alias!r} is a model group of model_list itself")
+            if group not in groups:
+                raise ValueError(f"router.model_group_alias.{alias}: {group!r} is not a model group of model_list")
         for i, route in enumerate(self.routes):
             if route.name in routes:
                 raise ValueError(f"routes[{i}]: route name {route.name!r} is used twice")
@@ -822,7 +862,7 @@ def _field_path(loc: tuple[Any, ...]) -> str:
             out += f"[{part}]"
         elif part in (
             "str", "dict[str,any]", "list[any]", "UpstreamConfig", "literal['embedded']", "function-after[_url(), KvConfig]",
-            "RouteUrlUpstream", "RouteClusterUpstream", "literal['default','llm','embedded']",
+            "RouteUrlUpstream", "RouteClusterUpstream", "literal['default','llm','embedded']", "ModelGroupAlias",
         ):  # fmt: skip
             continue  # union branch names are noise for an operator
         else:
