@@ -601,9 +601,16 @@ class ClusterConfig(_Strict):
         return self
 
 
+# `embedded` or a mapping, told apart first so that only the meant form's error is reported.
+GatewayUpstream = Annotated[
+    Union[Annotated[Literal["embedded"], Tag("literal['embedded']")], Annotated[UpstreamConfig, Tag("UpstreamConfig")]],
+    Discriminator(lambda v: "literal['embedded']" if isinstance(v, str) else "UpstreamConfig"),
+]
+
+
 class GatewayConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig, description="The HTTP server.")
-    upstream: Union[Literal["embedded"], UpstreamConfig] = Field("embedded", description="Where non-LLM traffic (and /v1/* without a model_list) goes: `embedded`, the built-in mock OpenAI upstream (no keys, no network), or a reverse proxy to a URL.")
+    upstream: GatewayUpstream = Field("embedded", description="Where non-LLM traffic (and /v1/* without a model_list) goes: `embedded`, the built-in mock OpenAI upstream (no keys, no network), or a reverse proxy to a URL.")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="The Wasm runtime.")
     policy: Union[str, dict[str, Any], None] = Field(None, description="Operator policy: a file path, or the policy inline (null: none, every capability denied); `serve --policy FILE` overrides. Fields: the policy reference below.")
     kv: KvConfig = Field(default_factory=KvConfig, description="Shared data and queues behind shared_kv / shared_queue.")

@@ -113,6 +113,13 @@ def test_demo_config_is_valid() -> None:
     assert config.load_policy() is not None
 
 
+def test_a_bad_upstream_names_the_one_field_that_is_wrong(tmp_path: Path) -> None:
+    for text, expected in [("upstream: {url: http://x, timeout_s: -1}\n", "upstream.timeout_s: Input should be greater than 0"), ("upstream: nope\n", "upstream: Input should be 'embedded'")]:
+        with pytest.raises(ConfigError) as info:
+            load_config(write(tmp_path, text))
+        assert str(info.value) == f"{tmp_path / 'gateway.yaml'}: {expected}"
+
+
 @pytest.mark.parametrize(
     "upstream, expected",
     [

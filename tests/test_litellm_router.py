@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any, AsyncIterator, Iterator
 
+import httpx
 import openai
 import pytest
 from starlette.applications import Starlette
@@ -221,3 +222,5 @@ def test_rpm_ranks_a_deployment_over_its_minute_budget_last(provider: tuple[Prov
     assert served() == "cheap"  # both over: not refused, ranked as the strategy says
     clock.advance(60)  # a new minute, a new budget
     assert [served(), served(), served()] == ["cheap", "cheap", "dear"]
+    health = httpx.get(str(sdk.base_url).removesuffix("/v1/") + "/health", timeout=10).json()["routing"]["deployments"]
+    assert (health["cheap"]["rpm"], health["dear"]["rpm"]) == ({"rpm": 2, "used_this_minute": 2}, {"rpm": 1, "used_this_minute": 1})

@@ -365,7 +365,7 @@ class LlmApi:
                 if not breaker.allow():
                     continue
                 number += 1
-                if self.router.budgets:
+                if self.router.budgets is not None:
                     self.router.budgets.take(d.id)  # model_list rpm: this request counts
                 attempt = _Attempt(self, group, d, breaker.probe_round, stream, operation)
                 try:

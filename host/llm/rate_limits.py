@@ -17,9 +17,6 @@ class RpmBudgets:
         self._clock = clock
         self._used: dict[str, tuple[int, int]] = {}  # deployment id -> (minute, requests sent in it)
 
-    def __bool__(self) -> bool:
-        return bool(self.limits)  # the router skips all of this without any rpm
-
     def _minute(self) -> int:
         return int(self._clock() // 60)
 

@@ -89,7 +89,8 @@ class LlmRouter:
         self.fallback_groups = fallback_groups or Fallbacks({}, {}, {})
         self.max_fallbacks = max_fallbacks
         self.aliases = aliases or Aliases({})
-        self.budgets = budgets if budgets is not None else RpmBudgets({d.id: d.rpm for d in deployments if d.rpm})
+        budgets = budgets if budgets is not None else RpmBudgets({d.id: d.rpm for d in deployments if d.rpm})
+        self.budgets = budgets if budgets.limits else None  # None: no deployment has an rpm
         self.deployments = {d.id: d for d in deployments}
         self.groups: dict[str, list[LiveDeployment]] = {}
         for d in deployments:
@@ -160,7 +161,7 @@ class LlmRouter:
         ranked += [d for d in pool if d not in ranked]
         open_ = [d for d in ranked if not self.breaker(d).available()]
         order = [d for d in ranked if d not in open_]
-        if self.budgets:
+        if self.budgets is not None:
             # Over its rpm this minute: tried after the others, as an open breaker is.
             spent = [d for d in order if self.budgets.over(d.id)]
             order = [d for d in order if d not in spent] + spent
@@ -212,5 +213,10 @@ class LlmRouter:
     def describe(self) -> dict[str, Any]:
         return {
             "strategy": getattr(self.strategy, "name", type(self.strategy).__name__),
-            "deployments": {d.id: {"model": d.routing.model, "kind": d.kind, "breaker": self.breaker(d).describe()} for d in self.deployments.values()},
+            "deployments": {d.id: {"model": d.routing.model, "kind": d.kind, "breaker": self.breaker(d).describe(), **self._budget(d)} for d in self.deployments.values()},
         }
+
+    def _budget(self, d: LiveDeployment) -> dict[str, Any]:
+        """/health's view of a deployment's rpm budget (none without an rpm)."""
+        budget = self.budgets.describe(d.id) if self.budgets is not None else None
+        return {"rpm": budget} if budget is not None else {}
