@@ -75,6 +75,7 @@ class Gateway:
         self, config: LoadedConfig, span_exporter: "SpanExporter | None" = None, resolver: Resolver | None = None, clock: Clock = time.monotonic
     ) -> None:
         self.config = config
+        self._clock = clock  # breakers, quarantine windows, rpm minutes (also of a reloaded LLM path)
         for warning in config.warnings:  # LiteLLM settings without a RouteIQ meaning
             logging.getLogger("routeiq.config").warning("%s", warning)
         self.logs = PluginLogBook()
@@ -135,7 +136,7 @@ class Gateway:
         self.identity = Identity.build(config, self.operator_state.directory) if config.model.keys.enabled else None
         meter = self.identity.authenticator if self.identity is not None else None
         try:
-            llm = build_llm(config, self.breakers, self.mock, self.http, tracer, self.events, [p for p, _ in self.native], meter=meter)
+            llm = build_llm(config, self.breakers, self.mock, self.http, tracer, self.events, [p for p, _ in self.native], clock=clock, meter=meter)
             self.llm_telemetry = llm.telemetry if llm is not None else None
         except BaseException:
             self.close()
@@ -171,7 +172,7 @@ class Gateway:
         if self.llm_switch is None or not fresh.model.model_list:
             return "model_list added or removed (the LLM routes are wired at startup)"
         meter = self.identity.authenticator if self.identity is not None else None
-        api = build_llm(fresh, self.breakers, self.mock, self.http, self.tracing.tracer, self.events, [p for p, _ in self.native], self.llm_telemetry, meter)
+        api = build_llm(fresh, self.breakers, self.mock, self.http, self.tracing.tracer, self.events, [p for p, _ in self.native], self.llm_telemetry, self._clock, meter)
         assert api is not None  # fresh has a model_list
         self.llm_switch.swap(api)
         self.filter.llm_models = frozenset(api.router.groups)

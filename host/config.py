@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from routeiq import litellm_settings
 from routeiq.abi.proxy_wasm import LogLevel
@@ -261,10 +261,37 @@ class RouteClusterUpstream(_Strict):
     cluster: str = Field(description="The name of a cluster of `clusters:`: each request goes to the endpoint its load balancer picks, with the request's :authority as Host (as Envoy's router).")
 
 
+def _route_upstream_kind(value: Any) -> str | None:
+    """Which form of a route's `upstream` `value` is meant to be, so that only that form's
+    errors are reported (a plain union reports every member's). The tags are the names
+    `_field_path` leaves out of an error's location."""
+    if isinstance(value, str):
+        return "literal['default','llm','embedded']"
+    if isinstance(value, RouteUrlUpstream) or (isinstance(value, dict) and "url" in value):
+        return "RouteUrlUpstream"
+    if isinstance(value, RouteClusterUpstream) or (isinstance(value, dict) and "cluster" in value):
+        return "RouteClusterUpstream"
+    return None
+
+
+RouteUpstream = Annotated[
+    Union[
+        Annotated[Literal["default", "llm", "embedded"], Tag("literal['default','llm','embedded']")],
+        Annotated[RouteUrlUpstream, Tag("RouteUrlUpstream")],
+        Annotated[RouteClusterUpstream, Tag("RouteClusterUpstream")],
+    ],
+    Discriminator(
+        _route_upstream_kind,
+        custom_error_type="route_upstream",
+        custom_error_message="expected `default`, `llm`, `embedded`, `{url: ...}` or `{cluster: NAME}`",
+    ),
+]
+
+
 class RouteConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,128}$", description="Unique route name (the `route_name` property, metrics, logs).")
     match: RouteMatchConfig = Field(default_factory=RouteMatchConfig, description="Which requests take this route (the first route that matches wins).")
-    upstream: Union[Literal["default", "llm", "embedded"], RouteUrlUpstream, RouteClusterUpstream] = Field(
+    upstream: RouteUpstream = Field(
         "default",
         description=(
             "Where the route's requests go: `default` (what they would reach without routes: the LLM router for its API paths when "
@@ -355,6 +382,14 @@ class ModelInfo(BaseModel):
 
 class ModelEntry(_Strict):
     model_name: str = Field(min_length=1, description="The model group clients ask for.")
+    rpm: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Requests per minute this deployment takes (LiteLLM's `rpm`, also read from `litellm_params.rpm`); over it in the current "
+            "minute, it is ranked last, as if its breaker were open (tried only if nothing else is left). Counted per worker process."
+        ),
+    )
     litellm_params: LitellmParams = Field(description="Passed to litellm for providers that need translation.")
     model_info: ModelInfo = Field(default_factory=ModelInfo, description="RouteIQ's routing data for this deployment.")
 
@@ -378,6 +413,18 @@ class BreakerConfig(_Strict):
             data = {**data}
             data["consecutive_failures"] = data.pop("failure_threshold")
         return data
+
+
+class ModelGroupAlias(_Strict):
+    model: str = Field(min_length=1, description="The model group the alias stands for.")
+    hidden: bool = Field(False, description="Not listed by /v1/models (still routed).")
+
+
+# A string or a mapping: told apart first, so a bad mapping reports its own error only.
+GroupAlias = Annotated[
+    Union[Annotated[str, Tag("str")], Annotated[ModelGroupAlias, Tag("ModelGroupAlias")]],
+    Discriminator(lambda v: "str" if isinstance(v, str) else "ModelGroupAlias"),
+]
 
 
 class RouterConfig(_Strict):
@@ -415,6 +462,20 @@ class RouterConfig(_Strict):
     content_policy_fallbacks: list[dict[str, list[str]]] = Field(
         default_factory=list,
         description="As `fallbacks`, for a content policy refusal only (`content_policy_violation`, litellm's ContentPolicyViolationError); without an entry for the group, `fallbacks` applies.",
+    )
+
+    max_fallbacks: int = Field(
+        5,
+        ge=0,
+        description="Most fallback groups tried for one request, across all three lists (LiteLLM's `max_fallbacks`, same default; 0: fallbacks off).",
+    )
+    model_group_alias: dict[str, GroupAlias] = Field(
+        default_factory=dict,
+        description=(
+            "Other names for model groups, in LiteLLM's format: `{\"gpt-4-turbo\": \"gpt-4\"}` or `{\"gpt-4-turbo\": {\"model\": \"gpt-4\", "
+            "\"hidden\": true}}`. A request for the alias is routed (and falls back) as one for the group; `x-routeiq-model` names the group. "
+            "`/v1/models` lists aliases that are not hidden. An alias may not be a group's own name."
+        ),
     )
 
     @field_validator("fallbacks", "context_window_fallbacks", "content_policy_fallbacks", mode="before")
@@ -588,9 +649,16 @@ class ReplicasConfig(_Strict):
         return self
 
 
+# `embedded` or a mapping, told apart first so that only the meant form's error is reported.
+GatewayUpstream = Annotated[
+    Union[Annotated[Literal["embedded"], Tag("literal['embedded']")], Annotated[UpstreamConfig, Tag("UpstreamConfig")]],
+    Discriminator(lambda v: "literal['embedded']" if isinstance(v, str) else "UpstreamConfig"),
+]
+
+
 class GatewayConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig, description="The HTTP server.")
-    upstream: Union[Literal["embedded"], UpstreamConfig] = Field("embedded", description="Where non-LLM traffic (and /v1/* without a model_list) goes: `embedded`, the built-in mock OpenAI upstream (no keys, no network), or a reverse proxy to a URL.")
+    upstream: GatewayUpstream = Field("embedded", description="Where non-LLM traffic (and /v1/* without a model_list) goes: `embedded`, the built-in mock OpenAI upstream (no keys, no network), or a reverse proxy to a URL.")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="The Wasm runtime.")
     policy: Union[str, dict[str, Any], None] = Field(None, description="Operator policy: a file path, or the policy inline (null: none, every capability denied); `serve --policy FILE` overrides. Fields: the policy reference below.")
     kv: KvConfig = Field(default_factory=KvConfig, description="Shared data and queues behind shared_kv / shared_queue.")
@@ -657,6 +725,12 @@ class GatewayConfig(_Strict):
                     for name in [group, *targets] if group != "*" else targets:
                         if name not in groups:
                             raise ValueError(f"router.{key}[{i}].{group}: {name!r} is not a model group of model_list")
+        for alias, target in self.router.model_group_alias.items():
+            group = target if isinstance(target, str) else target.model
+            if alias in groups:
+                raise ValueError(f"router.model_group_alias.{alias}: {alias!r} is a model group of model_list itself")
+            if group not in groups:
+                raise ValueError(f"router.model_group_alias.{alias}: {group!r} is not a model group of model_list")
         for i, route in enumerate(self.routes):
             if route.name in routes:
                 raise ValueError(f"routes[{i}]: route name {route.name!r} is used twice")
@@ -845,7 +919,7 @@ def _field_path(loc: tuple[Any, ...]) -> str:
             out += f"[{part}]"
         elif part in (
             "str", "dict[str,any]", "list[any]", "UpstreamConfig", "literal['embedded']", "function-after[_url(), KvConfig]",
-            "RouteUrlUpstream", "RouteClusterUpstream", "literal['default','llm','embedded']",
+            "RouteUrlUpstream", "RouteClusterUpstream", "literal['default','llm','embedded']", "ModelGroupAlias",
         ):  # fmt: skip
             continue  # union branch names are noise for an operator
         else:

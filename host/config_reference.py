@@ -13,7 +13,7 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import annotated_types
 from pydantic import BaseModel
@@ -51,13 +51,22 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
     return [a for a in _union_parts(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
 
 
+def _bare(annotation: Any) -> Any:
+    """The type under `Annotated[...]` (a tagged union's members, a discriminator)."""
+    while typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return annotation
+
+
 def _union_parts(annotation: Any) -> list[Any]:
+    annotation = _bare(annotation)
     if typing.get_origin(annotation) in (Union, types.UnionType):
-        return list(typing.get_args(annotation))
+        return [_bare(a) for a in typing.get_args(annotation)]
     return [annotation]
 
 
 def _type_text(annotation: Any) -> str:
+    annotation = _bare(annotation)
     parts = _union_parts(annotation)
     if len(parts) > 1:
         optional = type(None) in parts

@@ -123,10 +123,12 @@ def translate(data: dict[str, Any]) -> Translation:
     for i, entry in enumerate(data.get("model_list") or []):
         if not isinstance(entry, dict):
             continue
-        for key in ("tpm", "rpm"):
-            if key in entry:
-                entry.pop(key)
-                out.warnings.append(f"model_list[{i}].{key}: rate limits per deployment are not enforced by RouteIQ; ignored")
+        # rpm is RouteIQ's own (model_list[].rpm, per worker); a token budget is not.
+        params = entry.get("litellm_params")
+        for where, holder in ((f"model_list[{i}]", entry), (f"model_list[{i}].litellm_params", params if isinstance(params, dict) else {})):
+            if "tpm" in holder:
+                holder.pop("tpm")
+                out.warnings.append(f"{where}.tpm: tokens-per-minute limits are not enforced by RouteIQ (rpm is); ignored")
     return out
 
 
@@ -162,6 +164,12 @@ def _map(out: Translation, section: str, key: str, value: Any) -> None:
         out.breaker["cooldown_s"] = seconds(value, where)
     elif key in FALLBACK_KEYS:
         out.router[key] = _fallbacks(value, where)
+    elif key == "max_fallbacks":
+        out.router["max_fallbacks"] = count(value, where)
+    elif key == "model_group_alias":
+        if not isinstance(value, dict):
+            raise SettingError(where, 'expected a mapping like {"gpt-4-turbo": "gpt-4"}')
+        out.router["model_group_alias"] = value  # LiteLLM's format is RouteIQ's
     elif key == "default_fallbacks":
         groups = [value] if isinstance(value, str) else value
         if not isinstance(groups, list):

@@ -111,3 +111,32 @@ def test_demo_config_is_valid() -> None:
     config = load_config(root / "demo.yaml")
     assert [p.name for p in config.model.plugins] == ["tagger", "ext_auth", "rate_limiter", "pii_guard", "token_budget", "redactor", "chunk_counter", "request_counter"]
     assert config.load_policy() is not None
+
+
+def test_a_bad_upstream_names_the_one_field_that_is_wrong(tmp_path: Path) -> None:
+    for text, expected in [("upstream: {url: http://x, timeout_s: -1}\n", "upstream.timeout_s: Input should be greater than 0"), ("upstream: nope\n", "upstream: Input should be 'embedded'")]:
+        with pytest.raises(ConfigError) as info:
+            load_config(write(tmp_path, text))
+        assert str(info.value) == f"{tmp_path / 'gateway.yaml'}: {expected}"
+
+
+@pytest.mark.parametrize(
+    "upstream, expected",
+    [
+        ("{url: ftp://x}", "routes[0].upstream.url: "),
+        ("{url: http://x, timeout_s: -1}", "routes[0].upstream.timeout_s: Input should be greater than 0"),
+        ("{cluster: 7}", "routes[0].upstream.cluster: Input should be a valid string"),
+        ("{url: http://x, cluster: c}", "routes[0].upstream.cluster: unknown setting"),
+        ("nowhere", "routes[0].upstream: Input should be 'default', 'llm' or 'embedded'"),
+        ("{host: x}", "routes[0].upstream: expected `default`, `llm`, `embedded`, `{url: ...}` or `{cluster: NAME}`"),
+    ],
+)
+def test_a_bad_route_upstream_names_the_one_field_that_is_wrong(tmp_path: Path, upstream: str, expected: str) -> None:
+    # The upstream's form (a name, {url}, {cluster}) is read first: only that form's error
+    # is reported, not one per form it could have been.
+    path = write(tmp_path, f"routes:\n  - name: r\n    upstream: {upstream}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.count("\n") == 0, message
+    assert message.startswith(f"{path}: {expected}"), message

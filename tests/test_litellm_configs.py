@@ -81,12 +81,10 @@ EXPECTED_WARNINGS = {
     "proxy_quick_start.yaml": ["litellm_settings.success_callback has no RouteIQ equivalent", "general_settings.alerting has no RouteIQ equivalent"],
     "reliability_fallbacks.yaml": [],
     "load_balancing_router_settings.yaml": [
-        "router_settings.model_group_alias has no RouteIQ equivalent",
         "router_settings.redis_host has no RouteIQ equivalent",
         "router_settings.redis_password has no RouteIQ equivalent",
         "router_settings.redis_port has no RouteIQ equivalent",
-        "model_list[0].tpm: rate limits per deployment are not enforced",
-        "model_list[0].rpm: rate limits per deployment are not enforced",
+        "model_list[0].tpm: tokens-per-minute limits are not enforced by RouteIQ (rpm is)",
     ],
     "multi_instance_simple_config.yaml": ["litellm_settings.cache has no RouteIQ equivalent", "litellm_settings.cache_params has no RouteIQ equivalent"],
 }
@@ -136,6 +134,12 @@ def test_router_settings_are_mapped_and_served(provider: str, monkeypatch: pytes
     assert answer.parse().choices[0].message.content == "gpt-4 says hi"
     assert answer.headers["x-routeiq-strategy"] == "least_latency"
     assert "x-routeiq-fallback-group" not in answer.headers
+    # model_group_alias: gpt-4-turbo is served by gpt-4; rpm is the deployment's budget.
+    assert router.model_group_alias == {"gpt-4-turbo": "gpt-4"}
+    assert app.state.gateway.config.model.model_list[0].rpm == 6
+    aliased = sdk.chat.completions.with_raw_response.create(model="gpt-4-turbo", messages=[{"role": "user", "content": "hello"}])
+    assert (aliased.parse().choices[0].message.content, aliased.headers["x-routeiq-model"]) == ("gpt-4 says hi", "gpt-4")
+    assert "gpt-4-turbo" in [m.id for m in sdk.models.list()]
 
 
 def test_litellm_settings_and_general_settings_are_mapped(provider: str, monkeypatch: pytest.MonkeyPatch, live: Any, tmp_path: Path) -> None:

@@ -146,7 +146,7 @@ class LlmApi:
 
     async def model(self, request: Request) -> JSONResponse:
         name = request.path_params["model"]
-        if name not in self.router.models:
+        if name not in self.router.models and name not in self.router.aliases.groups:  # a hidden alias is still served
             return openai_error(404, f"The model '{name}' does not exist", "invalid_request_error", "model_not_found", param="model")
         return JSONResponse({"id": name, "object": "model", "created": 0, "owned_by": "routeiq"})
 
@@ -404,6 +404,8 @@ class LlmApi:
                 if not breaker.allow():
                     continue
                 number += 1
+                if self.router.budgets is not None:
+                    self.router.budgets.take(d.id)  # model_list rpm: this request counts
                 attempt = _Attempt(self, group, d, breaker.probe_round, stream, operation)
                 try:
                     return await begin(attempt, number)

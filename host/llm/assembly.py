@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Sequence
+import time
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -16,7 +17,8 @@ from .api import Meter, Deadlines, EventEmitter, LlmApi, is_llm_path
 from .backends import EmbeddedBackend, LitellmBackend, PassthroughBackend
 from .deployments import build_deployments
 from .mock_provider import MockBehaviour, MockProvider
-from .router import Fallbacks, LlmRouter
+from .rate_limits import RpmBudgets
+from .router import Aliases, Fallbacks, LlmRouter
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
@@ -31,10 +33,12 @@ def build_llm(
     events: EventEmitter | None = None,
     native: Sequence[Any] = (),
     telemetry: LlmTelemetry | None = None,
+    clock: Callable[[], float] = time.monotonic,
     meter: "Meter | None" = None,
 ) -> LlmApi | None:
     """The LLM API of `config` (None without a model_list). `telemetry`: the metrics a
-    reloaded LLM path keeps recording into (the /metrics collector holds them)."""
+    reloaded LLM path keeps recording into (the /metrics collector holds them); `clock`
+    times the deployments' rpm minutes (the breakers' clock)."""
     model = config.model
     if not model.model_list:
         return None
@@ -77,7 +81,11 @@ def build_llm(
     for name, behaviour in model.mock.models.items():
         mock.behaviours[name] = MockBehaviour(**behaviour.model_dump())
     fallbacks = Fallbacks.of(router_cfg.fallbacks, router_cfg.context_window_fallbacks, router_cfg.content_policy_fallbacks)
-    router = LlmRouter(deployments, strategy, breakers, router_cfg.auto_model, fallback_groups=fallbacks)
+    aliases = Aliases(
+        {alias: t if isinstance(t, str) else t.model for alias, t in router_cfg.model_group_alias.items()},
+        frozenset(alias for alias, t in router_cfg.model_group_alias.items() if not isinstance(t, str) and t.hidden),
+    )
+    router = LlmRouter(deployments, strategy, breakers, router_cfg.auto_model, fallback_groups=fallbacks, max_fallbacks=router_cfg.max_fallbacks, aliases=aliases, budgets=RpmBudgets({d.id: d.rpm for d in deployments if d.rpm}, clock))
     deadlines = Deadlines(router_cfg.timeout_s, router_cfg.first_byte_timeout_s or router_cfg.timeout_s, router_cfg.stream_idle_timeout_s)
     if telemetry is not None:
         telemetry.models = frozenset(router.models)  # the reloaded groups are the labels now

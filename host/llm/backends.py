@@ -167,6 +167,10 @@ _LITELLM_CALLS = {
 }
 
 
+# litellm providers that speak OpenAI's API, whose requests take OpenAI's `user` as it is.
+_OPENAI_PROVIDERS = frozenset({"openai", "custom_openai"})
+
+
 class LitellmBackend:
     """litellm's Router for providers that need translation. One Router per gateway; our
     strategy picks the deployment and litellm honours it through its extension point,
@@ -206,6 +210,11 @@ class LitellmBackend:
 
     def _kwargs(self, d: LiveDeployment, body: Mapping[str, Any], timeout_s: float, stream: bool) -> dict[str, Any]:
         params = {k: v for k, v in body.items() if k not in ("model", "messages", "stream")}
+        if "user" in params and str(d.litellm_params.get("model", "")).split("/", 1)[0] in _OPENAI_PROVIDERS:
+            # litellm sends `user` to an OpenAI-compatible provider only for model names it
+            # knows (its list of OpenAI's models) and silently drops it otherwise.
+            allowed = params.get("allowed_openai_params")
+            params["allowed_openai_params"] = [*(allowed if isinstance(allowed, list) else ()), "user"]
         return {"model": d.routing.model, "messages": body.get("messages"), "stream": stream, "timeout": timeout_s, "metadata": {"routeiq_deployment": d.id}, **params}
 
     async def complete(self, d: LiveDeployment, body: Mapping[str, Any], timeout_s: float) -> dict[str, Any]:

@@ -20,6 +20,7 @@ class LiveDeployment:
     api_key: str
     upstream_model: str  # the model name the provider expects (no litellm provider prefix)
     litellm_params: dict[str, Any]
+    rpm: int | None = None  # requests per minute it takes (model_list rpm), per worker
 
     @property
     def id(self) -> str:
@@ -59,6 +60,19 @@ def _resolve_env(value: Any, where: str) -> Any:
     return value
 
 
+def _rpm(value: Any, where: str) -> int | None:
+    """litellm_params.rpm (LiteLLM reads it there too): a whole number of at least 1."""
+    if value is None:
+        return None
+    try:
+        rpm = int(value)  # an os.environ/ value arrives as a string
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: expected a whole number of requests per minute, got {value!r}") from None
+    if rpm < 1 or isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(f"{where}: expected a whole number of requests per minute of at least 1, got {value!r}")
+    return rpm
+
+
 def build_deployments(entries: list[ModelEntry]) -> list[LiveDeployment]:
     out = []
     seen: dict[str, int] = {}
@@ -86,6 +100,7 @@ def build_deployments(entries: list[ModelEntry]) -> list[LiveDeployment]:
                 api_key=params.api_key or "",
                 upstream_model=upstream_model,
                 litellm_params=resolved,
+                rpm=entry.rpm or _rpm(resolved.get("rpm"), f"{where}.rpm"),
             )
         )
     ids = [d.id for d in out]

@@ -14,6 +14,7 @@ from routeiq.strategies.base import Decision, Outcome, RoutingRequest, RoutingSt
 
 from .deployments import LiveDeployment
 from .mock_provider import last_user_text
+from .rate_limits import RpmBudgets
 
 log = logging.getLogger("routeiq.routing")
 
@@ -64,6 +65,14 @@ class Fallbacks:
         return list(self.generic.get(model) or self.generic.get("*") or [])
 
 
+@dataclass(frozen=True)
+class Aliases:
+    """router.model_group_alias: alias -> group; `hidden` ones are not in /v1/models."""
+
+    groups: Mapping[str, str]
+    hidden: frozenset[str] = frozenset()
+
+
 class LlmRouter:
     def __init__(
         self,
@@ -73,8 +82,15 @@ class LlmRouter:
         auto_model: str = "auto",
         remember: int = 10_000,
         fallback_groups: Fallbacks | None = None,
+        max_fallbacks: int = 5,
+        aliases: Aliases | None = None,
+        budgets: RpmBudgets | None = None,
     ) -> None:
         self.fallback_groups = fallback_groups or Fallbacks({}, {}, {})
+        self.max_fallbacks = max_fallbacks
+        self.aliases = aliases or Aliases({})
+        budgets = budgets if budgets is not None else RpmBudgets({d.id: d.rpm for d in deployments if d.rpm})
+        self.budgets = budgets if budgets.limits else None  # None: no deployment has an rpm
         self.deployments = {d.id: d for d in deployments}
         self.groups: dict[str, list[LiveDeployment]] = {}
         for d in deployments:
@@ -89,13 +105,16 @@ class LlmRouter:
 
     @property
     def models(self) -> list[str]:
-        return sorted(self.groups) + ([self.auto_model] if self.auto_model and self.auto_model not in self.groups else [])
+        """What /v1/models lists: the groups, the aliases not hidden, the auto model."""
+        listed = sorted(self.groups) + sorted(a for a in self.aliases.groups if a not in self.aliases.hidden)
+        return listed + ([self.auto_model] if self.auto_model and self.auto_model not in self.groups else [])
 
     def breaker(self, deployment: LiveDeployment):  # type: ignore[no-untyped-def]
         return self.breakers.get(f"deployment:{deployment.id}")
 
     def plan(self, request_id: str, body: Mapping[str, Any], pinned: str | None, api_key: str = "") -> RoutedCall:
         model = pinned or str(body.get("model") or "")
+        model = self.aliases.groups.get(model, model)  # an alias is routed as its group
         if model == self.auto_model and self.auto_model not in self.groups:
             pool = list(self.deployments.values())
         else:
@@ -119,6 +138,9 @@ class LlmRouter:
         for group in self.fallback_groups.groups(requested, kind):
             if group in tried or not self.groups.get(group):
                 continue
+            if len(tried) - 1 >= self.max_fallbacks:  # `tried` holds the requested group too
+                log.info("fallback request=%s model=%s stopped: router.max_fallbacks=%d groups tried", call.request.request_id, requested, self.max_fallbacks)
+                return None
             tried.add(group)
             log.info("fallback request=%s model=%s from=%s to=%s reason=%s error=%s", call.request.request_id, requested, call.request.model, group, kind, why)
             planned = self._rank(replace(call.request, model=group), self.groups[group])
@@ -137,7 +159,13 @@ class LlmRouter:
         by_id = {d.id: d for d in pool}
         ranked = [by_id[r.id] for r in decision.ranked if r.id in by_id]
         ranked += [d for d in pool if d not in ranked]
-        order = [d for d in ranked if self.breaker(d).available()] + [d for d in ranked if not self.breaker(d).available()]
+        open_ = [d for d in ranked if not self.breaker(d).available()]
+        order = [d for d in ranked if d not in open_]
+        if self.budgets is not None:
+            # Over its rpm this minute: tried after the others, as an open breaker is.
+            spent = [d for d in order if self.budgets.over(d.id)]
+            order = [d for d in order if d not in spent] + spent
+        order += open_
         if log.isEnabledFor(logging.INFO):  # the candidates line is built only to be logged
             log.info(
                 "routing request=%s model=%s strategy=%s chosen=%s candidates=%s decide_us=%.0f",
@@ -185,5 +213,10 @@ class LlmRouter:
     def describe(self) -> dict[str, Any]:
         return {
             "strategy": getattr(self.strategy, "name", type(self.strategy).__name__),
-            "deployments": {d.id: {"model": d.routing.model, "kind": d.kind, "breaker": self.breaker(d).describe()} for d in self.deployments.values()},
+            "deployments": {d.id: {"model": d.routing.model, "kind": d.kind, "breaker": self.breaker(d).describe(), **self._budget(d)} for d in self.deployments.values()},
         }
+
+    def _budget(self, d: LiveDeployment) -> dict[str, Any]:
+        """/health's view of a deployment's rpm budget (none without an rpm)."""
+        budget = self.budgets.describe(d.id) if self.budgets is not None else None
+        return {"rpm": budget} if budget is not None else {}
