@@ -157,7 +157,7 @@ class Gateway:
         front_door = FrontDoorAuth(self.identity.authenticator, config.model.keys.require_on) if self.identity is not None else None
         self.filter = PluginFilter(default_app, plugins, models, tracer, self.events, header_limits, self.route_table, self.plugin_set.chain_for, front_door)
         router = llm.router if llm is not None else None
-        self.health = HealthReport(self.plugin_set, [p for p, _ in self.native], self.breakers, self.upstream_name, router, self.config_watcher, self.events, self.replica_sync)
+        self.health = HealthReport(self.plugin_set, [p for p, _ in self.native], self.breakers, self.upstream_name, router, self.config_watcher, self.events, self.replica_sync, self.identity)
         self.metrics = GatewayCollector(self.plugin_set, self.services, self.breakers, self.request_latency, router, self.llm_telemetry)
 
     @property

@@ -18,6 +18,7 @@ from routeiq.services.breakers import BreakerBoard
 from .config_watch import ConfigWatcher
 from .events import GatewayEvents
 from .plugin_set import PluginSet
+from .identity import Identity
 from .replica_sync import ReplicaSync
 
 log = logging.getLogger("routeiq.gateway")
@@ -34,8 +35,10 @@ class HealthReport:
         watcher: ConfigWatcher | None,
         events: GatewayEvents,
         replicas: ReplicaSync | None = None,
+        identity: Identity | None = None,
     ) -> None:
         self.replicas = replicas
+        self.identity = identity
         self.plugins = plugins
         self.native = native
         self.breakers = breakers
@@ -63,6 +66,10 @@ class HealthReport:
             # Redis away: this node serves its last good state, and says so.
             replicas = report["replicas"] = self.replicas.status()
             if replicas["store"] != "ok" or replicas["errors"]:
+                report["status"] = "degraded"
+        if self.identity is not None:
+            keys = report["keys"] = self.identity.status()
+            if not keys["migrated"] or keys["spend"]["last_error"]:  # charges wait in the outbox
                 report["status"] = "degraded"
         webhooks = self.events.stats()
         if webhooks is not None:

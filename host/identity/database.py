@@ -161,11 +161,11 @@ class Database:
     # -------------------------------------------------------------- migrations
     def migrate(self) -> int:
         """Bring the schema to the newest version; returns it. Safe to run from several
-        processes at once (the version row is taken under the transaction's lock)."""
+        processes at once (PostgreSQL: an advisory lock; SQLite: BEGIN IMMEDIATE)."""
         with self.transaction() as tx:
+            if self.kind == "postgresql":  # every worker of every replica migrates at start: one at a time
+                tx.query("SELECT pg_advisory_xact_lock(7265746) AS locked")
             tx.execute("CREATE TABLE IF NOT EXISTS routeiq_schema (id INTEGER PRIMARY KEY, version INTEGER NOT NULL)")
-            if self.kind == "postgresql":
-                tx.execute("LOCK TABLE routeiq_schema IN EXCLUSIVE MODE")
             rows = tx.query("SELECT version FROM routeiq_schema WHERE id = 1")
             version = int(rows[0]["version"]) if rows else 0
             if version > len(MIGRATIONS):
