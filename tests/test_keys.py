@@ -224,3 +224,26 @@ def test_an_unreachable_key_database_fails_closed(gateway: Any) -> None:
     assert httpx.post(base + "/v1/chat/completions", json={"model": "chat", "messages": HELLO}, trust_env=False).status_code == 401  # still no way in without a key
     assert sdk(base, MASTER).chat.completions.create(model="chat", messages=HELLO).choices  # the master key needs no database
     assert admin(base, "POST", "/key/generate", json={}).status_code == 503
+
+
+def test_shared_data_scoped_per_consumer_by_policy(gateway: Any, guests: dict[str, Path]) -> None:
+    from support import grant_everything
+
+    routes = [{"name": "probe", "match": {"prefix": "/probe"}, "upstream": "embedded", "auth": True}]
+    policy = grant_everything(["probe"], kv={"per_consumer": True})
+    app, base = gateway([plugin("probe", guests["hostcall_probe"])], routes=routes, policy=policy)
+    alice = admin(base, "POST", "/key/generate", json={"key_alias": "alice"}).json()["key"]
+    bob = admin(base, "POST", "/key/generate", json={"key_alias": "bob"}).json()["key"]
+
+    def probe_kv(key: str, **headers: str) -> dict[str, str]:
+        response = httpx.get(base + "/probe", headers={"x-probe": "kv", "authorization": f"Bearer {key}", **headers}, trust_env=False)
+        assert response.status_code == 200, response.text
+        return {k: v for k, _, v in (line.partition("=") for line in response.text.splitlines() if line)}
+
+    assert probe_kv(alice, **{"x-kv-put": "quota=alice-data"})["put_status"] == "0"
+    assert probe_kv(alice, **{"x-kv-key": "quota"})["other"] == "alice-data"
+    seen_by_bob = probe_kv(bob, **{"x-kv-key": "quota"})
+    assert "other" not in seen_by_bob and seen_by_bob["other!status"] == str(Status.NOT_FOUND)  # bob's own slice
+    # The same key name is two entries in the store, one per consumer.
+    store = app.state.gateway.services.store
+    assert store.get("probe", "@alice/quota")[0] == b"alice-data" and store.get("probe", "quota")[0] is None

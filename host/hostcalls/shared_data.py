@@ -16,7 +16,14 @@ class SharedDataCalls(CallGroup):
             return Status.BAD_ARGUMENT
         if len(raw) > limit:
             return self.deny(call, "kv_size", f"key of {len(raw)} bytes exceeds {limit}", Status.BAD_ARGUMENT)
-        return env.grant.split_key(raw.decode("utf-8", "replace"))
+        namespace, name = env.grant.split_key(raw.decode("utf-8", "replace"))
+        if env.grant.kv_per_consumer and namespace == env.grant.namespace:
+            # The gateway's authentication, not anything the plugin or client says, picks the slice.
+            stream = env.stream
+            consumer = stream.consumer.get("id") if stream is not None and stream.consumer is not None else None
+            if consumer is not None:
+                name = f"@{consumer}/{name}"
+        return namespace, name
 
     def proxy_get_shared_data(self, raw_key: bytes) -> tuple[int, tuple[bytes | None, int]]:
         """OK with (value, cas); value None means absent (the cas is then the

@@ -47,6 +47,7 @@ def _grant(name: str, entry: PluginPolicyModel, pinned_by: str, vm_id: str) -> G
         callouts=tuple(_rule(r) for r in entry.callouts),
         kv_read=frozenset(entry.kv.read),
         kv_write=frozenset(entry.kv.write),
+        kv_per_consumer=entry.kv.per_consumer,
         limits=GrantLimits(
             callouts_per_request=limits.callouts_per_request,
             callout_timeout_ms=limits.callout_timeout_ms,

@@ -55,6 +55,7 @@ class Grant:
     limits: GrantLimits = field(default_factory=GrantLimits)
     pinned_by: str = "nothing"
     vm_id: str = ""  # the config's vm_id: modules with the same one share a namespace, as in Envoy
+    kv_per_consumer: bool = False  # own-namespace keys get the request's consumer as prefix
 
     @property
     def namespace(self) -> str:

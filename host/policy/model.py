@@ -47,6 +47,14 @@ class CalloutRuleModel(_Strict):
 class KvGrantModel(_Strict):
     read: list[str] = Field(default_factory=list, description="Other namespaces this plugin may read: a vm_id, or the name of a plugin without one (a key `ns/rest` addresses namespace `ns`; resolving and dequeuing another VM's queue need read). Its own namespace (its vm_id, else its name) is always granted.")
     write: list[str] = Field(default_factory=list, description="Namespaces it may read and write (enqueuing to another VM's queue needs write).")
+    per_consumer: bool = Field(
+        False,
+        description=(
+            "Scope the plugin's own shared data per authenticated consumer (virtual keys, docs/keys.md): during a request with a consumer, key K "
+            "is stored as `@<consumer id>/K`, so requests of one key never see another's entries, whatever the plugin asks for. Root contexts, "
+            "timers and requests without a consumer use the namespace unscoped. Other namespaces (`read`/`write`) are never scoped."
+        ),
+    )
 
 
 class PolicyLimitsModel(_Strict):
