@@ -311,7 +311,8 @@ class LlmApi:
         if consumer is None:
             return None
         exchange.consumer = consumer
-        if not consumer.allows_model(model):
+        group = self.router.aliases.groups.get(model, model)  # an alias is allowed as its group
+        if not (consumer.allows_model(model) or consumer.allows_model(group)):
             return openai_error(403, f"the key {consumer.key_name} may not use model {model!r}", "permission_error", "model_not_allowed", param="model")
         return None
 
