@@ -247,3 +247,32 @@ def test_shared_data_scoped_per_consumer_by_policy(gateway: Any, guests: dict[st
     # The same key name is two entries in the store, one per consumer.
     store = app.state.gateway.services.store
     assert store.get("probe", "@alice/quota")[0] == b"alice-data" and store.get("probe", "quota")[0] is None
+
+
+def test_keys_cli_manages_the_database_a_running_gateway_uses(gateway: Any, tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    config = tmp_path / "cli.yaml"  # the same state dir, so the same SQLite database
+    config.write_text(yaml.safe_dump({"admin": {"state_dir": str(tmp_path / "state")}, "keys": {"enabled": True}}))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "routeiq", *args], capture_output=True, text=True, timeout=60)
+
+    _, base = gateway()
+    made = cli("keys", "generate", "--config", str(config), "--alias", "from-cli", "--models", "chat", "--rpm", "100")
+    assert made.returncode == 0, made.stderr
+    key = json.loads(made.stdout)["key"]
+    assert sdk(base, key).chat.completions.create(model="chat", messages=HELLO).choices
+    listed = json.loads(cli("keys", "list", "--config", str(config)).stdout)
+    assert [k["key_alias"] for k in listed] == ["from-cli"] and "key" not in listed[0]
+    assert cli("keys", "block", "--config", str(config), "from-cli").returncode == 0
+    with pytest.raises(openai.AuthenticationError):  # seen by the gateway within keys.cache_ttl_s
+        eventually(lambda: sdk(base, key).chat.completions.create(model="chat", messages=HELLO) and False, timeout=3)
+    missing = cli("keys", "info", "--config", str(config), "nobody")
+    assert missing.returncode == 1 and "no key nobody" in missing.stderr
+    bad = cli("keys", "generate", "--config", str(config), "--budget-duration", "soon")
+    assert bad.returncode == 2 and "budget_duration 'soon'" in bad.stderr
