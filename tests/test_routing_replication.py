@@ -22,10 +22,12 @@ import yaml
 from starlette.testclient import TestClient
 
 from routeiq.admin.auth import hash_key
+from routeiq.app import create_app
+from routeiq.config import load_config
 from routeiq.strategies.artifacts import save_artifact
 from routeiq.strategies.base import TrainingExample
 from routeiq.strategies.registry import create
-from support import free_port, redis_server_binary
+from support import eventually, free_port, redis_server_binary
 
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN = "admin-key-0123456789"
@@ -293,3 +295,34 @@ def test_memory_backend_artifact_is_loaded_live_and_kept_across_restarts(make_ap
         again = client.get("/admin/routing", headers=AUTH).json()
         assert again["artifact"]["sha256"] == sha256 and again["artifact"]["source"] == "state_dir"
         assert again["state_sha256"] == after["state_sha256"]
+
+
+def test_replication_follows_the_router_a_live_reload_builds(tmp_path: Path, redis_url: str, live: Callable[[Any], str]) -> None:
+    prefix = f"reload{time.monotonic_ns()}"
+
+    def write(name: str, retries: int) -> Path:
+        path = tmp_path / f"{name}.yaml"
+        config = {
+            "runtime": {"cache": False},
+            "model_list": deployments(),
+            "router": {"strategy": "contextual_bandit", "retries": retries, "replication": {"feedback_wait_s": 10}},
+            "kv": {"backend": "redis", "url": redis_url, "prefix": prefix},
+            "admin": {"state_dir": str(tmp_path / name)},
+        }
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    apps = {name: create_app(load_config(write(name, 2))) for name in ("a", "b")}  # two nodes in one process
+    b = apps["b"].state.gateway
+    b.config_watcher.interval_s = 0.05
+    urls = {name: live(app) for name, app in apps.items()}
+    first = b.llm.router
+    write("b", 1)  # router changed: b builds a new router and swaps it in
+    assert eventually(lambda: b.llm.router is not first, timeout=30)
+    with httpx.Client(timeout=20, trust_env=False) as http:
+        answer = http.post(f"{urls['a']}/v1/chat/completions", json=CHAT)
+        feedback = http.post(f"{urls['b']}/v1/feedback", json={"request_id": answer.headers["x-request-id"], "score": 1.0})
+    assert feedback.status_code == 200, feedback.text  # the new router received a's outcome
+    a = apps["a"].state.gateway
+    assert eventually(lambda: a.routing.describe()["replication"]["applied"]["feedback"] == 1, timeout=30)  # and publishes
+    assert a.routing.describe()["state_sha256"] == b.routing.describe()["state_sha256"]

@@ -1,6 +1,6 @@
 """Routing state shared between nodes: outcomes, feedback and trained artifacts.
 
-A node is one worker process (`host:pid`). With `kv.backend: redis` every node appends what
+A node is one worker process (`host:pid:<random>`). With `kv.backend: redis` every node appends what
 its router learns (each outcome, each client feedback) to one Redis Stream,
 `<prefix>:routing:events`, and applies every other node's events to its own router in stream
 order, so learned strategies (the bandit's arms, latency EWMAs) learn from all traffic and
@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import socket
 import tempfile
 import threading
@@ -55,7 +56,9 @@ return id
 
 
 def node_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    # host:pid names the worker for an operator; the random tail keeps two nodes apart that
+    # share both (containers with one hostname, two gateways in one process).
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 class ArtifactNotStored(Exception):
@@ -450,7 +453,7 @@ class SharedRouting:
                 out["state"] = json.loads(canonical)
         artifact = self.artifact
         out["artifact"] = None if artifact is None else {"sha256": artifact.get("sha256"), "name": artifact.get("name"), "created": artifact.get("created"), "source": self.artifact_source}
-        out["replication"] = self.replication.status() if self.replication is not None else {"status": "off", "node": node_id()}
+        out["replication"] = self.replication.status() if self.replication is not None else {"status": "off"}
         return out
 
 
