@@ -251,30 +251,40 @@ def restartable_redis() -> Iterator[RestartableRedis]:
         server.kill()
 
 
-def test_redis_down_nodes_keep_serving_degraded_then_converge(nodes: Callable[..., Node], restartable_redis: RestartableRedis, tmp_path: Path) -> None:
+def least_latency_artifact(ewma: dict[str, float]) -> dict[str, Any]:
+    doc: dict[str, Any] = {"name": "least_latency", "version": 1, "options": {}, "state": {"ewma": ewma}, "created": "now"}
+    doc["sha256"] = hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return doc
+
+
+def test_redis_down_nodes_keep_serving_degraded_then_converge(nodes: Callable[..., Node], restartable_redis: RestartableRedis) -> None:
     prefix = f"down{time.monotonic_ns()}"
     a = nodes("a", restartable_redis.url, prefix, "least_latency", workers=1)
     b = nodes("b", restartable_redis.url, prefix, "least_latency", workers=1)
     a.each_worker("/health", lambda d: d["status"] == "ok")
+    artifact = least_latency_artifact({"a": 0.5, "b": 0.25})
+    assert a.put("/admin/routing/artifact", json=artifact, headers=AUTH).status_code == 200
+    b.routing(lambda d: (d["artifact"] or {}).get("sha256") == artifact["sha256"])
 
     restartable_redis.kill()
     for node in (a, b):
         node.each_worker("/health", lambda d: d["status"] == "degraded" and d["routing"]["replication"]["status"] == "degraded")
     during = a.post("/v1/chat/completions", json=CHAT)  # served with local state
     assert during.status_code == 200
-    ll = {"name": "least_latency", "version": 1, "options": {}, "state": {"ewma": {"a": 0.5}}, "created": "now"}
-    ll["sha256"] = hashlib.sha256(json.dumps(ll, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-    refused = a.put("/admin/routing/artifact", json=ll, headers=AUTH)
-    assert refused.status_code == 503, refused.text  # not stored, so not acknowledged
-    a.routing(lambda d: d["artifact"] is None)
+    refused = a.put("/admin/routing/artifact", json=least_latency_artifact({"a": 9.0}), headers=AUTH)
+    assert refused.status_code == 503, refused.text  # not stored, so not acknowledged ...
+    a.routing(lambda d: d["artifact"]["sha256"] == artifact["sha256"])  # ... and not loaded
 
-    restartable_redis.start()
+    restartable_redis.start()  # empty: it kept nothing
     for node in (a, b):
         node.each_worker("/health", lambda d: d["status"] == "ok")
     # The outcome a buffered during the outage arrives; new ones replicate again.
     after = a.post("/v1/chat/completions", json=CHAT)
     assert b.post("/v1/feedback", json={"request_id": after.headers["x-request-id"], "score": 0.5}).status_code == 200
     b.routing(lambda d: replicated(d)["applied"]["outcomes"] >= 2 and replicated(d)["dropped"] == 0)
+    # The nodes put back the artifact Redis lost: a node starting now loads it.
+    c = nodes("c", restartable_redis.url, prefix, "least_latency", workers=1)
+    c.routing(lambda d: (d["artifact"] or {}).get("sha256") == artifact["sha256"])
 
 
 def test_memory_backend_artifact_is_loaded_live_and_kept_across_restarts(make_app, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

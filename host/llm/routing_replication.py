@@ -53,6 +53,13 @@ local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'n', ARGV[1]
 redis.call('HSET', KEYS[2], 'doc', ARGV[3], 'sha256', ARGV[2], 'after', id)
 return id
 """
+# KEYS[1] = artifact hash; ARGV = document, sha256, stream position. Puts back the artifact
+# in use after Redis lost it (restarted without persistence), unless another node did.
+_RESTORE_ARTIFACT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'doc', ARGV[1], 'sha256', ARGV[2], 'after', ARGV[3])
+return 1
+"""
 
 
 def node_id() -> str:
@@ -128,6 +135,8 @@ class RoutingReplication:
         # XREAD BLOCK holds its connection: the reader has its own, with room for the block.
         self._reader = redis.Redis.from_url(url, socket_timeout=timeout_s + self._block_ms / 1000, socket_connect_timeout=timeout_s)
         self._store_script = self._client.register_script(_STORE_ARTIFACT)
+        self._restore_script = self._reader.register_script(_RESTORE_ARTIFACT)
+        self.held: tuple[str, str] | None = None  # (document, sha256) of the artifact in use
         self._current = current
         self._on_artifact = on_artifact
         self._buffer: collections.deque[tuple[str, Any]] = collections.deque()
@@ -233,6 +242,10 @@ class RoutingReplication:
         self._errors[what] = None
         return True, result
 
+    def hold(self, doc: Mapping[str, Any]) -> None:
+        """The artifact this node now routes with (put back if Redis loses it)."""
+        self.held = (json.dumps(dict(doc), sort_keys=True, separators=(",", ":")), str(doc["sha256"]))
+
     def store_artifact(self, doc: Mapping[str, Any], sha256: str) -> str:
         """Store a verified artifact and announce it on the stream (blocking; off the loop).
         This node's buffered events go first so every node sees them before the artifact."""
@@ -247,15 +260,27 @@ class RoutingReplication:
 
     # -- reading ----------------------------------------------------------------------------
     def _read_loop(self) -> None:
+        recovering = False
         while not self._stop.is_set():
             try:
                 step = self._load_stored_artifact if self.last_id is None else self._read_once
+                if recovering and self.last_id is not None:
+                    step = self._restore_artifact
                 ok, _ = self._attempt("read", step)
             except Exception:  # a bug here must not end replication for good
                 log.exception("routing replication: reader failed")
                 ok = False
+            recovering = not ok  # the next read that works first checks what Redis lost
             if not ok:
                 self._stop.wait(min(1.0, self.timeout_s))
+
+    def _restore_artifact(self) -> None:
+        """Redis is back after an outage: if it lost the stored artifact (no persistence),
+        put back the one in use, so nodes starting later load it too. The stream is read
+        on from where this node stopped."""
+        if self.held is not None and self._restore_script(keys=[self.artifact_key], args=[self.held[0], self.held[1], self.last_id or "0"]):
+            log.warning("routing replication: redis had lost the routing artifact; stored %s again", self.held[1])
+        self._read_once()
 
     def _load_stored_artifact(self) -> None:
         """Before the first read: the stored artifact, and the stream position after it."""
@@ -414,6 +439,8 @@ class SharedRouting:
             return
         self.artifact = dict(doc)
         self.artifact_source = source
+        if self.replication is not None:
+            self.replication.hold(doc)
 
     async def put_artifact(self, doc: Any) -> dict[str, Any]:
         """Verify, store (Redis or the state dir), then load live. ArtifactError: refused;
