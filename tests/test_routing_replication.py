@@ -336,3 +336,20 @@ def test_replication_follows_the_router_a_live_reload_builds(tmp_path: Path, red
     a = apps["a"].state.gateway
     assert eventually(lambda: a.routing.describe()["replication"]["applied"]["feedback"] == 1, timeout=30)  # and publishes
     assert a.routing.describe()["state_sha256"] == b.routing.describe()["state_sha256"]
+
+
+def test_the_buffer_is_bounded_while_redis_is_unreachable() -> None:
+    from routeiq.config import RoutingReplicationConfig
+    from routeiq.llm.routing_replication import RoutingReplication
+
+    dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    replication = RoutingReplication(dead, "p", 0.2, RoutingReplicationConfig(max_buffered=3), lambda: None, lambda doc, source: None)
+    try:
+        for i in range(5):
+            replication.feedback(f"r{i}", 1.0)
+        assert (replication.status()["buffered"], replication.status()["dropped"]) == (3, 2)  # the oldest went
+        assert replication.flush() is False  # nothing written, nothing lost beyond the bound
+        status = replication.status()
+        assert status["status"] == "degraded" and status["buffered"] == 3 and "publish" in status["errors"]
+    finally:
+        replication.stop()

@@ -192,21 +192,21 @@ class RoutingReplication:
         for thread in self._threads:
             thread.join(timeout=self.timeout_s + self._block_ms / 1000 + 1)
         self._threads = []
-        self._flush()  # what is left, once, bounded by the socket timeout
+        self.flush()  # what is left, once, bounded by the socket timeout
         self._client.close()
         self._reader.close()
 
     # -- writing ----------------------------------------------------------------------------
     def _publish_loop(self) -> None:
         while not self._stop.wait(self.settings.flush_interval_s):
-            if not self._flush():
+            if not self.flush():
                 self._stop.wait(min(1.0, self.timeout_s))  # Redis down: do not spin
 
     def _encode(self, kind: str, payload: Any) -> dict[str, str]:
         data = outcome_fields(payload) if kind == OUTCOME else payload
         return {"n": self.node, "t": kind, "d": json.dumps(data, separators=(",", ":"))}
 
-    def _flush(self) -> bool:
+    def flush(self) -> bool:
         """Write what is buffered; False if Redis failed (the events stay buffered)."""
         with self._publish_lock:
             while True:
@@ -250,7 +250,7 @@ class RoutingReplication:
         """Store a verified artifact and announce it on the stream (blocking; off the loop).
         This node's buffered events go first so every node sees them before the artifact."""
         document = json.dumps({**doc, "sha256": sha256}, sort_keys=True, separators=(",", ":"))
-        self._flush()
+        self.flush()
         with self._publish_lock:
             try:
                 entry = self._store_script(keys=[self.stream, self.artifact_key], args=[self.node, sha256, document, self.settings.stream_max_len])
