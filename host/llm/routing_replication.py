@@ -188,11 +188,14 @@ class RoutingReplication:
             self._threads.append(thread)
 
     def stop(self) -> None:
+        if self._stop.is_set():  # aclose() and close() both stop it
+            return
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=self.timeout_s + self._block_ms / 1000 + 1)
         self._threads = []
-        self.flush()  # what is left, once, bounded by the socket timeout
+        if self._buffer:
+            self.flush()  # what is left, once, bounded by the socket timeout
         self._client.close()
         self._reader.close()
 
