@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -25,6 +26,8 @@ from routeiq.hostcalls.state import HostServices
 from routeiq.llm.api import LlmApi
 from routeiq.llm.assembly import LlmSwitch, build_llm, llm_dispatch
 from routeiq.llm.mock_provider import MockProvider
+from routeiq.llm.router import LlmRouter
+from routeiq.llm.routing_replication import SharedRouting, build_shared_routing
 from routeiq.llm.telemetry import LlmTelemetry
 from routeiq.native.loader import load_native
 from routeiq.native.middleware import NativePlugins
@@ -79,6 +82,7 @@ class Gateway:
         for warning in config.warnings:  # LiteLLM settings without a RouteIQ meaning
             logging.getLogger("routeiq.config").warning("%s", warning)
         self.logs = PluginLogBook()
+        self.routing: SharedRouting | None = None  # set once the LLM path is built (close() may run before)
         self.tracing = Tracing(config, span_exporter)
         upstream = config.model.upstream
         # The one outbound HTTP stack: pass-through, reverse proxy, callouts, webhooks.
@@ -142,6 +146,8 @@ class Gateway:
             self.close()
             raise
         self.llm_switch = LlmSwitch(llm) if llm is not None else None
+        # Outcomes, feedback and the trained artifact, shared with the other nodes (kv: redis).
+        self.routing = build_shared_routing(config, self._router) if llm is not None else None
         server = config.model.server
         header_limits = HeaderLimits(server.max_request_headers_count, server.max_request_headers_kb * 1024)
         plugins = self.plugin_set.plugins
@@ -165,6 +171,10 @@ class Gateway:
         """The LLM API in service (a live reload swaps it)."""
         return self.llm_switch.api if self.llm_switch is not None else None
 
+    def _router(self) -> LlmRouter | None:
+        llm = self.llm
+        return llm.router if llm is not None else None
+
     def _reload_llm(self, fresh: LoadedConfig) -> str | None:
         """The config watcher saw `model_list`, `router` or `mock` change: build the LLM
         path anew and swap it in (requests in flight finish on the old one). Returns what
@@ -175,6 +185,8 @@ class Gateway:
         api = build_llm(fresh, self.breakers, self.mock, self.http, self.tracing.tracer, self.events, [p for p, _ in self.native], self.llm_telemetry, self._clock, meter)
         assert api is not None  # fresh has a model_list
         self.llm_switch.swap(api)
+        if self.routing is not None:
+            self.routing.adopt(api.router)
         self.filter.llm_models = frozenset(api.router.groups)
         self.health.router = api.router
         self.metrics.router = api.router
@@ -241,7 +253,7 @@ class Gateway:
             Route("/metrics", metrics_endpoint(self.metrics), methods=["GET"]),
             # A regex per admin route only for /admin/ paths.
             *self._key_routes(),
-            PrefixedRoutes(ADMIN_PREFIX, admin_routes(self.plugin_set, self.operator_changes, self.replica_sync, self.services.audit, self.admin_keys, self.config.model.admin)),
+            PrefixedRoutes(ADMIN_PREFIX, admin_routes(self.plugin_set, self.operator_changes, self.replica_sync, self.services.audit, self.admin_keys, self.config.model.admin, self.routing)),
             Mount("/", app=NativePlugins(self.filter, self.native)),
         ]
 
@@ -258,6 +270,8 @@ class Gateway:
             await native.startup()
         self.plugin_set.start_background()
         await self.events.start(self.breakers)
+        if self.routing is not None:
+            await self.routing.start()
         if self.config_watcher is not None:
             self.config_watcher.start()
         if self.replica_sync is not None:
@@ -278,6 +292,8 @@ class Gateway:
         if self.identity is not None:
             await self.identity.stop()  # due charges to the database, or to the outbox
         await self.events.stop()  # flush what is due; the rest stays in the outbox
+        if self.routing is not None:
+            await asyncio.to_thread(self.routing.stop)  # joins its threads: not on the loop
         await self.http.aclose()
         await self.clusters.aclose()
         self.close()
@@ -292,6 +308,8 @@ class Gateway:
         self.tracing.shutdown()
         self.services.store.close()
         self.services.audit.close()
+        if self.routing is not None:
+            self.routing.stop()
 
 
 async def _no_route(scope: Scope, receive: Receive, send: Send) -> None:

@@ -427,6 +427,20 @@ GroupAlias = Annotated[
 ]
 
 
+class RoutingReplicationConfig(_Strict):
+    enabled: bool = Field(
+        True,
+        description=(
+            "With `kv.backend: redis`, every node (worker process, replica) ships its routing outcomes and feedback to the others through a Redis Stream "
+            "and applies theirs, so learned strategies learn from all traffic and /v1/feedback works on any node. No effect with the memory backend."
+        ),
+    )
+    stream_max_len: int = Field(100_000, ge=100, description="Events kept in the stream (approximate MAXLEN); a node that starts later replays them to catch up.")
+    flush_interval_s: float = Field(0.05, gt=0, le=5, description="Events are buffered and written in one batch this often, off the request path.")
+    max_buffered: int = Field(10_000, ge=1, description="Events waiting for Redis; past this (Redis down) the oldest are dropped and counted (`dropped`).")
+    feedback_wait_s: float = Field(1.0, ge=0, le=30, description="/v1/feedback for a request this node has not seen yet waits this long for its outcome to arrive from the node that served it before answering 404.")
+
+
 class RouterConfig(_Strict):
     strategy: str = Field("weighted_round_robin", description="A strategy name from `routeiq route-eval` / strategies/.")
     strategy_options: dict[str, Any] = Field(default_factory=dict, description="Keyword options of that strategy.")
@@ -446,6 +460,7 @@ class RouterConfig(_Strict):
         description="Streaming: longest gap between two chunks; over it the stream ends with a `data: {\"error\": ...}` event and no [DONE]. Raise it for models that pause mid-answer.",
     )
     breaker: BreakerConfig = Field(default_factory=BreakerConfig, description="Circuit breakers: per deployment, per callout target (ext_auth...), Redis and webhook target.")
+    replication: RoutingReplicationConfig = Field(default_factory=RoutingReplicationConfig, description="Sharing what learned strategies learn between workers and replicas (needs `kv.backend: redis`).")
     fallbacks: list[dict[str, list[str]]] = Field(
         default_factory=list,
         description=(

@@ -49,6 +49,33 @@ def save_artifact(strategy: RoutingStrategy, path: str | Path) -> str:
     return digest
 
 
+def verify_artifact(doc: Any, where: str = "artifact") -> dict[str, Any]:
+    """The artifact document `doc` (parsed JSON) without its sha256 once the digest, the
+    format version and the fields are checked; ArtifactError says what is wrong."""
+    if not isinstance(doc, dict) or not {"name", "version", "state", "sha256"} <= doc.keys():
+        raise ArtifactError(f"{where}: not a routing artifact (needs name, version, state, sha256)")
+    doc = dict(doc)
+    expected = doc.pop("sha256")
+    try:
+        actual = _digest(doc)
+    except (TypeError, ValueError) as exc:
+        raise ArtifactError(f"{where}: not canonical JSON: {exc}") from None
+    if actual != expected:
+        raise ArtifactError(f"{where}: sha256 mismatch: expected {expected}, actual {actual}; refusing to load")
+    if doc["version"] != FORMAT_VERSION:
+        raise ArtifactError(f"{where}: artifact format version {doc['version']} is not supported (want {FORMAT_VERSION})")
+    if not isinstance(doc["name"], str) or not isinstance(doc.get("options", {}), dict) or not isinstance(doc["state"], dict):
+        raise ArtifactError(f"{where}: name must be a string, options and state objects")
+    return doc
+
+
+def strategy_from(doc: Mapping[str, Any], cls: type[RoutingStrategy]) -> RoutingStrategy:
+    """A new `cls` strategy with a verified artifact's options and learned state."""
+    strategy = cls(**doc.get("options", {}))
+    strategy.load_state(doc["state"])
+    return strategy
+
+
 def load_artifact(path: str | Path, registry: StrategyRegistry) -> RoutingStrategy:
     """Verify the sha256, then build the named strategy from the registry and load its state."""
     path = Path(path)
@@ -56,16 +83,7 @@ def load_artifact(path: str | Path, registry: StrategyRegistry) -> RoutingStrate
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"{path}: cannot read artifact: {exc}") from exc
-    if not isinstance(doc, dict) or not {"name", "version", "state", "sha256"} <= doc.keys():
-        raise ArtifactError(f"{path}: not a routing artifact (needs name, version, state, sha256)")
-    expected = doc.pop("sha256")
-    actual = _digest(doc)
-    if actual != expected:
-        raise ArtifactError(f"{path}: sha256 mismatch: expected {expected}, actual {actual}; refusing to load")
-    if doc["version"] != FORMAT_VERSION:
-        raise ArtifactError(f"{path}: artifact format version {doc['version']} is not supported (want {FORMAT_VERSION})")
+    doc = verify_artifact(doc, str(path))
     if doc["name"] not in registry:
         raise ArtifactError(f"{path}: strategy {doc['name']!r} is not registered")
-    strategy = registry.create(doc["name"], **doc.get("options", {}))
-    strategy.load_state(doc["state"])
-    return strategy
+    return strategy_from(doc, registry.get(doc["name"]))

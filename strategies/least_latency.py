@@ -7,7 +7,7 @@ as `failure_penalty_s` so a deployment that errors fast is not mistaken for a fa
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from .base import Decision, Deployment, Outcome, RoutingRequest, RoutingStrategy
 
@@ -42,3 +42,11 @@ class LeastLatency(RoutingStrategy):
         key = outcome.deployment.id
         prev = self.ewma.get(key)
         self.ewma[key] = sample if prev is None else self.alpha * sample + (1 - self.alpha) * prev
+
+    def state(self) -> dict[str, Any]:
+        # Not trained offline, but its EWMAs are what it learned: an operator can ship them
+        # (PUT /admin/routing/artifact) and GET /admin/routing?state=1 shows them.
+        return {"ewma": dict(self.ewma)}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        self.ewma = {str(k): float(v) for k, v in dict(state.get("ewma", {})).items()}

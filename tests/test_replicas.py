@@ -258,6 +258,8 @@ def test_config_file_edits_reach_every_node_and_admin_changes_win_everywhere(tmp
         # One file for both replicas (a ConfigMap mounted on each host, say).
         config = write_config(tmp_path, "shared", url, module)
         with replicas(config, config) as (a, b):
+            for r in (a, b):
+                r.per_worker("/admin/plugins/tagger", tag_is("from-file"))
             config.write_text(config.read_text().replace("tag: from-file", "tag: file-v2"))
             for r in (a, b):
                 r.per_worker("/admin/plugins/tagger", tag_is("file-v2"))

@@ -20,9 +20,11 @@ from routeiq.config import AdminConfig
 from routeiq.gateway.operator_changes import OperatorChanges, StateNotStored
 from routeiq.gateway.plugin_set import PluginSet
 from routeiq.gateway.replica_sync import ReplicaSync
+from routeiq.llm.routing_replication import ArtifactNotStored, SharedRouting
 from routeiq.policy.config_schema import ConfigSchemaError, validate_document
 from routeiq.runtime.errors import PluginError
 from routeiq.services.audit import AuditLog
+from routeiq.strategies.artifacts import ArtifactError
 
 from .auth import AdminKey, allows, authenticate
 from .body import BodyRefused, merge_patch, parse_json, read_limited
@@ -42,7 +44,13 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 def admin_routes(
-    plugins: PluginSet, changes: OperatorChanges, replicas: ReplicaSync | None, audit: AuditLog, keys: Sequence[AdminKey], limits: AdminConfig
+    plugins: PluginSet,
+    changes: OperatorChanges,
+    replicas: ReplicaSync | None,
+    audit: AuditLog,
+    keys: Sequence[AdminKey],
+    limits: AdminConfig,
+    routing: SharedRouting | None = None,
 ) -> list[Route]:
 
     def guarded(role: str, handler: Handler) -> Handler:
@@ -251,8 +259,34 @@ def admin_routes(
         await changes.release(plugin.spec.name, f"by operator {request.state.admin_key.name}")
         return JSONResponse({"ok": True, **plugin.describe()})
 
+    async def get_routing(request: Request) -> Response:
+        """
+        summary: Routing state of the worker that answers - strategy, state sha256 (?state=1 - the state itself), artifact in use, replication across nodes (node, events published/applied/dropped, lag, redis ok/degraded)
+        responses: {200: {description: routing state}, 404: {description: no LLM router}}
+        """
+        if routing is None:
+            return _error(404, "no LLM router (the config has no model_list)", "not_found")
+        return JSONResponse(routing.describe(with_state=request.query_params.get("state") in ("1", "true")))
+
+    async def put_artifact(request: Request) -> Response:
+        """
+        summary: Load a routing artifact (what `routeiq route-train` writes, sha256-verified, for router.strategy) live on every node - stored in Redis (kv backend redis) or the admin state dir first, so nodes starting later and restarts load it too
+        responses: {200: {description: stored and loaded}, 400: {description: not an artifact / sha256 mismatch / another strategy}, 413: {description: larger than admin.max_module_bytes}, 503: {description: could not be stored - not loaded}}
+        """
+        if routing is None:
+            return _error(404, "no LLM router (the config has no model_list)", "not_found")
+        document = parse_json(await read_limited(request, limits.max_module_bytes, "admin.max_module_bytes"))
+        try:
+            return JSONResponse(await routing.put_artifact(document))
+        except ArtifactError as exc:
+            return _error(400, f"artifact refused, the strategy in use stays: {exc}", "artifact_refused")
+        except ArtifactNotStored as exc:
+            return _error(503, f"artifact not stored, so not loaded: {exc}", "not_stored")
+
     routes = [
         Route("/admin/nodes", guarded("viewer", list_nodes), methods=["GET"]),
+        Route("/admin/routing", guarded("viewer", get_routing), methods=["GET"]),
+        Route("/admin/routing/artifact", guarded("admin", put_artifact), methods=["PUT"]),
         Route("/admin/plugins", guarded("viewer", list_plugins), methods=["GET"]),
         Route("/admin/plugins/{name}", guarded("viewer", get_plugin), methods=["GET"]),
         Route("/admin/plugins/{name}/schema", guarded("viewer", get_schema), methods=["GET"]),

@@ -86,8 +86,11 @@ class ConfigWatcher:
         self.operator_state = operator_state
         self.path = path
         self.interval_s = interval_s
-        self._stat = self._stat_now()
         self._digest = config.digest or self._read_digest()
+        # The file may have changed since `config` was read from it (a worker starting
+        # during an edit): then its stat is not taken as seen, and the first poll reloads.
+        stat = self._stat_now()  # before the read: an edit in between is seen by the first poll
+        self._stat: tuple[int, int] | None = stat if self._read_digest() == self._digest else None
         # What the file said for each plugin when it was last read: an edit is a field
         # that differs from this, not from the running value (admin changes differ).
         self._file = {s.name: _FileValues.of(s) for s in config.plugin_specs()}
@@ -134,6 +137,7 @@ class ConfigWatcher:
         stat = self._stat_now()
         if stat == self._stat:
             return
+        first = self._stat is None
         self._stat = stat
         try:
             raw = self.path.read_bytes()
@@ -143,7 +147,8 @@ class ConfigWatcher:
             return
         digest = hashlib.sha256(raw).hexdigest()
         if digest == self._digest:
-            self.unchanged += 1
+            if not first:
+                self.unchanged += 1
             log.debug("config file %s touched, content unchanged: nothing to reload", self.path)
             return
         self._digest = digest

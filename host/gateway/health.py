@@ -59,7 +59,9 @@ class HealthReport:
             "breakers": {b.name: b.describe() for b in self.breakers.all()},
         }
         if self.router is not None:
-            report["routing"] = self.router.describe()
+            report["routing"] = routing = self.router.describe()
+            if routing.get("replication", {}).get("status") == "degraded":  # serving on local routing state
+                report["status"] = "degraded"
         if self.watcher is not None:
             report["config"] = self.watcher.status()
         if self.replicas is not None:

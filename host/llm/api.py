@@ -162,7 +162,13 @@ class LlmApi:
         if not 0.0 <= score <= 1.0:
             return openai_error(400, "score must be between 0 and 1", "invalid_request_error", "invalid_score")
         if not self.router.feedback(request_id, score):
-            return openai_error(404, f"no recent answered request {request_id!r} (feedback goes to the worker that served it)", "invalid_request_error", "unknown_request")
+            replica = self.router.replica
+            if replica is None:
+                return openai_error(404, f"no recent answered request {request_id!r} (feedback goes to the worker that served it)", "invalid_request_error", "unknown_request")
+            # Shared routing state: the outcome may still be on its way from the node that served it.
+            router = self.router
+            if not (await replica.wait_for(lambda: router.knows(request_id)) and router.feedback(request_id, score)):
+                return openai_error(404, f"no recent answered request {request_id!r} on any node", "invalid_request_error", "unknown_request")
         return JSONResponse({"ok": True, "request_id": request_id, "score": score})
 
     async def chat_completions(self, request: Request) -> Response:

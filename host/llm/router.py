@@ -7,7 +7,7 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from routeiq.services.breakers import BreakerBoard
 from routeiq.strategies.base import Decision, Outcome, RoutingRequest, RoutingStrategy
@@ -73,6 +73,15 @@ class Aliases:
     hidden: frozenset[str] = frozenset()
 
 
+class OutcomeSink(Protocol):
+    """Where a router sends what it learns, for other nodes (llm/routing_replication.py)."""
+
+    def outcome(self, outcome: Outcome) -> None: ...
+    def feedback(self, request_id: str, score: float) -> None: ...
+    def status(self) -> dict[str, Any]: ...
+    async def wait_for(self, known: Callable[[], bool]) -> bool: ...
+
+
 class LlmRouter:
     def __init__(
         self,
@@ -102,6 +111,7 @@ class LlmRouter:
         self._remember = remember
         self.decisions = 0
         self.fallbacks = 0
+        self.replica: OutcomeSink | None = None  # set when routing state is shared (kv: redis)
 
     @property
     def models(self) -> list[str]:
@@ -193,28 +203,42 @@ class LlmRouter:
         )
         breaker = self.breaker(deployment)
         breaker.success() if success else breaker.failure()
+        self.learn(outcome)
+        if self.replica is not None:
+            self.replica.outcome(outcome)
+
+    def learn(self, outcome: Outcome) -> None:
+        """Observe `outcome` and remember a success for feedback (also one another node served)."""
         try:
             self.strategy.observe(outcome)
         except Exception:  # a strategy bug must not fail the request
-            log.exception("strategy %s failed in observe", call.decision.strategy)
-        if success:
-            self._outcomes[call.request.request_id] = outcome
-            self._outcomes.move_to_end(call.request.request_id)
+            log.exception("strategy %s failed in observe", outcome.decision.strategy)
+        if outcome.success:
+            request_id = outcome.request.request_id
+            self._outcomes[request_id] = outcome
+            self._outcomes.move_to_end(request_id)
             while len(self._outcomes) > self._remember:
                 self._outcomes.popitem(last=False)
 
-    def feedback(self, request_id: str, score: float) -> bool:
+    def knows(self, request_id: str) -> bool:
+        return request_id in self._outcomes
+
+    def feedback(self, request_id: str, score: float, publish: bool = True) -> bool:
+        """Feed a client's score to the strategy; False if the request is not remembered.
+        `publish`: also send it to the other nodes (not for feedback they sent)."""
         outcome = self._outcomes.get(request_id)
         if outcome is None:
             return False
         self.strategy.feedback(outcome, score)
+        if publish and self.replica is not None:
+            self.replica.feedback(request_id, score)
         return True
 
     def describe(self) -> dict[str, Any]:
         return {
             "strategy": getattr(self.strategy, "name", type(self.strategy).__name__),
             "deployments": {d.id: {"model": d.routing.model, "kind": d.kind, "breaker": self.breaker(d).describe(), **self._budget(d)} for d in self.deployments.values()},
-        }
+        } | ({"replication": self.replica.status()} if self.replica is not None else {})
 
     def _budget(self, d: LiveDeployment) -> dict[str, Any]:
         """/health's view of a deployment's rpm budget (none without an rpm)."""
