@@ -108,7 +108,7 @@ def test_py_chunk_counter_counts_the_stream_at_on_log(make_app, py_guests: dict[
 
 def test_py_rate_limiter_holds_its_limit_per_key(make_app, py_guests: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
     app = make_app(
-        [plugin("py_rate_limiter", py_guests["py_rate_limiter"], config={"limit": 3, "window_s": 86400})],
+        [plugin("py_rate_limiter", py_guests["py_rate_limiter"], config={"limit": 3, "window_s": 86400, "header": "x-api-key"})],
         policy=grant("py_rate_limiter", "shared_kv"),
     )
     with TestClient(app) as client:
