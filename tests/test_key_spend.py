@@ -77,3 +77,32 @@ def test_unseen_stays_cheap_with_many_charges_in_the_minute(tmp_path: Path) -> N
     finally:
         ledger.close()
         db.close()
+
+
+def test_metrics_show_spend_by_team_key_and_model_group(make_app, live, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    master = {"authorization": "Bearer sk-master-0123456789"}
+    app = make_app(
+        [],
+        keys={"enabled": True, "master_key": "sk-master-0123456789"},
+        admin={"state_dir": str(tmp_path / "state")},
+        model_list=[{"model_name": "chat", "litellm_params": {"model": "openai/mock", "api_base": "embedded"}, "model_info": {"cost_per_1k_tokens": 1.0}}],
+    )
+    base = live(app)
+    with httpx.Client(base_url=base, timeout=30, trust_env=False) as client:
+        assert client.post("/team/new", json={"team_id": "search"}, headers=master).status_code == 200
+        key = client.post("/key/generate", json={"key_alias": "bot", "team_id": "search"}, headers=master).json()["key"]
+        chat = {"model": "chat", "messages": [{"role": "user", "content": "hi there friend"}]}  # 3 + 5 tokens
+        for _ in range(2):
+            assert client.post("/v1/chat/completions", json=chat, headers={"authorization": f"Bearer {key}"}).status_code == 200
+        assert client.post("/v1/chat/completions", json=chat, headers={"authorization": "Bearer sk-nope"}).status_code == 401
+        text = client.get("/metrics").text
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    who = (("key_alias", "bot"), ("model_group", "chat"), ("team", "search"))
+    assert samples[("routeiq_key_requests_total", who)] == 2
+    assert abs(samples[("routeiq_key_spend_dollars_total", who)] - 2 * 8 / 1000) < 1e-9
+    assert samples[("routeiq_key_tokens_total", tuple(sorted((*who, ("kind", "prompt")))))] == 6
+    assert samples[("routeiq_key_tokens_total", tuple(sorted((*who, ("kind", "completion")))))] == 10
+    assert samples[("routeiq_key_refusals_total", (("code", "invalid_api_key"),))] == 1
