@@ -140,3 +140,19 @@ def test_broken_plugin_refuses_startup_naming_it(tmp_path: Path, guests: dict[st
     proc = subprocess.run([sys.executable, "-m", "routeiq", "serve", "--config", str(cfg)], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 2
     assert "sneaky" in proc.stderr and "env.proxy_does_not_exist" in proc.stderr
+
+
+def test_readme_quick_start_matches_demo_yaml() -> None:
+    # The walk-through's curls are run against the demo by test_demo_serve_shows_every_example;
+    # this keeps the README's constants those of demo.yaml.
+    import yaml
+
+    demo = yaml.safe_load((ROOT / "demo.yaml").read_text())
+    readme = (ROOT / "README.md").read_text()
+    assert demo["keys"]["enabled"] is True
+    assert f"M='authorization: Bearer {demo['keys']['master_key']}'" in readme
+    assert MASTER["authorization"] == f"Bearer {demo['keys']['master_key']}"
+    plugins = {p["name"]: p.get("config", {}) for p in demo["plugins"]}
+    assert f"ext_auth guards {plugins['ext_auth']['paths']}:" in readme
+    assert f"rate_limiter: {plugins['rate_limiter']['limit']} requests a minute per virtual key" in readme
+    assert "header" not in plugins["rate_limiter"] and "header" not in plugins["token_budget"]  # no spoofable keying in the demo
