@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -78,7 +79,7 @@ def main() -> int:
         "list, so every check runs and every answer is charged. Unauthenticated: the same handler at `/chat/completions`, left out of "
         "`keys.require_on`. The two are alternated request by request (`bench/keys_overhead.py`).",
         "",
-        f"- Machine: {machine()}",
+        f"- Machine: {machine()}; load average {os.getloadavg()[0]:.1f} at the end of the run (2 cores: other work shares them)",
         f"- Date: {stamp}",
         f"- Command: `.venv/bin/python bench/keys_overhead.py --pairs {args.pairs}`",
         "",
