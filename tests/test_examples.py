@@ -37,6 +37,9 @@ def test_rate_limiter_holds_its_limit_per_key(make_app, guests: dict[str, Path])
         assert limited.json()["error"]["type"] == "rate_limit_exceeded"
         assert 0 < int(limited.headers["retry-after"]) <= 86400
         assert client.get("/echo", headers={"x-api-key": "bob"}).status_code == 200  # keys are independent
+        # A header too long for a KV key is fingerprinted, not a way around the limit.
+        long = {"x-api-key": "x" * 300}
+        assert [client.get("/echo", headers=long).status_code for _ in range(4)] == [200, 200, 200, 429]
 
 
 def test_rate_limiter_without_a_header_option_ignores_x_api_key(make_app, guests: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]

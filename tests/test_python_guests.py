@@ -121,6 +121,8 @@ def test_py_rate_limiter_holds_its_limit_per_key(make_app, py_guests: dict[str, 
         assert limited.headers["x-ratelimit-limit"] == "3"
         assert client.get("/echo", headers={"x-api-key": "bob"}).status_code == 200  # keys are independent
         metrics = client.get("/metrics").text
+        # A header too long for a KV key is fingerprinted, not a way around the limit.
+        assert [client.get("/echo", headers={"x-api-key": "x" * 300}).status_code for _ in range(4)] == [200, 200, 200, 429]
     assert 'routeiq_kv_operations_total{op="set",plugin="py_rate_limiter"} 4.0' in metrics
 
 

@@ -6,7 +6,9 @@ with compare-and-swap (the Rust rate_limiter in Python).
   override it, so changing `x-api-key` does not escape the quota); `header:<value>` only
   when the config names a `header` (opt-in and SPOOFABLE: the client picks the value);
   `addr:<ip>` from `source.address` without its port; else one shared `anonymous` bucket.
-  The counter key is `<key_prefix>:<who>:<now_s // window_s>`.
+  The counter key is `<key_prefix>:<who>:<now_s // window_s>`; a `<who>` over 64 bytes
+  becomes `fp:<FNV-1a 64 hex>`, so a long header cannot push the key past the host's
+  key-size limit (which would make the limiter fail open).
 * CAS loop (at most 32 attempts): read (value, cas); at `limit` the request is refused,
   else write count + 1 with that cas (a missing key's cas is a create token, so two
   concurrent creators cannot both win). A CAS mismatch retries.
@@ -59,12 +61,23 @@ def client_of(headers, header):
     return "anonymous"
 
 
+def bounded(who):
+    """`who`, or its FNV-1a 64 fingerprint when longer than 64 bytes."""
+    data = who.encode("utf-8", "replace")
+    if len(data) <= 64:
+        return who
+    h = 0xCBF29CE484222325
+    for byte in data:
+        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return f"fp:{h:016x}"
+
+
 class Limiter(rg.HttpFilter):
     remaining = None
 
     def on_request_headers(self, headers, end_of_stream):
         p = self.plugin
-        client = client_of(headers, p.header)
+        client = bounded(client_of(headers, p.header))
         now_s = rg.now_ns() // 1_000_000_000
         window = now_s // p.window_s
         retry_after = p.window_s - now_s % p.window_s

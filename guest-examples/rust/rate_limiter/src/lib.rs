@@ -11,6 +11,9 @@
 //!   3. `addr:<ip>` — property `source.address` without its port (the peer
 //!      address; behind a proxy that is the proxy's address).
 //!   4. `anonymous` — one shared bucket when none of the above is known.
+//!   A `<who>` longer than 64 bytes is replaced by `fp:<FNV-1a 64 in hex>`, so a
+//!   long header value cannot push the key past the host's key-size limit (which
+//!   would make the limiter fail open).
 //! * `window = now_s / window_s`, `now_s` from
 //!   `proxy_get_current_time_nanoseconds` (integer division). The counter
 //!   lives in shared data under the key `<key_prefix>:<who>:<window>`,
@@ -144,6 +147,19 @@ enum Attempt {
     Unavailable(Status),
 }
 
+/// Who this request is counted against, at most 64 bytes (see `client_of`).
+fn bounded(who: String) -> String {
+    if who.len() <= 64 {
+        return who;
+    }
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in who.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("fp:{:016x}", hash)
+}
+
 /// Who this request is counted against; see the module docs for the order.
 fn client_of(header: Option<&str>) -> String {
     if let Ok(Some(id)) = hostcalls::get_property_string(&["routeiq", "consumer", "id"]) {
@@ -203,7 +219,7 @@ impl Limiter {
 
 impl HttpContext for Limiter {
     fn on_http_request_headers(&mut self, _num_headers: usize, _eos: bool) -> Action {
-        let client = client_of(self.config.header.as_deref());
+        let client = bounded(client_of(self.config.header.as_deref()));
         let now_s = match hostcalls::get_current_time_nanoseconds() {
             Ok(ns) => ns / 1_000_000_000,
             Err(s) => {
