@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from goals import EXTISM_RATIO, PYTHON_HOOK_US, RUST_HEADERS_HOOK_US  # bench/goals.py
+from goals import EXTISM_RATIO, KEY_AUTH_US, PYTHON_HOOK_US, RUST_HEADERS_HOOK_US  # bench/goals.py
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -129,14 +129,24 @@ def _routing_goals(m: dict[str, float]) -> list[str]:
 
 
 def _llm_goals(m: dict[str, float]) -> list[str]:
+    lines = _key_goals(m)
     direct, passthrough, litellm = (m.get(k) for k in ("test_upstream_direct", "test_gateway_passthrough", "test_gateway_via_litellm_router"))
     if None in (direct, passthrough, litellm):
-        return []
-    return [
+        return lines
+    return lines + [
         f"Gateway overhead over the direct call (median): pass-through {passthrough - direct:.0f} µs, "  # type: ignore[operator]
         f"litellm Router {litellm - direct:.0f} µs; the pass-through path saves {litellm - passthrough:.0f} µs per request "  # type: ignore[operator]
         f"({litellm / passthrough:.1f}x faster end to end)."  # type: ignore[operator]
     ]
+
+
+def _key_goals(m: dict[str, float]) -> list[str]:
+    anonymous, keyed = m.get("test_gateway_passthrough_keys_on_unauthenticated"), m.get("test_gateway_passthrough_keys_on_authenticated")
+    if anonymous is None or keyed is None:
+        return []
+    extra = keyed - anonymous
+    verdict = "met" if extra <= KEY_AUTH_US else "NOT met"
+    return [f"Target: an authenticated request adds <= {KEY_AUTH_US:.0f} µs median over an unauthenticated one: {verdict} ({extra:+.0f} µs)."]
 
 
 def _python_guest_goals(m: dict[str, float]) -> list[str]:
@@ -236,6 +246,8 @@ REPORTS = {
             "test_gateway_via_litellm_router": "Through RouteIQ, litellm Router",
             "test_gateway_embeddings_passthrough": "Embeddings through RouteIQ, pass-through",
             "test_gateway_anthropic_messages_passthrough": "Anthropic /v1/messages through RouteIQ (translated to chat), pass-through",
+            "test_gateway_passthrough_keys_on_unauthenticated": "Keys on: chat pass-through on a path that needs no key",
+            "test_gateway_passthrough_keys_on_authenticated": "Keys on: chat pass-through with a virtual key (cached record)",
         },
         _llm_goals,
     ),

@@ -2,7 +2,10 @@
 on loopback, with the gateway calling the deployment directly (OpenAI-compatible
 pass-through) or through litellm's Router; beside the upstream called directly. Also an
 embeddings request and an Anthropic /v1/messages request (translated to chat) on the
-pass-through path.
+pass-through path. And virtual keys (issue #16): one gateway with `keys.enabled` serving
+the same chat pass-through with a virtual key (`/v1/chat/completions`, which needs one)
+and without (`/chat/completions`, left out of `keys.require_on`): the difference is what
+authentication costs on a cached key record.
 
 Gateway and upstream run as separate processes, as in production.
 """
@@ -74,17 +77,49 @@ def gateway(upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     proc.wait(timeout=10)
 
 
+MASTER = "sk-bench-master-key"
+
+
+@pytest.fixture(scope="module")
+def keyed_gateway(upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """(url, virtual key) of a gateway with keys on for /v1/chat/ only."""
+    port = free_port()
+    state = tmp_path_factory.mktemp("keyed")
+    config = {
+        "server": {"host": "127.0.0.1", "port": port, "log_level": "warn"},
+        "admin": {"state_dir": str(state / "state")},
+        # Default keys.cache_ttl_s (1 s): the key's record is reread about once a second of
+        # the run, so the median is a cached lookup, as in the steady state of a busy key.
+        "keys": {"enabled": True, "master_key": MASTER, "require_on": ["/v1/chat/"]},
+        "model_list": [
+            {"model_name": "direct", "litellm_params": {"model": "openai/routeiq-mock", "api_base": f"{upstream}/v1", "api_key": "x"}, "model_info": {"cost_per_1k_tokens": 0.1}},
+        ],
+    }
+    path = state / "gw.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = subprocess.Popen([sys.executable, "-m", "routeiq", "serve", "--config", str(path)], env={**os.environ, "LITELLM_LOG": "ERROR"})
+    url = f"http://127.0.0.1:{port}"
+    wait(f"{url}/health", proc)
+    # A key with everything checked on each request: a budget, rpm/tpm limits, models.
+    fields = {"key_alias": "bench", "max_budget": 1e9, "budget_duration": "30d", "rpm_limit": 10**9, "tpm_limit": 10**12, "models": ["direct"]}
+    made = httpx.post(f"{url}/key/generate", json=fields, headers={"authorization": f"Bearer {MASTER}"}, timeout=30, trust_env=False)
+    assert made.status_code == 200, made.text
+    yield url, made.json()["key"]
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
 @pytest.fixture(scope="module")
 def client() -> Iterator[httpx.Client]:
     with httpx.Client(timeout=30, trust_env=False) as c:
         yield c
 
 
-def run(benchmark, client: httpx.Client, url: str, model: str) -> None:  # type: ignore[no-untyped-def]
+def run(benchmark, client: httpx.Client, url: str, model: str, headers: dict[str, str] | None = None) -> None:  # type: ignore[no-untyped-def]
     body = {**CHAT, "model": model}
 
     def call() -> int:
-        return client.post(url, json=body).status_code
+        return client.post(url, json=body, headers=headers).status_code
 
     for _ in range(20):  # warm connections and litellm's first-call setup
         call()
@@ -123,3 +158,13 @@ def test_gateway_anthropic_messages_passthrough(benchmark, client: httpx.Client,
     for _ in range(20):
         call()
     assert benchmark.pedantic(call, rounds=300, iterations=1) == 200
+
+
+def test_gateway_passthrough_keys_on_unauthenticated(benchmark, client: httpx.Client, keyed_gateway: tuple[str, str]) -> None:  # type: ignore[no-untyped-def]
+    url, _ = keyed_gateway
+    run(benchmark, client, f"{url}/chat/completions", "direct")
+
+
+def test_gateway_passthrough_keys_on_authenticated(benchmark, client: httpx.Client, keyed_gateway: tuple[str, str]) -> None:  # type: ignore[no-untyped-def]
+    url, key = keyed_gateway
+    run(benchmark, client, f"{url}/v1/chat/completions", "direct", {"authorization": f"Bearer {key}"})

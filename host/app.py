@@ -164,7 +164,7 @@ class Gateway:
         self.filter = PluginFilter(default_app, plugins, models, tracer, self.events, header_limits, self.route_table, self.plugin_set.chain_for, front_door)
         router = llm.router if llm is not None else None
         self.health = HealthReport(self.plugin_set, [p for p, _ in self.native], self.breakers, self.upstream_name, router, self.config_watcher, self.events, self.replica_sync, self.identity)
-        self.metrics = GatewayCollector(self.plugin_set, self.services, self.breakers, self.request_latency, router, self.llm_telemetry)
+        self.metrics = GatewayCollector(self.plugin_set, self.services, self.breakers, self.request_latency, router, self.llm_telemetry, meter)
 
     @property
     def llm(self) -> LlmApi | None:

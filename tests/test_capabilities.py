@@ -90,7 +90,7 @@ def test_shared_data_with_cas_in_redis(make_app, probe_guest: Probe, redis_url: 
 
 def test_namespaces_are_per_plugin_unless_shared(make_app, guests: dict[str, Path], probe_guest: Probe) -> None:  # type: ignore[no-untyped-def]
     window_s = 10**9  # one window for years: a minute boundary mid-test cannot split the count
-    key = f"rl:anonymous:{int(time.time()) // window_s}"
+    key = f"rl:addr:testclient:{int(time.time()) // window_s}"  # no consumer: the client address (TestClient's)
     policy = {
         "plugins": {
             "rate_limiter": {"unpinned": True, "capabilities": ["shared_kv"]},

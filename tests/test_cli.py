@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from support import free_port
+from support import eventually, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,7 +34,14 @@ def wait_healthy(url: str, proc: subprocess.Popen[str], timeout: float = 30) -> 
     raise AssertionError("gateway did not become healthy")
 
 
-TOKEN = {"authorization": "Bearer demo-token"}
+TOKEN = {"authorization": "Bearer demo-token"}  # the demo auth service's (ext_auth on /echo/private/)
+MASTER = {"authorization": "Bearer sk-demo-master-key"}  # demo.yaml keys.master_key, as in the README
+
+
+def new_key(client: httpx.Client, **fields: object) -> str:
+    made = client.post("/key/generate", json=fields, headers=MASTER)
+    assert made.status_code == 200, made.text
+    return str(made.json()["key"])
 
 
 def test_demo_serve_shows_every_example(guests: dict[str, Path]) -> None:
@@ -52,14 +59,22 @@ def test_demo_serve_shows_every_example(guests: dict[str, Path]) -> None:
             echoed = client.get("/echo/hello").json()
             assert ["x-routeiq-tagged", "demo"] in echoed["headers"]
 
+            # The README's walk-through: virtual keys guard the LLM API, before any plugin.
+            missing = client.get("/v1/models")
+            assert missing.status_code == 401 and missing.json()["error"]["code"] == "missing_api_key"
+            key = new_key(client, user_id="ann", max_budget=0.5, budget_duration="1d", models=["routeiq-mock"])
+            KEY = {"authorization": f"Bearer {key}"}
+            assert client.get("/v1/models", headers=KEY).status_code == 200
+
             denied = client.get("/admin/users")
             assert denied.status_code == 403
             assert denied.json()["error"]["message"] == "blocked by tagger"
-            assert client.get("/v1/models", headers={"x-block": "yes"}).status_code == 403
+            assert client.get("/v1/models", headers={**KEY, "x-block": "yes"}).status_code == 403
+            assert client.get("/echo/private/x").status_code == 401  # ext_auth: no demo token
+            assert client.get("/echo/private/x", headers=TOKEN).status_code == 200
 
             body = {"model": "routeiq-mock", "messages": [{"role": "user", "content": "I am ann@corp.example, key sk-live-0123456789abcdefXYZ"}]}
-            assert client.post("/v1/chat/completions", json=body).status_code == 401  # ext_auth: no token
-            answer = client.post("/v1/chat/completions", json=body, headers={**TOKEN, "x-api-key": "demo-key"})
+            answer = client.post("/v1/chat/completions", json=body, headers={**KEY, "x-api-key": "demo-key"})
             assert answer.status_code == 200
             content = answer.json()["choices"][0]["message"]["content"]
             assert content == "You said: I am [REDACTED_EMAIL], key [REDACTED_KEY]"
@@ -68,15 +83,30 @@ def test_demo_serve_shows_every_example(guests: dict[str, Path]) -> None:
             assert answer.headers["x-routeiq-deployment"] in ("mock-small", "mock-large")  # the routing decision
             assert answer.headers["x-routeiq-strategy"] == "contextual_bandit"
             assert int(answer.headers["x-token-budget-remaining"]) == 5000
-            streamed = client.post("/v1/chat/completions", json={**body, "stream": True}, headers={**TOKEN, "x-api-key": "demo-key"})
+            streamed = client.post("/v1/chat/completions", json={**body, "stream": True}, headers=KEY)
             assert streamed.status_code == 200 and streamed.text.endswith("data: [DONE]\n\n")
-            blocked = client.post("/v1/chat/completions", json={**body, "messages": [{"role": "user", "content": "password: hunter2"}]}, headers=TOKEN)
+            blocked = client.post("/v1/chat/completions", json={**body, "messages": [{"role": "user", "content": "password: hunter2"}]}, headers=KEY)
             assert blocked.status_code == 400 and blocked.json()["error"]["code"] == "pii_forbidden"
-            feedback = client.post("/v1/feedback", json={"request_id": answer.headers["x-request-id"], "score": 1.0}, headers=TOKEN)
+            feedback = client.post("/v1/feedback", json={"request_id": answer.headers["x-request-id"], "score": 1.0}, headers=KEY)
             assert feedback.status_code == 200
 
-            statuses = [client.get("/v1/models", headers={**TOKEN, "x-api-key": "greedy"}).status_code for _ in range(22)]
+            info = client.get("/key/info", params={"key": key}, headers=MASTER).json()["info"]
+            assert eventually(lambda: float(client.get("/key/info", params={"key": key}, headers=MASTER).json()["info"]["spend"]) > 0)
+            assert info["max_budget"] == 0.5
+            logs = client.get("/spend/logs", params={"api_key": key}, headers=MASTER).json()
+            assert logs and {row["model_group"] for row in logs} == {"routeiq-mock"}
+
+            # A fresh key: 20 a minute, and a new x-api-key per request does not escape it.
+            greedy = new_key(client)
+            statuses = [client.get("/v1/models", headers={"authorization": f"Bearer {greedy}", "x-api-key": f"me-{i}"}).status_code for i in range(22)]
             assert statuses[:20] == [200] * 20 and statuses[20:] == [429, 429]
+
+            assert client.post("/key/block", json={"key": key}, headers=MASTER).status_code == 200
+            blocked_key = client.get("/v1/models", headers=KEY)
+            assert blocked_key.status_code == 401 and blocked_key.json()["error"]["code"] == "key_blocked"
+            deleted = client.post("/key/delete", json={"keys": [key, greedy]}, headers=MASTER)
+            assert deleted.status_code == 200 and len(deleted.json()["deleted_keys"]) == 2
+            assert client.get("/v1/models", headers=KEY).json()["error"]["code"] == "invalid_api_key"
 
             metrics = client.get("/metrics").text
             assert "routeiq_plugin_request_counter_requests_total" in metrics
@@ -110,3 +140,19 @@ def test_broken_plugin_refuses_startup_naming_it(tmp_path: Path, guests: dict[st
     proc = subprocess.run([sys.executable, "-m", "routeiq", "serve", "--config", str(cfg)], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 2
     assert "sneaky" in proc.stderr and "env.proxy_does_not_exist" in proc.stderr
+
+
+def test_readme_quick_start_matches_demo_yaml() -> None:
+    # The walk-through's curls are run against the demo by test_demo_serve_shows_every_example;
+    # this keeps the README's constants those of demo.yaml.
+    import yaml
+
+    demo = yaml.safe_load((ROOT / "demo.yaml").read_text())
+    readme = (ROOT / "README.md").read_text()
+    assert demo["keys"]["enabled"] is True
+    assert f"M='authorization: Bearer {demo['keys']['master_key']}'" in readme
+    assert MASTER["authorization"] == f"Bearer {demo['keys']['master_key']}"
+    plugins = {p["name"]: p.get("config", {}) for p in demo["plugins"]}
+    assert f"ext_auth guards {plugins['ext_auth']['paths']}:" in readme
+    assert f"rate_limiter: {plugins['rate_limiter']['limit']} requests a minute per virtual key" in readme
+    assert "header" not in plugins["rate_limiter"] and "header" not in plugins["token_budget"]  # no spoofable keying in the demo

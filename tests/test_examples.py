@@ -17,7 +17,7 @@ import yaml
 from starlette.testclient import TestClient
 
 from callout_service import create_callout_service
-from support import free_port, plugin
+from support import eventually, free_port, plugin
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,7 +27,8 @@ def limiter_policy() -> dict:  # type: ignore[type-arg]
 
 
 def test_rate_limiter_holds_its_limit_per_key(make_app, guests: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
-    app = make_app([plugin("rate_limiter", guests["rate_limiter"], config={"limit": 3, "window_s": 86400})], policy=limiter_policy())
+    # `header` is the opt-in (spoofable) keying for gateways without virtual keys.
+    app = make_app([plugin("rate_limiter", guests["rate_limiter"], config={"limit": 3, "window_s": 86400, "header": "x-api-key"})], policy=limiter_policy())
     with TestClient(app) as client:
         answers = [client.get("/echo", headers={"x-api-key": "alice"}) for _ in range(5)]
         assert [r.status_code for r in answers] == [200, 200, 200, 429, 429]
@@ -36,6 +37,69 @@ def test_rate_limiter_holds_its_limit_per_key(make_app, guests: dict[str, Path])
         assert limited.json()["error"]["type"] == "rate_limit_exceeded"
         assert 0 < int(limited.headers["retry-after"]) <= 86400
         assert client.get("/echo", headers={"x-api-key": "bob"}).status_code == 200  # keys are independent
+        # A header too long for a KV key is fingerprinted, not a way around the limit.
+        long = {"x-api-key": "x" * 300}
+        assert [client.get("/echo", headers=long).status_code for _ in range(4)] == [200, 200, 200, 429]
+
+
+def test_rate_limiter_without_a_header_option_ignores_x_api_key(make_app, guests: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
+    # The safe default without virtual keys: the client address, never a client-chosen header.
+    app = make_app([plugin("rate_limiter", guests["rate_limiter"], config={"limit": 2, "window_s": 86400})], policy=limiter_policy())
+    with TestClient(app) as client:
+        statuses = [client.get("/echo", headers={"x-api-key": f"spoofed-{i}"}).status_code for i in range(3)]
+    assert statuses == [200, 200, 429]
+
+
+MASTER = "sk-master-0123456789"
+
+
+def virtual_key(base: str, alias: str) -> str:
+    made = httpx.post(f"{base}/key/generate", json={"key_alias": alias}, headers={"authorization": f"Bearer {MASTER}"}, timeout=30, trust_env=False)
+    assert made.status_code == 200, made.text
+    return str(made.json()["key"])
+
+
+@pytest.mark.parametrize("limiter", ["rate_limiter", "py_rate_limiter"])
+def test_a_virtual_key_cannot_escape_the_rate_limit_by_changing_x_api_key(make_app, live, guests: dict[str, Path], request, tmp_path: Path, limiter: str) -> None:  # type: ignore[no-untyped-def]
+    module = guests[limiter] if limiter == "rate_limiter" else request.getfixturevalue("py_guests")[limiter]
+    # Even with the header opt-in configured, the authenticated consumer wins over it.
+    config = {"limit": 2, "window_s": 86400, "header": "x-api-key"}
+    app = make_app(
+        [plugin(limiter, module, config=config)],
+        policy={"plugins": {limiter: {"unpinned": True, "capabilities": ["shared_kv"]}}},
+        keys={"enabled": True, "master_key": MASTER, "require_on": ["/echo"]},
+        admin={"state_dir": str(tmp_path / "state")},
+    )
+    base = live(app)
+    alice, bob = virtual_key(base, "alice"), virtual_key(base, "bob")
+    with httpx.Client(base_url=base, timeout=30, trust_env=False) as client:
+        statuses = [client.get("/echo", headers={"authorization": f"Bearer {alice}", "x-api-key": f"spoofed-{i}"}).status_code for i in range(3)]
+        assert statuses == [200, 200, 429]  # two x-api-key values, one virtual key: one quota
+        other = client.get("/echo", headers={"authorization": f"Bearer {bob}", "x-api-key": "spoofed-0"})
+        assert other.status_code == 200 and other.headers["x-ratelimit-remaining"] == "1"  # bob's own quota
+
+
+def test_a_virtual_key_cannot_escape_the_token_budget_by_changing_x_api_key(make_app, live, guests: dict[str, Path], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    app = make_app(
+        [plugin("token_budget", guests["token_budget"], config={"budget_tokens": 10, "window_s": 86400, "header": "x-api-key"})],
+        policy={"plugins": {"token_budget": {"unpinned": True, "capabilities": ["llm_request", "shared_kv"]}}},
+        keys={"enabled": True, "master_key": MASTER},
+        admin={"state_dir": str(tmp_path / "state")},
+        model_list=[{"model_name": "chat", "litellm_params": {"model": "openai/mock", "api_base": "embedded"}}],
+    )
+    base = live(app)
+    alice = virtual_key(base, "alice")
+    chat = {"model": "chat", "messages": [{"role": "user", "content": "hi there friend"}]}  # 8 tokens
+    with httpx.Client(base_url=base, timeout=30, trust_env=False) as client:
+        statuses, remaining = [], []
+        for i in range(4):
+            answer = client.post("/v1/chat/completions", json=chat, headers={"authorization": f"Bearer {alice}", "x-api-key": f"spoofed-{i}"})
+            statuses.append(answer.status_code)
+            remaining.append(answer.headers.get("x-token-budget-remaining"))
+            if answer.status_code == 200:  # usage is charged at proxy_on_log, after the answer
+                used = 10 - int(answer.headers["x-token-budget-remaining"]) + answer.json()["usage"]["total_tokens"]
+                assert eventually(lambda: f"used={used}" in " ".join(app.state.gateway.logs.messages("token_budget")))
+    assert statuses == [200, 200, 429, 429] and remaining[:2] == ["10", "2"]
 
 
 def test_rate_limiter_holds_across_two_workers_sharing_redis(guests: dict[str, Path], redis_url: str, tmp_path: Path) -> None:

@@ -104,7 +104,7 @@ def test_pii_guard_blocks_and_redacts(make_app, guests: dict[str, Path]) -> None
 
 
 def test_token_budget_counts_usage_per_key(make_app, guests: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
-    app = app_with(make_app, [plugin("token_budget", guests["token_budget"], config={"budget_tokens": 20, "window_s": 86400})])
+    app = app_with(make_app, [plugin("token_budget", guests["token_budget"], config={"budget_tokens": 20, "window_s": 86400, "header": "x-api-key"})])
     with TestClient(app) as client:
         spent = 0
         statuses = []

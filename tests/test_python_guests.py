@@ -108,7 +108,7 @@ def test_py_chunk_counter_counts_the_stream_at_on_log(make_app, py_guests: dict[
 
 def test_py_rate_limiter_holds_its_limit_per_key(make_app, py_guests: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
     app = make_app(
-        [plugin("py_rate_limiter", py_guests["py_rate_limiter"], config={"limit": 3, "window_s": 86400})],
+        [plugin("py_rate_limiter", py_guests["py_rate_limiter"], config={"limit": 3, "window_s": 86400, "header": "x-api-key"})],
         policy=grant("py_rate_limiter", "shared_kv"),
     )
     with TestClient(app) as client:
@@ -121,6 +121,8 @@ def test_py_rate_limiter_holds_its_limit_per_key(make_app, py_guests: dict[str, 
         assert limited.headers["x-ratelimit-limit"] == "3"
         assert client.get("/echo", headers={"x-api-key": "bob"}).status_code == 200  # keys are independent
         metrics = client.get("/metrics").text
+        # A header too long for a KV key is fingerprinted, not a way around the limit.
+        assert [client.get("/echo", headers={"x-api-key": "x" * 300}).status_code for _ in range(4)] == [200, 200, 200, 429]
     assert 'routeiq_kv_operations_total{op="set",plugin="py_rate_limiter"} 4.0' in metrics
 
 

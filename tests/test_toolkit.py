@@ -81,14 +81,14 @@ def test_inspect_maps_imports_to_capabilities(guests: dict[str, Path], tmp_path:
 
 
 def test_harness_drives_a_plugin_without_a_gateway(guests: dict[str, Path]) -> None:
-    with PluginTestHarness(guests["rate_limiter"], config={"limit": 2, "window_s": 86400}) as h:
+    with PluginTestHarness(guests["rate_limiter"], config={"limit": 2, "window_s": 86400, "header": "x-api-key"}) as h:
         first = h.request("GET", "/v1/models", headers={"x-api-key": "k"})
         assert first.status == 200 and first.upstream is not None and first.headers["x-ratelimit-remaining"] == "1"
         h.request("GET", "/v1/models", headers={"x-api-key": "k"})
         third = h.request("GET", "/v1/models", headers={"x-api-key": "k"})
         assert third.status == 429 and third.answered_locally
         window = int(time.time()) // 86400
-        assert h.kv(f"rl:k:{window}") == b"2"  # KV effects are visible to the test
+        assert h.kv(f"rl:header:k:{window}") == b"2"  # KV effects are visible to the test
     with PluginTestHarness(guests["chunk_counter"]) as h:
         streamed = h.request("GET", "/", reply=UpstreamReply(chunks=["data: 1\n\n", "data: 2\n\n", "data: 3\n\n"]))
         assert streamed.body == b"data: 1\n\ndata: 2\n\ndata: 3\n\n"

@@ -13,6 +13,7 @@ from starlette.responses import Response
 from routeiq.abi.proxy_wasm import MetricType
 from routeiq.dispatch.hook_stats import LatencyHistogram
 from routeiq.hostcalls.state import HostServices
+from routeiq.identity.authenticator import KeyAuthenticator
 from routeiq.llm.router import LlmRouter
 from routeiq.llm.telemetry import LlmTelemetry
 from routeiq.services.breakers import BreakerBoard
@@ -27,7 +28,14 @@ class GatewayCollector(Collector):
     """Reads the gateway's own counters at scrape time (nothing is double-booked)."""
 
     def __init__(
-        self, plugins: PluginSet, services: HostServices, breakers: BreakerBoard, request_latency: LatencyHistogram, router: LlmRouter | None, llm: LlmTelemetry | None = None
+        self,
+        plugins: PluginSet,
+        services: HostServices,
+        breakers: BreakerBoard,
+        request_latency: LatencyHistogram,
+        router: LlmRouter | None,
+        llm: LlmTelemetry | None = None,
+        keys: KeyAuthenticator | None = None,
     ) -> None:
         self.plugins = plugins
         self.services = services
@@ -35,6 +43,7 @@ class GatewayCollector(Collector):
         self.request_latency = request_latency
         self.router = router
         self.llm = llm  # the GenAI metrics, on the LLM path's own registry
+        self.keys = keys  # virtual keys (keys.enabled): this node's charges and refusals
 
     def collect(self) -> Iterator[Metric]:
         traps = CounterMetricFamily("routeiq_plugin_traps", "Guest traps, by plugin and kind", labels=["plugin", "kind"])
@@ -83,8 +92,29 @@ class GatewayCollector(Collector):
             yield CounterMetricFamily("routeiq_routing_fallbacks", "Requests retried on another deployment", value=router.fallbacks)
         if self.llm is not None:
             yield from self.llm.collect()
+        if self.keys is not None:
+            yield from key_metric_families(self.keys)
 
         yield from plugin_metric_families(self.services.metrics.all())
+
+
+def key_metric_families(keys: KeyAuthenticator) -> Iterator[Metric]:
+    """What this node charged (SpendLedger.charged, as accepted: written or still on its
+    way to the database), by team, key alias (else the start of its sha256) and model
+    group; and requests the front door refused, by code. Per node: sum them across nodes."""
+    labels = ["team", "key_alias", "model_group"]
+    spend = CounterMetricFamily("routeiq_key_spend_dollars", "Spend charged to virtual keys on this node", labels=labels)
+    requests = CounterMetricFamily("routeiq_key_requests", "Answered requests charged to virtual keys on this node", labels=labels)
+    tokens = CounterMetricFamily("routeiq_key_tokens", "Tokens charged to virtual keys on this node", labels=[*labels, "kind"])
+    for (team, alias, group), (cost, prompt, completion, count) in list(keys.ledger.charged.items()):
+        spend.add_metric([team, alias, group], cost)
+        requests.add_metric([team, alias, group], count)
+        tokens.add_metric([team, alias, group, "prompt"], prompt)
+        tokens.add_metric([team, alias, group, "completion"], completion)
+    refused = CounterMetricFamily("routeiq_key_refusals", "Requests refused by virtual-key authentication, by code", labels=["code"])
+    for code, count in list(keys.refused.items()):
+        refused.add_metric([code], count)
+    yield from (spend, requests, tokens, refused)
 
 
 def plugin_metric_families(metrics: list[PluginMetric]) -> Iterator[Metric]:

@@ -104,9 +104,12 @@ class SpendLedger:
         self._outbox = _Outbox(outbox)
         self._pending: list[Charge] = []
         self._lock = threading.Lock()
-        # Local charges by key / team: (charged at, written at or None, cost), for `unseen`.
-        self._recent: dict[str, deque[list[Any]]] = defaultdict(deque)
-        self._entries: dict[str, list[Any]] = {}  # request id -> its entry, until written
+        # For `unseen`, per key / team scope: the cost not written yet, and what each flush
+        # wrote ([written at, cost], oldest first). Sums per flush, not per charge, keep
+        # `unseen` O(flushes since the read) on the request path, whatever the traffic.
+        self._unwritten: dict[str, float] = defaultdict(float)
+        self._flushed: dict[str, deque[list[float]]] = defaultdict(deque)
+        self._entries: dict[str, tuple[float, list[str]]] = {}  # request id -> (cost, scopes), until written
         # This node's charges, for /metrics: (team, key alias, model group) -> cost, prompt, completion, requests
         self.charged: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0.0, 0, 0, 0])
         self.written = 0
@@ -118,14 +121,14 @@ class SpendLedger:
     # --------------------------------------------------------------- charging
     def charge(self, charge: Charge) -> None:
         """Accept one request's charge (cheap: the write happens on the flusher)."""
-        entry = [charge.at, None, charge.cost]
+        scopes = self._scopes(charge)
         with self._lock:
             if charge.request_id in self._entries:
                 return  # this request is charged already
             self._pending.append(charge)
-            self._entries[charge.request_id] = entry
-            for scope in self._scopes(charge):
-                self._recent[scope].append(entry)
+            self._entries[charge.request_id] = (charge.cost, scopes)
+            for scope in scopes:
+                self._unwritten[scope] += charge.cost
         label = (charge.team_id, charge.key_alias or charge.token_hash[:12], charge.model_group)
         totals = self.charged[label]
         totals[0] += charge.cost
@@ -143,13 +146,18 @@ class SpendLedger:
         """Cost this node charged to `scope` (`key:<hash>`, `team:<id>`) that a database
         read at `read_at` did not include: still pending, or written after the read."""
         with self._lock:
-            entries = self._recent.get(scope)
-            if not entries:
-                return 0.0
+            total = max(0.0, self._unwritten.get(scope, 0.0))  # float drift never makes it negative
+            flushed = self._flushed.get(scope)
+            if not flushed:
+                return total
             horizon = self.clock() - 60.0
-            while entries and entries[0][1] is not None and entries[0][1] < horizon:
-                entries.popleft()  # written a minute ago: every read since sees it
-            return sum(cost for _, written, cost in entries if written is None or written > read_at)
+            while flushed and flushed[0][0] < horizon:
+                flushed.popleft()  # written a minute ago: every read since sees it
+            for written_at, cost in reversed(flushed):
+                if written_at <= read_at:
+                    break
+                total += cost
+            return total
 
     # ---------------------------------------------------------------- writing
     def flush(self) -> int:
@@ -182,8 +190,16 @@ class SpendLedger:
         with self._lock:
             for c in batch:
                 entry = self._entries.pop(c.request_id, None)
-                if entry is not None:
-                    entry[1] = now
+                if entry is None:
+                    continue
+                cost, scopes = entry
+                for scope in scopes:
+                    self._unwritten[scope] -= cost
+                    flushed = self._flushed[scope]
+                    if flushed and flushed[-1][0] == now:
+                        flushed[-1][1] += cost  # this flush's sum
+                    else:
+                        flushed.append([now, cost])
         self.written += len(batch)
 
     def _write_one(self, tx: Transaction, c: Charge) -> None:

@@ -1,11 +1,22 @@
-//! # rate_limiter — fixed-window request limit per API key (shared KV)
+//! # rate_limiter — fixed-window request limit per consumer (shared KV)
 //!
 //! Behaviour (per HTTP request, in `on_request_headers`):
-//! * The client is identified by the request header `header` (default
-//!   `x-api-key`); a request without it counts as `anonymous`.
+//! * Who is counted (`<who>`), first match wins:
+//!   1. `consumer:<id>` — property `routeiq.consumer.id`, the virtual key the
+//!      gateway authenticated (`keys.enabled`). Headers never override it, so a
+//!      client cannot escape its quota by changing `x-api-key`.
+//!   2. `header:<value>` — only when the config names a `header` (opt-in).
+//!      SPOOFABLE: the client chooses the value, so a new value is a new
+//!      quota. Use it only behind something that authenticates that header.
+//!   3. `addr:<ip>` — property `source.address` without its port (the peer
+//!      address; behind a proxy that is the proxy's address).
+//!   4. `anonymous` — one shared bucket when none of the above is known.
+//!   A `<who>` longer than 64 bytes is replaced by `fp:<FNV-1a 64 in hex>`, so a
+//!   long header value cannot push the key past the host's key-size limit (which
+//!   would make the limiter fail open).
 //! * `window = now_s / window_s`, `now_s` from
 //!   `proxy_get_current_time_nanoseconds` (integer division). The counter
-//!   lives in shared data under the key `<key_prefix>:<api key>:<window>`,
+//!   lives in shared data under the key `<key_prefix>:<who>:<window>`,
 //!   value = decimal request count (unparsable value = 0).
 //! * Compare-and-swap loop, at most 32 attempts:
 //!   `get_shared_data_with_cas(key)`; if `count >= limit` the request is
@@ -37,17 +48,17 @@
 //! wrong types ignored; empty/invalid JSON = all defaults):
 //! `{"limit": 5, "window_s": 60, "header": "x-api-key", "key_prefix": "rl"}`.
 //! Defaults `limit=10` (`>= 0`; 0 rejects everything), `window_s=60`
-//! (`>= 1`), `header="x-api-key"` (lower-cased; empty = default),
-//! `key_prefix="rl"`. `on_configure` logs DEBUG
-//! `rate_limiter: limit=<n> window_s=<n> header=<h> key_prefix=<p>`.
+//! (`>= 1`), no `header` (lower-cased; empty = none), `key_prefix="rl"`.
+//! `on_configure` logs DEBUG
+//! `rate_limiter: limit=<n> window_s=<n> header=<h or -> key_prefix=<p>`.
 //!
 //! Old windows' keys are never deleted (proxy-wasm shared data has no
 //! delete or TTL); each key/window pair costs one small entry.
 //!
 //! Host calls: `proxy_get_buffer_bytes(7)`, `proxy_get_header_map_value`,
-//! `proxy_add_header_map_value`, `proxy_get_current_time_nanoseconds`,
-//! `proxy_get_shared_data`, `proxy_set_shared_data`,
-//! `proxy_send_local_response`, `proxy_log`.
+//! `proxy_add_header_map_value`, `proxy_get_property`,
+//! `proxy_get_current_time_nanoseconds`, `proxy_get_shared_data`,
+//! `proxy_set_shared_data`, `proxy_send_local_response`, `proxy_log`.
 
 use routeiq_guest::config_json as json;
 
@@ -63,7 +74,8 @@ const MAX_ATTEMPTS: usize = 32;
 struct Config {
     limit: u64,
     window_s: u64,
-    header: String,
+    /// Opt-in, spoofable: key on this client-chosen header when there is no consumer.
+    header: Option<String>,
     key_prefix: String,
 }
 
@@ -72,7 +84,7 @@ impl Default for Config {
         Config {
             limit: 10,
             window_s: 60,
-            header: "x-api-key".to_string(),
+            header: None,
             key_prefix: "rl".to_string(),
         }
     }
@@ -85,7 +97,7 @@ impl Config {
             match (key.as_str(), value) {
                 ("limit", json::Value::Int(n)) if n >= 0 => c.limit = n as u64,
                 ("window_s", json::Value::Int(n)) if n >= 1 => c.window_s = n as u64,
-                ("header", json::Value::Str(s)) if !s.is_empty() => c.header = s.to_ascii_lowercase(),
+                ("header", json::Value::Str(s)) if !s.is_empty() => c.header = Some(s.to_ascii_lowercase()),
                 ("key_prefix", json::Value::Str(s)) => c.key_prefix = s,
                 _ => {}
             }
@@ -104,7 +116,10 @@ impl RootContext for LimiterRoot {
         let config = Config::parse(&bytes);
         routeiq_guest::log_debug(&format!(
             "rate_limiter: limit={} window_s={} header={} key_prefix={}",
-            config.limit, config.window_s, config.header, config.key_prefix
+            config.limit,
+            config.window_s,
+            config.header.as_deref().unwrap_or("-"),
+            config.key_prefix
         ));
         self.config = Rc::new(config);
         true
@@ -130,6 +145,35 @@ enum Attempt {
     Limited,
     Retry,
     Unavailable(Status),
+}
+
+/// Who this request is counted against, at most 64 bytes (see `client_of`).
+fn bounded(who: String) -> String {
+    if who.len() <= 64 {
+        return who;
+    }
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in who.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("fp:{:016x}", hash)
+}
+
+/// Who this request is counted against; see the module docs for the order.
+fn client_of(header: Option<&str>) -> String {
+    if let Ok(Some(id)) = hostcalls::get_property_string(&["routeiq", "consumer", "id"]) {
+        return format!("consumer:{}", id);
+    }
+    if let Some(value) = header.and_then(hostcalls::get_http_request_header) {
+        return format!("header:{}", value);
+    }
+    if let Ok(Some(address)) = hostcalls::get_property_string(&["source", "address"]) {
+        // "ip:port": the port changes per connection, the client does not.
+        let ip = address.rsplit_once(':').map_or(address.as_str(), |(ip, _)| ip);
+        return format!("addr:{}", ip);
+    }
+    "anonymous".to_string()
 }
 
 fn parse_count(v: &[u8]) -> u64 {
@@ -175,8 +219,7 @@ impl Limiter {
 
 impl HttpContext for Limiter {
     fn on_http_request_headers(&mut self, _num_headers: usize, _eos: bool) -> Action {
-        let api_key =
-            hostcalls::get_http_request_header(&self.config.header).unwrap_or_else(|| "anonymous".to_string());
+        let client = bounded(client_of(self.config.header.as_deref()));
         let now_s = match hostcalls::get_current_time_nanoseconds() {
             Ok(ns) => ns / 1_000_000_000,
             Err(s) => {
@@ -187,7 +230,7 @@ impl HttpContext for Limiter {
         let window_s = self.config.window_s;
         let window = now_s / window_s;
         let retry_after = window_s - now_s % window_s;
-        let key = format!("{}:{}:{}", self.config.key_prefix, api_key, window);
+        let key = format!("{}:{}:{}", self.config.key_prefix, client, window);
         for _ in 0..MAX_ATTEMPTS {
             match self.attempt(&key) {
                 Attempt::Counted(remaining) => {
@@ -222,7 +265,7 @@ impl HttpContext for Limiter {
 }
 
 routeiq_guest::manifest!(
-    r#"{"name": "rate_limiter", "version": "0.1.0", "description": "Fixed-window request limit per API key, counted in shared data", "capabilities": ["shared_kv"]}"#
+    r#"{"name": "rate_limiter", "version": "0.1.0", "description": "Fixed-window request limit per consumer (virtual key, else client address), counted in shared data", "capabilities": ["shared_kv"]}"#
 );
 
 routeiq_guest::main! {

@@ -5,11 +5,15 @@
 //!   returns 0). `NOT_FOUND` passes silently; any other status logs WARN
 //!   `token_budget: llm request unavailable (status <s>)` and passes. Both
 //!   are not counted and get no budget header.
-//!   * The client is the value of request header `header` (default
-//!     `x-api-key`), or `anonymous` without it.
+//!   * Who pays (first match wins): `consumer:<id>` from property
+//!     `routeiq.consumer.id` (the virtual key the gateway authenticated;
+//!     headers never override it); `header:<value>` only when the config
+//!     names a `header` (opt-in and SPOOFABLE: a client picking a new value
+//!     gets a new budget); `addr:<ip>` from `source.address` without its
+//!     port; else one shared `anonymous` budget.
 //!   * `window = now_s / window_s` (`proxy_get_current_time_nanoseconds`,
 //!     integer division); shared-data key `tb:<fingerprint>:<window>` (FNV-1a of
-//!     the header value, never the value itself), value =
+//!     the client string above, never a header value itself), value =
 //!     decimal tokens used (missing key or unparsable value = 0).
 //!   * `used >= budget_tokens`: local response `429`, details
 //!     `token_budget`, header `content-type: application/json`, body
@@ -40,15 +44,16 @@
 //! wrong types ignored; empty/invalid JSON = defaults):
 //! `{"budget_tokens": 1000, "window_s": 86400, "header": "x-api-key"}`.
 //! `budget_tokens >= 0` (0 rejects every LLM request), `window_s >= 1`,
-//! `header` lower-cased (empty = default). `on_configure` logs DEBUG
-//! `token_budget: budget_tokens=<n> window_s=<n> header=<h>`.
+//! `header` lower-cased (default and empty = none). `on_configure` logs DEBUG
+//! `token_budget: budget_tokens=<n> window_s=<n> header=<h or ->`.
 //!
 //! The check is not a reservation: concurrent requests that all see
 //! `used < budget` are all admitted, and the budget can be overshot by
 //! their combined usage. Keys of past windows are never deleted.
 //!
 //! Host calls: `proxy_get_buffer_bytes(7)`, `proxy_get_header_map_value`,
-//! `proxy_add_header_map_value`, `proxy_get_current_time_nanoseconds`,
+//! `proxy_add_header_map_value`, `proxy_get_property`,
+//! `proxy_get_current_time_nanoseconds`,
 //! `proxy_get_shared_data`, `proxy_set_shared_data`,
 //! `routeiq_get_llm_request`, `routeiq_get_llm_response`,
 //! `proxy_send_local_response`, `proxy_log`.
@@ -68,7 +73,8 @@ const MAX_ATTEMPTS: usize = 32;
 struct Config {
     budget_tokens: u64,
     window_s: u64,
-    header: String,
+    /// Opt-in, spoofable: key on this client-chosen header when there is no consumer.
+    header: Option<String>,
 }
 
 impl Default for Config {
@@ -76,7 +82,7 @@ impl Default for Config {
         Config {
             budget_tokens: 1000,
             window_s: 86400,
-            header: "x-api-key".to_string(),
+            header: None,
         }
     }
 }
@@ -88,7 +94,7 @@ impl Config {
             match (key.as_str(), value) {
                 ("budget_tokens", json::Value::Int(n)) if n >= 0 => c.budget_tokens = n as u64,
                 ("window_s", json::Value::Int(n)) if n >= 1 => c.window_s = n as u64,
-                ("header", json::Value::Str(s)) if !s.is_empty() => c.header = s.to_ascii_lowercase(),
+                ("header", json::Value::Str(s)) if !s.is_empty() => c.header = Some(s.to_ascii_lowercase()),
                 _ => {}
             }
         }
@@ -106,6 +112,22 @@ fn fingerprint(value: &str) -> String {
     format!("k-{:016x}", hash)
 }
 
+/// Who pays for this request; see the module docs for the order.
+fn client_of(header: Option<&str>) -> String {
+    if let Ok(Some(id)) = hostcalls::get_property_string(&["routeiq", "consumer", "id"]) {
+        return format!("consumer:{}", id);
+    }
+    if let Some(value) = header.and_then(hostcalls::get_http_request_header) {
+        return format!("header:{}", value);
+    }
+    if let Ok(Some(address)) = hostcalls::get_property_string(&["source", "address"]) {
+        // "ip:port": the port changes per connection, the client does not.
+        let ip = address.rsplit_once(':').map_or(address.as_str(), |(ip, _)| ip);
+        return format!("addr:{}", ip);
+    }
+    "anonymous".to_string()
+}
+
 struct BudgetRoot {
     config: Rc<Config>,
 }
@@ -116,7 +138,9 @@ impl RootContext for BudgetRoot {
         let config = Config::parse(&bytes);
         routeiq_guest::log_debug(&format!(
             "token_budget: budget_tokens={} window_s={} header={}",
-            config.budget_tokens, config.window_s, config.header
+            config.budget_tokens,
+            config.window_s,
+            config.header.as_deref().unwrap_or("-")
         ));
         self.config = Rc::new(config);
         true
@@ -170,10 +194,8 @@ impl HttpContext for Budget {
                 return Action::Continue;
             }
         }
-        let raw = hostcalls::get_http_request_header(&self.config.header).unwrap_or_else(|| "anonymous".to_string());
-        // The header is usually a credential: only a fingerprint of it reaches shared
-        // data and the logs.
-        let client = fingerprint(&raw);
+        // A header is usually a credential: only a fingerprint reaches shared data and logs.
+        let client = fingerprint(&client_of(self.config.header.as_deref()));
         let now_s = match hostcalls::get_current_time_nanoseconds() {
             Ok(ns) => ns / 1_000_000_000,
             Err(s) => {
@@ -236,7 +258,7 @@ impl HttpContext for Budget {
 }
 
 routeiq_guest::manifest!(
-    r#"{"name": "token_budget", "version": "0.1.0", "description": "Per-key LLM token budget per time window, counted in shared data", "capabilities": ["llm_request", "shared_kv"]}"#
+    r#"{"name": "token_budget", "version": "0.1.0", "description": "Per-consumer LLM token budget per time window (virtual key, else client address), counted in shared data", "capabilities": ["llm_request", "shared_kv"]}"#
 );
 
 routeiq_guest::main! {
