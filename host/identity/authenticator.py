@@ -63,7 +63,6 @@ class Refusal(Exception):
 class _Cached:
     key: VirtualKey | None
     team: Team | None
-    read_at: float  # wall clock of the database read
     fresh_until: float  # monotonic
 
 
@@ -128,9 +127,8 @@ class KeyAuthenticator:
         future: asyncio.Future[_Cached] = asyncio.get_running_loop().create_future()
         self._reads[token_hash] = future
         try:
-            read_at = self.clock()
             key, team = await asyncio.to_thread(self._read, token_hash)
-            fresh = _Cached(key, team, read_at, self.monotonic() + self.cache_ttl_s)
+            fresh = _Cached(key, team, self.monotonic() + self.cache_ttl_s)
             self._cache[token_hash] = fresh
             self._cache.move_to_end(token_hash)
             while len(self._cache) > self.max_cached:
@@ -174,9 +172,9 @@ class KeyAuthenticator:
             raise self._refuse(Refusal(401, f"the key {key.key_name} expired", "key_expired"))
         if key.routes and not any(path.startswith(r) or r == route for r in key.routes):
             raise self._refuse(Refusal(403, f"the key {key.key_name} may not call {path}", "route_not_allowed"))
-        self._check_budget(f"key:{token_hash}", key.max_budget, key.spend, key.budget_reset_at, record.read_at, now, f"the key {key.key_name}")
+        self._check_budget(f"key:{token_hash}", key.max_budget, key.spend, key.budget_reset_at, key.charges, now, f"the key {key.key_name}")
         if team is not None:
-            self._check_budget(f"team:{team.team_id}", team.max_budget, team.spend, team.budget_reset_at, record.read_at, now, f"team {team.team_id}")
+            self._check_budget(f"team:{team.team_id}", team.max_budget, team.spend, team.budget_reset_at, team.charges, now, f"team {team.team_id}")
         scopes = [(f"key:{token_hash}", key.rpm_limit, key.tpm_limit)]
         if team is not None:
             scopes.append((f"team:{team.team_id}", team.rpm_limit, team.tpm_limit))
@@ -199,10 +197,10 @@ class KeyAuthenticator:
             metadata=dict(key.metadata),
         )
 
-    def _check_budget(self, scope: str, max_budget: float | None, spend: float, reset_at: float | None, read_at: float, now: float, who: str) -> None:
+    def _check_budget(self, scope: str, max_budget: float | None, spend: float, reset_at: float | None, seen: int, now: float, who: str) -> None:
         if max_budget is None:
             return
-        spent = current_spend(spend, reset_at, now) + self.ledger.unseen(scope, read_at)
+        spent = current_spend(spend, reset_at, now) + self.ledger.unseen(scope, seen)
         if spent >= max_budget:
             headers = {"retry-after": str(max(1, int(reset_at - now + 0.999)))} if reset_at is not None and reset_at > now else {}
             raise self._refuse(Refusal(429, f"{who} is over its budget: spent {spent:.6f} of {max_budget:.6f}", "budget_exceeded", "budget_exceeded", headers))

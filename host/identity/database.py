@@ -21,14 +21,14 @@ MIGRATIONS: list[list[str]] = [
         """CREATE TABLE teams (
             team_id TEXT PRIMARY KEY, team_alias TEXT, models TEXT NOT NULL DEFAULT '[]',
             max_budget DOUBLE PRECISION, budget_duration TEXT, budget_reset_at DOUBLE PRECISION,
-            spend DOUBLE PRECISION NOT NULL DEFAULT 0, rpm_limit BIGINT, tpm_limit BIGINT,
+            spend DOUBLE PRECISION NOT NULL DEFAULT 0, charges BIGINT NOT NULL DEFAULT 0, rpm_limit BIGINT, tpm_limit BIGINT,
             metadata TEXT NOT NULL DEFAULT '{}', blocked INTEGER NOT NULL DEFAULT 0,
             created_at DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL)""",
         """CREATE TABLE keys (
             token_hash TEXT PRIMARY KEY, key_name TEXT NOT NULL, key_alias TEXT, user_id TEXT, team_id TEXT,
             models TEXT NOT NULL DEFAULT '[]', routes TEXT NOT NULL DEFAULT '[]',
             max_budget DOUBLE PRECISION, budget_duration TEXT, budget_reset_at DOUBLE PRECISION,
-            spend DOUBLE PRECISION NOT NULL DEFAULT 0, rpm_limit BIGINT, tpm_limit BIGINT,
+            spend DOUBLE PRECISION NOT NULL DEFAULT 0, charges BIGINT NOT NULL DEFAULT 0, rpm_limit BIGINT, tpm_limit BIGINT,
             expires_at DOUBLE PRECISION, metadata TEXT NOT NULL DEFAULT '{}', blocked INTEGER NOT NULL DEFAULT 0,
             created_at DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL)""",
         "CREATE INDEX keys_team ON keys (team_id)",

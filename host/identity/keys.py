@@ -73,6 +73,7 @@ class Team:
     budget_duration: str | None = None
     budget_reset_at: float | None = None
     spend: float = 0.0
+    charges: int = 0  # charges applied so far: tells a reader which charges its read saw
     rpm_limit: int | None = None
     tpm_limit: int | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
@@ -100,6 +101,7 @@ class VirtualKey:
     budget_duration: str | None = None
     budget_reset_at: float | None = None
     spend: float = 0.0
+    charges: int = 0  # charges applied so far: tells a reader which charges its read saw
     rpm_limit: int | None = None
     tpm_limit: int | None = None
     expires_at: float | None = None
@@ -242,12 +244,15 @@ class KeyStore:
                 key = replace(key, budget_reset_at=next_reset(None, key.budget_duration, self.clock()))
             if values.get("team_id") is not None and not tx.query("SELECT team_id FROM teams WHERE team_id = :t", {"t": values["team_id"]}):
                 raise KeyRequestError(f"team_id {values['team_id']!r}: no such team")
-            self._write_key(tx, key)
+            self._write_key(tx, key, "budget_duration" in values)
             return key
 
-    def _write_key(self, tx: Transaction, key: VirtualKey) -> None:
+    def _write_key(self, tx: Transaction, key: VirtualKey, reset: bool) -> None:
+        # Spend is the ledger's: a settings change never writes it back (a charge may have
+        # landed since this transaction read the row).
         row = _row_of(asdict(key))
-        sets = ", ".join(f"{c} = :{c}" for c in row if c != "token_hash")
+        skip = {"token_hash", "spend", "charges"} | (set() if reset else {"budget_reset_at"})
+        sets = ", ".join(f"{c} = :{c}" for c in row if c not in skip)
         tx.execute(f"UPDATE keys SET {sets} WHERE token_hash = :token_hash", row)
 
     def regenerate(self, token_hash: str) -> tuple[str, VirtualKey]:
@@ -300,7 +305,8 @@ class KeyStore:
             if "budget_duration" in values:
                 team = replace(team, budget_reset_at=next_reset(None, team.budget_duration, self.clock()))
             row = _row_of(asdict(team))
-            sets = ", ".join(f"{c} = :{c}" for c in row if c != "team_id")
+            skip = {"team_id", "spend", "charges"} | (set() if "budget_duration" in values else {"budget_reset_at"})
+            sets = ", ".join(f"{c} = :{c}" for c in row if c not in skip)
             tx.execute(f"UPDATE teams SET {sets} WHERE team_id = :team_id", row)
             return team
 

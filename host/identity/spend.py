@@ -105,10 +105,10 @@ class SpendLedger:
         self._pending: list[Charge] = []
         self._lock = threading.Lock()
         # For `unseen`, per key / team scope: the cost not written yet, and what each flush
-        # wrote ([written at, cost], oldest first). Sums per flush, not per charge, keep
-        # `unseen` O(flushes since the read) on the request path, whatever the traffic.
+        # wrote ([written at, the row's last charge number, cost], oldest first). Sums per
+        # flush keep `unseen` O(flushes since the read) on the request path.
         self._unwritten: dict[str, float] = defaultdict(float)
-        self._flushed: dict[str, deque[list[float]]] = defaultdict(deque)
+        self._flushed: dict[str, deque[list[Any]]] = defaultdict(deque)
         self._entries: dict[str, tuple[float, list[str]]] = {}  # request id -> (cost, scopes), until written
         # This node's charges, for /metrics: (team, key alias, model group) -> cost, prompt, completion, requests
         self.charged: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0.0, 0, 0, 0])
@@ -142,9 +142,11 @@ class SpendLedger:
     def _scopes(charge: Charge) -> list[str]:
         return [f"key:{charge.token_hash}"] + ([f"team:{charge.team_id}"] if charge.team_id else [])
 
-    def unseen(self, scope: str, read_at: float) -> float:
+    def unseen(self, scope: str, seen: int) -> float:
         """Cost this node charged to `scope` (`key:<hash>`, `team:<id>`) that a database
-        read at `read_at` did not include: still pending, or written after the read."""
+        read which saw `seen` charges (the row's `charges`) did not include: still
+        pending, or written by a flush that gave the row a later charge number. Exact: a
+        flush's charges to one row commit together, so a read sees all of them or none."""
         with self._lock:
             total = max(0.0, self._unwritten.get(scope, 0.0))  # float drift never makes it negative
             flushed = self._flushed.get(scope)
@@ -153,8 +155,8 @@ class SpendLedger:
             horizon = self.clock() - 60.0
             while flushed and flushed[0][0] < horizon:
                 flushed.popleft()  # written a minute ago: every read since sees it
-            for written_at, cost in reversed(flushed):
-                if written_at <= read_at:
+            for _, last, cost in reversed(flushed):
+                if last <= seen:
                     break
                 total += cost
             return total
@@ -183,9 +185,10 @@ class SpendLedger:
         return written + len(batch)
 
     def _write(self, batch: list[Charge]) -> None:
+        numbers: dict[str, dict[str, int]] = {}  # request id -> scope -> the row's charge number
         with self.db.transaction() as tx:
             for charge in batch:
-                self._write_one(tx, charge)
+                numbers[charge.request_id] = self._write_one(tx, charge)
         now = self.clock()
         with self._lock:
             for c in batch:
@@ -195,14 +198,20 @@ class SpendLedger:
                 cost, scopes = entry
                 for scope in scopes:
                     self._unwritten[scope] -= cost
+                    number = numbers[c.request_id].get(scope)
+                    if number is None:
+                        continue  # the row is gone (deleted key or team)
                     flushed = self._flushed[scope]
                     if flushed and flushed[-1][0] == now:
-                        flushed[-1][1] += cost  # this flush's sum
+                        flushed[-1][1] = max(flushed[-1][1], number)  # this flush's sum
+                        flushed[-1][2] += cost
                     else:
-                        flushed.append([now, cost])
+                        flushed.append([now, number, cost])
         self.written += len(batch)
 
-    def _write_one(self, tx: Transaction, c: Charge) -> None:
+    def _write_one(self, tx: Transaction, c: Charge) -> dict[str, int]:
+        """Write one charge; returns each charged row's charge number, by scope."""
+        numbers: dict[str, int] = {}
         row = {**asdict(c), "day": c.day}
         inserted = tx.execute(
             "INSERT INTO spend_logs (request_id, token_hash, key_alias, team_id, user_id, model_group, deployment, prompt_tokens, completion_tokens, cost, at, day) "
@@ -211,23 +220,25 @@ class SpendLedger:
             row,
         )
         if not inserted:
-            return  # charged before: once per request
+            return numbers  # charged before: once per request
         lock = " FOR UPDATE" if self.db.kind == "postgresql" else ""
-        for table, column, value in (("keys", "token_hash", c.token_hash), ("teams", "team_id", c.team_id)):
+        for table, column, value, scope in (("keys", "token_hash", c.token_hash, f"key:{c.token_hash}"), ("teams", "team_id", c.team_id, f"team:{c.team_id}")):
             if not value:
                 continue
-            rows = tx.query(f"SELECT spend, budget_duration, budget_reset_at FROM {table} WHERE {column} = :v{lock}", {"v": value})
+            rows = tx.query(f"SELECT spend, charges, budget_duration, budget_reset_at FROM {table} WHERE {column} = :v{lock}", {"v": value})
             if not rows and table == "keys":  # rotated meanwhile: the successor pays
                 successor = tx.query("SELECT new_hash FROM rotated_keys WHERE old_hash = :v", {"v": value})
                 if successor:
                     value = successor[0]["new_hash"]
-                    rows = tx.query(f"SELECT spend, budget_duration, budget_reset_at FROM keys WHERE token_hash = :v{lock}", {"v": value})
+                    rows = tx.query(f"SELECT spend, charges, budget_duration, budget_reset_at FROM keys WHERE token_hash = :v{lock}", {"v": value})
             if not rows:
                 continue  # deleted meanwhile: the log row keeps the record
             r = rows[0]
             spend = current_spend(float(r["spend"]), r["budget_reset_at"], c.at) + c.cost
             reset = next_reset(r["budget_reset_at"], r["budget_duration"], c.at) if r["budget_duration"] else None
-            tx.execute(f"UPDATE {table} SET spend = :s, budget_reset_at = :r WHERE {column} = :v", {"s": spend, "r": reset, "v": value})
+            number = int(r["charges"]) + 1
+            tx.execute(f"UPDATE {table} SET spend = :s, charges = :n, budget_reset_at = :r WHERE {column} = :v", {"s": spend, "n": number, "r": reset, "v": value})
+            numbers[scope] = number
         tx.execute(
             "INSERT INTO daily_spend (day, token_hash, team_id, model_group, requests, prompt_tokens, completion_tokens, cost) "
             "VALUES (:day, :token_hash, :team_id, :model_group, 1, :prompt_tokens, :completion_tokens, :cost) "
@@ -236,6 +247,7 @@ class SpendLedger:
             "cost = daily_spend.cost + excluded.cost",
             row,
         )
+        return numbers
 
     # ------------------------------------------------------------- background
     def start(self) -> None:
