@@ -1,0 +1,206 @@
+"""MCP tools as sandboxed Wasm at /mcp, with the official `mcp` client SDK against a real
+uvicorn: the example tool listed and called, schema violations, a hostile tool stopped in
+bounded time while the gateway keeps serving, a denied capability, permissions by key and
+admin role, and GET /mcp/tools."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import httpx
+import httpx2
+import pytest
+from mcp.client.session import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+
+from routeiq.admin.auth import hash_key
+from routeiq.runtime.errors import PluginLoadError
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILD = ROOT / "guest-examples" / "rust" / "build"
+UNIT = BUILD / "unit_convert.wasm"
+HOSTILE = BUILD / "hostile_tool.wasm"
+MASTER = "sk-master-mcp-test"
+OPS_KEY, VIEWER_KEY = "riq_ops_key_for_mcp_tests", "riq_viewer_key_for_mcp_tests"
+ADMIN = {"keys": [{"name": "ops", "sha256": hash_key(OPS_KEY), "role": "operator"}, {"name": "view", "sha256": hash_key(VIEWER_KEY), "role": "viewer"}]}
+
+
+def tool(name: str, wasm: Path, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "wasm": str(wasm), "allow": {"anyone": True}, **extra}
+
+
+def policy_for(*names: str, **entries: Any) -> dict[str, Any]:
+    tools = {n: {"unpinned": True} for n in names}
+    tools.update(entries)
+    return {"tools": tools}
+
+
+def session(base: str, work: Callable[[ClientSession], Awaitable[Any]], key: str | None = None) -> Any:
+    """Run `work` in an initialized MCP session over Streamable HTTP (the SDK's client)."""
+
+    async def run() -> Any:
+        headers = {"authorization": f"Bearer {key}"} if key else {}
+        async with httpx2.AsyncClient(headers=headers, timeout=30, trust_env=False) as client:
+            async with streamable_http_client(base + "/mcp", http_client=client) as (read, write):
+                async with ClientSession(read, write) as s:
+                    await s.initialize()
+                    return await work(s)
+
+    return asyncio.run(run())
+
+
+@pytest.fixture
+def gateway(make_app: Callable[..., Any], live: Callable[[Any], str]) -> Callable[..., tuple[Any, str]]:
+    def start(tools: list[dict[str, Any]], policy: Any = None, **top: Any) -> tuple[Any, str]:
+        if policy is None:
+            policy = policy_for(*[t["name"] for t in tools])
+        app = make_app([], policy=policy, mcp={"tools": tools}, **top)
+        return app, live(app)
+
+    return start
+
+
+def test_initialize_list_and_call_the_example_tool(gateway: Callable[..., tuple[Any, str]]) -> None:
+    _, base = gateway([tool("unit_convert", UNIT)])
+
+    async def work(s: ClientSession) -> Any:
+        listed = await s.list_tools()
+        result = await s.call_tool("unit_convert", {"value": 10, "from": "km", "to": "mi"})
+        grams = await s.call_tool("unit_convert", {"value": 2.5, "from": "lb", "to": "g"})
+        return listed, result, grams
+
+    listed, result, grams = session(base, work)
+    (only,) = listed.tools
+    assert only.name == "unit_convert" and "length" in (only.description or "")
+    assert only.input_schema["required"] == ["value", "from", "to"] and only.output_schema is not None
+    assert not result.is_error
+    assert result.structured_content == {"value": pytest.approx(6.213711922), "unit": "mi"}
+    assert grams.structured_content["value"] == pytest.approx(1133.98092)
+    listing = httpx.get(base + "/mcp/tools", trust_env=False).json()
+    assert [t["name"] for t in listing["tools"]] == ["unit_convert"]
+    assert listing["tools"][0]["inputSchema"]["properties"]["from"]["enum"][3] == "km"
+
+
+def test_arguments_are_checked_against_the_input_schema_before_the_module_runs(gateway: Callable[..., tuple[Any, str]]) -> None:
+    app, base = gateway([tool("unit_convert", UNIT)])
+
+    async def work(s: ClientSession) -> Any:
+        errors = []
+        for arguments in ({"value": "ten", "from": "km", "to": "mi"}, {"value": 1, "from": "parsec", "to": "mi"}):
+            with pytest.raises(MCPError) as raised:
+                await s.call_tool("unit_convert", arguments)
+            errors.append(raised.value)
+        # A valid request the tool itself refuses is a tool error (isError), not a protocol one.
+        mixed = await s.call_tool("unit_convert", {"value": 1, "from": "kg", "to": "mi"})
+        return errors, mixed
+
+    errors, mixed = session(base, work)
+    assert errors[0].error.code == -32602 and "arguments.value: 'ten' is not of type 'number'" in errors[0].error.message
+    assert "arguments.from: 'parsec' is not one of" in errors[1].error.message
+    assert mixed.is_error and "cannot convert a mass (kg) to a length (mi)" in mixed.content[0].text
+    stats = app.state.gateway.tool_set.tools["unit_convert"].stats
+    assert (stats.refused, stats.calls, stats.errors) == (2, 1, 1)
+
+
+def test_a_hostile_tool_is_stopped_in_bounded_time_and_the_gateway_keeps_serving(gateway: Callable[..., tuple[Any, str]]) -> None:
+    app, base = gateway([tool("hostile_tool", HOSTILE, limits={"timeout_ms": 200}), tool("unit_convert", UNIT)])
+
+    async def work(s: ClientSession) -> Any:
+        began = time.monotonic()
+        looped = await s.call_tool("hostile_tool", {"mode": "loop"})
+        elapsed = time.monotonic() - began
+        trapped = await s.call_tool("hostile_tool", {"mode": "trap"})
+        after = await s.call_tool("hostile_tool", {"mode": "echo"})  # on a fresh VM
+        other = await s.call_tool("unit_convert", {"value": 1, "from": "m", "to": "cm"})
+        return looped, elapsed, trapped, after, other
+
+    looped, elapsed, trapped, after, other = session(base, work)
+    assert looped.is_error and ("deadline" in looped.content[0].text or "fuel" in looped.content[0].text)
+    assert elapsed < 5
+    assert trapped.is_error and "unreachable" in trapped.content[0].text
+    assert not after.is_error and after.structured_content == {"status": 0}
+    assert other.structured_content == {"value": pytest.approx(100.0), "unit": "cm"}
+    assert app.state.gateway.tool_set.tools["hostile_tool"].stats.traps == 2
+    assert httpx.get(base + "/health", trust_env=False).status_code == 200
+
+
+def test_fuel_exhaustion_is_a_tool_error(gateway: Callable[..., tuple[Any, str]]) -> None:
+    _, base = gateway([tool("hostile_tool", HOSTILE, limits={"fuel": 100_000, "timeout_ms": 10_000})])
+    looped = session(base, lambda s: s.call_tool("hostile_tool", {"mode": "loop"}))
+    assert looped.is_error and "ran out of fuel" in looped.content[0].text
+
+
+def test_a_capability_the_policy_does_not_grant_is_refused_and_audited(gateway: Callable[..., tuple[Any, str]]) -> None:
+    app, base = gateway([tool("hostile_tool", HOSTILE)])
+    answer = session(base, lambda s: s.call_tool("hostile_tool", {"mode": "kv"}))
+    assert answer.structured_content == {"status": 12}  # UNIMPLEMENTED: shared_kv is not granted
+    records = app.state.gateway.services.audit.recent("hostile_tool")
+    assert any(r.plugin == "hostile_tool" and r.call == "proxy_set_shared_data" and r.reason == "capability" for r in records)
+
+
+def test_a_tool_whose_manifest_needs_more_than_its_grant_is_refused_at_startup(make_app: Callable[..., Any], tmp_path: Path) -> None:
+    wasm = tmp_path / "greedy.wasm"
+    wasm.write_bytes(UNIT.read_bytes())
+    (tmp_path / "greedy.manifest.json").write_text("{}")  # the custom section wins over a sidecar
+    with pytest.raises(PluginLoadError, match=r"mcp.tools\[0\] \(unit_convert\).*sha256 mismatch"):
+        make_app([], policy=policy_for("unit_convert"), mcp={"tools": [tool("unit_convert", wasm, sha256="0" * 64)]})
+    pinned = {"sha256": "f" * 64}
+    with pytest.raises(PluginLoadError, match="does not match the policy's pin"):
+        make_app([], policy=policy_for(unit_convert=pinned), mcp={"tools": [tool("unit_convert", UNIT)]})
+    ok = make_app([], policy=policy_for(unit_convert={"sha256": hashlib.sha256(UNIT.read_bytes()).hexdigest()}), mcp={"tools": [tool("unit_convert", UNIT)]})
+    assert "unit_convert" in ok.state.gateway.tool_set.tools
+
+
+def test_permissions_by_admin_role_default_deny(gateway: Callable[..., tuple[Any, str]]) -> None:
+    tools = [
+        {"name": "unit_convert", "wasm": str(UNIT), "allow": {"admin_role": "operator"}},
+        {"name": "hostile_tool", "wasm": str(HOSTILE)},  # no `allow`: nobody
+    ]
+    _, base = gateway(tools, admin=ADMIN)
+
+    def names(key: str | None) -> list[str]:
+        headers = {"authorization": f"Bearer {key}"} if key else {}
+        return [t["name"] for t in httpx.get(base + "/mcp/tools", headers=headers, trust_env=False).json()["tools"]]
+
+    assert names(None) == [] and names(VIEWER_KEY) == [] and names(OPS_KEY) == ["unit_convert"]
+    assert httpx.get(base + "/mcp/tools", headers={"authorization": "Bearer nope"}, trust_env=False).status_code == 401
+    done = session(base, lambda s: s.call_tool("unit_convert", {"value": 1, "from": "km", "to": "m"}), key=OPS_KEY)
+    assert done.structured_content["value"] == pytest.approx(1000.0)
+
+    async def denied(s: ClientSession) -> Any:
+        listed = await s.list_tools()
+        with pytest.raises(MCPError) as raised:
+            await s.call_tool("unit_convert", {"value": 1, "from": "km", "to": "m"})
+        return listed, raised.value
+
+    listed, error = session(base, denied, key=VIEWER_KEY)
+    assert listed.tools == [] and "unknown tool 'unit_convert'" in error.error.message
+
+
+def test_permissions_by_virtual_key_and_team(gateway: Callable[..., tuple[Any, str]], tmp_path: Path) -> None:
+    tools = [
+        {"name": "unit_convert", "wasm": str(UNIT), "allow": {"keys": ["alice"], "teams": ["research"]}},
+        {"name": "hostile_tool", "wasm": str(HOSTILE), "allow": {"admin_role": "admin"}},
+    ]
+    _, base = gateway(tools, keys={"enabled": True, "master_key": MASTER}, admin={"state_dir": str(tmp_path / "state")})
+    master = {"authorization": f"Bearer {MASTER}"}
+
+    def new_key(**body: Any) -> str:
+        return str(httpx.post(base + "/key/generate", json=body, headers=master, trust_env=False).json()["key"])
+
+    httpx.post(base + "/team/new", json={"team_id": "research"}, headers=master, trust_env=False)
+    alice, bob, carol = new_key(key_alias="alice"), new_key(key_alias="bob"), new_key(key_alias="carol", team_id="research")
+    assert httpx.get(base + "/mcp/tools", trust_env=False).status_code == 401  # keys on: /mcp needs a key
+
+    def names(key: str) -> list[str]:
+        return [t.name for t in session(base, lambda s: s.list_tools(), key=key).tools]
+
+    assert names(alice) == ["unit_convert"] and names(carol) == ["unit_convert"] and names(bob) == []
+    assert sorted(names(MASTER)) == ["hostile_tool", "unit_convert"]
+    done = session(base, lambda s: s.call_tool("unit_convert", {"value": 3, "from": "ft", "to": "in"}), key=carol)
+    assert done.structured_content["value"] == pytest.approx(36.0)
