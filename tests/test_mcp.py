@@ -14,6 +14,7 @@ from typing import Any, Awaitable, Callable
 import httpx
 import httpx2
 import pytest
+import wasmtime
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
@@ -143,10 +144,40 @@ def test_a_capability_the_policy_does_not_grant_is_refused_and_audited(gateway: 
     assert any(r.plugin == "hostile_tool" and r.call == "proxy_set_shared_data" and r.reason == "capability" for r in records)
 
 
+# A tool module without a manifest section (its sidecar manifest says what it needs).
+BARE_TOOL = """(module (memory (export "memory") 1)
+  (func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 1024)
+  (func (export "routeiq_tool_call") (param i32 i32) (result i32) i32.const 0))"""
+
+
+def bare_tool(tmp_path: Path, manifest: str) -> Path:
+    wasm = tmp_path / "bare.wasm"
+    wasm.write_bytes(wasmtime.wat2wasm(BARE_TOOL))
+    (tmp_path / "bare.manifest.json").write_text(manifest)
+    return wasm
+
+
 def test_a_tool_whose_manifest_needs_more_than_its_grant_is_refused_at_startup(make_app: Callable[..., Any], tmp_path: Path) -> None:
-    wasm = tmp_path / "greedy.wasm"
+    schema = '"input_schema": {"type": "object"}'
+    greedy = bare_tool(tmp_path, '{"capabilities": ["shared_kv"], %s}' % schema)
+    with pytest.raises(PluginLoadError, match=r"mcp.tools\[0\] \(bare\): tool 'bare' needs shared_kv .* the policy has no entry for it"):
+        make_app([], policy=None, mcp={"tools": [tool("bare", greedy)]})
+    granted = make_app([], policy=policy_for(bare={"unpinned": True, "capabilities": ["shared_kv"]}), mcp={"tools": [tool("bare", greedy)]})
+    assert "bare" in granted.state.gateway.tool_set.tools
+    callout = bare_tool(tmp_path, '{"capabilities": ["http_callout"], %s}' % schema)
+    with pytest.raises(PluginLoadError, match="asks for http_callout, which tools cannot use yet"):
+        make_app([], policy=policy_for(bare={"unpinned": True, "capabilities": ["http_callout"]}), mcp={"tools": [tool("bare", callout)]})
+    broken = bare_tool(tmp_path, '{"input_schema": {"type": "object", "properties": {"x": {"type": 5}}}}')
+    with pytest.raises(PluginLoadError, match=r"not a valid JSON Schema: input_schema.properties.x.type"):
+        make_app([], policy=policy_for("bare"), mcp={"tools": [tool("bare", broken)]})
+    schemaless = bare_tool(tmp_path, "{}")
+    with pytest.raises(PluginLoadError, match="needs an `input_schema` with type object"):
+        make_app([], policy=policy_for("bare"), mcp={"tools": [tool("bare", schemaless)]})
+
+
+def test_pins_of_config_and_policy(make_app: Callable[..., Any], tmp_path: Path) -> None:
+    wasm = tmp_path / "unit.wasm"
     wasm.write_bytes(UNIT.read_bytes())
-    (tmp_path / "greedy.manifest.json").write_text("{}")  # the custom section wins over a sidecar
     with pytest.raises(PluginLoadError, match=r"mcp.tools\[0\] \(unit_convert\).*sha256 mismatch"):
         make_app([], policy=policy_for("unit_convert"), mcp={"tools": [tool("unit_convert", wasm, sha256="0" * 64)]})
     pinned = {"sha256": "f" * 64}
