@@ -130,10 +130,23 @@ def test_a_hostile_tool_is_stopped_in_bounded_time_and_the_gateway_keeps_serving
     assert httpx.get(base + "/health", trust_env=False).status_code == 200
 
 
-def test_fuel_exhaustion_is_a_tool_error(gateway: Callable[..., tuple[Any, str]]) -> None:
-    _, base = gateway([tool("hostile_tool", HOSTILE, limits={"fuel": 100_000, "timeout_ms": 10_000})])
-    looped = session(base, lambda s: s.call_tool("hostile_tool", {"mode": "loop"}))
+def test_fuel_exhaustion_and_a_memory_bomb_are_tool_errors(gateway: Callable[..., tuple[Any, str]]) -> None:
+    tools = [
+        tool("hostile_tool", HOSTILE, limits={"fuel": 100_000, "timeout_ms": 10_000}, config={"greeting": "hi"}),
+        tool("bomb", HOSTILE, limits={"memory_mb": 16, "timeout_ms": 5_000}),  # the same module under another name
+    ]
+    _, base = gateway(tools)
+
+    async def work(s: ClientSession) -> Any:
+        looped = await s.call_tool("hostile_tool", {"mode": "loop"})
+        bomb = await s.call_tool("bomb", {"mode": "memory"})
+        config = await s.call_tool("hostile_tool", {"mode": "config"})
+        return looped, bomb, config
+
+    looped, bomb, config = session(base, work)
     assert looped.is_error and "ran out of fuel" in looped.content[0].text
+    assert bomb.is_error and "16 MiB memory limit" in bomb.content[0].text
+    assert config.structured_content == {"config": {"greeting": "hi"}}  # the plugin configuration buffer
 
 
 def test_a_capability_the_policy_does_not_grant_is_refused_and_audited(gateway: Callable[..., tuple[Any, str]]) -> None:

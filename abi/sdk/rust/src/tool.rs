@@ -47,3 +47,9 @@ macro_rules! tool {
         }
     };
 }
+
+/// The tool's configuration (`mcp.tools[].config`, the plugin configuration
+/// buffer; a tool gets no `proxy_on_configure`, so it reads the whole buffer).
+pub fn config() -> Vec<u8> {
+    crate::hostcalls::get_buffer_bytes(crate::types::BufferType::PluginConfiguration, 0, i32::MAX as usize).unwrap_or_default()
+}

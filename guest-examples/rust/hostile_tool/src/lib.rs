@@ -5,6 +5,8 @@
 //! * `"trap"` executes `unreachable`;
 //! * `"kv"` writes shared data without asking for `shared_kv` in its manifest
 //!   (the host must refuse the call; the tool answers `{"status": <status>}`);
+//! * `"memory"` allocates 1 MiB blocks until its memory limit stops it;
+//! * `"config"` answers `{"config": <its configuration>}` (which must be JSON);
 //! * `"echo"` (or anything else) answers `{"status": 0}` (the VM still serves
 //!   after a hostile call).
 //! Capabilities: none.
@@ -15,7 +17,7 @@ use std::ptr::{addr_of_mut, read_volatile, write_volatile};
 routeiq_guest::manifest!(
     r#"{"name": "hostile_tool", "version": "0.1.0", "description": "Loops, traps or oversteps its grant, as asked (sandbox tests).",
   "capabilities": [],
-  "input_schema": {"type": "object", "properties": {"mode": {"enum": ["loop", "trap", "kv", "echo"]}}, "required": ["mode"]}}"#
+  "input_schema": {"type": "object", "properties": {"mode": {"enum": ["loop", "trap", "kv", "memory", "config", "echo"]}}, "required": ["mode"]}}"#
 );
 
 static mut SPIN: u64 = 0;
@@ -35,6 +37,17 @@ fn run(input: &[u8]) -> Result<String, String> {
             }
         },
         "trap" => core::arch::wasm32::unreachable(),
+        "memory" => {
+            let mut held: Vec<Vec<u8>> = Vec::new();
+            loop {
+                held.push(vec![1u8; 1 << 20]);
+                unsafe { write_volatile(addr_of_mut!(SPIN), held.len() as u64) };
+            }
+        }
+        "config" => {
+            let config = routeiq_guest::tool::config();
+            Ok(format!("{{\"config\": {}}}", String::from_utf8_lossy(&config)))
+        }
         "kv" => {
             let (key, value) = ("stolen", b"1");
             let status = unsafe { routeiq_guest::sys::proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), 0) };
