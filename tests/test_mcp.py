@@ -70,12 +70,14 @@ def test_initialize_list_and_call_the_example_tool(gateway: Callable[..., tuple[
     _, base = gateway([tool("unit_convert", UNIT)])
 
     async def work(s: ClientSession) -> Any:
+        hello = await s.initialize()  # the session's (already done by `session`)
         listed = await s.list_tools()
         result = await s.call_tool("unit_convert", {"value": 10, "from": "km", "to": "mi"})
         grams = await s.call_tool("unit_convert", {"value": 2.5, "from": "lb", "to": "g"})
-        return listed, result, grams
+        return hello, listed, result, grams
 
-    listed, result, grams = session(base, work)
+    hello, listed, result, grams = session(base, work)
+    assert hello.server_info.name == "routeiq" and hello.capabilities.tools is not None
     (only,) = listed.tools
     assert only.name == "unit_convert" and "length" in (only.description or "")
     assert only.input_schema["required"] == ["value", "from", "to"] and only.output_schema is not None
@@ -248,3 +250,16 @@ def test_permissions_by_virtual_key_and_team(gateway: Callable[..., tuple[Any, s
     assert sorted(names(MASTER)) == ["hostile_tool", "unit_convert"]
     done = session(base, lambda s: s.call_tool("unit_convert", {"value": 3, "from": "ft", "to": "in"}), key=carol)
     assert done.structured_content["value"] == pytest.approx(36.0)
+
+
+def test_sessions_are_stateful_and_a_revoked_caller_is_refused_inside_one(gateway: Callable[..., tuple[Any, str]]) -> None:
+    _, base = gateway([tool("unit_convert", UNIT)])
+    accept = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+    hello = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}
+    opened = httpx.post(base + "/mcp", json=hello, headers=accept, trust_env=False)
+    assert opened.status_code == 200
+    session_id = opened.headers["mcp-session-id"]  # the SDK's stateful transport
+    unknown = httpx.post(base + "/mcp", json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers={**accept, "mcp-session-id": "nope"}, trust_env=False)
+    assert unknown.status_code == 404
+    bad_key = httpx.post(base + "/mcp", json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers={**accept, "mcp-session-id": session_id, "authorization": "Bearer nope"}, trust_env=False)
+    assert bad_key.status_code == 401  # every request of a session is authenticated again
