@@ -245,7 +245,7 @@ class Gateway:
     def routes(self) -> list[BaseRoute]:
         return [
             Route("/health", self.health.endpoint(), methods=["GET"]),
-            Route("/metrics", metrics_endpoint(self.metrics), methods=["GET"]),
+            Route("/metrics", metrics_endpoint(self.metrics, self.mcp.tools), methods=["GET"]),
             # A regex per admin route only for /admin/ paths.
             *self._key_routes(),
             Route("/mcp/tools", AsgiEndpoint(self.mcp.tools_endpoint), methods=["GET"]),

@@ -14,9 +14,11 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import wasmtime
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from routeiq import strict_json
 from routeiq.abi.capabilities import Capability
@@ -250,8 +252,21 @@ class WasmTool:
         self._discard()
 
 
-class ToolSet:
-    """Every configured tool, loaded at startup (the gateway owns it)."""
+class ToolSet(Collector):
+    """Every configured tool, loaded at startup (the gateway owns it); also the collector
+    of their counters on /metrics (read at scrape time)."""
+
+    def collect(self) -> Iterator[Metric]:
+        calls = CounterMetricFamily("routeiq_mcp_tool_calls", "MCP tool calls that ran, by tool and outcome", labels=["tool", "outcome"])
+        refused = CounterMetricFamily("routeiq_mcp_tool_arguments_refused", "MCP tool calls refused by the tool's input_schema", labels=["tool"])
+        for name, tool in self.tools.items():
+            stats = tool.stats
+            calls.add_metric([name, "ok"], stats.calls - stats.errors - stats.traps)
+            calls.add_metric([name, "tool_error"], stats.errors)
+            calls.add_metric([name, "trap"], stats.traps)
+            refused.add_metric([name], stats.refused)
+        yield calls
+        yield refused
 
     def __init__(self, config: LoadedConfig, runtime: WasmRuntime, policy: PolicyModel | None, services: HostServices, log_sink: LogSink | None = None) -> None:
         mcp = config.model.mcp
