@@ -686,6 +686,8 @@ class McpConfig(_Strict):
     max_output_bytes: int = Field(1024 * 1024, ge=1, description="Largest result a tool may hand back (routeiq_tool_set_output answers BAD_ARGUMENT beyond it).")
     session_idle_timeout_s: float = Field(1800.0, gt=0, description="An MCP session idle this long is closed (its client starts a new one).")
     max_sessions: int = Field(1000, ge=1, description="MCP sessions open at once per worker; more: refused by the SDK.")
+    allowed_hosts: list[str] = Field(default_factory=list, description="DNS-rebinding protection (the SDK's): the `Host` values /mcp accepts, e.g. `mcp.example.com` or `127.0.0.1:*` (another: 421). Empty, with `allowed_origins` empty too: no check.")
+    allowed_origins: list[str] = Field(default_factory=list, description="With DNS-rebinding protection on: the `Origin` values accepted from browsers (another: 403).")
 
     @field_validator("tools")
     @classmethod

@@ -57,10 +57,10 @@ def session(base: str, work: Callable[[ClientSession], Awaitable[Any]], key: str
 
 @pytest.fixture
 def gateway(make_app: Callable[..., Any], live: Callable[[Any], str]) -> Callable[..., tuple[Any, str]]:
-    def start(tools: list[dict[str, Any]], policy: Any = None, **top: Any) -> tuple[Any, str]:
+    def start(tools: list[dict[str, Any]], policy: Any = None, mcp_hosts: list[str] | None = None, **top: Any) -> tuple[Any, str]:
         if policy is None:
             policy = policy_for(*[t["name"] for t in tools])
-        app = make_app([], policy=policy, mcp={"tools": tools}, **top)
+        app = make_app([], policy=policy, mcp={"tools": tools, "allowed_hosts": mcp_hosts or []}, **top)
         return app, live(app)
 
     return start
@@ -266,3 +266,11 @@ def test_sessions_are_stateful_and_a_revoked_caller_is_refused_inside_one(gatewa
     assert unknown.status_code == 404
     bad_key = httpx.post(base + "/mcp", json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers={**accept, "mcp-session-id": session_id, "authorization": "Bearer nope"}, trust_env=False)
     assert bad_key.status_code == 401  # every request of a session is authenticated again
+
+
+def test_dns_rebinding_protection_when_hosts_are_named(gateway: Callable[..., tuple[Any, str]]) -> None:
+    _, base = gateway([tool("unit_convert", UNIT)], mcp_hosts=["mcp.example.test"])
+    accept = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+    hello = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}
+    assert httpx.post(base + "/mcp", json=hello, headers=accept, trust_env=False).status_code == 421  # Host 127.0.0.1:port
+    assert httpx.post(base + "/mcp", json=hello, headers={**accept, "host": "mcp.example.test"}, trust_env=False).status_code == 200

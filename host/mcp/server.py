@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import mcp.types as types
 from mcp.server.lowlevel.server import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
@@ -81,7 +82,9 @@ class McpGateway:
         self.admin_keys = list(admin_keys)
         self.authenticator = authenticator
         self.server: Server[Any] = Server("routeiq", version=version, on_list_tools=self._list_tools, on_call_tool=self._call_tool)
-        self.sessions = StreamableHTTPSessionManager(app=self.server, session_idle_timeout=settings.session_idle_timeout_s, max_sessions=settings.max_sessions)
+        protect = bool(settings.allowed_hosts or settings.allowed_origins)
+        security = TransportSecuritySettings(enable_dns_rebinding_protection=protect, allowed_hosts=settings.allowed_hosts, allowed_origins=settings.allowed_origins)
+        self.sessions = StreamableHTTPSessionManager(app=self.server, security_settings=security, session_idle_timeout=settings.session_idle_timeout_s, max_sessions=settings.max_sessions)
         self._running: contextlib.AsyncExitStack | None = None
 
     # --------------------------------------------------------------- lifecycle
