@@ -274,3 +274,14 @@ def test_dns_rebinding_protection_when_hosts_are_named(gateway: Callable[..., tu
     hello = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}
     assert httpx.post(base + "/mcp", json=hello, headers=accept, trust_env=False).status_code == 421  # Host 127.0.0.1:port
     assert httpx.post(base + "/mcp", json=hello, headers={**accept, "host": "mcp.example.test"}, trust_env=False).status_code == 200
+
+
+def test_policy_check_explains_tools(tmp_path: Path) -> None:
+    from routeiq.config import parse_config
+    from routeiq.toolkit.policy_check import explain
+
+    data = {"mcp": {"tools": [tool("unit_convert", UNIT), tool("greedy", bare_tool(tmp_path, '{"capabilities": ["shared_kv"], "input_schema": {"type": "object"}}'))]}, "policy": policy_for("unit_convert")}
+    report, ok = explain(parse_config(data, "t.yaml", tmp_path / "t.yaml"))
+    assert not ok
+    assert f"tool unit_convert ({UNIT})" in report and "pinned by:     unpinned" in report
+    assert "tool greedy" in report and "REFUSED: tool 'greedy' needs shared_kv" in report
