@@ -250,6 +250,8 @@ class Gateway:
             *self._key_routes(),
             Route("/mcp/tools", AsgiEndpoint(self.mcp.tools_endpoint), methods=["GET"]),
             Route("/mcp", AsgiEndpoint(self.mcp.mcp_endpoint), methods=["GET", "POST", "DELETE"]),
+            Route("/mcp/sse", AsgiEndpoint(self.mcp.legacy_sse_endpoint), methods=["GET"]),
+            Route("/mcp/messages/", AsgiEndpoint(self.mcp.legacy_messages_endpoint), methods=["POST"]),
             PrefixedRoutes(ADMIN_PREFIX, admin_routes(self.plugin_set, self.operator_changes, self.replica_sync, self.services.audit, self.admin_keys, self.config.model.admin)),
             Mount("/", app=NativePlugins(self.filter, self.native)),
         ]

@@ -285,3 +285,24 @@ def test_policy_check_explains_tools(tmp_path: Path) -> None:
     assert not ok
     assert f"tool unit_convert ({UNIT})" in report and "pinned by:     unpinned" in report
     assert "tool greedy" in report and "REFUSED: tool 'greedy' needs shared_kv" in report
+
+
+def test_legacy_sse_transport_with_the_same_permissions(gateway: Callable[..., tuple[Any, str]]) -> None:
+    from mcp.client.sse import sse_client
+
+    tools = [tool("unit_convert", UNIT), {"name": "hostile_tool", "wasm": str(HOSTILE), "allow": {"admin_role": "operator"}}]
+    _, base = gateway(tools, admin=ADMIN)
+
+    async def run(key: str | None) -> Any:
+        headers = {"authorization": f"Bearer {key}"} if key else None
+        async with sse_client(base + "/mcp/sse", headers=headers) as (read, write):
+            async with ClientSession(read, write) as s:
+                await s.initialize()
+                listed = await s.list_tools()
+                done = await s.call_tool("unit_convert", {"value": 1, "from": "mi", "to": "km"})
+                return sorted(t.name for t in listed.tools), done
+
+    names, done = asyncio.run(run(None))
+    assert names == ["unit_convert"] and done.structured_content["value"] == pytest.approx(1.609344)
+    names, _ = asyncio.run(run(OPS_KEY))
+    assert names == ["hostile_tool", "unit_convert"]

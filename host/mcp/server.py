@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import mcp.types as types
 from mcp.server.lowlevel.server import Server
+from mcp.server.sse import SseServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
@@ -32,6 +33,7 @@ from .tools import ToolInputError, ToolSet, WasmTool
 log = logging.getLogger("routeiq.mcp")
 
 CALLER_SCOPE_KEY = "routeiq.mcp.caller"
+LEGACY_MESSAGES = "/mcp/messages/"  # where legacy SSE clients POST their messages
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,8 @@ class McpGateway:
         protect = bool(settings.allowed_hosts or settings.allowed_origins)
         security = TransportSecuritySettings(enable_dns_rebinding_protection=protect, allowed_hosts=settings.allowed_hosts, allowed_origins=settings.allowed_origins)
         self.sessions = StreamableHTTPSessionManager(app=self.server, security_settings=security, session_idle_timeout=settings.session_idle_timeout_s, max_sessions=settings.max_sessions)
+        # The 2024-11-05 HTTP+SSE transport, for clients that predate Streamable HTTP.
+        self.legacy = SseServerTransport(LEGACY_MESSAGES, security_settings=security)
         self._running: contextlib.AsyncExitStack | None = None
 
     # --------------------------------------------------------------- lifecycle
@@ -135,6 +139,24 @@ class McpGateway:
         scope = dict(scope)
         scope[CALLER_SCOPE_KEY] = caller
         await self.sessions.handle_request(scope, receive, send)
+
+    async def legacy_sse_endpoint(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """GET /mcp/sse: the legacy transport's event stream; one server loop per connection."""
+        caller = await self._caller(scope, send)
+        if caller is None:
+            return
+        async with self.legacy.connect_sse(scope, receive, send) as (read, write):
+            await self.server.run(read, write, self.server.create_initialization_options())
+
+    async def legacy_messages_endpoint(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """POST /mcp/messages/?session_id=...: the legacy transport's client messages,
+        each authenticated like a /mcp request (its caller decides what the call may use)."""
+        caller = await self._caller(scope, send)
+        if caller is None:
+            return
+        scope = dict(scope)
+        scope[CALLER_SCOPE_KEY] = caller
+        await self.legacy.handle_post_message(scope, receive, send)
 
     async def tools_endpoint(self, scope: Scope, receive: Receive, send: Send) -> None:
         """GET /mcp/tools: the tools this caller may use, as MCP lists them."""
