@@ -306,3 +306,44 @@ def test_legacy_sse_transport_with_the_same_permissions(gateway: Callable[..., t
     assert names == ["unit_convert"] and done.structured_content["value"] == pytest.approx(1.609344)
     names, _ = asyncio.run(run(OPS_KEY))
     assert names == ["hostile_tool", "unit_convert"]
+
+
+def wat_tool(tmp_path: Path, name: str, output: str, status: int = 0, allocator: int = 1024) -> Path:
+    """A tool in WAT that answers `output` with `status`; its manifest in a sidecar."""
+    escaped = output.replace("\\", "\\\\").replace('"', '\\"')
+    wat = f"""(module
+  (import "env" "routeiq_tool_set_output" (func $out (param i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "{escaped}")
+  (func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const {allocator})
+  (func (export "routeiq_tool_call") (param i32 i32) (result i32)
+    (drop (call $out (i32.const 16) (i32.const {len(output.encode())})))
+    i32.const {status}))"""
+    wasm = tmp_path / f"{name}.wasm"
+    wasm.write_bytes(wasmtime.wat2wasm(wat))
+    manifest = '{"input_schema": {"type": "object"}, "output_schema": {"type": "object", "properties": {"value": {"type": "number"}}}}'
+    (tmp_path / f"{name}.manifest.json").write_text(manifest)
+    return wasm
+
+
+def test_bad_outputs_and_a_lying_allocator_are_tool_errors(gateway: Callable[..., tuple[Any, str]], tmp_path: Path) -> None:
+    tools = [
+        tool("not_json", wat_tool(tmp_path, "not_json", "{oops")),
+        tool("off_schema", wat_tool(tmp_path, "off_schema", '{"value": "ten"}')),
+        tool("silent_error", wat_tool(tmp_path, "silent_error", "", status=7)),
+        tool("liar", wat_tool(tmp_path, "liar", "{}", allocator=-16)),
+        tool("fine", wat_tool(tmp_path, "fine", '{"value": 1.5}')),
+    ]
+    app, base = gateway(tools)
+
+    async def work(s: ClientSession) -> dict[str, Any]:
+        return {t["name"]: await s.call_tool(t["name"], {}) for t in tools}
+
+    answers = session(base, work)
+    assert "answered output that is not JSON" in answers["not_json"].content[0].text
+    assert "output.value: 'ten' is not of type 'number'" in answers["off_schema"].content[0].text
+    assert answers["silent_error"].content[0].text == "the tool answered status 7"
+    assert "outside linear memory" in answers["liar"].content[0].text
+    assert all(answers[n].is_error for n in ("not_json", "off_schema", "silent_error", "liar"))
+    assert not answers["fine"].is_error and answers["fine"].structured_content == {"value": 1.5}
+    assert app.state.gateway.tool_set.tools["liar"].stats.traps == 1

@@ -31,7 +31,7 @@ from routeiq.policy.config_schema import ConfigSchemaError, schema_errors, valid
 from routeiq.policy.model import PolicyModel
 from routeiq.runtime.errors import GuestTrap, PluginLoadError
 from routeiq.runtime.limits import SandboxLimits
-from routeiq.runtime.vm import GuestFunction, HostFunction, WasmVM, check_imports
+from routeiq.runtime.vm import GuestFunction, GuestMemoryError, HostFunction, WasmVM, check_imports
 from routeiq.runtime.wasm_runtime import WasmRuntime
 from routeiq.services.callout import CalloutTarget
 
@@ -223,11 +223,12 @@ class WasmTool:
             finally:
                 env.active = None
                 env.flush_stdio()
-        except GuestTrap as trap:
+        except (GuestTrap, GuestMemoryError) as trap:  # GuestMemoryError: its allocator answered a pointer outside its memory
+            kind = trap.kind if isinstance(trap, GuestTrap) else "memory_out_of_bounds"
             self.stats.traps += 1
             self._discard()  # the next call gets a fresh VM
-            log.warning("tool %s: %s (%s); its VM was discarded", self.name, trap, trap.kind)
-            return ToolOutcome(True, f"tool {self.name!r} failed: {trap}", kind=trap.kind)
+            log.warning("tool %s: %s (%s); its VM was discarded", self.name, trap, kind)
+            return ToolOutcome(True, f"tool {self.name!r} failed: {trap}", kind=kind)
         except PluginLoadError as exc:  # a fresh VM did not start
             self.stats.traps += 1
             return ToolOutcome(True, f"tool {self.name!r} is unavailable: {exc}", kind=exc.kind)
