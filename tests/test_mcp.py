@@ -347,3 +347,11 @@ def test_bad_outputs_and_a_lying_allocator_are_tool_errors(gateway: Callable[...
     assert all(answers[n].is_error for n in ("not_json", "off_schema", "silent_error", "liar"))
     assert not answers["fine"].is_error and answers["fine"].structured_content == {"value": 1.5}
     assert app.state.gateway.tool_set.tools["liar"].stats.traps == 1
+
+
+def test_plugin_inspect_recognizes_a_tool() -> None:
+    from routeiq.toolkit.inspect import format_inspection, inspect_module
+
+    text = format_inspection(inspect_module(UNIT))
+    assert "MCP tool:  exports routeiq_tool_call; manifest declares input_schema, output_schema" in text
+    assert "env.routeiq_tool_set_output" in text and "MCP tools only" in text
