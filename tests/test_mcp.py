@@ -133,6 +133,7 @@ def test_a_hostile_tool_is_stopped_in_bounded_time_and_the_gateway_keeps_serving
     metrics = httpx.get(base + "/metrics", trust_env=False).text
     assert 'routeiq_mcp_tool_calls_total{outcome="trap",tool="hostile_tool"} 2.0' in metrics
     assert 'routeiq_mcp_tool_calls_total{outcome="ok",tool="hostile_tool"} 1.0' in metrics
+    assert 'routeiq_mcp_tool_call_seconds_count{tool="hostile_tool"} 3.0' in metrics
 
 
 def test_fuel_exhaustion_and_a_memory_bomb_are_tool_errors(gateway: Callable[..., tuple[Any, str]]) -> None:

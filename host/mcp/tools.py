@@ -12,18 +12,20 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 import wasmtime
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from routeiq import strict_json
 from routeiq.abi.capabilities import Capability
 from routeiq.abi.proxy_wasm import LogLevel, Status
 from routeiq.config import LoadedConfig, McpAllowConfig, McpToolConfig, config_bytes
+from routeiq.dispatch.hook_stats import LatencyHistogram
 from routeiq.hostcalls.proxy_abi import build_host_functions
 from routeiq.hostcalls.state import ContextState, HostEnv, HostServices, LogSink, PluginIdentity
 from routeiq.policy.admission import Admission, AdmissionRefused, admit
@@ -75,6 +77,7 @@ class _NoBackground:
 
 @dataclass
 class ToolStats:
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # calls that ran, argument check to result
     calls: int = 0
     errors: int = 0  # tool errors and bad outputs
     traps: int = 0  # the VM was discarded
@@ -206,6 +209,13 @@ class WasmTool:
         Synchronous, on the event loop like a filter callback: the deadline bounds it."""
         self.check_arguments(arguments)
         self.stats.calls += 1
+        began = time.perf_counter_ns()
+        try:
+            return self._run(arguments)
+        finally:
+            self.stats.latency.observe_ns(time.perf_counter_ns() - began)
+
+    def _run(self, arguments: dict[str, Any]) -> ToolOutcome:
         data = json.dumps(arguments, separators=(",", ":")).encode()
         self._output = None
         try:
@@ -266,8 +276,12 @@ class ToolSet(Collector):
             calls.add_metric([name, "tool_error"], stats.errors)
             calls.add_metric([name, "trap"], stats.traps)
             refused.add_metric([name], stats.refused)
+        latency = HistogramMetricFamily("routeiq_mcp_tool_call_seconds", "MCP tool call latency (calls that ran)", labels=["tool"])
+        for name, tool in self.tools.items():
+            latency.add_metric([name], tool.stats.latency.buckets(), tool.stats.latency.sum_s)
         yield calls
         yield refused
+        yield latency
 
     def __init__(self, config: LoadedConfig, runtime: WasmRuntime, policy: PolicyModel | None, services: HostServices, log_sink: LogSink | None = None) -> None:
         mcp = config.model.mcp
