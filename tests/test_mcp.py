@@ -20,7 +20,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from routeiq.admin.auth import hash_key
-from routeiq.runtime.errors import PluginLoadError
+from routeiq.mcp.tools import ToolStartupError
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "guest-examples" / "rust" / "build"
@@ -179,28 +179,28 @@ def bare_tool(tmp_path: Path, manifest: str) -> Path:
 def test_a_tool_whose_manifest_needs_more_than_its_grant_is_refused_at_startup(make_app: Callable[..., Any], tmp_path: Path) -> None:
     schema = '"input_schema": {"type": "object"}'
     greedy = bare_tool(tmp_path, '{"capabilities": ["shared_kv"], %s}' % schema)
-    with pytest.raises(PluginLoadError, match=r"mcp.tools\[0\] \(bare\): tool 'bare' needs shared_kv .* the policy has no entry for it"):
+    with pytest.raises(ToolStartupError, match=r"mcp.tools\[0\] \(bare\): tool 'bare' needs shared_kv .* the policy has no entry for it"):
         make_app([], policy=None, mcp={"tools": [tool("bare", greedy)]})
     granted = make_app([], policy=policy_for(bare={"unpinned": True, "capabilities": ["shared_kv"]}), mcp={"tools": [tool("bare", greedy)]})
     assert "bare" in granted.state.gateway.tool_set.tools
     callout = bare_tool(tmp_path, '{"capabilities": ["http_callout"], %s}' % schema)
-    with pytest.raises(PluginLoadError, match="asks for http_callout, which tools cannot use yet"):
+    with pytest.raises(ToolStartupError, match="asks for http_callout, which tools cannot use yet"):
         make_app([], policy=policy_for(bare={"unpinned": True, "capabilities": ["http_callout"]}), mcp={"tools": [tool("bare", callout)]})
     broken = bare_tool(tmp_path, '{"input_schema": {"type": "object", "properties": {"x": {"type": 5}}}}')
-    with pytest.raises(PluginLoadError, match=r"not a valid JSON Schema: input_schema.properties.x.type"):
+    with pytest.raises(ToolStartupError, match=r"not a valid JSON Schema: input_schema.properties.x.type"):
         make_app([], policy=policy_for("bare"), mcp={"tools": [tool("bare", broken)]})
     schemaless = bare_tool(tmp_path, "{}")
-    with pytest.raises(PluginLoadError, match="needs an `input_schema` with type object"):
+    with pytest.raises(ToolStartupError, match="needs an `input_schema` with type object"):
         make_app([], policy=policy_for("bare"), mcp={"tools": [tool("bare", schemaless)]})
 
 
 def test_pins_of_config_and_policy(make_app: Callable[..., Any], tmp_path: Path) -> None:
     wasm = tmp_path / "unit.wasm"
     wasm.write_bytes(UNIT.read_bytes())
-    with pytest.raises(PluginLoadError, match=r"mcp.tools\[0\] \(unit_convert\).*sha256 mismatch"):
+    with pytest.raises(ToolStartupError, match=r"mcp.tools\[0\] \(unit_convert\).*sha256 mismatch"):
         make_app([], policy=policy_for("unit_convert"), mcp={"tools": [tool("unit_convert", wasm, sha256="0" * 64)]})
     pinned = {"sha256": "f" * 64}
-    with pytest.raises(PluginLoadError, match="does not match the policy's pin"):
+    with pytest.raises(ToolStartupError, match="does not match the policy's pin"):
         make_app([], policy=policy_for(unit_convert=pinned), mcp={"tools": [tool("unit_convert", UNIT)]})
     ok = make_app([], policy=policy_for(unit_convert={"sha256": hashlib.sha256(UNIT.read_bytes()).hexdigest()}), mcp={"tools": [tool("unit_convert", UNIT)]})
     assert "unit_convert" in ok.state.gateway.tool_set.tools
@@ -356,3 +356,20 @@ def test_plugin_inspect_recognizes_a_tool() -> None:
     text = format_inspection(inspect_module(UNIT))
     assert "MCP tool:  exports routeiq_tool_call; manifest declares input_schema, output_schema" in text
     assert "env.routeiq_tool_set_output" in text and "MCP tools only" in text
+
+
+def test_check_config_refuses_a_broken_tool_like_serve(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import json
+
+    config = tmp_path / "gateway.yaml"  # JSON is YAML
+    data = {"mcp": {"tools": [{"name": "unit_convert", "wasm": str(UNIT), "sha256": "0" * 64}]}, "policy": policy_for("unit_convert")}
+    config.write_text(json.dumps(data))
+    checked = subprocess.run([sys.executable, "-m", "routeiq", "check-config", str(config)], capture_output=True, text=True, cwd=ROOT)
+    assert checked.returncode == 2 and "mcp.tools[0] (unit_convert): tool 'unit_convert': sha256 mismatch" in checked.stderr
+    del data["mcp"]["tools"][0]["sha256"]
+    config.write_text(json.dumps(data))
+    ok = subprocess.run([sys.executable, "-m", "routeiq", "check-config", str(config)], capture_output=True, text=True, cwd=ROOT)
+    assert ok.returncode == 0 and ok.stdout.strip() == f"{config}: ok (0 plugins, 1 MCP tools)"

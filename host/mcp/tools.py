@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector
 from routeiq import strict_json
 from routeiq.abi.capabilities import Capability
 from routeiq.abi.proxy_wasm import LogLevel, Status
-from routeiq.config import LoadedConfig, McpAllowConfig, McpToolConfig, config_bytes
+from routeiq.config import ConfigError, LoadedConfig, McpAllowConfig, McpToolConfig, config_bytes
 from routeiq.dispatch.hook_stats import LatencyHistogram
 from routeiq.hostcalls.proxy_abi import build_host_functions
 from routeiq.hostcalls.state import ContextState, HostEnv, HostServices, LogSink, PluginIdentity
@@ -263,6 +263,11 @@ class WasmTool:
         self._discard()
 
 
+class ToolStartupError(ConfigError):
+    """A configured tool could not be loaded (the gateway does not start; `serve` and
+    `check-config` print it and exit 2, as for a plugin)."""
+
+
 class ToolSet(Collector):
     """Every configured tool, loaded at startup (the gateway owns it); also the collector
     of their counters on /metrics (read at scrape time)."""
@@ -294,7 +299,8 @@ class ToolSet(Collector):
                 try:
                     tool = WasmTool(entry, config.resolve(entry.wasm), runtime, policy, services, log_sink, level, mcp.max_output_bytes)
                 except (PluginLoadError, ConfigSchemaError) as exc:
-                    raise PluginLoadError(f"{where}: mcp.tools[{i}] ({entry.name}): {exc}") from None
+                    raise ToolStartupError(f"{where}: mcp.tools[{i}] ({entry.name}): {exc}") from None
+                log.info("tool %s loaded (sha256 %s, %s)", entry.name, tool.sha256[:12], tool.admission.manifest_origin)
                 self.tools[entry.name] = tool
         except BaseException:
             self.close()
