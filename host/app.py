@@ -29,6 +29,8 @@ from routeiq.llm.mock_provider import MockProvider
 from routeiq.llm.router import LlmRouter
 from routeiq.llm.routing_replication import SharedRouting, build_shared_routing
 from routeiq.llm.telemetry import LlmTelemetry
+from routeiq.mcp.server import AsgiEndpoint, McpGateway
+from routeiq.mcp.tools import ToolSet
 from routeiq.native.loader import load_native
 from routeiq.native.middleware import NativePlugins
 from routeiq.native.plugin import GatewayPlugin
@@ -116,12 +118,15 @@ class Gateway:
             else None
         )
         self.native: list[tuple[GatewayPlugin, bool]] = []
+        self.tool_set: ToolSet | None = None
         try:
             if self.replica_sync is not None:  # a node that missed changes starts with them
                 self.replica_sync.catch_up()
             self.plugin_set.load(config.plugin_specs())
             self.operator_changes.started()
             self.native = self._load_native()
+            # MCP tools: sandboxed like plugins, granted from the policy's `tools:`.
+            self.tool_set = ToolSet(config, self.runtime, self.policy, self.services, self.logs)
         except BaseException:
             self.close()
             raise
@@ -160,6 +165,8 @@ class Gateway:
             raise
         llm = self.llm
         models = frozenset(llm.router.groups) if llm is not None else None
+        assert self.tool_set is not None  # built with the plugins above
+        self.mcp = McpGateway(self.tool_set, config.model.mcp, self.admin_keys, self.identity.authenticator if self.identity is not None else None)
         front_door = FrontDoorAuth(self.identity.authenticator, config.model.keys.require_on) if self.identity is not None else None
         self.filter = PluginFilter(default_app, plugins, models, tracer, self.events, header_limits, self.route_table, self.plugin_set.chain_for, front_door)
         router = llm.router if llm is not None else None
@@ -250,9 +257,19 @@ class Gateway:
     def routes(self) -> list[BaseRoute]:
         return [
             Route("/health", self.health.endpoint(), methods=["GET"]),
-            Route("/metrics", metrics_endpoint(self.metrics), methods=["GET"]),
+            Route("/metrics", metrics_endpoint(self.metrics, self.mcp.tools), methods=["GET"]),
             # A regex per admin route only for /admin/ paths.
             *self._key_routes(),
+            # MCP (/mcp*), tried only for those paths.
+            PrefixedRoutes(
+                "/mcp",
+                [
+                    Route("/mcp/tools", AsgiEndpoint(self.mcp.tools_endpoint), methods=["GET"]),
+                    Route("/mcp", AsgiEndpoint(self.mcp.mcp_endpoint), methods=["GET", "POST", "DELETE"]),
+                    Route("/mcp/sse", AsgiEndpoint(self.mcp.legacy_sse_endpoint), methods=["GET"]),
+                    Route("/mcp/messages/", AsgiEndpoint(self.mcp.legacy_messages_endpoint), methods=["POST"]),
+                ],
+            ),
             PrefixedRoutes(ADMIN_PREFIX, admin_routes(self.plugin_set, self.operator_changes, self.replica_sync, self.services.audit, self.admin_keys, self.config.model.admin, self.routing)),
             Mount("/", app=NativePlugins(self.filter, self.native)),
         ]
@@ -272,6 +289,7 @@ class Gateway:
         await self.events.start(self.breakers)
         if self.routing is not None:
             await self.routing.start()
+        await self.mcp.start()
         if self.config_watcher is not None:
             self.config_watcher.start()
         if self.replica_sync is not None:
@@ -280,6 +298,7 @@ class Gateway:
             await self.identity.start()
 
     async def aclose(self) -> None:
+        await self.mcp.stop()  # open MCP sessions end before the tools go
         for native, _ in self.native:
             try:
                 await native.shutdown()
@@ -304,6 +323,8 @@ class Gateway:
         if getattr(self, "replica_sync", None) is not None:
             self.replica_sync.record.close()  # type: ignore[union-attr]
         self.plugin_set.close()
+        if getattr(self, "tool_set", None) is not None:
+            self.tool_set.close()  # type: ignore[union-attr]
         self.runtime.close()
         self.tracing.shutdown()
         self.services.store.close()

@@ -120,7 +120,8 @@ def _check_config(args: argparse.Namespace) -> int:
         return built
     config, app = built
     app.state.gateway.close()
-    print(f"{args.config}: ok ({len(config.model.plugins)} plugins)")
+    tools = len(config.model.mcp.tools)
+    print(f"{args.config}: ok ({len(config.model.plugins)} plugins" + (f", {tools} MCP tools)" if tools else ")"))
     return 0
 
 

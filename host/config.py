@@ -671,6 +671,49 @@ GatewayUpstream = Annotated[
 ]
 
 
+class McpAllowConfig(_Strict):
+    """Who may list and call a tool (default deny: nobody). A caller allowed by any entry may."""
+
+    anyone: bool = Field(False, description="Every caller, also one without a key (with `keys.enabled`, /mcp still needs a key).")
+    keys: list[str] = Field(default_factory=list, description="Virtual keys, by consumer id, key alias or key name (docs/keys.md).")
+    teams: list[str] = Field(default_factory=list, description="Virtual keys of these teams, by team id or alias.")
+    admin_role: Literal["viewer", "operator", "admin"] | None = Field(None, description="Admin API keys (`admin.keys`) of at least this role (viewer < operator < admin). The master key may call every tool.")
+
+
+class McpToolConfig(_Strict):
+    """One Wasm module served as an MCP tool (docs/mcp.md). Its description and input/output
+    JSON schemas come from the module's manifest; its capabilities from the policy's `tools:`."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="The tool's MCP name (unique among tools) and its policy entry (`tools.<name>`); also its shared-data namespace.")
+    wasm: str = Field(description="Path to the tool module (a core module exporting `routeiq_tool_call`), relative to the config file.")
+    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$", description="Expected sha256 of the module (refused when it differs).")
+    description: str | None = Field(None, description="Overrides the manifest's description.")
+    limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Sandbox limits of each call (the policy may cap them lower); `fuel`, `memory_mb` and `timeout_ms` apply.")
+    config: Union[str, dict[str, Any], list[Any], None] = Field(None, description="Tool configuration bytes (as `plugins[].config`), readable as the plugin configuration buffer. Checked against the manifest's config_schema.")
+    log_level: LOG_LEVELS | None = Field(None, description="The tool's log level (null: `server.log_level`).")
+    allow: McpAllowConfig = Field(default_factory=McpAllowConfig, description="Who may list and call it (nobody unless given).")
+
+
+class McpConfig(_Strict):
+    """The MCP gateway at /mcp (Streamable HTTP) and GET /mcp/tools."""
+
+    tools: list[McpToolConfig] = Field(default_factory=list, description="Wasm tools, loaded at startup (a tool that cannot load refuses the start, naming it).")
+    max_output_bytes: int = Field(1024 * 1024, ge=1, description="Largest result a tool may hand back (routeiq_tool_set_output answers BAD_ARGUMENT beyond it).")
+    session_idle_timeout_s: float = Field(1800.0, gt=0, description="An MCP session idle this long is closed (its client starts a new one).")
+    max_sessions: int = Field(1000, ge=1, description="MCP sessions open at once per worker; more: refused by the SDK.")
+    allowed_hosts: list[str] = Field(default_factory=list, description="DNS-rebinding protection (the SDK's): the `Host` values /mcp accepts, e.g. `mcp.example.com` or `127.0.0.1:*` (another: 421). Empty, with `allowed_origins` empty too: no check.")
+    allowed_origins: list[str] = Field(default_factory=list, description="With DNS-rebinding protection on: the `Origin` values accepted from browsers (another: 403).")
+
+    @field_validator("tools")
+    @classmethod
+    def _unique_tools(cls, value: list[McpToolConfig]) -> list[McpToolConfig]:
+        names = [t.name for t in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate tool names: {', '.join(dupes)}")
+        return value
+
+
 class GatewayConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig, description="The HTTP server.")
     upstream: GatewayUpstream = Field("embedded", description="Where non-LLM traffic (and /v1/* without a model_list) goes: `embedded`, the built-in mock OpenAI upstream (no keys, no network), or a reverse proxy to a URL.")
@@ -697,6 +740,7 @@ class GatewayConfig(_Strict):
     stats_config: StatsConfig = Field(default_factory=StatsConfig, description="How plugin metrics are named on /metrics (Envoy's bootstrap `stats_config`); read at startup.")
     clusters: list[ClusterConfig] = Field(default_factory=list, description="Named upstreams (Envoy's `clusters`): a plugin's proxy_http_call names one as its upstream (read at startup).")
     plugins: list[PluginConfig] = Field(default_factory=list, description="Plugins, run in this order on requests and in reverse order on responses.")
+    mcp: McpConfig = Field(default_factory=McpConfig, description="Wasm modules as MCP tools at /mcp, with keys and policy (docs/mcp.md).")
     routes: list[RouteConfig] = Field(
         default_factory=list,
         description=(

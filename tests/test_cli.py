@@ -55,6 +55,8 @@ def test_demo_serve_shows_every_example(guests: dict[str, Path]) -> None:
             health = client.get("/health").json()
             assert [p["name"] for p in health["plugins"]] == ["tagger", "ext_auth", "rate_limiter", "pii_guard", "token_budget", "redactor", "chunk_counter", "request_counter"]
             assert all(p["state"] == "ready" for p in health["plugins"])
+            assert client.get("/mcp/tools").status_code == 401  # keys are on in the demo: /mcp needs one
+            assert [t["name"] for t in client.get("/mcp/tools", headers=MASTER).json()["tools"]] == ["unit_convert"]  # README, docs/mcp.md
 
             echoed = client.get("/echo/hello").json()
             assert ["x-routeiq-tagged", "demo"] in echoed["headers"]

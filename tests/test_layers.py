@@ -23,6 +23,7 @@ TIERS: list[set[str]] = [
     {"llm", "native"},
     {"gateway"},
     {"admin"},
+    {"mcp"},  # MCP tools and /mcp: tools on the runtime and policy, callers by admin and virtual keys
     {"app"},  # the composition root: builds the gateway and mounts admin, /metrics, /health
     {"toolkit", "config_reference", "demo_services"},
     {"keys_cli"},

@@ -181,6 +181,9 @@ class ConfigWatcher:
         if fresh.model.clusters != self.latest.model.clusters:
             self._needs_restart("clusters")
             log.warning("config reload: clusters changed; that takes a restart (the running gateway keeps the clusters it started with)")
+        if fresh.model.mcp != self.latest.model.mcp:  # tools load at startup (admin API registration: docs/mcp.md, not yet)
+            self._needs_restart("mcp")
+            log.warning("config reload: mcp changed; that takes a restart (the running gateway keeps the tools it started with)")
         problems = []
         before_llm, after_llm = self.latest.model, fresh.model
         if (before_llm.model_list, before_llm.router, before_llm.mock) != (after_llm.model_list, after_llm.router, after_llm.mock):

@@ -154,9 +154,12 @@ def plugin_metric_families(metrics: list[PluginMetric]) -> Iterator[Metric]:
         yield family
 
 
-def metrics_endpoint(collector: GatewayCollector) -> Callable[[Request], Awaitable[Response]]:
+def metrics_endpoint(collector: GatewayCollector, *more: Collector) -> Callable[[Request], Awaitable[Response]]:
+    """`more`: collectors of parts above this layer (the MCP tools)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
+    for extra in more:
+        registry.register(extra)
 
     async def metrics(_: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE)

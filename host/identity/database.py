@@ -21,14 +21,14 @@ MIGRATIONS: list[list[str]] = [
         """CREATE TABLE teams (
             team_id TEXT PRIMARY KEY, team_alias TEXT, models TEXT NOT NULL DEFAULT '[]',
             max_budget DOUBLE PRECISION, budget_duration TEXT, budget_reset_at DOUBLE PRECISION,
-            spend DOUBLE PRECISION NOT NULL DEFAULT 0, charges BIGINT NOT NULL DEFAULT 0, rpm_limit BIGINT, tpm_limit BIGINT,
+            spend DOUBLE PRECISION NOT NULL DEFAULT 0, rpm_limit BIGINT, tpm_limit BIGINT,
             metadata TEXT NOT NULL DEFAULT '{}', blocked INTEGER NOT NULL DEFAULT 0,
             created_at DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL)""",
         """CREATE TABLE keys (
             token_hash TEXT PRIMARY KEY, key_name TEXT NOT NULL, key_alias TEXT, user_id TEXT, team_id TEXT,
             models TEXT NOT NULL DEFAULT '[]', routes TEXT NOT NULL DEFAULT '[]',
             max_budget DOUBLE PRECISION, budget_duration TEXT, budget_reset_at DOUBLE PRECISION,
-            spend DOUBLE PRECISION NOT NULL DEFAULT 0, charges BIGINT NOT NULL DEFAULT 0, rpm_limit BIGINT, tpm_limit BIGINT,
+            spend DOUBLE PRECISION NOT NULL DEFAULT 0, rpm_limit BIGINT, tpm_limit BIGINT,
             expires_at DOUBLE PRECISION, metadata TEXT NOT NULL DEFAULT '{}', blocked INTEGER NOT NULL DEFAULT 0,
             created_at DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL)""",
         "CREATE INDEX keys_team ON keys (team_id)",
@@ -38,13 +38,18 @@ MIGRATIONS: list[list[str]] = [
             model_group TEXT NOT NULL, deployment TEXT NOT NULL, prompt_tokens BIGINT NOT NULL, completion_tokens BIGINT NOT NULL,
             cost DOUBLE PRECISION NOT NULL, at DOUBLE PRECISION NOT NULL, day TEXT NOT NULL)""",
         "CREATE INDEX spend_logs_key ON spend_logs (token_hash, at)",
-        # A rotated key's successor: charges still in flight for the old key reach the new one.
-        "CREATE TABLE rotated_keys (old_hash TEXT PRIMARY KEY, new_hash TEXT NOT NULL, at DOUBLE PRECISION NOT NULL)",
         "CREATE INDEX spend_logs_team ON spend_logs (team_id, at)",
         """CREATE TABLE daily_spend (
             day TEXT NOT NULL, token_hash TEXT NOT NULL, team_id TEXT NOT NULL, model_group TEXT NOT NULL,
             requests BIGINT NOT NULL, prompt_tokens BIGINT NOT NULL, completion_tokens BIGINT NOT NULL,
             cost DOUBLE PRECISION NOT NULL, PRIMARY KEY (day, token_hash, team_id, model_group))""",
+    ],
+    [
+        # A rotated key's successor: charges still in flight for the old key reach the new one.
+        "CREATE TABLE IF NOT EXISTS rotated_keys (old_hash TEXT PRIMARY KEY, new_hash TEXT NOT NULL, at DOUBLE PRECISION NOT NULL)",
+        # Charges applied to a row: a reader knows which of a node's charges its read saw.
+        "ALTER TABLE keys ADD COLUMN charges BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE teams ADD COLUMN charges BIGINT NOT NULL DEFAULT 0",
     ],
 ]
 

@@ -105,11 +105,13 @@ def admit(
     limits: SandboxLimits,
     kept: PluginManifest | None = None,
     vm_id: str = "",
+    section: str = "plugins",
 ) -> Admission:
     """Decide what a module may do, or refuse it with a message naming what is wrong.
     `kept`: the replaced module's manifest, for a swapped-in module that carries none;
-    `vm_id`: the config's, whose namespace the module shares (its own is its name)."""
-    entry = policy.plugins.get(name) if policy is not None else None
+    `vm_id`: the config's, whose namespace the module shares (its own is its name);
+    `section`: the policy map the module's entry is in (`plugins`, or `tools` for MCP tools)."""
+    entry = getattr(policy, section).get(name) if policy is not None else None
     if entry is None:
         grant = deny_all(name, vm_id)
     else:  # a tampered module is reported as such, before its manifest is trusted
@@ -121,5 +123,5 @@ def admit(
     missing = [c.value for c in manifest.capabilities if c not in grant.capabilities]
     if missing:
         where = "the policy has no entry for it" if entry is None else "the policy does not grant it"
-        raise AdmissionRefused("capability", f"plugin {name!r} needs {', '.join(missing)} ({origin}), but {where}")
+        raise AdmissionRefused("capability", f"{'tool' if section == 'tools' else 'plugin'} {name!r} needs {', '.join(missing)} ({origin}), but {where}")
     return Admission(grant, manifest, origin, _capped(limits, entry))

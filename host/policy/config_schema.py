@@ -24,13 +24,13 @@ class ConfigSchemaError(PluginLoadError):
     kind = "config_schema"
 
 
-def check_schema(schema: dict[str, Any]) -> None:
-    """Raise ValueError if `schema` is not a valid JSON Schema (a manifest error)."""
+def check_schema(schema: dict[str, Any], root: str = "config_schema") -> None:
+    """Raise ValueError if `schema` (the manifest's `root`) is not a valid JSON Schema (a manifest error)."""
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     try:
         cls.check_schema(schema)
     except SchemaError as exc:
-        raise ValueError(f"not a valid JSON Schema: {_path(exc.absolute_path, 'config_schema')}: {exc.message}") from None
+        raise ValueError(f"not a valid JSON Schema: {_path(exc.absolute_path, root)}: {exc.message}") from None
 
 
 def _path(parts: Iterable[Any], root: str = "config") -> str:
@@ -40,7 +40,7 @@ def _path(parts: Iterable[Any], root: str = "config") -> str:
     return out
 
 
-def schema_errors(schema: dict[str, Any], document: Any) -> list[str]:
+def schema_errors(schema: dict[str, Any], document: Any, root: str = "config") -> list[str]:
     """Every violation of `schema` by `document`, each naming its path (empty: valid)."""
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     try:
@@ -50,7 +50,7 @@ def schema_errors(schema: dict[str, Any], document: Any) -> list[str]:
         # plugin author's error, reported instead of raised.
         return [f"config_schema: cannot resolve {exc}"]
     errors = sorted(found, key=lambda e: (list(map(str, e.absolute_path)), e.message))
-    return [f"{_path(e.absolute_path)}: {e.message}" for e in errors]
+    return [f"{_path(e.absolute_path, root)}: {e.message}" for e in errors]
 
 
 def validate_document(schema: dict[str, Any] | None, document: Any) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from routeiq import strict_json
 from routeiq.abi.capabilities import MANIFEST_SECTION, Capability
@@ -31,15 +31,17 @@ class PluginManifest(BaseModel):
     depends_on: list[str] = Field(default_factory=list, description="Plugins that must run before this one (the config's `depends_on` overrides).")
     priority: int = Field(0, description="Among plugins free to run, higher runs first (the config's `priority` overrides).")
     config_schema: dict[str, Any] | None = Field(None, description="JSON Schema of the plugin configuration (draft from `$schema`, else 2020-12); a config that does not match is refused.")
+    input_schema: dict[str, Any] | None = Field(None, description="MCP tools (docs/mcp.md): JSON Schema of the call's arguments (an object schema); arguments that do not match are refused before the module runs. Required for a tool.")
+    output_schema: dict[str, Any] | None = Field(None, description="MCP tools: JSON Schema of the result (an object schema); a result that does not match is a tool error. Optional.")
 
-    @field_validator("config_schema")
+    @field_validator("config_schema", "input_schema", "output_schema")
     @classmethod
-    def _valid_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+    def _valid_schema(cls, value: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
         # A broken schema is the plugin author's error: refuse the module, not every config.
         if value is not None:
             from .config_schema import check_schema
 
-            check_schema(value)
+            check_schema(value, info.field_name or "config_schema")
         return value
 
 

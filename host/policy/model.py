@@ -100,6 +100,7 @@ class PluginPolicyModel(_Strict):
 class PolicyModel(_Strict):
     trusted_keys: dict[str, str] = Field(default_factory=dict, description="Ed25519 public keys (base64 or hex) that may sign modules, by name (`routeiq policy keygen`).")
     plugins: dict[str, PluginPolicyModel] = Field(default_factory=dict, description="What each plugin, by config name, may do. A plugin without an entry gets no capabilities.")
+    tools: dict[str, PluginPolicyModel] = Field(default_factory=dict, description="What each MCP tool (`mcp.tools[].name`, docs/mcp.md) may do, as `plugins` entries (pin, capabilities, callouts, kv, limits). A tool without an entry gets no capabilities.")
 
     @model_validator(mode="after")
     def _keys(self) -> "PolicyModel":
@@ -108,7 +109,7 @@ class PolicyModel(_Strict):
                 signing.public_key(text)
             except signing.KeyFormatError as exc:
                 raise ValueError(f"trusted_keys.{name}: {exc}") from None
-        for plugin, entry in self.plugins.items():
+        for plugin, entry in [*self.plugins.items(), *self.tools.items()]:
             if entry.signature is not None and entry.signature.key not in self.trusted_keys:
                 raise ValueError(f"plugins.{plugin}.signature.key: {entry.signature.key!r} is not in trusted_keys")
         return self

@@ -44,6 +44,7 @@ def inspect_module(path: Path) -> dict[str, Any]:
     info["abi_version"] = next((v for n, v in ABI_VERSION_EXPORTS.items() if n in exports), None)
     info["exports"] = exports
     info["callbacks"] = [e for e in exports if e.startswith("proxy_on_") or e in ("_initialize", "_start", "malloc")]
+    info["mcp_tool"] = "routeiq_tool_call" in exports  # docs/mcp.md: served with mcp.tools, not plugins
     imports = []
     needs: set[str] = set()
     for imp in module.imports:
@@ -54,6 +55,8 @@ def inspect_module(path: Path) -> dict[str, Any]:
             note = capability.value
         elif name in BODY_CALLS:
             note = "request_body / response_body when used on body buffers"
+        elif name == "routeiq_tool_set_output":
+            note = "MCP tools only (abi/mcp_tool.md)"
         else:
             note = "always allowed"
         imports.append({"module": imp.module, "name": name, "capability": note})
@@ -75,6 +78,9 @@ def format_inspection(info: dict[str, Any]) -> str:
     if info["kind"] == "core module":
         lines.append(f"  ABI:       proxy-wasm {info['abi_version'] or '(no proxy_abi_version_* export: not loadable)'}")
         lines.append(f"  callbacks: {', '.join(info['callbacks']) or 'none'}")
+        if info.get("mcp_tool"):
+            schemas = [k for k in ("input_schema", "output_schema") if k in info.get("manifest", {})]
+            lines.append(f"  MCP tool:  exports routeiq_tool_call; manifest declares {', '.join(schemas) or 'no schemas (input_schema is required)'} (docs/mcp.md)")
     manifest = info.get("manifest", {})
     if "error" in manifest:
         lines.append(f"  manifest:  ERROR {manifest['error']}")

@@ -18,6 +18,8 @@ pub enum Value {
     Bool(bool),
     /// A JSON number without fraction or exponent that fits an `i64`.
     Int(i64),
+    /// Any other JSON number (a fraction or exponent, or too large for `i64`).
+    Float(f64),
     Other,
 }
 
@@ -181,7 +183,10 @@ impl<'a> Scanner<'a> {
                     b"false" => Value::Bool(false),
                     _ => match std::str::from_utf8(token).ok().and_then(|t| t.parse::<i64>().ok()) {
                         Some(n) => Value::Int(n),
-                        None => Value::Other,
+                        None => match std::str::from_utf8(token).ok().filter(|t| t.starts_with(|c: char| c == '-' || c.is_ascii_digit())).and_then(|t| t.parse::<f64>().ok()) {
+                            Some(x) if x.is_finite() => Value::Float(x),
+                            _ => Value::Other,
+                        },
                     },
                 })
             }

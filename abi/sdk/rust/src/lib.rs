@@ -11,6 +11,7 @@
 //! * [`dispatcher`] — context registry and all exported `proxy_on_*`.
 //! * [`memory`]     — `proxy_on_memory_allocate` and buffer ownership.
 //! * [`cbor`]       — dependency-free CBOR (RFC 8949) encoder/decoder.
+//! * [`tool`]       — MCP tools: [`tool!`] exports `routeiq_tool_call` (docs/mcp.md).
 //! * [`llm`]        — RouteIQ LLM extension: typed chat request/response
 //!   (`routeiq_get_llm_request`, `routeiq_set_llm_messages`,
 //!   `routeiq_set_llm_model`, `routeiq_get_llm_response`).
@@ -59,6 +60,7 @@ pub mod hostcalls;
 pub mod llm;
 pub mod memory;
 pub mod sys;
+pub mod tool;
 pub mod traits;
 pub mod types;
 pub mod wasi;
