@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -165,6 +166,15 @@ def _build_one(abi: Path, cache: Path, guest: Path, out_dir: Path, progress: Cal
 
 def _componentize(wit_dir: Path, sdk_dir: Path, guest: Path, output: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
+    # Without VIRTUAL_ENV componentize-py mounts whatever `python3` on PATH calls its
+    # site-packages: an empty one keeps the component to the guest and the SDK.
+    with tempfile.TemporaryDirectory(prefix="routeiq-componentize-") as empty:
+        (Path(empty) / "lib" / "site-packages").mkdir(parents=True)
+        env["VIRTUAL_ENV"] = empty
+        _run_componentize(wit_dir, sdk_dir, guest, output, env)
+
+
+def _run_componentize(wit_dir: Path, sdk_dir: Path, guest: Path, output: Path, env: dict[str, str]) -> None:
     cmd = [
         sys.executable, "-c", _RUN,
         "--quiet", "-d", str(wit_dir), "-w", WORLD,
