@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import os
 import sys
@@ -257,6 +258,29 @@ def _plugin_test(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _plugin_push(args: argparse.Namespace) -> int:
+    from routeiq.distribution.oci import OciClient, OciError, OciRef, parse_ref
+
+    path = Path(args.module)
+    try:
+        wasm = path.read_bytes()
+        ref = parse_ref(args.ref if args.ref.startswith("oci://") else f"oci://{args.ref}")
+        if ref.digest:
+            raise OciError(f"{args.ref}: push names a tag, not a digest (the digest is what push prints)")
+        client = OciClient()
+        try:
+            digest = client.push(ref, wasm)
+        finally:
+            client.close()
+    except (OSError, OciError) as exc:
+        print(f"routeiq: {exc}", file=sys.stderr)
+        return 2
+    pinned = OciRef(ref.registry, ref.repository, ref.tag or "latest", digest)
+    print(f"pushed {path} ({len(wasm)} bytes, sha256 {hashlib.sha256(wasm).hexdigest()})")
+    print(f"wasm: {pinned}")
+    return 0
+
+
 def _admin_new_key(args: argparse.Namespace) -> int:
     from routeiq.admin.auth import new_key
 
@@ -351,6 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
     ptest = plugin_sub.add_parser("test", help="build and run DIR/tests.yaml against the plugin, without a gateway")
     ptest.add_argument("dir")
     ptest.set_defaults(func=_plugin_test)
+    ppush = plugin_sub.add_parser("push", help="publish a module to an OCI registry (Wasm OCI artifact, as Istio pulls them); prints the pinned oci:// reference")
+    ppush.add_argument("module")
+    ppush.add_argument("ref", help="oci://REGISTRY/REPOSITORY:TAG (loopback registries over http, others https)")
+    ppush.set_defaults(func=_plugin_push)
 
     admin = sub.add_parser("admin", help="admin API tools")
     admin_sub = admin.add_subparsers(dest="admin_command", required=True)
