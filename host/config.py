@@ -614,6 +614,14 @@ class GatewayConfig(_Strict):
     stats_config: StatsConfig = Field(default_factory=StatsConfig, description="How plugin metrics are named on /metrics (Envoy's bootstrap `stats_config`); read at startup.")
     clusters: list[ClusterConfig] = Field(default_factory=list, description="Named upstreams (Envoy's `clusters`): a plugin's proxy_http_call names one as its upstream (read at startup).")
     plugins: list[PluginConfig] = Field(default_factory=list, description="Plugins, run in this order on requests and in reverse order on responses.")
+    plugins_dir: str | None = Field(
+        None,
+        description=(
+            "A directory of plugins (docs/distribution.md): every `NAME.wasm` in it that no `plugins` entry names is a filter plugin called NAME, "
+            "after the `plugins` entries (by file name), with its manifest (section or `NAME.manifest.json`) and its config from `NAME.config.json`/`.yaml` if present. "
+            "The policy, pins and ordering rules are those of any plugin; with `server.watch_config` a changed file is hot-swapped and a new one loaded."
+        ),
+    )
     routes: list[RouteConfig] = Field(
         default_factory=list,
         description=(
@@ -805,9 +813,46 @@ class LoadedConfig:
     def native_plugins(self) -> list[PluginConfig]:
         return [p for p in self.model.plugins if p.python is not None]
 
+    def plugins_dir(self) -> Path | None:
+        return self._resolve(self.model.plugins_dir) if self.model.plugins_dir else None
+
+    def discovered_plugins(self) -> list[PluginConfig]:
+        """plugins_dir's modules that no `plugins`/`services` entry names, by file name."""
+        directory = self.plugins_dir()
+        if directory is None:
+            return []
+        where = f"{self.path or '<config>'}: plugins_dir"
+        try:
+            files = sorted(p for p in directory.iterdir() if p.suffix == ".wasm" and p.is_file())
+        except OSError as exc:
+            raise ConfigError(f"{where}: cannot list {directory}: {exc.strerror or exc}") from None
+        named = {p.name for p in self.model.plugins} | {s.name for s in self.model.services}
+        found = []
+        for wasm in files:
+            if wasm.stem in named:
+                continue  # the explicit entry configures it
+            try:
+                found.append(PluginConfig(name=wasm.stem, wasm=str(wasm), config=_sidecar_config(wasm)))
+            except ValidationError as exc:
+                raise ConfigError(f"{where}: {wasm.name}: {exc.errors()[0]['msg']} (a plugin name is letters, digits, `_`, `.`, `-`)") from None
+        return found
+
+    def plugins_dir_signature(self) -> tuple[tuple[str, int, int], ...] | None:
+        """What the watcher compares to see files added, changed or removed."""
+        directory = self.plugins_dir()
+        if directory is None:
+            return None
+        try:
+            entries = [(p.name, p.stat()) for p in directory.iterdir() if p.suffix in (".wasm", ".json", ".yaml", ".yml")]
+        except OSError:
+            return ()
+        return tuple(sorted((name, st.st_mtime_ns, st.st_size) for name, st in entries))
+
     def plugin_specs(self) -> list[PluginSpec]:
-        """Every Wasm module to run: the filter plugins (config order), then the services."""
-        wasm: list[tuple[_ModuleConfig, str]] = [(p, "filter") for p in self.model.plugins if p.wasm is not None]  # native: native_plugins()
+        """Every Wasm module to run: the filter plugins (config order, then plugins_dir's),
+        then the services."""
+        explicit = [p for p in self.model.plugins if p.wasm is not None] + self.discovered_plugins()
+        wasm: list[tuple[_ModuleConfig, str]] = [(p, "filter") for p in explicit]  # native: native_plugins()
         return [self._spec(p, kind) for p, kind in wasm + [(s, "service") for s in self.model.services]]
 
     def _spec(self, p: _ModuleConfig, kind: str) -> PluginSpec:
@@ -844,6 +889,18 @@ class LoadedConfig:
             on_startup_failure=p.on_startup_failure,
             startup_timeout_ms=p.startup_timeout_ms,
         )
+
+
+def _sidecar_config(wasm: Path) -> Any:
+    """A discovered plugin's configuration: NAME.config.json or NAME.config.yaml beside it."""
+    for suffix in (".config.json", ".config.yaml", ".config.yml"):
+        path = wasm.with_name(wasm.stem + suffix)
+        if path.exists():
+            try:
+                return yaml.safe_load(path.read_text())  # JSON is YAML
+            except (OSError, yaml.YAMLError) as exc:
+                raise ConfigError(f"{path}: cannot read the plugin configuration: {exc}") from None
+    return None
 
 
 def config_bytes(value: Any) -> bytes:
