@@ -2,8 +2,8 @@
 build and test a plugin in each language outside any source tree.
 
 The wheel is built from a copy of the sources (so this checkout gets no build/ or
-egg-info) with the configured package index for the build backend, and installed with
-`--no-index --no-deps`; its dependencies come from this test run's environment through a
+egg-info), offline with the setuptools of requirements.lock, and installed with
+`--no-index --no-deps`: nothing comes from a package index; its dependencies come from this test run's environment through a
 .pth line (as `--system-site-packages` would give them), which never sees the editable
 install of this checkout. Caches must land in the user cache dir only: the test points
 HOME and XDG_CACHE_HOME at scratch directories and checks the installed package is not
@@ -29,11 +29,12 @@ def wheel_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("wheel")
     source = base / "src"
     shutil.copytree(ROOT, source, ignore=SKIP)
+    # Offline: the build backend is the setuptools requirements.lock pins, nothing is fetched.
     built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", ".", "-w", str(base / "dist")],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-index", "--no-deps", "--no-build-isolation", ".", "-w", str(base / "dist")],
         cwd=source, capture_output=True, text=True, timeout=600,
     )
-    assert built.returncode == 0, f"pip wheel failed (it needs the configured package index for setuptools):\n{built.stderr[-3000:]}"
+    assert built.returncode == 0, f"pip wheel failed (setuptools comes from requirements.lock: run `./dev setup`):\n{built.stderr[-3000:]}"
     wheel = next((base / "dist").glob("routeiq-*.whl"))
     venv = base / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
