@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from starlette.applications import Starlette
 
     from routeiq.config import LoadedConfig
+    from routeiq.toolkit.cases import CaseResult
 
 _LOG_LEVELS = {"trace": 5, "debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR, "critical": logging.CRITICAL}
 
@@ -236,6 +237,13 @@ def _plugin_inspect(args: argparse.Namespace) -> int:
     return 1 if "error" in info else 0
 
 
+def _print_case(result: "CaseResult") -> None:
+    # As each case finishes, so a long run shows where it is.
+    print(f"{'PASS' if result.ok else 'FAIL'} {result.name}", flush=True)
+    for failure in result.failures:
+        print(f"     {failure}", flush=True)
+
+
 def _plugin_test(args: argparse.Namespace) -> int:
     from routeiq.runtime.errors import PluginError
     from routeiq.toolchain.rust import ToolchainMissing
@@ -245,14 +253,10 @@ def _plugin_test(args: argparse.Namespace) -> int:
     try:
         project = load_project(Path(args.dir))
         module = build_project(project, progress=lambda m: print(f"... {m}", flush=True))
-        results = run_cases(module, project.tests, project.name)
+        results = run_cases(module, project.tests, project.name, on_result=_print_case, progress=lambda m: print(f"... {m}", flush=True))
     except (ProjectError, ToolchainMissing, CaseFileError, PluginError) as exc:
         print(f"routeiq: {exc}", file=sys.stderr)
         return 2
-    for result in results:
-        print(f"{'PASS' if result.ok else 'FAIL'} {result.name}")
-        for failure in result.failures:
-            print(f"     {failure}")
     failed = sum(not r.ok for r in results)
     print(f"{len(results) - failed} passed, {failed} failed")
     return 1 if failed else 0
