@@ -27,6 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .harness import Exchange, PluginTestHarness, UpstreamReply
+from .inspect import is_component
 
 
 class _Strict(BaseModel):
@@ -134,6 +135,11 @@ def _check(case: Case, got: Exchange, h: PluginTestHarness) -> list[str]:
     return fail
 
 
+def _is_component_file(path: Path) -> bool:
+    with path.open("rb") as f:
+        return is_component(f.read(8))
+
+
 def run_cases(
     module: Path,
     cases_path: Path,
@@ -145,7 +151,8 @@ def run_cases(
     shows where it is), `progress` the slow steps before the first case."""
     spec = load_cases(cases_path)
     results = []
-    progress(f"loading {module.name} ({module.stat().st_size / 1e6:.1f} MB; a Python component compiles for several seconds) and {len(spec.cases)} cases")
+    slow = "; a component compiles for several seconds" if _is_component_file(module) else ""
+    progress(f"loading {module.name} ({module.stat().st_size / 1e6:.1f} MB{slow}) and {len(spec.cases)} cases")
     with PluginTestHarness(module, name=name, config=spec.config, vm_config=spec.vm_config, capabilities=spec.capabilities, fail_open=spec.fail_open) as h:
         for case in spec.cases:
             reply = UpstreamReply(case.upstream.status, case.upstream.headers, case.upstream.body, case.upstream.chunks)
