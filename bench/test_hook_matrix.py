@@ -465,7 +465,7 @@ def wasmtime_py_cell(row: str, request: pytest.FixtureRequest) -> Cell:
 def build_extism_guest(root: Path) -> Path:
     """bench/extism_guest/bench_filter.c with the C compiler RouteIQ's C toolchain picks
     (zig cc from the ziglang wheel first), cached by content hash under .cache/extism/."""
-    compiler = ensure_c_compiler(root)
+    compiler = ensure_c_compiler(root / ".cache" / "guests")
     flags = [*compiler.target, *COMMON_FLAGS]
     source = EXTISM_SOURCE.read_bytes()
     key = hashlib.sha256("\0".join([compiler.version, *flags]).encode() + b"\0" + source).hexdigest()[:20]
@@ -473,7 +473,7 @@ def build_extism_guest(root: Path) -> Path:
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(".tmp.wasm")
-        result = subprocess.run([*compiler.command, *flags, str(EXTISM_SOURCE), "-o", str(tmp)], capture_output=True, text=True, env=compiler.env(root))
+        result = subprocess.run([*compiler.command, *flags, str(EXTISM_SOURCE), "-o", str(tmp)], capture_output=True, text=True, env=compiler.env(root / ".cache" / "guests"))
         if result.returncode != 0:
             tmp.unlink(missing_ok=True)
             raise BuildFailed(f"Extism guest build failed ({compiler.version}):\n{result.stderr.strip()}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import os
 import sys
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     from starlette.applications import Starlette
 
     from routeiq.config import LoadedConfig
+    from routeiq.toolkit.cases import CaseResult
 
 _LOG_LEVELS = {"trace": 5, "debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR, "critical": logging.CRITICAL}
 
@@ -236,6 +238,13 @@ def _plugin_inspect(args: argparse.Namespace) -> int:
     return 1 if "error" in info else 0
 
 
+def _print_case(result: "CaseResult") -> None:
+    # As each case finishes, so a long run shows where it is.
+    print(f"{'PASS' if result.ok else 'FAIL'} {result.name}", flush=True)
+    for failure in result.failures:
+        print(f"     {failure}", flush=True)
+
+
 def _plugin_test(args: argparse.Namespace) -> int:
     from routeiq.runtime.errors import PluginError
     from routeiq.toolchain.rust import ToolchainMissing
@@ -245,17 +254,36 @@ def _plugin_test(args: argparse.Namespace) -> int:
     try:
         project = load_project(Path(args.dir))
         module = build_project(project, progress=lambda m: print(f"... {m}", flush=True))
-        results = run_cases(module, project.tests, project.name)
+        results = run_cases(module, project.tests, project.name, on_result=_print_case, progress=lambda m: print(f"... {m}", flush=True))
     except (ProjectError, ToolchainMissing, CaseFileError, PluginError) as exc:
         print(f"routeiq: {exc}", file=sys.stderr)
         return 2
-    for result in results:
-        print(f"{'PASS' if result.ok else 'FAIL'} {result.name}")
-        for failure in result.failures:
-            print(f"     {failure}")
     failed = sum(not r.ok for r in results)
     print(f"{len(results) - failed} passed, {failed} failed")
     return 1 if failed else 0
+
+
+def _plugin_push(args: argparse.Namespace) -> int:
+    from routeiq.distribution.oci import OciClient, OciError, OciRef, parse_ref
+
+    path = Path(args.module)
+    try:
+        wasm = path.read_bytes()
+        ref = parse_ref(args.ref if args.ref.startswith("oci://") else f"oci://{args.ref}")
+        if ref.digest:
+            raise OciError(f"{args.ref}: push names a tag, not a digest (the digest is what push prints)")
+        client = OciClient()
+        try:
+            digest = client.push(ref, wasm)
+        finally:
+            client.close()
+    except (OSError, OciError) as exc:
+        print(f"routeiq: {exc}", file=sys.stderr)
+        return 2
+    pinned = OciRef(ref.registry, ref.repository, ref.tag or "latest", digest)
+    print(f"pushed {path} ({len(wasm)} bytes, sha256 {hashlib.sha256(wasm).hexdigest()})")
+    print(f"wasm: {pinned}")
+    return 0
 
 
 def _admin_new_key(args: argparse.Namespace) -> int:
@@ -352,6 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
     ptest = plugin_sub.add_parser("test", help="build and run DIR/tests.yaml against the plugin, without a gateway")
     ptest.add_argument("dir")
     ptest.set_defaults(func=_plugin_test)
+    ppush = plugin_sub.add_parser("push", help="publish a module to an OCI registry (Wasm OCI artifact, as Istio pulls them); prints the pinned oci:// reference")
+    ppush.add_argument("module")
+    ppush.add_argument("ref", help="oci://REGISTRY/REPOSITORY:TAG (loopback registries over http, others https)")
+    ppush.set_defaults(func=_plugin_push)
 
     admin = sub.add_parser("admin", help="admin API tools")
     admin_sub = admin.add_subparsers(dest="admin_command", required=True)

@@ -21,6 +21,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field
 from routeiq import litellm_settings
 from routeiq.abi.proxy_wasm import LogLevel
 from routeiq.dispatch.plugin_spec import PluginSpec
+from routeiq.distribution.oci import OciError, fetch_module, is_oci, parse_ref
 from routeiq.policy.model import PolicyError, PolicyModel, load_policy, parse_policy
 from routeiq.runtime.engine import EngineSettings
 from routeiq.runtime.limits import SandboxLimits
@@ -106,6 +107,13 @@ class RuntimeConfig(_Strict):
     cache: bool = Field(True, description="Cache compiled modules on disk.")
     epoch_tick_ms: int = Field(5, ge=1, le=1000, description="Granularity of the wall-clock deadline (`limits.timeout_ms`).")
     max_wasm_stack_kb: int = Field(512, ge=64, le=65536, description="Guest stack; deeper recursion traps.")
+    oci_cache_dir: str | None = Field(
+        None,
+        description=(
+            "Where modules pulled from `oci://` references are kept, by manifest digest (null: `$XDG_CACHE_HOME/routeiq/oci`). "
+            "A cached digest is never fetched again, so a registry down at startup does not stop a gateway that has pulled before."
+        ),
+    )
 
 
 class LimitsConfig(_Strict):
@@ -131,7 +139,14 @@ class _ModuleConfig(_Strict):
     """What a filter plugin and a service plugin both are: a proxy-wasm module and its VM."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Unique name among `plugins` and `services` (its policy entry; its KV/queue namespace unless `vm_id` is set).")
-    wasm: str | None = Field(None, description="Path to the Wasm module (a sandboxed plugin). Exactly one of `wasm` and `python` is given.")
+    wasm: str | None = Field(
+        None,
+        description=(
+            "Path to the Wasm module (a sandboxed plugin), or an OCI reference pinned by manifest digest, "
+            "`oci://REGISTRY/REPOSITORY[:TAG]@sha256:DIGEST` (pulled, verified and cached at load: docs/distribution.md). "
+            "Exactly one of `wasm` and `python` is given."
+        ),
+    )
     sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$", description="Optional pin of the module's sha256; a mismatch refuses to load.")
     root_id: str = Field("", description="proxy-wasm root id, as in Envoy.")
     vm_id: str = Field(
@@ -149,6 +164,19 @@ class _ModuleConfig(_Strict):
     quarantine: QuarantineConfig = Field(default_factory=QuarantineConfig, description="Automatic quarantine of a misbehaving plugin.")
     on_startup_failure: Literal["abort", "continue", "quarantine"] = Field("abort", description="A plugin that fails to start: `abort` refuses to start the gateway, `continue` runs without it, `quarantine` keeps it quarantined and probes it after the cooldown.")
     startup_timeout_ms: int = Field(10_000, ge=1, description="A plugin slower than this to start counts as failed.")
+
+    @field_validator("wasm")
+    @classmethod
+    def _oci_pinned(cls, value: str | None) -> str | None:
+        # Checked here, before any network: a tag alone names nothing fixed.
+        if value is not None and is_oci(value):
+            try:
+                ref = parse_ref(value)
+            except OciError as exc:
+                raise ValueError(str(exc)) from None
+            if ref.digest is None:
+                raise ValueError(f"{value}: an oci:// module must be pinned by its manifest digest (...@sha256:<64 hex>; `routeiq plugin push` prints the reference)")
+        return value
 
 
 class PluginConfig(_ModuleConfig):
@@ -173,7 +201,7 @@ class PluginConfig(_ModuleConfig):
 class ServiceConfig(_ModuleConfig):
     """Envoy's bootstrap WasmService: a root context only, never on the request path."""
 
-    wasm: str = Field(description="Path to the Wasm module.")
+    wasm: str = Field(description="Path to the Wasm module, or an `oci://...@sha256:DIGEST` reference (as for plugins).")
 
 
 class HeaderMatchConfig(_Strict):
@@ -741,6 +769,14 @@ class GatewayConfig(_Strict):
     clusters: list[ClusterConfig] = Field(default_factory=list, description="Named upstreams (Envoy's `clusters`): a plugin's proxy_http_call names one as its upstream (read at startup).")
     plugins: list[PluginConfig] = Field(default_factory=list, description="Plugins, run in this order on requests and in reverse order on responses.")
     mcp: McpConfig = Field(default_factory=McpConfig, description="Wasm modules as MCP tools at /mcp, with keys and policy (docs/mcp.md).")
+    plugins_dir: str | None = Field(
+        None,
+        description=(
+            "A directory of plugins (docs/distribution.md): every `NAME.wasm` in it that no `plugins` entry names is a filter plugin called NAME, "
+            "after the `plugins` entries (by file name), with its manifest (section or `NAME.manifest.json`) and its config from `NAME.config.json`/`.yaml` if present. "
+            "The policy, pins and ordering rules are those of any plugin; with `server.watch_config` a changed file is hot-swapped and a new one loaded."
+        ),
+    )
     routes: list[RouteConfig] = Field(
         default_factory=list,
         description=(
@@ -911,6 +947,23 @@ class LoadedConfig:
         base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         return Path(base) / "routeiq" / "modules"
 
+    def oci_cache_dir(self) -> Path:
+        if self.model.runtime.oci_cache_dir:
+            return self._resolve(self.model.runtime.oci_cache_dir)
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        return Path(base) / "routeiq" / "oci"
+
+    def module_path(self, name: str, wasm: str) -> Path:
+        """A module file for a plugin's `wasm:`: the path itself, or the cached pull of an
+        oci:// reference (pulled and digest-checked on first use)."""
+        if not is_oci(wasm):
+            return self._resolve(wasm)
+        cache = self.oci_cache_dir()
+        try:
+            return fetch_module(parse_ref(wasm), cache)
+        except OciError as exc:
+            raise ConfigError(f"{self.path or '<config>'}: plugin {name!r}: cannot load {wasm}: {exc} (no cached copy in {cache})") from None
+
     def _resolve(self, value: str) -> Path:
         p = Path(os.path.expanduser(value))
         return p if p.is_absolute() else (self.base_dir / p)
@@ -921,9 +974,46 @@ class LoadedConfig:
     def native_plugins(self) -> list[PluginConfig]:
         return [p for p in self.model.plugins if p.python is not None]
 
+    def plugins_dir(self) -> Path | None:
+        return self._resolve(self.model.plugins_dir) if self.model.plugins_dir else None
+
+    def discovered_plugins(self) -> list[PluginConfig]:
+        """plugins_dir's modules that no `plugins`/`services` entry names, by file name."""
+        directory = self.plugins_dir()
+        if directory is None:
+            return []
+        where = f"{self.path or '<config>'}: plugins_dir"
+        try:
+            files = sorted(p for p in directory.iterdir() if p.suffix == ".wasm" and p.is_file())
+        except OSError as exc:
+            raise ConfigError(f"{where}: cannot list {directory}: {exc.strerror or exc}") from None
+        named = {p.name for p in self.model.plugins} | {s.name for s in self.model.services}
+        found = []
+        for wasm in files:
+            if wasm.stem in named:
+                continue  # the explicit entry configures it
+            try:
+                found.append(PluginConfig(name=wasm.stem, wasm=str(wasm), config=_sidecar_config(wasm)))
+            except ValidationError as exc:
+                raise ConfigError(f"{where}: {wasm.name}: {exc.errors()[0]['msg']} (a plugin name is letters, digits, `_`, `.`, `-`)") from None
+        return found
+
+    def plugins_dir_signature(self) -> tuple[tuple[str, int, int], ...] | None:
+        """What the watcher compares to see files added, changed or removed."""
+        directory = self.plugins_dir()
+        if directory is None:
+            return None
+        try:
+            entries = [(p.name, p.stat()) for p in directory.iterdir() if p.suffix in (".wasm", ".json", ".yaml", ".yml")]
+        except OSError:
+            return ()
+        return tuple(sorted((name, st.st_mtime_ns, st.st_size) for name, st in entries))
+
     def plugin_specs(self) -> list[PluginSpec]:
-        """Every Wasm module to run: the filter plugins (config order), then the services."""
-        wasm: list[tuple[_ModuleConfig, str]] = [(p, "filter") for p in self.model.plugins if p.wasm is not None]  # native: native_plugins()
+        """Every Wasm module to run: the filter plugins (config order, then plugins_dir's),
+        then the services."""
+        explicit = [p for p in self.model.plugins if p.wasm is not None] + self.discovered_plugins()
+        wasm: list[tuple[_ModuleConfig, str]] = [(p, "filter") for p in explicit]  # native: native_plugins()
         return [self._spec(p, kind) for p, kind in wasm + [(s, "service") for s in self.model.services]]
 
     def _spec(self, p: _ModuleConfig, kind: str) -> PluginSpec:
@@ -935,7 +1025,7 @@ class LoadedConfig:
         assert wasm is not None
         return PluginSpec(
             name=p.name,
-            wasm_path=self._resolve(wasm),
+            wasm_path=self.module_path(p.name, wasm),
             kind=kind,
             sha256=p.sha256,
             root_id=p.root_id,
@@ -960,6 +1050,18 @@ class LoadedConfig:
             on_startup_failure=p.on_startup_failure,
             startup_timeout_ms=p.startup_timeout_ms,
         )
+
+
+def _sidecar_config(wasm: Path) -> Any:
+    """A discovered plugin's configuration: NAME.config.json or NAME.config.yaml beside it."""
+    for suffix in (".config.json", ".config.yaml", ".config.yml"):
+        path = wasm.with_name(wasm.stem + suffix)
+        if path.exists():
+            try:
+                return yaml.safe_load(path.read_text())  # JSON is YAML
+            except (OSError, yaml.YAMLError) as exc:
+                raise ConfigError(f"{path}: cannot read the plugin configuration: {exc}") from None
+    return None
 
 
 def config_bytes(value: Any) -> bytes:

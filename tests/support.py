@@ -314,3 +314,47 @@ def postgres_server() -> Iterator[PostgresServer]:
     finally:
         server.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def registry_binary(search_path: str | None = None) -> str:
+    """docker-registry (Debian's OCI Distribution server). Tests never install it: `./dev setup` does."""
+    import shutil
+
+    where = search_path if search_path is not None else os.pathsep.join([os.environ.get("PATH", ""), "/usr/bin"])
+    found = shutil.which("docker-registry", path=where)
+    if not found:
+        raise RuntimeError("docker-registry is required by the OCI tests and is not installed: run `./dev setup` (Debian package docker-registry)")
+    return found
+
+
+@contextlib.contextmanager
+def registry_server(storage: Path, port: int | None = None) -> Iterator[str]:
+    """A throwaway OCI registry on loopback storing under `storage`; yields host:port."""
+    import subprocess
+
+    import httpx
+
+    port = port or free_port()
+    config = storage / "registry.yml"
+    storage.mkdir(parents=True, exist_ok=True)
+    config.write_text(
+        "version: 0.1\nlog: {level: error}\n"
+        f"storage: {{filesystem: {{rootdirectory: {storage / 'data'}}}, delete: {{enabled: true}}}}\n"
+        f"http: {{addr: '127.0.0.1:{port}'}}\n"
+    )
+    proc = subprocess.Popen([registry_binary(), "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("docker-registry did not start")
+            time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

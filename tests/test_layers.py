@@ -15,7 +15,7 @@ SOURCES = {"routeiq": ROOT / "host", "routeiq.abi": ROOT / "abi", "routeiq.strat
 TIERS: list[set[str]] = [
     {"abi", "strict_json", "log_format", "env_vars", "error_responses", "litellm_settings", "__init__"},
     {"runtime", "strategies"},
-    {"policy", "toolchain"},
+    {"policy", "toolchain", "distribution"},
     {"services", "identity"},
     {"hostcalls"},
     {"dispatch"},

@@ -37,12 +37,18 @@ log = logging.getLogger("routeiq.config")
 class _FileValues:
     """The live-applicable fields of one plugin as the file gives them."""
 
-    module: tuple[Path, str | None]  # path and pin
+    module: tuple[Path, str | None, tuple[int, int]]  # path, pin, and the file's mtime and size
     config: bytes
 
     @classmethod
     def of(cls, spec: PluginSpec) -> "_FileValues":
-        return cls((spec.wasm_path.resolve(), spec.sha256.lower() if spec.sha256 else None), spec.plugin_config)
+        # The file's stat too: a module rewritten in place (a plugins_dir rebuild) is a change.
+        try:
+            st = spec.wasm_path.stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            stamp = (0, -1)
+        return cls((spec.wasm_path.resolve(), spec.sha256.lower() if spec.sha256 else None, stamp), spec.plugin_config)
 
 
 class ConfigFile(Protocol):
@@ -86,6 +92,7 @@ class ConfigWatcher:
         self.operator_state = operator_state
         self.path = path
         self.interval_s = interval_s
+        self._dir = config.plugins_dir_signature()
         self._digest = config.digest or self._read_digest()
         # The file may have changed since `config` was read from it (a worker starting
         # during an edit): then its stat is not taken as seen, and the first poll reloads.
@@ -133,8 +140,19 @@ class ConfigWatcher:
                 log.exception("config reload failed")
 
     async def poll(self) -> None:
-        """Reload if the file's content changed since it was last read."""
+        """Reload if the file's content changed since it was last read, or a file in its
+        plugins_dir was added, changed or removed."""
         stat = self._stat_now()
+        directory = self.latest.plugins_dir_signature()
+        if directory != self._dir:
+            self._dir = directory
+            self._stat = stat
+            self.reloading = True
+            try:
+                await self.reload()
+            finally:
+                self.reloading = False
+            return
         if stat == self._stat:
             return
         first = self._stat is None
@@ -204,6 +222,14 @@ class ConfigWatcher:
         self.latest = fresh
         plugins = self.plugins
         current = {p.spec.name: p for p in plugins.all()}
+        discovered = {p.name for p in fresh.discovered_plugins()}
+        for name in sorted(set(specs) - plugins.names()):
+            if name in discovered and specs[name].kind == "filter":  # a new file in plugins_dir: loaded live
+                try:
+                    await plugins.add(specs[name])
+                    self._file[name] = _FileValues.of(specs[name])
+                except (PluginError, OSError) as exc:
+                    problems.append(f"plugin {name} (new in plugins_dir): {exc}")
         if set(specs) != plugins.names():
             self._needs_restart("plugins added or removed")
             log.warning("config reload: plugins were added or removed; that takes a restart")

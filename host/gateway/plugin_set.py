@@ -230,6 +230,24 @@ class PluginSet:
         await self._switch(old, new)
         return new
 
+    async def add(self, spec: PluginSpec) -> ProxyWasmPlugin:
+        """A filter plugin that appeared while running (a new file in plugins_dir): read,
+        admitted and compiled on a thread, started, then placed by the ordering rules (a
+        dependency cycle refuses it). Requests in flight keep the chain they started with."""
+        if spec.name in self.names():
+            raise PluginLoadError(f"plugin {spec.name} is already loaded")
+        plugin = self._start(await asyncio.to_thread(self._build, self.operator_state.apply(spec)))
+        self.plugins.append(plugin)
+        try:
+            self._order()
+        except PluginStartupError as exc:
+            self.plugins.remove(plugin)
+            plugin.close()
+            raise PluginLoadError(str(exc)) from None
+        plugin.start_background()
+        log.warning("plugin %s added (sha256 %s)", spec.name, plugin.sha256[:12])
+        return plugin
+
     def reset_config(self, name: str, file_spec: PluginSpec | None) -> ProxyWasmPlugin:
         """Undo an admin config change: the file's config (`file_spec`'s) applies again."""
         plugin = self.plugin(name)

@@ -34,6 +34,7 @@ from typing import Callable
 
 from routeiq.abi.capabilities import MANIFEST_SECTION
 
+from .build_info import stamp_build
 from .rust import BuildFailed, ToolchainMissing
 
 MIN_NODE_MAJOR = 20  # assemblyscript 0.28's "engines"
@@ -170,20 +171,22 @@ def build_assemblyscript_guests(root: Path, progress: Callable[[str], None] = la
     built = []
     for project, guests in found:
         if guests:
-            built += build_assemblyscript_project(root, project, progress, node)
+            built += build_assemblyscript_project(project, progress, node, cache=root / ".cache" / "guests")
     return built
 
 
-def build_assemblyscript_project(root: Path, project: Path, progress: Callable[[str], None] = lambda _: None, node: Node | None = None) -> list[Path]:
-    """Build every guest (`<dir>/index.ts`) of one npm project into `<project>/build/`."""
+def build_assemblyscript_project(project: Path, progress: Callable[[str], None] = lambda _: None, node: Node | None = None, *, cache: Path) -> list[Path]:
+    """Build every guest (`<dir>/index.ts`) of one npm project into `<project>/build/`
+    (outputs cached under `cache`). asc gets paths relative to the project, so the bytes do
+    not depend on where the project is."""
     node = node or find_node()
-    cache = Path(root).resolve() / ".cache" / "guests"
+    project = project.resolve()
     built = []
     guests = guest_dirs(project)
     ensure_node_modules(project, node, progress)
     asc, asc_version = _asc(project)
     project_key = hashlib.sha256(
-        "\0".join([node.version, asc_version, _lock_hash(project), _project_digest(project)]).encode()
+        "\0".join([node.version, asc_version, _lock_hash(project), _project_digest(project), "stamp-v1"]).encode()
     ).hexdigest()
     out_dir = project / "build"
     for guest in guests:
@@ -193,14 +196,16 @@ def build_assemblyscript_project(root: Path, project: Path, progress: Callable[[
         if not cached.exists():
             progress(f"building {name}.wasm (assemblyscript {asc_version}, node {node.version})")
             cache.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(".tmp.wasm")
+            tmp = cached.with_suffix(f".tmp{os.getpid()}.wasm")
             cmd = [node.node, str(asc), f"{name}/index.ts", "--config", "asconfig.json", "--target", "release", "-o", str(tmp)]
             result = subprocess.run(cmd, cwd=project, capture_output=True, text=True)
             if result.returncode != 0 or not tmp.exists():
                 tmp.unlink(missing_ok=True)
                 detail = (result.stderr or result.stdout).strip()
                 raise BuildFailed(f"AssemblyScript build of {project.name}/{name} failed (asc {asc_version}):\n{detail}")
-            tmp.rename(cached)
+            build = {"lang": "assemblyscript", "toolchain": f"assemblyscript {asc_version}, node {node.version}", "lock_sha256": _lock_hash(project)}
+            tmp.write_bytes(stamp_build(tmp.read_bytes(), build))
+            tmp.replace(cached)
         out_dir.mkdir(parents=True, exist_ok=True)
         target = out_dir / f"{name}.wasm"
         data = cached.read_bytes()

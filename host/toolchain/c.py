@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .build_info import stamp_build
 from .rust import BuildFailed, ToolchainMissing
 
 ZIGLANG_PIN = "0.17.1"
@@ -55,11 +56,12 @@ class CCompiler:
     version: str  # first line of `--version`, part of the cache key
     kind: str  # "zig", "clang" or "env"
 
-    def env(self, root: Path) -> dict[str, str]:
+    def env(self, cache: Path) -> dict[str, str]:
+        """`cache` is the guest cache; zig's own caches go beside it (never into the install)."""
         env = dict(os.environ)
-        if self.kind == "zig":  # keep zig's caches inside the project's .cache
-            env.setdefault("ZIG_GLOBAL_CACHE_DIR", str(root / ".cache" / "zig"))
-            env.setdefault("ZIG_LOCAL_CACHE_DIR", str(root / ".cache" / "zig"))
+        if self.kind == "zig":
+            env.setdefault("ZIG_GLOBAL_CACHE_DIR", str(cache.parent / "zig"))
+            env.setdefault("ZIG_LOCAL_CACHE_DIR", str(cache.parent / "zig"))
         return env
 
 
@@ -74,7 +76,7 @@ def _version(command: list[str], env: dict[str, str] | None = None) -> str | Non
     return lines[0] if lines else None
 
 
-def _works(compiler: CCompiler, root: Path) -> bool:
+def _works(compiler: CCompiler, cache: Path) -> bool:
     """Can it compile and link a tiny freestanding wasm32 module?"""
     with tempfile.TemporaryDirectory(prefix="routeiq-cc-") as tmp:
         src = Path(tmp) / "probe.c"
@@ -86,46 +88,47 @@ def _works(compiler: CCompiler, root: Path) -> bool:
                 capture_output=True,
                 text=True,
                 timeout=300,
-                env=compiler.env(root),
+                env=compiler.env(cache),
             )
         except (OSError, subprocess.SubprocessError):
             return False
         return result.returncode == 0 and out.exists() and out.read_bytes()[:4] == b"\0asm"
 
 
-def _zig(root: Path) -> CCompiler | None:
+def _zig(cache: Path) -> CCompiler | None:
     command = [sys.executable, "-m", "ziglang", "cc"]
     probe = CCompiler(tuple(command), tuple(ZIG_TARGET), "", "zig")
-    clang_version = _version(command, probe.env(root))
+    clang_version = _version(command, probe.env(cache))
     if clang_version is None:
         return None
     try:
         zig_version = subprocess.run(
-            [sys.executable, "-m", "ziglang", "version"], capture_output=True, text=True, timeout=120, env=probe.env(root)
+            [sys.executable, "-m", "ziglang", "version"], capture_output=True, text=True, timeout=120, env=probe.env(cache)
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return CCompiler(tuple(command), tuple(ZIG_TARGET), f"zig {zig_version} ({clang_version})", "zig")
 
 
-def find_c_compiler(root: Path) -> CCompiler | None:
-    """The first C compiler that builds a freestanding wasm32 module, or None."""
+def find_c_compiler(cache: Path) -> CCompiler | None:
+    """The first C compiler that builds a freestanding wasm32 module, or None (`cache`: the
+    guest cache, beside which zig keeps its own)."""
     explicit = shlex.split(os.environ.get("ROUTEIQ_CC", ""))  # e.g. "clang-18" or "zig cc"
     if explicit:
         version = _version(explicit)
         if version:
             for target in (CLANG_TARGET, ZIG_TARGET):
                 candidate = CCompiler(tuple(explicit), tuple(target), version, "env")
-                if _works(candidate, root):
+                if _works(candidate, cache):
                     return candidate
-    zig = _zig(root)
-    if zig is not None and _works(zig, root):
+    zig = _zig(cache)
+    if zig is not None and _works(zig, cache):
         return zig
     for clang in _clangs():
         version = _version([clang])
         if version:
             candidate = CCompiler((clang,), tuple(CLANG_TARGET), version, "clang")
-            if _works(candidate, root):
+            if _works(candidate, cache):
                 return candidate
     return None
 
@@ -169,11 +172,11 @@ def _missing_message(detail: str = "") -> str:
     return f"{text}. {detail}" if detail else text
 
 
-def ensure_c_compiler(root: Path, progress: Callable[[str], None] = lambda _: None, install: bool = True) -> CCompiler:
-    compiler = find_c_compiler(root)
+def ensure_c_compiler(cache: Path, progress: Callable[[str], None] = lambda _: None, install: bool = True) -> CCompiler:
+    compiler = find_c_compiler(cache)
     if compiler is None and install:
         install_ziglang(progress)
-        compiler = find_c_compiler(root)
+        compiler = find_c_compiler(cache)
     if compiler is None:
         raise ToolchainMissing(_missing_message())
     return compiler
@@ -205,37 +208,57 @@ def build_c_guests(root: Path, progress: Callable[[str], None] = lambda _: None)
     guests = guest_dirs(root)
     if not guests:
         return []
-    compiler = ensure_c_compiler(root, progress)
+    cache = root / ".cache" / "guests"
+    compiler = ensure_c_compiler(cache, progress)
     out_dir = root / "guest-examples" / "c" / "build"
-    return [build_c_plugin(root, guest, out_dir, progress, compiler) for guest in guests]
+    return [build_c_plugin(guest, out_dir, progress, compiler, abi=root / "abi", cache=cache) for guest in guests]
 
 
-def build_c_plugin(root: Path, guest: Path, out_dir: Path, progress: Callable[[str], None] = lambda _: None, compiler: CCompiler | None = None) -> Path:
-    """Compile the `*.c` files of one guest directory into `out_dir/<dir name>.wasm`."""
-    root = Path(root).resolve()
-    compiler = compiler or ensure_c_compiler(root, progress)
-    sdk_dir = root / "abi" / "sdk" / "c"
+def _remap(directory: Path, as_name: str) -> list[str]:
+    """`__FILE__`, assert messages and any debug info name the source by a fixed path, not
+    by where it was built: the same source gives the same bytes in any directory."""
+    return [f"-ffile-prefix-map={directory.resolve()}={as_name}"]
+
+
+def build_c_plugin(
+    guest: Path,
+    out_dir: Path,
+    progress: Callable[[str], None] = lambda _: None,
+    compiler: CCompiler | None = None,
+    *,
+    abi: Path,
+    cache: Path,
+) -> Path:
+    """Compile the `*.c` files of one guest directory into `out_dir/<dir name>.wasm`
+    (`abi` holds sdk/c; outputs are cached under `cache`)."""
+    compiler = compiler or ensure_c_compiler(cache, progress)
+    sdk_dir = abi / "sdk" / "c"
     base = hashlib.sha256()
     _hash_files(base, sdk_dir, ("*.h",))
-    cache = root / ".cache" / "guests"
-    name = guest.resolve().name
-    sources = sorted(guest.glob("*.c"))
+    guest = guest.resolve()
+    name = guest.name
+    # Relative source names: the command line (and so any path the compiler records) is
+    # the same in every directory; the prefix maps cover what clang makes absolute.
+    sources = sorted(p.name for p in guest.glob("*.c"))
     if not sources:
         raise BuildFailed(f"{guest} has no .c files")
+    remap = [*_remap(guest, name), *_remap(sdk_dir, "routeiq_sdk")]
     src_digest = hashlib.sha256(base.hexdigest().encode())
     _hash_files(src_digest, guest, ("*.c", "*.h"))
-    key = hashlib.sha256("\0".join([compiler.version, *compiler.target, *COMMON_FLAGS, src_digest.hexdigest()]).encode()).hexdigest()[:20]
+    key = hashlib.sha256("\0".join([compiler.version, *compiler.target, *COMMON_FLAGS, "remap-v1 stamp-v1", src_digest.hexdigest()]).encode()).hexdigest()[:20]
     cached = cache / f"c-{name}-{key}.wasm"
     if not cached.exists():
         progress(f"building {name}.wasm ({compiler.version})")
         cache.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(".tmp.wasm")
-        cmd = [*compiler.command, *compiler.target, *COMMON_FLAGS, "-I", str(sdk_dir), *[str(s) for s in sources], "-o", str(tmp)]
-        result = subprocess.run(cmd, capture_output=True, text=True, env=compiler.env(root))
+        tmp = cached.with_suffix(f".tmp{os.getpid()}.wasm")
+        cmd = [*compiler.command, *compiler.target, *COMMON_FLAGS, *remap, "-I", str(sdk_dir), *sources, "-o", str(tmp)]
+        result = subprocess.run(cmd, capture_output=True, text=True, env=compiler.env(cache), cwd=guest)
         if result.returncode != 0:
             tmp.unlink(missing_ok=True)
             raise BuildFailed(f"C build of {name} failed ({compiler.version}):\n{result.stderr.strip()}")
-        tmp.rename(cached)
+        build = {"lang": "c", "toolchain": compiler.version, "sdk_sha256": base.hexdigest()}
+        tmp.write_bytes(stamp_build(tmp.read_bytes(), build))
+        tmp.replace(cached)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{name}.wasm"
     if not target.exists() or target.read_bytes() != cached.read_bytes():

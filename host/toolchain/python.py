@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Callable
 
 from routeiq.abi.capabilities import MANIFEST_SECTION
 
+from .build_info import stamp_build
 from .rust import BuildFailed, ToolchainMissing
 
 COMPONENTIZE_PY = "componentize-py"
@@ -46,9 +48,12 @@ def guest_dirs(root: Path) -> list[Path]:
     return sorted(p for p in base.iterdir() if (p / "app.py").exists()) if base.exists() else []
 
 
+SKIP_PARTS = {"__pycache__", "build", ".cache", "node_modules"}  # outputs, not sources
+
+
 def _hash_tree(digest: "hashlib._Hash", base: Path) -> None:
     for path in sorted(base.rglob("*")):
-        if path.is_file() and path.suffix in SOURCE_SUFFIXES and "__pycache__" not in path.parts:
+        if path.is_file() and path.suffix in SOURCE_SUFFIXES and not SKIP_PARTS & set(path.relative_to(base).parts):
             digest.update(str(path.relative_to(base)).encode())
             digest.update(b"\0")
             digest.update(path.read_bytes())
@@ -83,42 +88,47 @@ def _manifest(guest: Path) -> bytes | None:
     return json.dumps(data, separators=(",", ": ")).encode()
 
 
-def build_python_guests(root: Path, progress: Callable[[str], None] = lambda _: None) -> list[Path]:
-    """Build every guest under guest-examples/python into guest-examples/python/build.
-
-    Outputs are cached under .cache/guests keyed by the componentize-py version, the WIT
-    world, the SDK and the guest's sources (a rebuild takes ~10 s per guest).
-    """
-    root = root.resolve()
+def _require_componentize() -> str:
     version = componentize_version()
     if version is None:
         raise ToolchainMissing(
             f"componentize-py is not installed: `{sys.executable} -m pip install '{COMPONENTIZE_PY_PIN}'` "
             "(it builds offline once installed)"
         )
+    return version
+
+
+def _base_digest(abi: Path, version: str) -> "hashlib._Hash":
     base = hashlib.sha256(f"componentize-py {version}; world {WORLD}; entry {ENTRY_MODULE}".encode())
-    _hash_tree(base, root / "abi" / "wit")
-    _hash_tree(base, root / "abi" / "sdk" / "python")
-    out_dir = root / "guest-examples" / "python" / "build"
-    return [_build_one(root, guest, out_dir, progress, version, base) for guest in guest_dirs(root)]
+    _hash_tree(base, abi / "wit")
+    _hash_tree(base, abi / "sdk" / "python")
+    return base
 
 
-def build_python_plugin(root: Path, guest: Path, out_dir: Path, progress: Callable[[str], None] = lambda _: None) -> Path:
-    """Build one guest directory (app.py, optional manifest.json) into `out_dir/<name>.wasm`."""
+def build_python_guests(root: Path, progress: Callable[[str], None] = lambda _: None) -> list[Path]:
+    """Build every guest under guest-examples/python into guest-examples/python/build.
+
+    Outputs are cached under .cache/guests keyed by the componentize-py version, the WIT
+    world, the SDK and the guest's sources.
+    """
     root = root.resolve()
-    version = componentize_version()
-    if version is None:
-        raise ToolchainMissing(f"componentize-py is not installed: `{sys.executable} -m pip install '{COMPONENTIZE_PY_PIN}'`")
-    base = hashlib.sha256(f"componentize-py {version}; world {WORLD}; entry {ENTRY_MODULE}".encode())
-    _hash_tree(base, root / "abi" / "wit")
-    _hash_tree(base, root / "abi" / "sdk" / "python")
-    return _build_one(root, guest.resolve(), out_dir, progress, version, base)
+    version = _require_componentize()
+    abi, cache = root / "abi", root / ".cache" / "guests"
+    base = _base_digest(abi, version)
+    out_dir = root / "guest-examples" / "python" / "build"
+    return [_build_one(abi, cache, guest, out_dir, progress, version, base) for guest in guest_dirs(root)]
 
 
-def _build_one(root: Path, guest: Path, out_dir: Path, progress: Callable[[str], None], version: str, base: "hashlib._Hash") -> Path:
-    wit_dir = root / "abi" / "wit"
-    sdk_dir = root / "abi" / "sdk" / "python"
-    cache = root / ".cache" / "guests"
+def build_python_plugin(guest: Path, out_dir: Path, progress: Callable[[str], None] = lambda _: None, *, abi: Path, cache: Path) -> Path:
+    """Build one guest directory (app.py, optional manifest.json) into `out_dir/<name>.wasm`
+    (`abi` holds wit/ and sdk/python; outputs are cached under `cache`)."""
+    version = _require_componentize()
+    return _build_one(abi, cache, guest.resolve(), out_dir, progress, version, _base_digest(abi, version))
+
+
+def _build_one(abi: Path, cache: Path, guest: Path, out_dir: Path, progress: Callable[[str], None], version: str, base: "hashlib._Hash") -> Path:
+    wit_dir = abi / "wit"
+    sdk_dir = abi / "sdk" / "python"
     cache.mkdir(parents=True, exist_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     name = guest.name
@@ -127,19 +137,24 @@ def _build_one(root: Path, guest: Path, out_dir: Path, progress: Callable[[str],
     cached = cache / f"py-{name}-{digest.hexdigest()[:20]}.wasm"
     manifest = _manifest(guest)
     if not cached.exists():
-        progress(f"building {name}.wasm with componentize-py {version} (about 10 s)")
+        progress(f"building {name}.wasm with componentize-py {version} (about a minute)")
         began = time.monotonic()
-        tmp = cached.with_suffix(".tmp")
+        tmp = cached.with_suffix(f".tmp{os.getpid()}")
         _componentize(wit_dir, sdk_dir, guest, tmp)
         wasm = tmp.read_bytes()
         if manifest is not None:
             wasm = with_custom_section(wasm, MANIFEST_SECTION, manifest)
         tmp.write_bytes(wasm)
-        tmp.rename(cached)
+        tmp.replace(cached)
         progress(f"built {name}.wasm ({len(wasm) / 1e6:.1f} MB) in {time.monotonic() - began:.1f} s")
     target = out_dir / f"{name}.wasm"
-    if not target.exists() or target.stat().st_size != cached.stat().st_size or target.read_bytes() != cached.read_bytes():
-        shutil.copyfile(cached, target)
+    # The build record is added on the way out of the cache (it is a function of the key).
+    sdk = hashlib.sha256()
+    _hash_tree(sdk, abi / "sdk" / "python")
+    _hash_tree(sdk, wit_dir)
+    wasm = stamp_build(cached.read_bytes(), {"lang": "python", "toolchain": f"componentize-py {version}", "sdk_sha256": sdk.hexdigest()})
+    if not target.exists() or target.stat().st_size != len(wasm) or target.read_bytes() != wasm:
+        target.write_bytes(wasm)
     sidecar = out_dir / f"{name}.manifest.json"
     if manifest is not None:
         if not sidecar.exists() or sidecar.read_bytes() != manifest + b"\n":
@@ -151,6 +166,15 @@ def _build_one(root: Path, guest: Path, out_dir: Path, progress: Callable[[str],
 
 def _componentize(wit_dir: Path, sdk_dir: Path, guest: Path, output: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
+    # Without VIRTUAL_ENV componentize-py mounts whatever `python3` on PATH calls its
+    # site-packages: an empty one keeps the component to the guest and the SDK.
+    with tempfile.TemporaryDirectory(prefix="routeiq-componentize-") as empty:
+        (Path(empty) / "lib" / "site-packages").mkdir(parents=True)
+        env["VIRTUAL_ENV"] = empty
+        _run_componentize(wit_dir, sdk_dir, guest, output, env)
+
+
+def _run_componentize(wit_dir: Path, sdk_dir: Path, guest: Path, output: Path, env: dict[str, str]) -> None:
     cmd = [
         sys.executable, "-c", _RUN,
         "--quiet", "-d", str(wit_dir), "-w", WORLD,

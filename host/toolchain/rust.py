@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from .build_info import stamp_build
+
 TARGET = "wasm32-unknown-unknown"
 SDK_CRATE = "routeiq_guest"
 COMMON_FLAGS = ["--edition", "2021", "--target", TARGET, "-C", "opt-level=3", "-C", "panic=abort"]
@@ -86,48 +88,79 @@ def _require_rustc() -> Rustc:
     return rustc
 
 
-def _build_sdk(root: Path, rustc: Rustc, cache: Path, progress: Callable[[str], None]) -> tuple[str, Path]:
+def _remap(directory: Path, as_name: str) -> list[str]:
+    """Absolute source paths end up in panic locations and debug strings: map them to a
+    fixed name so the bytes do not depend on where the source sits."""
+    return ["--remap-path-prefix", f"{directory.resolve()}={as_name}"]
+
+
+def _build_sdk(abi: Path, rustc: Rustc, cache: Path, progress: Callable[[str], None]) -> tuple[str, Path]:
     """The SDK rlib, built once per rustc and SDK source (returns its cache key and path)."""
-    sdk_dir = root / "abi" / "sdk" / "rust"
-    digest = hashlib.sha256((rustc.version + " ".join(COMMON_FLAGS)).encode())
-    _hash_tree(digest, sdk_dir / "src")
-    key = digest.hexdigest()[:20]
+    sdk_dir = abi / "sdk" / "rust"
+    sources = hashlib.sha256()
+    _hash_tree(sources, sdk_dir / "src")
+    key = hashlib.sha256((rustc.version + " ".join(COMMON_FLAGS) + " remap-v1 " + sources.hexdigest()).encode()).hexdigest()[:20]
     out = cache / f"sdk-{key}"
     if not (out / f"lib{SDK_CRATE}.rlib").exists():
         progress(f"building Rust guest SDK with {rustc.version}")
-        tmp = out.with_suffix(".tmp")
+        tmp = out.with_suffix(f".tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        _run([rustc.path, *COMMON_FLAGS, "--crate-name", SDK_CRATE, "--crate-type", "rlib", str(sdk_dir / "src" / "lib.rs"), "--out-dir", str(tmp)])
+        _run([rustc.path, *COMMON_FLAGS, *_remap(sdk_dir, SDK_CRATE), "--crate-name", SDK_CRATE, "--crate-type", "rlib", str(sdk_dir / "src" / "lib.rs"), "--out-dir", str(tmp)])
         shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)
+        try:
+            tmp.rename(out)
+        except OSError:  # a concurrent build got there first: same bytes
+            shutil.rmtree(tmp, ignore_errors=True)
     return key, out
 
 
-def build_rust_crate(root: Path, crate: Path, out_dir: Path, progress: Callable[[str], None] = lambda _: None, extra_key: str = "") -> Path:
+def sdk_digest(abi: Path) -> str:
+    """sha256 of the Rust SDK sources (recorded in each guest's manifest)."""
+    sources = hashlib.sha256()
+    _hash_tree(sources, abi / "sdk" / "rust" / "src")
+    return sources.hexdigest()
+
+
+def build_rust_crate(
+    crate: Path,
+    out_dir: Path,
+    progress: Callable[[str], None] = lambda _: None,
+    extra_key: str = "",
+    *,
+    abi: Path,
+    cache: Path,
+    remap_base: Path | None = None,
+) -> Path:
     """Build one filter crate (a directory with src/lib.rs) into `out_dir/<name>.wasm`.
 
-    `root` is the RouteIQ source tree that holds the SDK; the output is cached under
-    `root/.cache/guests` by rustc version, flags, SDK and crate sources."""
+    `abi` holds the SDK (sdk/rust); the output is cached under `cache` by rustc version,
+    flags, SDK and crate sources. Source paths are remapped (the crate's directory, or
+    `remap_base` when sources outside the crate are included, to its name), so the same
+    source gives the same bytes wherever it is built."""
     rustc = _require_rustc()
-    cache = root / ".cache" / "guests"
-    sdk_key, sdk_out = _build_sdk(root, rustc, cache, progress)
-    name = crate.resolve().name.replace("-", "_")
-    digest = hashlib.sha256((sdk_key + extra_key).encode())
+    sdk_key, sdk_out = _build_sdk(abi, rustc, cache, progress)
+    crate = crate.resolve()
+    name = crate.name.replace("-", "_")
+    base = (remap_base or crate).resolve()
+    digest = hashlib.sha256((sdk_key + extra_key + " remap-v1 stamp-v1 " + str(crate.relative_to(base))).encode())
     _hash_tree(digest, crate / "src")
     cached = cache / f"{name}-{digest.hexdigest()[:20]}.wasm"
     if not cached.exists():
         progress(f"building {name}.wasm")
-        tmp = cached.with_suffix(".tmp")
+        tmp = cached.with_suffix(f".tmp{os.getpid()}")
         _run(
             [
                 rustc.path, *COMMON_FLAGS, "-C", "strip=debuginfo",
+                *_remap(base, base.name), *_remap(sdk_out, SDK_CRATE),
                 "--crate-name", name, "--crate-type", "cdylib",
                 "-L", str(sdk_out), "--extern", f"{SDK_CRATE}={sdk_out / f'lib{SDK_CRATE}.rlib'}",
                 str(crate / "src" / "lib.rs"), "-o", str(tmp),
             ]
         )
-        tmp.rename(cached)
+        build = {"lang": "rust", "toolchain": rustc.version, "sdk_sha256": sdk_digest(abi)}
+        tmp.write_bytes(stamp_build(tmp.read_bytes(), build))
+        tmp.replace(cached)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{name}.wasm"
     if not target.exists() or target.read_bytes() != cached.read_bytes():
@@ -141,7 +174,8 @@ def build_rust_guests(root: Path, progress: Callable[[str], None] = lambda _: No
     if (root / "guest-examples" / "rust" / SHARED_DIR).exists():
         _hash_tree(shared, root / "guest-examples" / "rust" / SHARED_DIR)
     out_dir = root / "guest-examples" / "rust" / "build"
-    return [build_rust_crate(root, crate, out_dir, progress, shared.hexdigest()) for crate in guest_crates(root)]
+    base, cache = root / "guest-examples" / "rust", root / ".cache" / "guests"
+    return [build_rust_crate(crate, out_dir, progress, shared.hexdigest(), abi=root / "abi", cache=cache, remap_base=base) for crate in guest_crates(root)]
 
 
 def _run(cmd: list[str]) -> None:

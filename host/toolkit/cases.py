@@ -21,12 +21,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .harness import Exchange, PluginTestHarness, UpstreamReply
+from .inspect import is_component
 
 
 class _Strict(BaseModel):
@@ -134,12 +135,28 @@ def _check(case: Case, got: Exchange, h: PluginTestHarness) -> list[str]:
     return fail
 
 
-def run_cases(module: Path, cases_path: Path, name: str | None = None) -> list[CaseResult]:
+def _is_component_file(path: Path) -> bool:
+    with path.open("rb") as f:
+        return is_component(f.read(8))
+
+
+def run_cases(
+    module: Path,
+    cases_path: Path,
+    name: str | None = None,
+    on_result: Callable[[CaseResult], None] = lambda _: None,
+    progress: Callable[[str], None] = lambda _: None,
+) -> list[CaseResult]:
+    """Run every case; `on_result` sees each result as soon as it is known (a long run
+    shows where it is), `progress` the slow steps before the first case."""
     spec = load_cases(cases_path)
     results = []
+    slow = "; a component compiles for several seconds" if _is_component_file(module) else ""
+    progress(f"loading {module.name} ({module.stat().st_size / 1e6:.1f} MB{slow}) and {len(spec.cases)} cases")
     with PluginTestHarness(module, name=name, config=spec.config, vm_config=spec.vm_config, capabilities=spec.capabilities, fail_open=spec.fail_open) as h:
         for case in spec.cases:
             reply = UpstreamReply(case.upstream.status, case.upstream.headers, case.upstream.body, case.upstream.chunks)
             got = h.request(case.request.method, case.request.path, case.request.headers, case.request.body, reply)
             results.append(CaseResult(case.name, _check(case, got, h)))
+            on_result(results[-1])
     return results

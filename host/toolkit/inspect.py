@@ -86,6 +86,9 @@ def format_inspection(info: dict[str, Any]) -> str:
         lines.append(f"  manifest:  ERROR {manifest['error']}")
     else:
         lines.append(f"  manifest:  {manifest.get('origin')}; capabilities {manifest.get('capabilities', [])}")
+        build = manifest.get("build")
+        if isinstance(build, dict):  # what `routeiq plugin build` recorded: rebuild with this to reproduce the sha256
+            lines.append(f"  built by:  {build.get('lang')} with {build.get('toolchain')}")
     if info["kind"] == "core module":
         lines.append("  imports:")
         for imp in info["imports"]:

@@ -9,6 +9,7 @@ from typing import Callable
 import yaml
 
 import routeiq
+from routeiq.toolchain.paths import abi_dir, guest_cache
 from routeiq.toolchain.rust import ToolchainMissing
 
 PROJECT_FILE = "routeiq-plugin.yaml"
@@ -47,29 +48,36 @@ def load_project(directory: Path) -> PluginProject:
     return PluginProject(directory.resolve(), name, lang)
 
 
-def source_root() -> Path:
-    """The RouteIQ source tree (for the guest SDKs), from the installed package."""
-    root = Path(routeiq.__file__).resolve().parents[1]
-    if not (root / "abi" / "sdk").exists():
-        raise ToolchainMissing(f"the guest SDK sources are not beside the installed routeiq ({root}): install routeiq from a source checkout (pip install -e .)")
-    return root
+def templates_root() -> Path:
+    """The example files the scaffold copies: package data of an installed wheel, or the
+    guest-examples/ of a source checkout (editable install)."""
+    packaged = Path(routeiq.__file__).resolve().parent / "toolkit" / "templates"
+    if packaged.is_dir():
+        return packaged
+    checkout = Path(routeiq.__file__).resolve().parents[1] / "guest-examples"
+    if checkout.is_dir():
+        return checkout
+    raise ToolchainMissing(f"the plugin templates are missing from the installed routeiq ({packaged}): reinstall routeiq")
 
 
-def build_project(project: PluginProject, progress: Callable[[str], None] = lambda _: None) -> Path:
+def build_project(project: PluginProject, progress: Callable[[str], None] = lambda _: None, cache: Path | None = None) -> Path:
+    """Build a project into its build/; outputs are cached in the user cache dir (or `cache`)."""
     out_dir = project.directory / "build"
+    abi = abi_dir()
+    cache = cache or guest_cache()
     if project.lang == "rust":
         from routeiq.toolchain.rust import build_rust_crate
 
-        return build_rust_crate(source_root(), project.directory, out_dir, progress)
+        return build_rust_crate(project.directory, out_dir, progress, abi=abi, cache=cache)
     if project.lang == "python":
         from routeiq.toolchain.python import build_python_plugin
 
-        return build_python_plugin(source_root(), project.directory, out_dir, progress)
+        return build_python_plugin(project.directory, out_dir, progress, abi=abi, cache=cache)
     if project.lang == "assemblyscript":
         from routeiq.toolchain.assemblyscript import build_assemblyscript_project
 
-        built = build_assemblyscript_project(source_root(), project.directory, progress)
+        built = build_assemblyscript_project(project.directory, progress, cache=cache)
         return next(p for p in built if p.stem == project.name)
     from routeiq.toolchain.c import build_c_plugin
 
-    return build_c_plugin(source_root(), project.directory, out_dir, progress)
+    return build_c_plugin(project.directory, out_dir, progress, abi=abi, cache=cache)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .project import LANGUAGES, PROJECT_FILE, ProjectError, source_root
+from .project import LANGUAGES, PROJECT_FILE, ProjectError, templates_root
 
 README = """# {name}
 
@@ -127,17 +127,17 @@ def _from_example(text: str, example: str, name: str, dash: str) -> str:
 
 
 def _example_files(lang: str, name: str) -> dict[str, str | bytes]:
-    root = source_root()
+    root = templates_root()
     dash = name.replace("_", "-")
     if lang == "c":
-        text = (root / "guest-examples" / "c" / "c_tagger" / "c_tagger.c").read_text()
+        text = (root / "c" / "c_tagger" / "c_tagger.c").read_text()
         return {f"{name}.c": _from_example(text, "c_tagger", name, dash)}
     if lang == "python":
-        text = (root / "guest-examples" / "python" / "py_tagger" / "app.py").read_text()
+        text = (root / "python" / "py_tagger" / "app.py").read_text()
         manifest = json.dumps({"name": name, "version": "0.1.0", "capabilities": []}) + "\n"
         return {"app.py": _from_example(text, "py_tagger", name, dash), "manifest.json": manifest}
     # assemblyscript: a small npm project of its own (pinned by the copied lock file)
-    base = root / "guest-examples" / "assemblyscript"
+    base = root / "assemblyscript"
     files: dict[str, str | bytes] = {f: (base / f).read_bytes() for f in AS_PROJECT_FILES}
     for lib in sorted((base / "lib").glob("*.ts")):
         files[f"lib/{lib.name}"] = lib.read_bytes()

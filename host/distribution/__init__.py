@@ -1,0 +1,1 @@
+"""Getting plugin modules from elsewhere: OCI registries (`oci://` references)."""
