@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -66,12 +67,33 @@ class FakeClock:
 
     def __init__(self) -> None:
         self.now = 1000.0
+        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
 
     def __call__(self) -> float:
         return self.now
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+        for deadline, future in self._sleepers:
+            if deadline <= self.now and not future.done():
+                future.get_loop().call_soon_threadsafe(_resolve, future)
+        self._sleepers = [(d, f) for d, f in self._sleepers if d > self.now and not f.done()]
+
+    async def sleep(self, seconds: float) -> None:
+        """asyncio.sleep on this clock: returns once the test has moved it `seconds` on."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sleepers.append((self.now + seconds, future))
+        await future
+
+    def next_wake(self) -> float | None:
+        """Seconds until the earliest pending `sleep` ends (None when nothing sleeps)."""
+        pending = [d for d, f in self._sleepers if not f.done()]
+        return max(0.0, min(pending) - self.now) if pending else None
+
+
+def _resolve(future: "asyncio.Future[None]") -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def eventually(check: Any, timeout: float = 5.0) -> Any:

@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from routeiq.services.breakers import BreakerBoard, BreakerSettings
 from routeiq.services.webhooks import EVENT_TYPES, WebhookDispatcher, WebhookTarget, sign, verify_signature
-from support import free_port, serve
+from support import FakeClock, free_port, serve
 
 SECRET = "whsec-test-3f9a"
 TYPES = ["request_complete", "error", "model_switch", "plugin_quarantined", "breaker_state_change"]
@@ -34,7 +34,7 @@ class Delivery:
     headers: dict[str, str]
     body: bytes
     verified: bool
-    at: float  # time.monotonic() when the request arrived
+    at: float  # the receiver's clock when the request arrived
 
     @property
     def key(self) -> str:
@@ -49,8 +49,9 @@ class Receiver:
     """A webhook receiver: verifies each delivery, records it, answers `status`.
     `delay_first_s` makes it sit on the first delivery of each key (a lost response)."""
 
-    def __init__(self, secret: str = SECRET) -> None:
+    def __init__(self, secret: str = SECRET, clock: Callable[[], float] | None = None) -> None:
         self.secret = secret
+        self.clock = clock  # the senders' clock, when the test runs them on a FakeClock
         self.status = 200
         self.delay_first_s = 0.0
         self.deliveries: list[Delivery] = []
@@ -59,7 +60,9 @@ class Receiver:
 
     async def hook(self, request: Request) -> Response:
         body = await request.body()
-        delivery = Delivery(request.url.path, dict(request.headers), body, verify_signature(self.secret, request.headers, body), time.monotonic())
+        now = self.clock() if self.clock else None
+        verified = verify_signature(self.secret, request.headers, body, now=now)
+        delivery = Delivery(request.url.path, dict(request.headers), body, verified, time.monotonic() if now is None else now)
         with self._lock:
             first = delivery.key not in {d.key for d in self.deliveries}
             self.deliveries.append(delivery)
@@ -96,6 +99,19 @@ class ReceiverServer:
             self._server.should_exit = True
             self._thread.join(timeout=10)
             self._server = self._thread = None
+
+
+async def run_clock_until(clock: FakeClock, check: Callable[[], Any], timeout: float = 20.0) -> None:
+    """Let the dispatcher run on `clock` until `check()` holds: whenever everything it does
+    is waiting on the clock, move the clock to the end of the earliest wait."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        wait = clock.next_wake()
+        if wait is not None:
+            clock.advance(wait)
+        await asyncio.sleep(0.01)
 
 
 async def until(check: Callable[[], Any], timeout: float = 5.0) -> Any:
@@ -284,25 +300,29 @@ def test_retry_after_lost_response_keeps_idempotency_key(tmp_path: Path) -> None
 
 
 def test_backoff_breaker_and_dead_letters(tmp_path: Path) -> None:
-    receiver = Receiver()
+    """Backoff, the breaker's cool-downs and dead letters, on a clock the test moves: the
+    dispatcher and its breaker wait on it (never on the wall clock), so every gap between
+    attempts is the exact delay the dispatcher chose."""
+    clock = FakeClock()
+    receiver = Receiver(clock=clock)
     receiver.status = 503  # up, but failing
     transitions: list[tuple[str, str, float]] = []
-    settings = BreakerSettings(consecutive_failures=3, window_s=30, cooldown_s=0.4, half_open_probes=1)
-    board = BreakerBoard(settings, lambda name, old, new: transitions.append((old, new, time.monotonic())))
+    settings = BreakerSettings(consecutive_failures=3, window_s=300, cooldown_s=30, half_open_probes=1)
+    board = BreakerBoard(settings, lambda name, old, new: transitions.append((old, new, clock())), clock=clock)
     outbox = tmp_path / "outbox.db"
     with serve(receiver.app) as base:
-        target = WebhookTarget("flaky", f"{base}/hook", SECRET, ["*"], timeout_s=1, max_attempts=6, backoff_initial_s=0.1, backoff_max_s=0.4)
+        target = WebhookTarget("flaky", f"{base}/hook", SECRET, ["*"], timeout_s=5, max_attempts=6, backoff_initial_s=2, backoff_max_s=8)
+        dispatcher = WebhookDispatcher([target], outbox, board, clock=clock, sleep=clock.sleep)
 
-        async def failing() -> tuple[WebhookDispatcher, str, str, dict[str, Any]]:
-            dispatcher = WebhookDispatcher([target], outbox, board)
+        async def failing() -> tuple[str, str, dict[str, Any]]:
             await dispatcher.start()
             first = dispatcher.emit("request_complete", {"request_id": "one"})
             second = dispatcher.emit("request_complete", {"request_id": "two"})
-            await until(lambda: dispatcher.stats()["dead"] == 1, timeout=6)
+            await run_clock_until(clock, lambda: dispatcher.stats()["dead"] == 1)
             await dispatcher.stop(flush_timeout_s=0.2)
-            return dispatcher, first, second, dispatcher.stats()
+            return first, second, dispatcher.stats()
 
-        dispatcher, first, second, stats = asyncio.run(failing())
+        first, second, stats = asyncio.run(failing())
         hits = list(receiver.deliveries)
 
         # The head row is retried max_attempts times; the row behind it waits its turn
@@ -311,19 +331,19 @@ def test_backoff_breaker_and_dead_letters(tmp_path: Path) -> None:
         assert [h.headers["x-routeiq-attempt"] for h in hits] == ["1", "2", "3", "4", "5", "6"]
         assert stats["dead"] == 1 and stats["pending"] == 1 and stats["failed_attempts"] == 6 and stats["delivered"] == 0
         gaps = [b.at - a.at for a, b in zip(hits, hits[1:])]
-        # Exponential backoff with equal jitter: the n-th retry waits at least half of
-        # initial * 2^(n-1).
-        assert gaps[0] >= 0.05 - 0.01 and gaps[1] >= 0.1 - 0.01
-        # The breaker opened after consecutive_failures attempts; while open (a cool-down),
-        # nothing reached the receiver; each half-open state let exactly one probe through.
-        assert transitions[0][:2] == ("closed", "open")
-        opened_at = transitions[0][2]
-        assert sum(1 for h in hits if h.at <= opened_at) == settings.consecutive_failures
-        for old, new, at in transitions:
-            if new == "open":
-                assert not [h for h in hits if at < h.at < at + settings.cooldown_s - 0.01]
+        # Exponential backoff with equal jitter: the n-th retry waits between half of and
+        # all of initial * 2^(n-1).
+        assert 1 <= gaps[0] <= 2 and 2 <= gaps[1] <= 4
+        # The third failure opened the breaker; from then on each attempt is the one probe
+        # of a half-open period, a whole cool-down after the failure that (re)opened it
+        # (the row's own backoff, 4-8 s, ends inside the cool-down).
+        assert transitions[0] == ("closed", "open", hits[2].at)
         assert [(o, n) for o, n, _ in transitions] == [("closed", "open")] + [("open", "half_open"), ("half_open", "open")] * 3
-        assert all(gap >= settings.cooldown_s - 0.01 for gap in gaps[2:])
+        # (the lane sleeps the cool-down's rest; it may look once more 10 ms later when
+        # float rounding ends that sleep a hair early)
+        assert gaps[2:] == [pytest.approx(settings.cooldown_s, abs=0.011)] * 3
+        for (_, new, at), probe in zip(transitions[1::2], hits[3:]):
+            assert new == "half_open" and at == probe.at
 
         with sqlite3.connect(outbox) as db:
             dead = db.execute("SELECT event_id, target, attempts, last_error FROM dead").fetchall()
@@ -331,13 +351,14 @@ def test_backoff_breaker_and_dead_letters(tmp_path: Path) -> None:
         assert dead == [(first, "flaky", 6, "HTTP 503")]
         assert pending == [(second, 0)]
 
-        # Recovery: the receiver is healthy again, dead rows are requeued by hand.
+        # Recovery: the receiver is healthy again, dead rows are requeued by hand; the
+        # breaker's probe (after its cool-down) succeeds and closes it.
         receiver.status = 200
 
         async def recover() -> dict[str, Any]:
             assert dispatcher.requeue_dead() == 1
             await dispatcher.start()
-            await until(lambda: dispatcher.stats()["pending"] == 0, timeout=3)
+            await run_clock_until(clock, lambda: dispatcher.stats()["pending"] == 0)
             await dispatcher.stop()
             return dispatcher.stats()
 
@@ -346,6 +367,7 @@ def test_backoff_breaker_and_dead_letters(tmp_path: Path) -> None:
     assert after["delivered"] == 2 and after["dead"] == 0 and after["targets"]["flaky"]["breaker"] == "closed"
     delivered = [d.key for d in receiver.deliveries[6:]]
     assert delivered == [second, first]  # the requeued row goes to the back of the line
+    assert receiver.deliveries[6].at == pytest.approx(hits[5].at + settings.cooldown_s, abs=0.011)
 
 
 def test_events_are_filtered_per_target(tmp_path: Path) -> None:

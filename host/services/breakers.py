@@ -107,6 +107,13 @@ class CircuitBreaker:
             return self._clock() - self._opened_at >= self.settings.cooldown_s
         return self._probes < self.settings.half_open_probes
 
+    def retry_in(self) -> float:
+        """Seconds until `allow` may say yes: 0 when it would now, the rest of the cool-down
+        when open, and 0 too when half-open with its probes out (their outcome decides)."""
+        if self.state == OPEN:
+            return max(0.0, self.settings.cooldown_s - (self._clock() - self._opened_at))
+        return 0.0
+
     def release(self, probe_round: int) -> None:
         """Give back a probe slot taken in half-open period `probe_round` without an
         outcome. A slot from an earlier period is gone already (the state moved on)."""

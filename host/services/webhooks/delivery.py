@@ -23,7 +23,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Awaitable, Callable, Iterable, Mapping
 
 from routeiq.services.breakers import HALF_OPEN, BreakerBoard, CircuitBreaker
 from routeiq.services.http_client import HttpClient
@@ -76,7 +76,16 @@ class WebhookDispatcher:
     start/stop (standalone use).
     """
 
-    def __init__(self, targets: Iterable[WebhookTarget], outbox_path: Path, breakers: BreakerBoard | None = None, clock: Callable[[], float] = time.time, *, http: HttpClient | None = None) -> None:
+    def __init__(
+        self,
+        targets: Iterable[WebhookTarget],
+        outbox_path: Path,
+        breakers: BreakerBoard | None = None,
+        clock: Callable[[], float] = time.time,
+        *,
+        http: HttpClient | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.targets: dict[str, WebhookTarget] = {}
         for target in targets:
             if target.name in self.targets:
@@ -86,6 +95,7 @@ class WebhookDispatcher:
         self.outbox_path = self.outbox.path
         self.breakers = breakers if breakers is not None else BreakerBoard()
         self._clock = clock
+        self._sleep_for = sleep  # waits `clock`'s seconds: backoff and cool-downs run on it
         self._random = random.Random()
         self.delivered: Counter[str] = Counter()  # per target, since this object was made
         self.failed_attempts: Counter[str] = Counter()
@@ -209,8 +219,9 @@ class WebhookDispatcher:
                 if not breaker.allow():
                     if self._flushing:
                         return
-                    # Open: the target is down. Rows stay queued; look again shortly.
-                    await self._sleep(wake, min(0.5, max(0.01, breaker.settings.cooldown_s / 20)))
+                    # Open: the target is down. Rows stay queued until the cool-down ends
+                    # (or, half-open with the probe out, shortly).
+                    await self._sleep(wake, max(0.01, breaker.retry_in()))
                     continue
                 await self._attempt(target, row, breaker)
             except Exception:  # the outbox itself failed (disk, closed): keep the lane alive
@@ -219,10 +230,15 @@ class WebhookDispatcher:
                     return
                 await self._sleep(wake, 1.0)
 
-    @staticmethod
-    async def _sleep(wake: asyncio.Event, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), seconds)
+    async def _sleep(self, wake: asyncio.Event, seconds: float) -> None:
+        """Wait `seconds` on the dispatcher's clock, or less if `wake` is set."""
+        woken = asyncio.ensure_future(wake.wait())
+        timer = asyncio.ensure_future(self._sleep_for(seconds))
+        try:
+            await asyncio.wait((woken, timer), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+            timer.cancel()
 
     async def _attempt(self, target: WebhookTarget, row: Row, breaker: CircuitBreaker) -> None:
         assert self._http is not None
