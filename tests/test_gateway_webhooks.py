@@ -109,7 +109,7 @@ def test_a_locked_outbox_file_does_not_hold_up_requests(make_app, live, http: ht
     url = live(app)
     chat = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
     assert http.post(f"{url}/v1/chat/completions", json=chat).status_code == 200
-    assert eventually(lambda: len(deliveries) == 1)
+    assert eventually(lambda: len(deliveries) == 1, timeout=20)
     locker = sqlite3.connect(outbox, isolation_level=None)
     locker.execute("BEGIN IMMEDIATE")  # the write lock, held until we let go
     try:
