@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from starlette.testclient import TestClient
 
 from routeiq.config import parse_config
 from routeiq.app import create_app
-from routeiq.log_format import JsonFormatter, scrub
+from routeiq.log_format import SECRET_PATTERNS, JsonFormatter, TextFormatter, scrub
 from support import grant_everything, plugin
 from test_llm import deployment
 
@@ -64,6 +68,31 @@ def test_json_logs_carry_trace_ids_and_scrub_secrets() -> None:
     assert line["trace_id"] == format(span.get_span_context().trace_id, "032x")
     assert "abc.def" not in line["message"] and "0123456789" not in line["message"]
     assert scrub('{"api_key": "hunter2"}') == '{"api_key": "[REDACTED]"}'
+
+
+SECRETISH = st.sampled_from(["Bearer ", "bearer\t", "sk-", "SK-", "AKIA", "api_key", "Api-Key=", "apikey:", "Authorization: ", "secret=", "PASSWORD:", "token=", "'", '"', " ", ",", ";", "=", ":"])
+SECRETISH_TEXT = st.lists(st.one_of(SECRETISH, st.text(alphabet="abcdefghijKLMNOPQ0123456789_-./+~= ", max_size=24)), max_size=12).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(SECRETISH_TEXT, st.text(max_size=80)))
+def test_scrub_skips_only_lines_that_cannot_hold_a_secret(text: str) -> None:
+    """scrub() looks for the patterns' words before substituting: that shortcut must never
+    let through what the four substitutions would have redacted."""
+    full = text
+    for pattern, replacement in SECRET_PATTERNS:
+        full = pattern.sub(replacement, full)
+    assert scrub(text) == full
+
+
+def test_text_log_lines_read_as_the_standard_formatter_writes_them() -> None:
+    standard = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ours = TextFormatter()
+    now = time.time()
+    for created in (now, now + 0.25, now + 1.5, now + 3600.999):  # the cached second, and later ones
+        record = logging.LogRecord("routeiq.access", logging.INFO, __file__, 1, "GET %s %d", ("/echo", 200), None)
+        record.created, record.msecs = created, int((created - int(created)) * 1000)
+        assert ours.format(record) == standard.format(record)
 
 
 def test_metrics_have_request_and_callback_latency_histograms(make_app, guests: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]

@@ -23,22 +23,20 @@ def access_line(record: RequestRecord, status: int, latency_s: float, request_id
     outcome = record.exchange.outcome if record.exchange is not None else None
     fields: dict[str, Any] = {"method": record.method, "path": record.path, "status": status, "latency_ms": latency_ms, "request_id": request_id}
     if not record.llm:
-        log.info("%s %s %d %.3fms request_id=%s", record.method, record.path, status, latency_ms, request_id, extra={ACCESS_FIELDS: fields})
+        _emit("%s %s %d %.3fms request_id=%s", (record.method, record.path, status, latency_ms, request_id), fields)
         return
     deployment = outcome.deployment if outcome is not None else ""
     prompt = outcome.prompt_tokens if outcome is not None else 0
     completion = outcome.completion_tokens if outcome is not None else 0
     fields.update(model=record.model, deployment=deployment, prompt_tokens=prompt, completion_tokens=completion)
-    log.info(
+    _emit(
         "%s %s %d %.3fms request_id=%s model=%s deployment=%s prompt_tokens=%d completion_tokens=%d",
-        record.method,
-        record.path,
-        status,
-        latency_ms,
-        request_id,
-        record.model,
-        deployment or "-",
-        prompt,
-        completion,
-        extra={ACCESS_FIELDS: fields},
+        (record.method, record.path, status, latency_ms, request_id, record.model, deployment or "-", prompt, completion),
+        fields,
     )
+
+
+def _emit(msg: str, args: tuple[Any, ...], fields: dict[str, Any]) -> None:
+    # log.info would walk the stack for the caller's file and line (findCaller) on every
+    # request; an access line's origin is always this module.
+    log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, msg, args, None, "access_line", {ACCESS_FIELDS: fields}))
