@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +21,18 @@ ROOT = Path(__file__).resolve().parents[1]
 def start(args: list[str]) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.Popen([sys.executable, "-m", "routeiq", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_listening(port: int, proc: subprocess.Popen[str], timeout: float = 60) -> None:
+    """Until `proc` accepts connections on loopback `port` (it exits if the port is taken)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"{proc.args} exited early:\n{proc.stdout.read() if proc.stdout else ''}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"nothing listens on port {port}")
 
 
 def wait_healthy(url: str, proc: subprocess.Popen[str], timeout: float = 30) -> None:
@@ -50,6 +64,7 @@ def test_demo_serve_shows_every_example(guests: dict[str, Path]) -> None:
     proc = start(["serve", "--config", "demo.yaml", "--port", str(port)])
     url = f"http://127.0.0.1:{port}"
     try:
+        wait_listening(9101, auth)
         wait_healthy(url, proc)
         with httpx.Client(base_url=url, timeout=10, trust_env=False) as client:
             health = client.get("/health").json()
