@@ -28,6 +28,7 @@ from routeiq.config import McpAllowConfig, McpConfig
 from routeiq.error_responses import client_error_body, send_bytes
 from routeiq.identity.authenticator import Consumer, KeyAuthenticator, Refusal, presented_key
 
+from .long_calls import run_tool_call
 from .tools import ToolInputError, ToolSet, WasmTool
 
 log = logging.getLogger("routeiq.mcp")
@@ -83,6 +84,7 @@ class McpGateway:
         self.tools = tools
         self.admin_keys = list(admin_keys)
         self.authenticator = authenticator
+        self.progress_interval_s = settings.progress_interval_ms / 1000
         self.server: Server[Any] = Server("routeiq", version=version, on_list_tools=self._list_tools, on_call_tool=self._call_tool)
         protect = bool(settings.allowed_hosts or settings.allowed_origins)
         security = TransportSecuritySettings(enable_dns_rebinding_protection=protect, allowed_hosts=settings.allowed_hosts, allowed_origins=settings.allowed_origins)
@@ -179,8 +181,10 @@ class McpGateway:
         # A tool the caller may not use is answered like one that does not exist.
         if tool is None or not _caller_of(ctx).may_use(tool.allow):
             raise MCPError(types.INVALID_PARAMS, f"unknown tool {params.name!r}")
+        meta = getattr(ctx, "meta", None) or {}
+        progress = ctx.session.report_progress if meta.get("progress_token") is not None else None
         try:
-            outcome = tool.call(params.arguments or {})
+            outcome = await run_tool_call(tool, params.arguments or {}, progress, self.progress_interval_s)
         except ToolInputError as exc:
             raise MCPError(types.INVALID_PARAMS, str(exc)) from None
         if outcome.is_error:

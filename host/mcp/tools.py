@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +82,7 @@ class ToolStats:
     calls: int = 0
     errors: int = 0  # tool errors and bad outputs
     traps: int = 0  # the VM was discarded
+    cancelled: int = 0  # stopped by the client (notifications/cancelled); the VM was discarded too
     refused: int = 0  # arguments refused by input_schema
 
 
@@ -122,6 +124,7 @@ class WasmTool:
         self._vm: WasmVM | None = None
         self._env: HostEnv | None = None
         self._call: GuestFunction | None = None
+        self._busy = threading.Lock()  # one call at a time on the tool's VM (calls run on threads)
         self._start_vm()  # a module that cannot start is refused now, not at its first call
 
     def _load(self, entry: McpToolConfig, wasm_path: Path, policy: PolicyModel | None, limits: SandboxLimits) -> tuple[Admission, wasmtime.Module, str]:
@@ -168,7 +171,8 @@ class WasmTool:
         return table
 
     def _start_vm(self) -> None:
-        vm = WasmVM(self.runtime.engine, self.module, self.admission.limits, self.runtime.settings.epoch_tick_ms)
+        # Interruptible: a call runs on a worker thread, and a client's cancel stops it at the next epoch tick.
+        vm = WasmVM(self.runtime.engine, self.module, self.admission.limits, self.runtime.settings.epoch_tick_ms, interruptible=True)
         env = HostEnv(self.identity, self.log_sink, self.admission.grant, self.services, vm, _NoBackground())
         try:
             table = self._host_functions(env, vm)
@@ -204,18 +208,23 @@ class WasmTool:
             more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
             raise ToolInputError(f"tool {self.name!r}: " + "; ".join(errors[:5]) + more)
 
-    def call(self, arguments: dict[str, Any]) -> ToolOutcome:
+    def call(self, arguments: dict[str, Any], stop: threading.Event | None = None) -> ToolOutcome:
         """Run one call (ToolInputError before anything runs if the arguments do not fit).
-        Synchronous, on the event loop like a filter callback: the deadline bounds it."""
+        Blocking (calls wait for the tool's VM): the gateway runs it on a worker thread.
+        Setting `stop` ends the call at the next epoch tick (outcome kind `cancelled`)."""
         self.check_arguments(arguments)
-        self.stats.calls += 1
-        began = time.perf_counter_ns()
-        try:
-            return self._run(arguments)
-        finally:
-            self.stats.latency.observe_ns(time.perf_counter_ns() - began)
+        with self._busy:
+            self.stats.calls += 1
+            if stop is not None and stop.is_set():  # cancelled while it waited for the VM
+                self.stats.cancelled += 1
+                return ToolOutcome(True, f"tool {self.name!r}: the call was cancelled before it ran", kind="cancelled")
+            began = time.perf_counter_ns()
+            try:
+                return self._run(arguments, stop)
+            finally:
+                self.stats.latency.observe_ns(time.perf_counter_ns() - began)
 
-    def _run(self, arguments: dict[str, Any]) -> ToolOutcome:
+    def _run(self, arguments: dict[str, Any], stop: threading.Event | None = None) -> ToolOutcome:
         data = json.dumps(arguments, separators=(",", ":")).encode()
         self._output = None
         try:
@@ -224,6 +233,7 @@ class WasmTool:
             vm, env, call = self._vm, self._env, self._call
             assert vm is not None and env is not None and call is not None
             env.active = env.root
+            vm.stop_on(stop)
             try:
                 ptr = vm.allocate(len(data)) if data else 0
                 if data and not ptr:
@@ -231,11 +241,15 @@ class WasmTool:
                 vm.write(ptr, data)
                 status = call(ptr, len(data))
             finally:
+                vm.stop_on(None)
                 env.active = None
                 env.flush_stdio()
         except (GuestTrap, GuestMemoryError) as trap:  # GuestMemoryError: its allocator answered a pointer outside its memory
             kind = trap.kind if isinstance(trap, GuestTrap) else "memory_out_of_bounds"
-            self.stats.traps += 1
+            if kind == "cancelled":
+                self.stats.cancelled += 1
+            else:
+                self.stats.traps += 1
             self._discard()  # the next call gets a fresh VM
             log.warning("tool %s: %s (%s); its VM was discarded", self.name, trap, kind)
             return ToolOutcome(True, f"tool {self.name!r} failed: {trap}", kind=kind)
@@ -277,9 +291,10 @@ class ToolSet(Collector):
         refused = CounterMetricFamily("routeiq_mcp_tool_arguments_refused", "MCP tool calls refused by the tool's input_schema", labels=["tool"])
         for name, tool in self.tools.items():
             stats = tool.stats
-            calls.add_metric([name, "ok"], stats.calls - stats.errors - stats.traps)
+            calls.add_metric([name, "ok"], stats.calls - stats.errors - stats.traps - stats.cancelled)
             calls.add_metric([name, "tool_error"], stats.errors)
             calls.add_metric([name, "trap"], stats.traps)
+            calls.add_metric([name, "cancelled"], stats.cancelled)
             refused.add_metric([name], stats.refused)
         latency = HistogramMetricFamily("routeiq_mcp_tool_call_seconds", "MCP tool call latency (calls that ran)", labels=["tool"])
         for name, tool in self.tools.items():
