@@ -31,6 +31,7 @@ from routeiq.llm.routing_replication import SharedRouting, build_shared_routing
 from routeiq.llm.telemetry import LlmTelemetry
 from routeiq.mcp.server import AsgiEndpoint, McpGateway
 from routeiq.mcp.tools import ToolSet
+from routeiq.mcp.upstream import UpstreamSet
 from routeiq.native.loader import load_native
 from routeiq.native.middleware import NativePlugins
 from routeiq.native.plugin import GatewayPlugin
@@ -166,11 +167,18 @@ class Gateway:
         llm = self.llm
         models = frozenset(llm.router.groups) if llm is not None else None
         assert self.tool_set is not None  # built with the plugins above
-        self.mcp = McpGateway(self.tool_set, config.model.mcp, self.admin_keys, self.identity.authenticator if self.identity is not None else None)
+        mcp = config.model.mcp
+        self.mcp_upstreams = UpstreamSet(mcp.servers, self.breakers, mcp.max_output_bytes) if mcp.servers else None
+        if self.mcp_upstreams is not None:
+            self.tool_set.more_stats.append(self.mcp_upstreams.stats)
+        self.mcp = McpGateway(self.tool_set, mcp, self.admin_keys, self.identity.authenticator if self.identity is not None else None, upstreams=self.mcp_upstreams)
         front_door = FrontDoorAuth(self.identity.authenticator, config.model.keys.require_on) if self.identity is not None else None
         self.filter = PluginFilter(default_app, plugins, models, tracer, self.events, header_limits, self.route_table, self.plugin_set.chain_for, front_door)
         router = llm.router if llm is not None else None
-        self.health = HealthReport(self.plugin_set, [p for p, _ in self.native], self.breakers, self.upstream_name, router, self.config_watcher, self.events, self.replica_sync, self.identity)
+        self.health = HealthReport(
+            self.plugin_set, [p for p, _ in self.native], self.breakers, self.upstream_name, router, self.config_watcher, self.events, self.replica_sync, self.identity,
+            mcp_servers=self.mcp_upstreams,
+        )
         self.metrics = GatewayCollector(self.plugin_set, self.services, self.breakers, self.request_latency, router, self.llm_telemetry, meter)
 
     @property

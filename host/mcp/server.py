@@ -30,6 +30,7 @@ from routeiq.identity.authenticator import Consumer, KeyAuthenticator, Refusal, 
 
 from .long_calls import run_tool_call
 from .tools import ToolInputError, ToolSet, WasmTool
+from .upstream import UpstreamSet, UpstreamTool
 
 log = logging.getLogger("routeiq.mcp")
 
@@ -80,8 +81,9 @@ class AsgiEndpoint:
 class McpGateway:
     """The MCP server over the gateway's tools; mounted by the app (host/app.py)."""
 
-    def __init__(self, tools: ToolSet, settings: McpConfig, admin_keys: Sequence[AdminKey], authenticator: KeyAuthenticator | None, version: str = "") -> None:
+    def __init__(self, tools: ToolSet, settings: McpConfig, admin_keys: Sequence[AdminKey], authenticator: KeyAuthenticator | None, version: str = "", upstreams: UpstreamSet | None = None) -> None:
         self.tools = tools
+        self.upstreams = upstreams
         self.admin_keys = list(admin_keys)
         self.authenticator = authenticator
         self.progress_interval_s = settings.progress_interval_ms / 1000
@@ -99,8 +101,12 @@ class McpGateway:
         stack = contextlib.AsyncExitStack()
         await stack.enter_async_context(self.sessions.run())
         self._running = stack
+        if self.upstreams is not None:
+            await self.upstreams.start()
 
     async def stop(self) -> None:
+        if self.upstreams is not None:
+            await self.upstreams.stop()
         if self._running is not None:
             running, self._running = self._running, None
             await running.aclose()
@@ -129,8 +135,13 @@ class McpGateway:
         extra = [(b"www-authenticate", b'Bearer realm="routeiq"')] if status == 401 else []
         await send_bytes(send, status, body, extra)
 
-    def visible(self, caller: Caller) -> list[WasmTool]:
-        return [t for t in self.tools.tools.values() if caller.may_use(t.allow)]
+    def _all_tools(self) -> dict[str, WasmTool | UpstreamTool]:
+        """Wasm tools, then upstream servers' tools (a Wasm tool's name wins a clash)."""
+        upstream: dict[str, WasmTool | UpstreamTool] = dict(self.upstreams.tools()) if self.upstreams is not None else {}
+        return {**upstream, **self.tools.tools}
+
+    def visible(self, caller: Caller) -> list[WasmTool | UpstreamTool]:
+        return [t for t in self._all_tools().values() if caller.may_use(t.allow)]
 
     # ------------------------------------------------------------ ASGI entries
     async def mcp_endpoint(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -170,19 +181,25 @@ class McpGateway:
 
     # --------------------------------------------------------- MCP handlers
     @staticmethod
-    def _describe(tool: WasmTool) -> types.Tool:
+    def _describe(tool: WasmTool | UpstreamTool) -> types.Tool:
         return types.Tool(name=tool.name, description=tool.description, input_schema=tool.input_schema, output_schema=tool.output_schema)
 
     async def _list_tools(self, ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
         return types.ListToolsResult(tools=[self._describe(t) for t in self.visible(_caller_of(ctx))])
 
     async def _call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
-        tool = self.tools.tools.get(params.name)
+        tool = self._all_tools().get(params.name)
         # A tool the caller may not use is answered like one that does not exist.
         if tool is None or not _caller_of(ctx).may_use(tool.allow):
             raise MCPError(types.INVALID_PARAMS, f"unknown tool {params.name!r}")
         meta = getattr(ctx, "meta", None) or {}
         progress = ctx.session.report_progress if meta.get("progress_token") is not None else None
+        if isinstance(tool, UpstreamTool):
+            assert self.upstreams is not None
+            try:
+                return await self.upstreams.call(tool, params.arguments or {}, progress)
+            except ToolInputError as exc:
+                raise MCPError(types.INVALID_PARAMS, str(exc)) from None
         try:
             outcome = await run_tool_call(tool, params.arguments or {}, progress, self.progress_interval_s)
         except ToolInputError as exc:

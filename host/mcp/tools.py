@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import wasmtime
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -83,6 +83,7 @@ class ToolStats:
     errors: int = 0  # tool errors and bad outputs
     traps: int = 0  # the VM was discarded
     cancelled: int = 0  # stopped by the client (notifications/cancelled); the VM was discarded too
+    unavailable: int = 0  # upstream MCP server tools: the server was not reached (host/mcp/upstream.py)
     refused: int = 0  # arguments refused by input_schema
 
 
@@ -289,16 +290,18 @@ class ToolSet(Collector):
     def collect(self) -> Iterator[Metric]:
         calls = CounterMetricFamily("routeiq_mcp_tool_calls", "MCP tool calls that ran, by tool and outcome", labels=["tool", "outcome"])
         refused = CounterMetricFamily("routeiq_mcp_tool_arguments_refused", "MCP tool calls refused by the tool's input_schema", labels=["tool"])
-        for name, tool in self.tools.items():
-            stats = tool.stats
-            calls.add_metric([name, "ok"], stats.calls - stats.errors - stats.traps - stats.cancelled)
+        every = [(name, tool.stats) for name, tool in self.tools.items()] + [pair for source in self.more_stats for pair in source()]
+        for name, stats in every:
+            calls.add_metric([name, "ok"], stats.calls - stats.errors - stats.traps - stats.cancelled - stats.unavailable)
             calls.add_metric([name, "tool_error"], stats.errors)
             calls.add_metric([name, "trap"], stats.traps)
             calls.add_metric([name, "cancelled"], stats.cancelled)
+            if stats.unavailable:
+                calls.add_metric([name, "unavailable"], stats.unavailable)
             refused.add_metric([name], stats.refused)
         latency = HistogramMetricFamily("routeiq_mcp_tool_call_seconds", "MCP tool call latency (calls that ran)", labels=["tool"])
-        for name, tool in self.tools.items():
-            latency.add_metric([name], tool.stats.latency.buckets(), tool.stats.latency.sum_s)
+        for name, stats in every:
+            latency.add_metric([name], stats.latency.buckets(), stats.latency.sum_s)
         yield calls
         yield refused
         yield latency
@@ -308,6 +311,8 @@ class ToolSet(Collector):
         server_level = LogLevel[config.model.server.log_level.upper()]
         where = str(config.path or "<config>")
         self.tools: dict[str, WasmTool] = {}
+        # More tools' counters on the same families (upstream MCP servers' tools).
+        self.more_stats: list[Callable[[], Iterable[tuple[str, ToolStats]]]] = []
         try:
             for i, entry in enumerate(mcp.tools):
                 level = LogLevel[entry.log_level.upper()] if entry.log_level else server_level
