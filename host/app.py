@@ -31,6 +31,8 @@ from routeiq.llm.routing_replication import SharedRouting, build_shared_routing
 from routeiq.llm.telemetry import LlmTelemetry
 from routeiq.mcp.server import AsgiEndpoint, McpGateway
 from routeiq.mcp.tools import ToolSet
+from routeiq.mcp.registration import ToolRegistry
+from routeiq.mcp.registration_api import tool_admin_routes
 from routeiq.mcp.upstream import UpstreamSet
 from routeiq.native.loader import load_native
 from routeiq.native.middleware import NativePlugins
@@ -128,6 +130,11 @@ class Gateway:
             self.native = self._load_native()
             # MCP tools: sandboxed like plugins, granted from the policy's `tools:`.
             self.tool_set = ToolSet(config, self.runtime, self.policy, self.services, self.logs)
+            # ...and the tools operators registered through /admin/tools (state dir, cluster record).
+            self.tool_registry = ToolRegistry(self.tool_set, self.operator_changes, self.operator_state)
+            self.tool_registry.load_saved()
+            if self.replica_sync is not None:
+                self.replica_sync.followers["tools"] = self.tool_registry.follow
         except BaseException:
             self.close()
             raise
@@ -278,7 +285,11 @@ class Gateway:
                     Route("/mcp/messages/", AsgiEndpoint(self.mcp.legacy_messages_endpoint), methods=["POST"]),
                 ],
             ),
-            PrefixedRoutes(ADMIN_PREFIX, admin_routes(self.plugin_set, self.operator_changes, self.replica_sync, self.services.audit, self.admin_keys, self.config.model.admin, self.routing)),
+            PrefixedRoutes(
+                ADMIN_PREFIX,
+                admin_routes(self.plugin_set, self.operator_changes, self.replica_sync, self.services.audit, self.admin_keys, self.config.model.admin, self.routing)
+                + tool_admin_routes(self.tool_registry, self.admin_keys, self.config.model.admin, self.replica_sync.node if self.replica_sync is not None else None),
+            ),
             Mount("/", app=NativePlugins(self.filter, self.native)),
         ]
 

@@ -126,6 +126,8 @@ class WasmTool:
         self._env: HostEnv | None = None
         self._call: GuestFunction | None = None
         self._busy = threading.Lock()  # one call at a time on the tool's VM (calls run on threads)
+        self._running_stop: threading.Event | None = None  # the stop of the call on the VM now
+        self.retired = False  # replaced or unregistered: no new call starts on it
         self._start_vm()  # a module that cannot start is refused now, not at its first call
 
     def _load(self, entry: McpToolConfig, wasm_path: Path, policy: PolicyModel | None, limits: SandboxLimits) -> tuple[Admission, wasmtime.Module, str]:
@@ -215,14 +217,20 @@ class WasmTool:
         Setting `stop` ends the call at the next epoch tick (outcome kind `cancelled`)."""
         self.check_arguments(arguments)
         with self._busy:
+            if self.retired:  # it was swapped out while this call waited for its VM
+                return ToolOutcome(True, f"tool {self.name!r} was replaced or unregistered while the call waited; call it again", kind="tool_error")
             self.stats.calls += 1
-            if stop is not None and stop.is_set():  # cancelled while it waited for the VM
+            if stop is None:
+                stop = threading.Event()
+            self._running_stop = stop
+            if stop.is_set():  # cancelled while it waited for the VM
                 self.stats.cancelled += 1
                 return ToolOutcome(True, f"tool {self.name!r}: the call was cancelled before it ran", kind="cancelled")
             began = time.perf_counter_ns()
             try:
                 return self._run(arguments, stop)
             finally:
+                self._running_stop = None
                 self.stats.latency.observe_ns(time.perf_counter_ns() - began)
 
     def _run(self, arguments: dict[str, Any], stop: threading.Event | None = None) -> ToolOutcome:
@@ -274,8 +282,25 @@ class WasmTool:
                 return ToolOutcome(True, f"tool {self.name!r} answered output that does not match its output_schema: " + "; ".join(errors[:5]), kind="bad_output")
         return ToolOutcome(False, json.dumps(value), structured=value)
 
+    def retire(self) -> None:
+        """Out of service (hot swap, unregistration): a call running on it finishes on its
+        VM, which is then freed (on a thread, so the event loop never waits for it)."""
+        self.retired = True
+
+        def free() -> None:
+            with self._busy:
+                self._discard()
+
+        threading.Thread(target=free, name=f"routeiq-retire-{self.name}", daemon=True).start()
+
     def close(self) -> None:
-        self._discard()
+        """At shutdown: a running call is stopped at its next tick, then the VM is freed."""
+        self.retired = True
+        running = self._running_stop
+        if running is not None:
+            running.set()
+        with self._busy:
+            self._discard()
 
 
 class ToolStartupError(ConfigError):
@@ -310,14 +335,17 @@ class ToolSet(Collector):
         mcp = config.model.mcp
         server_level = LogLevel[config.model.server.log_level.upper()]
         where = str(config.path or "<config>")
+        self._runtime, self._policy, self._services, self._log_sink = runtime, policy, services, log_sink
+        self._server_level, self._max_output_bytes = server_level, mcp.max_output_bytes
+        # The config file's entries, by name: what unregistering an admin override returns to.
+        self.file_entries: dict[str, tuple[McpToolConfig, Path]] = {e.name: (e, config.resolve(e.wasm)) for e in mcp.tools}
         self.tools: dict[str, WasmTool] = {}
         # More tools' counters on the same families (upstream MCP servers' tools).
         self.more_stats: list[Callable[[], Iterable[tuple[str, ToolStats]]]] = []
         try:
             for i, entry in enumerate(mcp.tools):
-                level = LogLevel[entry.log_level.upper()] if entry.log_level else server_level
                 try:
-                    tool = WasmTool(entry, config.resolve(entry.wasm), runtime, policy, services, log_sink, level, mcp.max_output_bytes)
+                    tool = self.build(entry, config.resolve(entry.wasm))
                 except (PluginLoadError, ConfigSchemaError) as exc:
                     raise ToolStartupError(f"{where}: mcp.tools[{i}] ({entry.name}): {exc}") from None
                 log.info("tool %s loaded (sha256 %s, %s)", entry.name, tool.sha256[:12], tool.admission.manifest_origin)
@@ -325,6 +353,26 @@ class ToolSet(Collector):
         except BaseException:
             self.close()
             raise
+
+    def build(self, entry: McpToolConfig, wasm_path: Path) -> WasmTool:
+        """Load one tool as configured tools are (pin, policy, manifest, schemas, VM start);
+        raises PluginLoadError or ConfigSchemaError with the reason. Not yet served."""
+        level = LogLevel[entry.log_level.upper()] if entry.log_level else self._server_level
+        return WasmTool(entry, wasm_path, self._runtime, self._policy, self._services, self._log_sink, level, self._max_output_bytes)
+
+    def put(self, tool: WasmTool) -> None:
+        """Serve `tool` under its name from now on; the one it replaces is retired."""
+        previous = self.tools.get(tool.name)
+        if previous is not None and previous is not tool:
+            tool.stats = previous.stats  # one tool name, one series of counters across swaps
+        self.tools[tool.name] = tool
+        if previous is not None and previous is not tool:
+            previous.retire()
+
+    def remove(self, name: str) -> None:
+        previous = self.tools.pop(name, None)
+        if previous is not None:
+            previous.retire()
 
     def close(self) -> None:
         for tool in self.tools.values():
