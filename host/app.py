@@ -80,7 +80,8 @@ class Gateway:
     watcher get narrow parts, never this object); owns their start and shutdown."""
 
     def __init__(
-        self, config: LoadedConfig, span_exporter: "SpanExporter | None" = None, resolver: Resolver | None = None, clock: Clock = time.monotonic
+        self, config: LoadedConfig, span_exporter: "SpanExporter | None" = None, resolver: Resolver | None = None, clock: Clock = time.monotonic,
+        several_workers: bool = False,
     ) -> None:
         self.config = config
         self._clock = clock  # breakers, quarantine windows, rpm minutes (also of a reloaded LLM path)
@@ -178,7 +179,10 @@ class Gateway:
         self.mcp_upstreams = UpstreamSet(mcp.servers, self.breakers, mcp.max_output_bytes) if mcp.servers else None
         if self.mcp_upstreams is not None:
             self.tool_set.more_stats.append(self.mcp_upstreams.stats)
-        self.mcp = McpGateway(self.tool_set, mcp, self.admin_keys, self.identity.authenticator if self.identity is not None else None, upstreams=self.mcp_upstreams)
+        # A stateful MCP session lives in one worker; with several on one port, the next
+        # request of a session may reach another: there, each request stands alone.
+        stateless = mcp.stateless if mcp.stateless is not None else several_workers
+        self.mcp = McpGateway(self.tool_set, mcp, self.admin_keys, self.identity.authenticator if self.identity is not None else None, upstreams=self.mcp_upstreams, stateless=stateless)
         front_door = FrontDoorAuth(self.identity.authenticator, config.model.keys.require_on) if self.identity is not None else None
         self.filter = PluginFilter(default_app, plugins, models, tracer, self.events, header_limits, self.route_table, self.plugin_set.chain_for, front_door)
         router = llm.router if llm is not None else None
@@ -375,12 +379,13 @@ def _store(config: LoadedConfig, breakers: BreakerBoard) -> SharedStore:
 
 
 def create_app(
-    config: LoadedConfig, span_exporter: "SpanExporter | None" = None, resolver: Resolver | None = None, clock: Clock = time.monotonic
+    config: LoadedConfig, span_exporter: "SpanExporter | None" = None, resolver: Resolver | None = None, clock: Clock = time.monotonic, several_workers: bool = False
 ) -> Starlette:
     """The gateway app. `span_exporter` (tests) receives spans synchronously; `resolver`
     resolves callout names (the event loop's getaddrinfo by default); `clock` (monotonic
-    seconds) times the circuit breakers and the quarantine windows."""
-    gateway = Gateway(config, span_exporter, resolver, clock)
+    seconds) times the circuit breakers and the quarantine windows; `several_workers`: this
+    process is one of several sharing a port (MCP sessions then cannot stay in one)."""
+    gateway = Gateway(config, span_exporter, resolver, clock, several_workers)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -437,6 +442,6 @@ def create_app_from_environment() -> Starlette:
     from routeiq.config import load_config
 
     config = load_config(os.environ[CONFIG_ENV], os.environ.get(POLICY_ENV) or None)
-    app = create_app(config)
+    app = create_app(config, several_workers=True)
     tune_gc_for_serving()
     return app

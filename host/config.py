@@ -748,6 +748,10 @@ class McpConfig(_Strict):
     max_sessions: int = Field(1000, ge=1, description="MCP sessions open at once per worker; more: refused by the SDK.")
     allowed_hosts: list[str] = Field(default_factory=list, description="DNS-rebinding protection (the SDK's): the `Host` values /mcp accepts, e.g. `mcp.example.com` or `127.0.0.1:*` (another: 421). Empty, with `allowed_origins` empty too: no check.")
     allowed_origins: list[str] = Field(default_factory=list, description="With DNS-rebinding protection on: the `Origin` values accepted from browsers (another: 403).")
+    stateless: bool | None = Field(
+        None,
+        description="Streamable HTTP without sessions (the SDK's stateless mode): every request stands alone, so any worker can answer it, but a `notifications/cancelled` cannot reach the call it names. null: stateless when `serve` runs several workers (a session lives in one worker process), stateful otherwise.",
+    )
     progress_interval_ms: int = Field(1000, ge=10, description="While a tool call runs, a client that sent a `progressToken` gets `notifications/progress` this often (elapsed ms of the tool's `timeout_ms`).")
 
     @field_validator("tools")

@@ -72,3 +72,25 @@ def test_no_progress_without_a_token_and_the_deadline_still_holds(make_app: Call
     assert after.structured_content == {"status": 0}
     stats = app.state.gateway.tool_set.tools["hostile_tool"].stats
     assert (stats.traps, stats.cancelled) == (1, 0)
+
+
+def test_stateless_mode_serves_calls_and_progress_without_a_session(make_app: Callable[..., Any], live: Callable[[Any], str]) -> None:
+    tools = [tool("hostile_tool", HOSTILE, limits={"timeout_ms": 400, "fuel": 10**18}), tool("unit_convert", UNIT)]
+    app = make_app([], policy=policy_for("hostile_tool", "unit_convert"), mcp={"tools": tools, "progress_interval_ms": 50, "stateless": True})
+    base = live(app)
+
+    async def work(s: ClientSession) -> Any:
+        updates: list[float] = []
+
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            updates.append(progress)
+
+        looped = await s.call_tool("hostile_tool", {"mode": "loop"}, progress_callback=on_progress)
+        return updates, looped, await s.call_tool("unit_convert", {"value": 1, "from": "m", "to": "cm"})
+
+    updates, looped, converted = session(base, work)
+    assert updates and looped.is_error and "400 ms deadline" in looped.content[0].text
+    assert converted.structured_content["value"] == 100.0
+    accept = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+    hello = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}
+    assert "mcp-session-id" not in httpx.post(base + "/mcp", json=hello, headers=accept, trust_env=False).headers

@@ -81,7 +81,7 @@ class AsgiEndpoint:
 class McpGateway:
     """The MCP server over the gateway's tools; mounted by the app (host/app.py)."""
 
-    def __init__(self, tools: ToolSet, settings: McpConfig, admin_keys: Sequence[AdminKey], authenticator: KeyAuthenticator | None, version: str = "", upstreams: UpstreamSet | None = None) -> None:
+    def __init__(self, tools: ToolSet, settings: McpConfig, admin_keys: Sequence[AdminKey], authenticator: KeyAuthenticator | None, version: str = "", upstreams: UpstreamSet | None = None, stateless: bool = False) -> None:
         self.tools = tools
         self.upstreams = upstreams
         self.admin_keys = list(admin_keys)
@@ -90,7 +90,9 @@ class McpGateway:
         self.server: Server[Any] = Server("routeiq", version=version, on_list_tools=self._list_tools, on_call_tool=self._call_tool)
         protect = bool(settings.allowed_hosts or settings.allowed_origins)
         security = TransportSecuritySettings(enable_dns_rebinding_protection=protect, allowed_hosts=settings.allowed_hosts, allowed_origins=settings.allowed_origins)
-        self.sessions = StreamableHTTPSessionManager(app=self.server, security_settings=security, session_idle_timeout=settings.session_idle_timeout_s, max_sessions=settings.max_sessions)
+        self.sessions = StreamableHTTPSessionManager(
+            app=self.server, security_settings=security, stateless=stateless, session_idle_timeout=settings.session_idle_timeout_s, max_sessions=settings.max_sessions
+        )
         # The 2024-11-05 HTTP+SSE transport, for clients that predate Streamable HTTP.
         self.legacy = SseServerTransport(LEGACY_MESSAGES, security_settings=security)
         self._running: contextlib.AsyncExitStack | None = None
