@@ -132,6 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=2000, help="timed calls per case")
     args = parser.parse_args(argv)
+    from importlib.metadata import version
+
+    if int(version("mcp").split(".")[0]) < 2:  # the bench extras' LiteLLM proxy brings mcp 1.x
+        print(f"mcp {version('mcp')} is installed, not requirements.lock's: reinstall it (.venv/bin/pip install --no-deps -r requirements.lock)", file=sys.stderr)
+        return 2
     if not TOOL.exists():
         print(f"{TOOL} is missing: run ./dev setup (or routeiq build-guests)", file=sys.stderr)
         return 2

@@ -136,6 +136,8 @@ class Gateway:
             self.tool_registry.load_saved()
             if self.replica_sync is not None:
                 self.replica_sync.followers["tools"] = self.tool_registry.follow
+                if self.tool_registry.errors:  # recorded tools this node refuses: not converged, and says why
+                    self.replica_sync.errors["tools"] = "; ".join(f"tool {n}: {why}" for n, why in sorted(self.tool_registry.errors.items()))
         except BaseException:
             self.close()
             raise

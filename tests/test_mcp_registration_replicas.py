@@ -20,13 +20,13 @@ from test_mcp import UNIT, session
 from test_replicas import KEY, WORKERS, Replica, replicas
 
 
-def write_config(tmp_path: Path, name: str, redis_url: str) -> Path:
+def write_config(tmp_path: Path, name: str, redis_url: str, conv_policy: dict[str, Any] | None = None) -> Path:
     config: dict[str, Any] = {
         "server": {"host": "127.0.0.1", "workers": WORKERS},
         "kv": {"backend": "redis", "url": redis_url, "prefix": "rq", "timeout_s": 0.5},
         "replicas": {"poll_s": 0.5, "node_ttl_s": 3},
         "admin": {"state_dir": str(tmp_path / f"state-{name}"), "keys": [{"name": "ops", "sha256": hash_key(KEY), "role": "admin"}]},
-        "policy": {"tools": {"conv": {"unpinned": True}}},
+        "policy": {"tools": {"conv": conv_policy or {"unpinned": True}}},
         "runtime": {"cache_dir": str(tmp_path / "cache")},
     }
     path = tmp_path / f"{name}.yaml"
@@ -58,9 +58,14 @@ def test_a_tool_registered_on_one_worker_serves_on_every_worker_of_every_replica
             answer = session(b.url, lambda s: s.call_tool("conv", {"value": 2, "from": "km", "to": "m"}))
             assert answer.structured_content["value"] == 2000.0
 
-            # A replica that starts now catches up from the record before it serves.
-            with replicas(write_config(tmp_path, "c", url)) as (c,):
+            # A replica that starts now catches up from the record before it serves; one whose
+            # policy pins another module refuses it and says so (not converged).
+            with replicas(write_config(tmp_path, "c", url), write_config(tmp_path, "d", url, {"sha256": "0" * 64})) as (c, d):
                 c.per_worker("/admin/tools", lambda body: names(body) == ["conv"])
+                refused = d.per_worker("/admin/tools", lambda body: [t.get("state") for t in body["tools"]] == ["refused_here"])
+                assert all("does not match the policy's pin" in body["tools"][0]["error"] for body in refused.values())
+                health = d.per_worker("/health", lambda body: not body["replicas"]["converged"])
+                assert all("tool conv" in body["replicas"]["errors"]["tools"] for body in health.values())
 
             gone = b.send("DELETE", "/tools/conv")
             assert gone.status_code == 200, gone.text

@@ -76,6 +76,15 @@ class _NoBackground:
         return None
 
 
+def check_arguments(name: str, schema: dict[str, Any], arguments: dict[str, Any], stats: "ToolStats") -> None:
+    """ToolInputError naming each path that breaks `schema` (counted as refused)."""
+    errors = schema_errors(schema, arguments, "arguments")
+    if errors:
+        stats.refused += 1
+        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+        raise ToolInputError(f"tool {name!r}: " + "; ".join(errors[:5]) + more)
+
+
 @dataclass
 class ToolStats:
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # calls that ran, argument check to result
@@ -205,11 +214,7 @@ class WasmTool:
 
     # ------------------------------------------------------------------ calls
     def check_arguments(self, arguments: dict[str, Any]) -> None:
-        errors = schema_errors(self.input_schema, arguments, "arguments")
-        if errors:
-            self.stats.refused += 1
-            more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-            raise ToolInputError(f"tool {self.name!r}: " + "; ".join(errors[:5]) + more)
+        check_arguments(self.name, self.input_schema, arguments, self.stats)
 
     def call(self, arguments: dict[str, Any], stop: threading.Event | None = None) -> ToolOutcome:
         """Run one call (ToolInputError before anything runs if the arguments do not fit).

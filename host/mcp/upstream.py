@@ -31,10 +31,10 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from routeiq.config import McpAllowConfig, McpServerConfig
-from routeiq.policy.config_schema import check_schema, schema_errors
+from routeiq.policy.config_schema import check_schema
 from routeiq.services.breakers import CLOSED, BreakerBoard, CircuitBreaker
 
-from .tools import ToolInputError, ToolStats
+from .tools import ToolInputError, ToolStats, check_arguments
 
 log = logging.getLogger("routeiq.mcp")
 
@@ -66,11 +66,7 @@ class UpstreamTool:
 
     def check_arguments(self, arguments: dict[str, Any]) -> None:
         """The upstream's input schema, checked here first, as for a Wasm tool."""
-        errors = schema_errors(self.input_schema, arguments, "arguments")
-        if errors:
-            self.stats.refused += 1
-            more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-            raise ToolInputError(f"tool {self.name!r}: " + "; ".join(errors[:5]) + more)
+        check_arguments(self.name, self.input_schema, arguments, self.stats)
 
 
 class _Connection:
