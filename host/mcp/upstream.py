@@ -132,6 +132,17 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+# Errors the client SDK makes up when no answer arrives (connection lost, timeout, the
+# server's HTTP error, a session the server no longer knows - it restarted): the server
+# did not answer, so they count against it and the session is opened again.
+_SDK_TRANSPORT_CODES = (types.CONNECTION_CLOSED, types.REQUEST_TIMEOUT)
+_SDK_TRANSPORT_MESSAGES = ("Session terminated", "Server returned an error response")
+
+
+def _transport_failure(exc: MCPError) -> bool:
+    return exc.error.code in _SDK_TRANSPORT_CODES or exc.error.message in _SDK_TRANSPORT_MESSAGES
+
+
 class UpstreamServer:
     def __init__(self, settings: McpServerConfig, breaker: CircuitBreaker) -> None:
         self.settings = settings
@@ -251,8 +262,12 @@ class UpstreamServer:
             raise
         try:
             result = await asyncio.wait_for(session.call_tool(tool.upstream_name, arguments, progress_callback=progress), self.settings.timeout_s)
-        except MCPError as exc:  # the server answered a JSON-RPC error: it is up
-            self.breaker.success()
+        except MCPError as exc:
+            if _transport_failure(exc):  # the SDK's stand-in for an answer that never came
+                self.breaker.failure()
+                await self._drop(exc.error.message)
+                raise UpstreamUnavailable(f"upstream MCP server {self.name!r} did not answer tool {tool.upstream_name!r}: {exc.error.message}") from None
+            self.breaker.success()  # the server answered a JSON-RPC error: it is up
             if exc.error.code == types.INVALID_PARAMS:
                 raise ToolInputError(f"tool {tool.name!r} (upstream {self.name}): {exc.error.message}") from None
             return types.CallToolResult(content=[types.TextContent(text=f"upstream MCP server {self.name!r} answered an error: {exc.error.message}")], is_error=True)
