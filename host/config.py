@@ -730,12 +730,26 @@ class McpServerConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,48}$", description="The server's name: its breaker (`mcp:<name>`), its /health entry and the default prefix.")
     url: str = Field(pattern=r"^https?://", description="The server's Streamable HTTP endpoint, e.g. `http://10.0.0.5:8000/mcp`.")
     prefix: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,48}$", description="Its tools are listed as `<prefix>_<tool>` (null: the server's name). Tool names outside [A-Za-z0-9_.-] or over 128 characters are skipped with a warning.")
-    headers: dict[str, str] = Field(default_factory=dict, description="Headers sent upstream with every request, e.g. `authorization: Bearer os.environ/UPSTREAM_TOKEN` (the caller's own credential is never forwarded).")
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Headers sent upstream with every request, e.g. `authorization: os.environ/SEARCH_MCP_AUTHORIZATION` (a whole value `os.environ/NAME` is read from the environment at startup; unset: the config is refused). The caller's own credential is never forwarded.",
+    )
     tools: list[str] = Field(default_factory=list, description="Upstream tool names to expose (empty: all it lists).")
     timeout_s: float = Field(30.0, gt=0, description="Longest a forwarded tools/call may take; then the caller gets a tool error and the breaker counts a failure.")
     connect_timeout_s: float = Field(5.0, gt=0, description="Longest the MCP handshake (initialize and tools/list) may take.")
     retry_s: float = Field(5.0, gt=0, description="While the server is unreachable, how often the gateway tries to connect again (and, when connected, how often it lists its tools again).")
     allow: McpAllowConfig = Field(default_factory=McpAllowConfig, description="Who may list and call its tools (nobody unless given), as for `mcp.tools[].allow`.")
+
+    @field_validator("headers")
+    @classmethod
+    def _headers_from_environment(cls, value: dict[str, str]) -> dict[str, str]:
+        resolved = {}
+        for name, text in value.items():
+            try:
+                resolved[name] = litellm_settings.resolve_env(text, name)
+            except litellm_settings.SettingError as exc:
+                raise ValueError(str(exc)) from None
+        return resolved
 
 
 class McpConfig(_Strict):

@@ -8,8 +8,9 @@ is down at startup has no tools listed and does not hold up the gateway."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import json
+import os
 import subprocess
 import sys
 import time
@@ -156,3 +157,11 @@ def test_upstream_server_config_errors_name_the_field(tmp_path: Path) -> None:
         parse_config({"mcp": {"servers": [{"name": "x", "url": "ftp://nope"}]}}, "gw.yaml", tmp_path / "gw.yaml")
     with pytest.raises(ConfigError, match="duplicate server prefixes: p"):
         parse_config({"mcp": {"servers": [{"name": "a", "prefix": "p", "url": "http://a/mcp"}, {"name": "b", "prefix": "p", "url": "http://b/mcp"}]}}, "gw.yaml", tmp_path / "gw.yaml")
+    # A header read from the environment: an unset variable refuses the config, naming the field.
+    config = tmp_path / "gw.yaml"
+    config.write_text(json.dumps({"mcp": {"servers": [{"name": "x", "url": "http://a/mcp", "headers": {"authorization": "os.environ/RIQ_TEST_UPSTREAM_AUTH"}}]}}))
+    env = {k: v for k, v in os.environ.items() if k != "RIQ_TEST_UPSTREAM_AUTH"}
+    unset = subprocess.run([sys.executable, "-m", "routeiq", "check-config", str(config)], capture_output=True, text=True, env=env)
+    assert unset.returncode == 2 and "mcp.servers[0].headers: authorization: os.environ/RIQ_TEST_UPSTREAM_AUTH is not set in the environment" in unset.stderr
+    given = subprocess.run([sys.executable, "-m", "routeiq", "check-config", str(config)], capture_output=True, text=True, env={**env, "RIQ_TEST_UPSTREAM_AUTH": "Bearer t"})
+    assert given.returncode == 0, given.stderr
