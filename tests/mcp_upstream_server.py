@@ -36,6 +36,25 @@ def build(token: str) -> Any:
             await asyncio.sleep(0.01)
         return f"counted to {steps}"
 
+    cancelled: list[int] = []
+
+    @server.tool()
+    async def wait(ctx: Context) -> str:
+        """Report progress until cancelled (then counted by `cancellations`)."""
+        try:
+            for i in range(1, 100_000):
+                await ctx.report_progress(i, None, "waiting")
+                await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            cancelled.append(1)
+            raise
+        return "never cancelled"
+
+    @server.tool()
+    def cancellations() -> int:
+        """How many `wait` calls were cancelled."""
+        return len(cancelled)
+
     app = server.streamable_http_app()
     expected = f"Bearer {token}".encode()
 

@@ -8,6 +8,7 @@ is down at startup has no tools listed and does not hold up the gateway."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -136,6 +137,36 @@ def test_an_upstream_server_is_fronted_breaks_and_recovers(make_app: Callable[..
         health = wait_until(lambda: (h := httpx.get(base + "/health", trust_env=False).json())["status"] == "ok" and h, "/health to be ok again")
         assert health["mcp_servers"]["calc"]["connected"] and health["breakers"]["mcp:calc"]["state"] == "closed"
         assert health["breakers"]["mcp:calc"]["transitions"].get("closed->open", 0) >= 1
+
+
+def test_a_cancelled_call_is_cancelled_upstream(make_app: Callable[..., Any], live: Callable[[Any], str]) -> None:
+    port = free_port()
+    app = make_app([], policy=None, mcp={"servers": [server_entry("calc", port, tools=["wait", "cancellations"])]})
+    base = live(app)
+    with upstream(port):
+        wait_until(lambda: "calc_wait" in listed(base), "the upstream's tools to be listed")
+
+        async def work(s: ClientSession) -> Any:
+            seen = asyncio.Event()
+
+            async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+                seen.set()
+
+            call = asyncio.ensure_future(s.call_tool("calc_wait", {}, progress_callback=on_progress))
+            await asyncio.wait_for(seen.wait(), 60)  # upstream progress relayed: the call runs there
+            call.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await call
+            deadline = time.monotonic() + 60
+            while True:  # the gateway's cancel reaches the upstream's handler
+                counted = await s.call_tool("calc_cancellations", {})
+                if counted.structured_content == {"result": 1} or time.monotonic() > deadline:
+                    return counted
+                await asyncio.sleep(0.1)
+
+        counted = session(base, work)
+        assert counted.structured_content == {"result": 1}
+        assert app.state.gateway.mcp_upstreams.servers[0].breaker.state == "closed"  # a cancel is no failure of the server
 
 
 def test_a_server_down_at_startup_lists_nothing_and_does_not_hold_up_the_gateway(make_app: Callable[..., Any], live: Callable[[Any], str]) -> None:
