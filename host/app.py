@@ -293,8 +293,10 @@ class Gateway:
             ),
             PrefixedRoutes(
                 ADMIN_PREFIX,
-                admin_routes(self.plugin_set, self.operator_changes, self.replica_sync, self.services.audit, self.admin_keys, self.config.model.admin, self.routing)
-                + tool_admin_routes(self.tool_registry, self.admin_keys, self.config.model.admin, self.replica_sync.node if self.replica_sync is not None else None),
+                admin_routes(
+                    self.plugin_set, self.operator_changes, self.replica_sync, self.services.audit, self.admin_keys, self.config.model.admin, self.routing,
+                    more=tool_admin_routes(self.tool_registry, self.admin_keys, self.config.model.admin, self.replica_sync.node if self.replica_sync is not None else None),
+                ),
             ),
             Mount("/", app=NativePlugins(self.filter, self.native)),
         ]

@@ -110,6 +110,8 @@ def test_roles_are_checked_like_other_admin_writes(make_app: Callable[..., Any],
     assert httpx.get(base + "/admin/tools", headers={"authorization": f"Bearer {OPS_KEY}"}, trust_env=False).status_code == 200
     assert httpx.delete(base + "/admin/tools/conv", headers={"authorization": f"Bearer {OPS_KEY}"}, trust_env=False).status_code == 403
     assert listed(base) == []
+    described = httpx.get(base + "/admin/openapi.json", headers=AS_ADMIN, trust_env=False).json()["paths"]
+    assert set(described["/admin/tools/{name}"]) == {"put", "delete"} and "get" in described["/admin/tools"]
 
 
 def test_a_registration_overrides_a_config_tool_until_unregistered_and_survives_a_restart(make_app: Callable[..., Any], live: Callable[[Any], str], tmp_path: Path) -> None:

@@ -46,7 +46,10 @@ def admin_routes(
     keys: Sequence[AdminKey],
     limits: AdminConfig,
     routing: SharedRouting | None = None,
+    more: Sequence[Route] = (),
 ) -> list[Route]:
+    """`more`: admin routes of parts above this layer (the MCP tools'), served and described
+    in /admin/openapi.json with these."""
 
     guarded = admin_guard(keys)
 
@@ -274,6 +277,7 @@ def admin_routes(
         Route("/admin/plugins/{name}/module", guarded("admin", delete_module), methods=["DELETE"]),
         Route("/admin/plugins/{name}/quarantine", guarded("operator", quarantine), methods=["POST"]),
         Route("/admin/plugins/{name}/release", guarded("operator", release), methods=["POST"]),
+        *more,
     ]
 
     async def openapi(request: Request) -> Response:
