@@ -2,7 +2,7 @@
 the machine, the date, the command, and each goal met or the measured gap (the hook
 matrix is pivoted, rows x columns, and also drawn as bench/results/hook_matrix.png).
 
-Usage: ./dev bench [--only hooks,footprint,chain,load,slow_callbacks,replicas] [--quick] [pytest args for the hooks stage]
+Usage: ./dev bench [--only hooks,footprint,chain,load,slow_callbacks,replicas,mcp] [--quick] [pytest args for the hooks stage]
 """
 
 from __future__ import annotations
@@ -262,7 +262,7 @@ def machine() -> str:
     return f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}, wasmtime-py {version('wasmtime')}"
 
 
-STAGES = ("hooks", "footprint", "chain", "load", "slow_callbacks", "replicas")
+STAGES = ("hooks", "footprint", "chain", "load", "slow_callbacks", "replicas", "mcp")
 
 
 def run_pytest_benchmarks(pytest_args: list[str]) -> int:
@@ -312,7 +312,7 @@ def run_pytest_benchmarks(pytest_args: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    """./dev bench [--only hooks,footprint,chain,load,slow_callbacks,replicas] [--quick] [pytest args for the hooks stage]"""
+    """./dev bench [--only hooks,footprint,chain,load,slow_callbacks,replicas,mcp] [--quick] [pytest args for the hooks stage]"""
     stages: list[str] | None = None
     quick = False
     pytest_args: list[str] = []
@@ -366,6 +366,12 @@ def main(argv: list[str]) -> int:
         import replica_convergence
 
         code = replica_convergence.main(["--rounds", "5"] if quick else [])
+        if code:
+            return code
+    if "mcp" in stages:
+        import mcp_roundtrip
+
+        code = mcp_roundtrip.main(["--calls", "300"] if quick else [])
         if code:
             return code
     import headline

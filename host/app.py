@@ -31,6 +31,9 @@ from routeiq.llm.routing_replication import SharedRouting, build_shared_routing
 from routeiq.llm.telemetry import LlmTelemetry
 from routeiq.mcp.server import AsgiEndpoint, McpGateway
 from routeiq.mcp.tools import ToolSet
+from routeiq.mcp.registration import ToolRegistry
+from routeiq.mcp.registration_api import tool_admin_routes
+from routeiq.mcp.upstream import UpstreamSet
 from routeiq.native.loader import load_native
 from routeiq.native.middleware import NativePlugins
 from routeiq.native.plugin import GatewayPlugin
@@ -77,7 +80,8 @@ class Gateway:
     watcher get narrow parts, never this object); owns their start and shutdown."""
 
     def __init__(
-        self, config: LoadedConfig, span_exporter: "SpanExporter | None" = None, resolver: Resolver | None = None, clock: Clock = time.monotonic
+        self, config: LoadedConfig, span_exporter: "SpanExporter | None" = None, resolver: Resolver | None = None, clock: Clock = time.monotonic,
+        several_workers: bool = False,
     ) -> None:
         self.config = config
         self._clock = clock  # breakers, quarantine windows, rpm minutes (also of a reloaded LLM path)
@@ -127,6 +131,13 @@ class Gateway:
             self.native = self._load_native()
             # MCP tools: sandboxed like plugins, granted from the policy's `tools:`.
             self.tool_set = ToolSet(config, self.runtime, self.policy, self.services, self.logs)
+            # ...and the tools operators registered through /admin/tools (state dir, cluster record).
+            self.tool_registry = ToolRegistry(self.tool_set, self.operator_changes, self.operator_state)
+            self.tool_registry.load_saved()
+            if self.replica_sync is not None:
+                self.replica_sync.followers["tools"] = self.tool_registry.follow
+                if self.tool_registry.errors:  # recorded tools this node refuses: not converged, and says why
+                    self.replica_sync.errors["tools"] = "; ".join(f"tool {n}: {why}" for n, why in sorted(self.tool_registry.errors.items()))
         except BaseException:
             self.close()
             raise
@@ -166,11 +177,21 @@ class Gateway:
         llm = self.llm
         models = frozenset(llm.router.groups) if llm is not None else None
         assert self.tool_set is not None  # built with the plugins above
-        self.mcp = McpGateway(self.tool_set, config.model.mcp, self.admin_keys, self.identity.authenticator if self.identity is not None else None)
+        mcp = config.model.mcp
+        self.mcp_upstreams = UpstreamSet(mcp.servers, self.breakers, mcp.max_output_bytes) if mcp.servers else None
+        if self.mcp_upstreams is not None:
+            self.tool_set.more_stats.append(self.mcp_upstreams.stats)
+        # A stateful MCP session lives in one worker; with several on one port, the next
+        # request of a session may reach another: there, each request stands alone.
+        stateless = mcp.stateless if mcp.stateless is not None else several_workers
+        self.mcp = McpGateway(self.tool_set, mcp, self.admin_keys, self.identity.authenticator if self.identity is not None else None, upstreams=self.mcp_upstreams, stateless=stateless)
         front_door = FrontDoorAuth(self.identity.authenticator, config.model.keys.require_on) if self.identity is not None else None
         self.filter = PluginFilter(default_app, plugins, models, tracer, self.events, header_limits, self.route_table, self.plugin_set.chain_for, front_door)
         router = llm.router if llm is not None else None
-        self.health = HealthReport(self.plugin_set, [p for p, _ in self.native], self.breakers, self.upstream_name, router, self.config_watcher, self.events, self.replica_sync, self.identity)
+        self.health = HealthReport(
+            self.plugin_set, [p for p, _ in self.native], self.breakers, self.upstream_name, router, self.config_watcher, self.events, self.replica_sync, self.identity,
+            mcp_servers=self.mcp_upstreams,
+        )
         self.metrics = GatewayCollector(self.plugin_set, self.services, self.breakers, self.request_latency, router, self.llm_telemetry, meter)
 
     @property
@@ -270,7 +291,13 @@ class Gateway:
                     Route("/mcp/messages/", AsgiEndpoint(self.mcp.legacy_messages_endpoint), methods=["POST"]),
                 ],
             ),
-            PrefixedRoutes(ADMIN_PREFIX, admin_routes(self.plugin_set, self.operator_changes, self.replica_sync, self.services.audit, self.admin_keys, self.config.model.admin, self.routing)),
+            PrefixedRoutes(
+                ADMIN_PREFIX,
+                admin_routes(
+                    self.plugin_set, self.operator_changes, self.replica_sync, self.services.audit, self.admin_keys, self.config.model.admin, self.routing,
+                    more=tool_admin_routes(self.tool_registry, self.admin_keys, self.config.model.admin, self.replica_sync.node if self.replica_sync is not None else None),
+                ),
+            ),
             Mount("/", app=NativePlugins(self.filter, self.native)),
         ]
 
@@ -356,12 +383,13 @@ def _store(config: LoadedConfig, breakers: BreakerBoard) -> SharedStore:
 
 
 def create_app(
-    config: LoadedConfig, span_exporter: "SpanExporter | None" = None, resolver: Resolver | None = None, clock: Clock = time.monotonic
+    config: LoadedConfig, span_exporter: "SpanExporter | None" = None, resolver: Resolver | None = None, clock: Clock = time.monotonic, several_workers: bool = False
 ) -> Starlette:
     """The gateway app. `span_exporter` (tests) receives spans synchronously; `resolver`
     resolves callout names (the event loop's getaddrinfo by default); `clock` (monotonic
-    seconds) times the circuit breakers and the quarantine windows."""
-    gateway = Gateway(config, span_exporter, resolver, clock)
+    seconds) times the circuit breakers and the quarantine windows; `several_workers`: this
+    process is one of several sharing a port (MCP sessions then cannot stay in one)."""
+    gateway = Gateway(config, span_exporter, resolver, clock, several_workers)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -418,6 +446,6 @@ def create_app_from_environment() -> Starlette:
     from routeiq.config import load_config
 
     config = load_config(os.environ[CONFIG_ENV], os.environ.get(POLICY_ENV) or None)
-    app = create_app(config)
+    app = create_app(config, several_workers=True)
     tune_gc_for_serving()
     return app

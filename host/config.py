@@ -722,15 +722,51 @@ class McpToolConfig(_Strict):
     allow: McpAllowConfig = Field(default_factory=McpAllowConfig, description="Who may list and call it (nobody unless given).")
 
 
+class McpServerConfig(_Strict):
+    """An upstream MCP server (Streamable HTTP) whose tools the gateway serves as its own,
+    under a prefix, with the same caller checks, `allow:` permissions, argument validation,
+    limits and metrics as Wasm tools (docs/mcp.md, "Upstream MCP servers")."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,48}$", description="The server's name: its breaker (`mcp:<name>`), its /health entry and the default prefix.")
+    url: str = Field(pattern=r"^https?://", description="The server's Streamable HTTP endpoint, e.g. `http://10.0.0.5:8000/mcp`.")
+    prefix: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,48}$", description="Its tools are listed as `<prefix>_<tool>` (null: the server's name). Tool names outside [A-Za-z0-9_.-] or over 128 characters are skipped with a warning.")
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Headers sent upstream with every request, e.g. `authorization: os.environ/SEARCH_MCP_AUTHORIZATION` (a whole value `os.environ/NAME` is read from the environment at startup; unset: the config is refused). The caller's own credential is never forwarded.",
+    )
+    tools: list[str] = Field(default_factory=list, description="Upstream tool names to expose (empty: all it lists).")
+    timeout_s: float = Field(30.0, gt=0, description="Longest a forwarded tools/call may take; then the caller gets a tool error and the breaker counts a failure.")
+    connect_timeout_s: float = Field(5.0, gt=0, description="Longest the MCP handshake (initialize and tools/list) may take.")
+    retry_s: float = Field(5.0, gt=0, description="While the server is unreachable, how often the gateway tries to connect again (and, when connected, how often it lists its tools again).")
+    allow: McpAllowConfig = Field(default_factory=McpAllowConfig, description="Who may list and call its tools (nobody unless given), as for `mcp.tools[].allow`.")
+
+    @field_validator("headers")
+    @classmethod
+    def _headers_from_environment(cls, value: dict[str, str]) -> dict[str, str]:
+        resolved = {}
+        for name, text in value.items():
+            try:
+                resolved[name] = litellm_settings.resolve_env(text, name)
+            except litellm_settings.SettingError as exc:
+                raise ValueError(str(exc)) from None
+        return resolved
+
+
 class McpConfig(_Strict):
     """The MCP gateway at /mcp (Streamable HTTP) and GET /mcp/tools."""
 
     tools: list[McpToolConfig] = Field(default_factory=list, description="Wasm tools, loaded at startup (a tool that cannot load refuses the start, naming it).")
+    servers: list[McpServerConfig] = Field(default_factory=list, description="Upstream MCP servers fronted by the gateway (one down at startup or later never takes /mcp down: /health says `degraded`).")
     max_output_bytes: int = Field(1024 * 1024, ge=1, description="Largest result a tool may hand back (routeiq_tool_set_output answers BAD_ARGUMENT beyond it).")
     session_idle_timeout_s: float = Field(1800.0, gt=0, description="An MCP session idle this long is closed (its client starts a new one).")
     max_sessions: int = Field(1000, ge=1, description="MCP sessions open at once per worker; more: refused by the SDK.")
     allowed_hosts: list[str] = Field(default_factory=list, description="DNS-rebinding protection (the SDK's): the `Host` values /mcp accepts, e.g. `mcp.example.com` or `127.0.0.1:*` (another: 421). Empty, with `allowed_origins` empty too: no check.")
     allowed_origins: list[str] = Field(default_factory=list, description="With DNS-rebinding protection on: the `Origin` values accepted from browsers (another: 403).")
+    stateless: bool | None = Field(
+        None,
+        description="Streamable HTTP without sessions (the SDK's stateless mode): every request stands alone, so any worker can answer it, but a `notifications/cancelled` cannot reach the call it names. null: stateless when `serve` runs several workers (a session lives in one worker process), stateful otherwise.",
+    )
+    progress_interval_ms: int = Field(1000, ge=10, description="While a tool call runs, a client that sent a `progressToken` gets `notifications/progress` this often (elapsed ms of the tool's `timeout_ms`).")
 
     @field_validator("tools")
     @classmethod
@@ -739,6 +775,15 @@ class McpConfig(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"duplicate tool names: {', '.join(dupes)}")
+        return value
+
+    @field_validator("servers")
+    @classmethod
+    def _unique_servers(cls, value: list[McpServerConfig]) -> list[McpServerConfig]:
+        for what, keys in (("server names", [s.name for s in value]), ("server prefixes", [s.prefix or s.name for s in value])):
+            dupes = sorted({k for k in keys if keys.count(k) > 1})
+            if dupes:
+                raise ValueError(f"duplicate {what}: {', '.join(dupes)}")
         return value
 
 

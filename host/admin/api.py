@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Sequence
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -17,7 +17,7 @@ from starlette.routing import Route
 from starlette.schemas import SchemaGenerator
 
 from routeiq.config import AdminConfig
-from routeiq.gateway.operator_changes import OperatorChanges, StateNotStored
+from routeiq.gateway.operator_changes import OperatorChanges
 from routeiq.gateway.plugin_set import PluginSet
 from routeiq.gateway.replica_sync import ReplicaSync
 from routeiq.llm.routing_replication import ArtifactNotStored, SharedRouting
@@ -26,21 +26,16 @@ from routeiq.runtime.errors import PluginError
 from routeiq.services.audit import AuditLog
 from routeiq.strategies.artifacts import ArtifactError
 
-from .auth import AdminKey, allows, authenticate
+from .auth import AdminKey
 from .body import BodyRefused, merge_patch, parse_json, read_limited
+from .guard import admin_error, admin_guard
 
 MERGE_PATCH_TYPES = ("application/merge-patch+json", "application/json")
 
 schemas = SchemaGenerator({"openapi": "3.0.0", "info": {"title": "RouteIQ admin API", "version": "1"}})
 
 
-def _error(status: int, message: str, code: str) -> JSONResponse:
-    # A body refused unread leaves the connection unusable for another request.
-    headers = {"connection": "close"} if status == 413 else None
-    return JSONResponse({"error": {"message": message, "type": "admin_error", "code": code}}, status_code=status, headers=headers)
-
-
-Handler = Callable[[Request], Awaitable[Response]]
+_error = admin_error
 
 
 def admin_routes(
@@ -51,27 +46,12 @@ def admin_routes(
     keys: Sequence[AdminKey],
     limits: AdminConfig,
     routing: SharedRouting | None = None,
+    more: Sequence[Route] = (),
 ) -> list[Route]:
+    """`more`: admin routes of parts above this layer (the MCP tools'), served and described
+    in /admin/openapi.json with these."""
 
-    def guarded(role: str, handler: Handler) -> Handler:
-        async def endpoint(request: Request) -> Response:
-            header = request.headers.get("authorization", "")
-            presented = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("x-routeiq-admin-key")
-            key = authenticate(keys, presented)
-            if key is None:
-                return _error(401, "a valid admin API key is required", "unauthenticated")
-            if not allows(key.role, role):
-                return _error(403, f"role {key.role!r} may not do this (needs {role})", "forbidden")
-            request.state.admin_key = key
-            try:
-                return await handler(request)
-            except BodyRefused as refused:
-                return _error(refused.status, refused.message, refused.code)
-            except StateNotStored as exc:  # never acknowledge what other nodes will not see
-                return _error(503, f"{exc}; nothing was changed", "state_not_stored")
-
-        endpoint.__doc__ = handler.__doc__
-        return endpoint
+    guarded = admin_guard(keys)
 
     def plugin_or_404(request: Request):  # type: ignore[no-untyped-def]
         name = request.path_params["name"]
@@ -297,6 +277,7 @@ def admin_routes(
         Route("/admin/plugins/{name}/module", guarded("admin", delete_module), methods=["DELETE"]),
         Route("/admin/plugins/{name}/quarantine", guarded("operator", quarantine), methods=["POST"]),
         Route("/admin/plugins/{name}/release", guarded("operator", release), methods=["POST"]),
+        *more,
     ]
 
     async def openapi(request: Request) -> Response:

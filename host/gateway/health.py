@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, Protocol, Sequence
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -24,6 +24,14 @@ from .replica_sync import ReplicaSync
 log = logging.getLogger("routeiq.gateway")
 
 
+class UpstreamStatus(Protocol):
+    """What /health asks of the MCP gateway's upstream servers (routeiq.mcp, a layer above)."""
+
+    def status(self) -> dict[str, Any]: ...
+
+    def degraded(self) -> bool: ...
+
+
 class HealthReport:
     def __init__(
         self,
@@ -36,7 +44,9 @@ class HealthReport:
         events: GatewayEvents,
         replicas: ReplicaSync | None = None,
         identity: Identity | None = None,
+        mcp_servers: UpstreamStatus | None = None,
     ) -> None:
+        self.mcp_servers = mcp_servers
         self.replicas = replicas
         self.identity = identity
         self.plugins = plugins
@@ -72,6 +82,10 @@ class HealthReport:
         if self.identity is not None:
             keys = report["keys"] = self.identity.status()
             if not keys["migrated"] or keys["spend"]["last_error"]:  # charges wait in the outbox
+                report["status"] = "degraded"
+        if self.mcp_servers is not None:  # an upstream MCP server not connected: its tools answer errors
+            report["mcp_servers"] = self.mcp_servers.status()
+            if self.mcp_servers.degraded():
                 report["status"] = "degraded"
         webhooks = self.events.stats()
         if webhooks is not None:

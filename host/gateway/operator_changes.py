@@ -56,6 +56,22 @@ class OperatorChanges:
         except ReplicaStoreUnavailable as exc:
             raise StateNotStored(f"the replica store (kv.url) could not record the change: {exc}") from None
 
+    async def record_entry(self, name: str, set_fields: dict[str, str] | None = None, unset: tuple[str, ...] = ()) -> None:
+        """Record a change of another kind of operator state under `name` (MCP tools use
+        `tool:<name>`): the same versioned write, StateNotStored if it cannot be made.
+        Call it holding `lock`, after applying the change here."""
+        await self._record(name, set_fields, unset)
+
+    async def share_module(self, wasm: bytes) -> None:
+        """Store module bytes every node can fetch by sha256 (before recording a change
+        that names them); StateNotStored if they cannot be stored."""
+        if self.record is None:
+            return
+        try:
+            await asyncio.to_thread(self.record.put_module, wasm)
+        except ReplicaStoreUnavailable as exc:
+            raise StateNotStored(f"the replica store (kv.url) could not keep the module: {exc}") from None
+
     @staticmethod
     def _undo(what: str, step: Callable[[], object]) -> None:
         try:

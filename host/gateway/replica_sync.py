@@ -25,16 +25,20 @@ import os
 import socket
 import threading
 import time
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from routeiq.policy.manifest import PluginManifest
 from routeiq.services.replica_record import ReplicaRecord, ReplicaStoreUnavailable, PluginRecord, Snapshot
 
-from .operator_changes import OperatorChanges
+from .operator_changes import ModuleFetch, OperatorChanges
 from .operator_state import OperatorState
 from .plugin_set import PluginSet
 
 log = logging.getLogger("routeiq.replicas")
+
+# Another kind of operator state kept in the same record (MCP tools, a layer above): given
+# the snapshot and the module fetch, it brings what this process runs up to the record.
+Follower = Callable[[Snapshot, ModuleFetch], Awaitable[None]]
 
 
 def node_id(name: str | None = None) -> str:
@@ -71,6 +75,7 @@ class ReplicaSync:
         self._task: asyncio.Task[None] | None = None
         self._listener: threading.Thread | None = None
         self._failures_logged = 0.0
+        self.followers: dict[str, Follower] = {}  # by what they follow, e.g. "tools"
 
     # ---------------------------------------------------------------- startup
     def catch_up(self) -> None:
@@ -200,6 +205,15 @@ class ReplicaSync:
                 except Exception as exc:  # refused here (policy, plugin): reported, the rest applies
                     self.errors[name] = f"{type(exc).__name__}: {exc}"
                     log.error("cluster change for plugin %s not applied on this node: %s", name, exc)
+            for what, follow in self.followers.items():
+                try:
+                    await follow(snapshot, self._fetch)
+                    self.errors.pop(what, None)
+                except ReplicaStoreUnavailable:
+                    raise
+                except Exception as exc:  # reported like a plugin's refusal (each follower keeps its own details)
+                    self.errors[what] = f"{type(exc).__name__}: {exc}"
+                    log.exception("cluster changes of %s not applied on this node", what)
             self.applied = self.latest = snapshot.version
             self.mirror.set_applied_version(snapshot.version)
         self.synced_at = time.time()

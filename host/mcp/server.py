@@ -28,7 +28,9 @@ from routeiq.config import McpAllowConfig, McpConfig
 from routeiq.error_responses import client_error_body, send_bytes
 from routeiq.identity.authenticator import Consumer, KeyAuthenticator, Refusal, presented_key
 
+from .long_calls import run_tool_call
 from .tools import ToolInputError, ToolSet, WasmTool
+from .upstream import UpstreamSet, UpstreamTool
 
 log = logging.getLogger("routeiq.mcp")
 
@@ -79,14 +81,18 @@ class AsgiEndpoint:
 class McpGateway:
     """The MCP server over the gateway's tools; mounted by the app (host/app.py)."""
 
-    def __init__(self, tools: ToolSet, settings: McpConfig, admin_keys: Sequence[AdminKey], authenticator: KeyAuthenticator | None, version: str = "") -> None:
+    def __init__(self, tools: ToolSet, settings: McpConfig, admin_keys: Sequence[AdminKey], authenticator: KeyAuthenticator | None, version: str = "", upstreams: UpstreamSet | None = None, stateless: bool = False) -> None:
         self.tools = tools
+        self.upstreams = upstreams
         self.admin_keys = list(admin_keys)
         self.authenticator = authenticator
+        self.progress_interval_s = settings.progress_interval_ms / 1000
         self.server: Server[Any] = Server("routeiq", version=version, on_list_tools=self._list_tools, on_call_tool=self._call_tool)
         protect = bool(settings.allowed_hosts or settings.allowed_origins)
         security = TransportSecuritySettings(enable_dns_rebinding_protection=protect, allowed_hosts=settings.allowed_hosts, allowed_origins=settings.allowed_origins)
-        self.sessions = StreamableHTTPSessionManager(app=self.server, security_settings=security, session_idle_timeout=settings.session_idle_timeout_s, max_sessions=settings.max_sessions)
+        self.sessions = StreamableHTTPSessionManager(
+            app=self.server, security_settings=security, stateless=stateless, session_idle_timeout=settings.session_idle_timeout_s, max_sessions=settings.max_sessions
+        )
         # The 2024-11-05 HTTP+SSE transport, for clients that predate Streamable HTTP.
         self.legacy = SseServerTransport(LEGACY_MESSAGES, security_settings=security)
         self._running: contextlib.AsyncExitStack | None = None
@@ -97,8 +103,12 @@ class McpGateway:
         stack = contextlib.AsyncExitStack()
         await stack.enter_async_context(self.sessions.run())
         self._running = stack
+        if self.upstreams is not None:
+            await self.upstreams.start()
 
     async def stop(self) -> None:
+        if self.upstreams is not None:
+            await self.upstreams.stop()
         if self._running is not None:
             running, self._running = self._running, None
             await running.aclose()
@@ -127,8 +137,13 @@ class McpGateway:
         extra = [(b"www-authenticate", b'Bearer realm="routeiq"')] if status == 401 else []
         await send_bytes(send, status, body, extra)
 
-    def visible(self, caller: Caller) -> list[WasmTool]:
-        return [t for t in self.tools.tools.values() if caller.may_use(t.allow)]
+    def _all_tools(self) -> dict[str, WasmTool | UpstreamTool]:
+        """Wasm tools, then upstream servers' tools (a Wasm tool's name wins a clash)."""
+        upstream: dict[str, WasmTool | UpstreamTool] = dict(self.upstreams.tools()) if self.upstreams is not None else {}
+        return {**upstream, **self.tools.tools}
+
+    def visible(self, caller: Caller) -> list[WasmTool | UpstreamTool]:
+        return [t for t in self._all_tools().values() if caller.may_use(t.allow)]
 
     # ------------------------------------------------------------ ASGI entries
     async def mcp_endpoint(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -168,19 +183,27 @@ class McpGateway:
 
     # --------------------------------------------------------- MCP handlers
     @staticmethod
-    def _describe(tool: WasmTool) -> types.Tool:
+    def _describe(tool: WasmTool | UpstreamTool) -> types.Tool:
         return types.Tool(name=tool.name, description=tool.description, input_schema=tool.input_schema, output_schema=tool.output_schema)
 
     async def _list_tools(self, ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
         return types.ListToolsResult(tools=[self._describe(t) for t in self.visible(_caller_of(ctx))])
 
     async def _call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
-        tool = self.tools.tools.get(params.name)
+        tool = self._all_tools().get(params.name)
         # A tool the caller may not use is answered like one that does not exist.
         if tool is None or not _caller_of(ctx).may_use(tool.allow):
             raise MCPError(types.INVALID_PARAMS, f"unknown tool {params.name!r}")
+        meta = getattr(ctx, "meta", None) or {}
+        progress = ctx.session.report_progress if meta.get("progress_token") is not None else None
+        if isinstance(tool, UpstreamTool):
+            assert self.upstreams is not None
+            try:
+                return await self.upstreams.call(tool, params.arguments or {}, progress)
+            except ToolInputError as exc:
+                raise MCPError(types.INVALID_PARAMS, str(exc)) from None
         try:
-            outcome = tool.call(params.arguments or {})
+            outcome = await run_tool_call(tool, params.arguments or {}, progress, self.progress_interval_s)
         except ToolInputError as exc:
             raise MCPError(types.INVALID_PARAMS, str(exc)) from None
         if outcome.is_error:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import wasmtime
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -75,12 +76,23 @@ class _NoBackground:
         return None
 
 
+def check_arguments(name: str, schema: dict[str, Any], arguments: dict[str, Any], stats: "ToolStats") -> None:
+    """ToolInputError naming each path that breaks `schema` (counted as refused)."""
+    errors = schema_errors(schema, arguments, "arguments")
+    if errors:
+        stats.refused += 1
+        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+        raise ToolInputError(f"tool {name!r}: " + "; ".join(errors[:5]) + more)
+
+
 @dataclass
 class ToolStats:
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # calls that ran, argument check to result
     calls: int = 0
     errors: int = 0  # tool errors and bad outputs
     traps: int = 0  # the VM was discarded
+    cancelled: int = 0  # stopped by the client (notifications/cancelled); the VM was discarded too
+    unavailable: int = 0  # upstream MCP server tools: the server was not reached (host/mcp/upstream.py)
     refused: int = 0  # arguments refused by input_schema
 
 
@@ -122,6 +134,9 @@ class WasmTool:
         self._vm: WasmVM | None = None
         self._env: HostEnv | None = None
         self._call: GuestFunction | None = None
+        self._busy = threading.Lock()  # one call at a time on the tool's VM (calls run on threads)
+        self._running_stop: threading.Event | None = None  # the stop of the call on the VM now
+        self.retired = False  # replaced or unregistered: no new call starts on it
         self._start_vm()  # a module that cannot start is refused now, not at its first call
 
     def _load(self, entry: McpToolConfig, wasm_path: Path, policy: PolicyModel | None, limits: SandboxLimits) -> tuple[Admission, wasmtime.Module, str]:
@@ -168,7 +183,8 @@ class WasmTool:
         return table
 
     def _start_vm(self) -> None:
-        vm = WasmVM(self.runtime.engine, self.module, self.admission.limits, self.runtime.settings.epoch_tick_ms)
+        # Interruptible: a call runs on a worker thread, and a client's cancel stops it at the next epoch tick.
+        vm = WasmVM(self.runtime.engine, self.module, self.admission.limits, self.runtime.settings.epoch_tick_ms, interruptible=True)
         env = HostEnv(self.identity, self.log_sink, self.admission.grant, self.services, vm, _NoBackground())
         try:
             table = self._host_functions(env, vm)
@@ -198,24 +214,31 @@ class WasmTool:
 
     # ------------------------------------------------------------------ calls
     def check_arguments(self, arguments: dict[str, Any]) -> None:
-        errors = schema_errors(self.input_schema, arguments, "arguments")
-        if errors:
-            self.stats.refused += 1
-            more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-            raise ToolInputError(f"tool {self.name!r}: " + "; ".join(errors[:5]) + more)
+        check_arguments(self.name, self.input_schema, arguments, self.stats)
 
-    def call(self, arguments: dict[str, Any]) -> ToolOutcome:
+    def call(self, arguments: dict[str, Any], stop: threading.Event | None = None) -> ToolOutcome:
         """Run one call (ToolInputError before anything runs if the arguments do not fit).
-        Synchronous, on the event loop like a filter callback: the deadline bounds it."""
+        Blocking (calls wait for the tool's VM): the gateway runs it on a worker thread.
+        Setting `stop` ends the call at the next epoch tick (outcome kind `cancelled`)."""
         self.check_arguments(arguments)
-        self.stats.calls += 1
-        began = time.perf_counter_ns()
-        try:
-            return self._run(arguments)
-        finally:
-            self.stats.latency.observe_ns(time.perf_counter_ns() - began)
+        with self._busy:
+            if self.retired:  # it was swapped out while this call waited for its VM
+                return ToolOutcome(True, f"tool {self.name!r} was replaced or unregistered while the call waited; call it again", kind="tool_error")
+            self.stats.calls += 1
+            if stop is None:
+                stop = threading.Event()
+            self._running_stop = stop
+            if stop.is_set():  # cancelled while it waited for the VM
+                self.stats.cancelled += 1
+                return ToolOutcome(True, f"tool {self.name!r}: the call was cancelled before it ran", kind="cancelled")
+            began = time.perf_counter_ns()
+            try:
+                return self._run(arguments, stop)
+            finally:
+                self._running_stop = None
+                self.stats.latency.observe_ns(time.perf_counter_ns() - began)
 
-    def _run(self, arguments: dict[str, Any]) -> ToolOutcome:
+    def _run(self, arguments: dict[str, Any], stop: threading.Event | None = None) -> ToolOutcome:
         data = json.dumps(arguments, separators=(",", ":")).encode()
         self._output = None
         try:
@@ -224,6 +247,7 @@ class WasmTool:
             vm, env, call = self._vm, self._env, self._call
             assert vm is not None and env is not None and call is not None
             env.active = env.root
+            vm.stop_on(stop)
             try:
                 ptr = vm.allocate(len(data)) if data else 0
                 if data and not ptr:
@@ -231,11 +255,15 @@ class WasmTool:
                 vm.write(ptr, data)
                 status = call(ptr, len(data))
             finally:
+                vm.stop_on(None)
                 env.active = None
                 env.flush_stdio()
         except (GuestTrap, GuestMemoryError) as trap:  # GuestMemoryError: its allocator answered a pointer outside its memory
             kind = trap.kind if isinstance(trap, GuestTrap) else "memory_out_of_bounds"
-            self.stats.traps += 1
+            if kind == "cancelled":
+                self.stats.cancelled += 1
+            else:
+                self.stats.traps += 1
             self._discard()  # the next call gets a fresh VM
             log.warning("tool %s: %s (%s); its VM was discarded", self.name, trap, kind)
             return ToolOutcome(True, f"tool {self.name!r} failed: {trap}", kind=kind)
@@ -259,8 +287,25 @@ class WasmTool:
                 return ToolOutcome(True, f"tool {self.name!r} answered output that does not match its output_schema: " + "; ".join(errors[:5]), kind="bad_output")
         return ToolOutcome(False, json.dumps(value), structured=value)
 
+    def retire(self) -> None:
+        """Out of service (hot swap, unregistration): a call running on it finishes on its
+        VM, which is then freed (on a thread, so the event loop never waits for it)."""
+        self.retired = True
+
+        def free() -> None:
+            with self._busy:
+                self._discard()
+
+        threading.Thread(target=free, name=f"routeiq-retire-{self.name}", daemon=True).start()
+
     def close(self) -> None:
-        self._discard()
+        """At shutdown: a running call is stopped at its next tick, then the VM is freed."""
+        self.retired = True
+        running = self._running_stop
+        if running is not None:
+            running.set()
+        with self._busy:
+            self._discard()
 
 
 class ToolStartupError(ConfigError):
@@ -275,15 +320,18 @@ class ToolSet(Collector):
     def collect(self) -> Iterator[Metric]:
         calls = CounterMetricFamily("routeiq_mcp_tool_calls", "MCP tool calls that ran, by tool and outcome", labels=["tool", "outcome"])
         refused = CounterMetricFamily("routeiq_mcp_tool_arguments_refused", "MCP tool calls refused by the tool's input_schema", labels=["tool"])
-        for name, tool in self.tools.items():
-            stats = tool.stats
-            calls.add_metric([name, "ok"], stats.calls - stats.errors - stats.traps)
+        every = [(name, tool.stats) for name, tool in self.tools.items()] + [pair for source in self.more_stats for pair in source()]
+        for name, stats in every:
+            calls.add_metric([name, "ok"], stats.calls - stats.errors - stats.traps - stats.cancelled - stats.unavailable)
             calls.add_metric([name, "tool_error"], stats.errors)
             calls.add_metric([name, "trap"], stats.traps)
+            calls.add_metric([name, "cancelled"], stats.cancelled)
+            if stats.unavailable:
+                calls.add_metric([name, "unavailable"], stats.unavailable)
             refused.add_metric([name], stats.refused)
         latency = HistogramMetricFamily("routeiq_mcp_tool_call_seconds", "MCP tool call latency (calls that ran)", labels=["tool"])
-        for name, tool in self.tools.items():
-            latency.add_metric([name], tool.stats.latency.buckets(), tool.stats.latency.sum_s)
+        for name, stats in every:
+            latency.add_metric([name], stats.latency.buckets(), stats.latency.sum_s)
         yield calls
         yield refused
         yield latency
@@ -292,12 +340,17 @@ class ToolSet(Collector):
         mcp = config.model.mcp
         server_level = LogLevel[config.model.server.log_level.upper()]
         where = str(config.path or "<config>")
+        self._runtime, self._policy, self._services, self._log_sink = runtime, policy, services, log_sink
+        self._server_level, self._max_output_bytes = server_level, mcp.max_output_bytes
+        # The config file's entries, by name: what unregistering an admin override returns to.
+        self.file_entries: dict[str, tuple[McpToolConfig, Path]] = {e.name: (e, config.resolve(e.wasm)) for e in mcp.tools}
         self.tools: dict[str, WasmTool] = {}
+        # More tools' counters on the same families (upstream MCP servers' tools).
+        self.more_stats: list[Callable[[], Iterable[tuple[str, ToolStats]]]] = []
         try:
             for i, entry in enumerate(mcp.tools):
-                level = LogLevel[entry.log_level.upper()] if entry.log_level else server_level
                 try:
-                    tool = WasmTool(entry, config.resolve(entry.wasm), runtime, policy, services, log_sink, level, mcp.max_output_bytes)
+                    tool = self.build(entry, config.resolve(entry.wasm))
                 except (PluginLoadError, ConfigSchemaError) as exc:
                     raise ToolStartupError(f"{where}: mcp.tools[{i}] ({entry.name}): {exc}") from None
                 log.info("tool %s loaded (sha256 %s, %s)", entry.name, tool.sha256[:12], tool.admission.manifest_origin)
@@ -305,6 +358,26 @@ class ToolSet(Collector):
         except BaseException:
             self.close()
             raise
+
+    def build(self, entry: McpToolConfig, wasm_path: Path) -> WasmTool:
+        """Load one tool as configured tools are (pin, policy, manifest, schemas, VM start);
+        raises PluginLoadError or ConfigSchemaError with the reason. Not yet served."""
+        level = LogLevel[entry.log_level.upper()] if entry.log_level else self._server_level
+        return WasmTool(entry, wasm_path, self._runtime, self._policy, self._services, self._log_sink, level, self._max_output_bytes)
+
+    def put(self, tool: WasmTool) -> None:
+        """Serve `tool` under its name from now on; the one it replaces is retired."""
+        previous = self.tools.get(tool.name)
+        if previous is not None and previous is not tool:
+            tool.stats = previous.stats  # one tool name, one series of counters across swaps
+        self.tools[tool.name] = tool
+        if previous is not None and previous is not tool:
+            previous.retire()
+
+    def remove(self, name: str) -> None:
+        previous = self.tools.pop(name, None)
+        if previous is not None:
+            previous.retire()
 
     def close(self) -> None:
         for tool in self.tools.values():

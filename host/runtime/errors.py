@@ -50,6 +50,12 @@ class Unreachable(GuestTrap):
     kind = "unreachable"
 
 
+class Interrupted(GuestTrap):
+    """Another thread stopped the running call (an MCP client cancelled it)."""
+
+    kind = "cancelled"
+
+
 class GuestExit(GuestTrap):
     """The guest called WASI proc_exit."""
 

@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import logging
 import struct
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping
@@ -21,7 +22,7 @@ from typing import Callable, Iterator, Mapping
 import wasmtime
 
 from . import _fastcall, capi
-from .errors import GuestTrap, HostCallFailure, MemoryOutOfBounds, PluginLoadError, Unreachable
+from .errors import GuestTrap, HostCallFailure, Interrupted, MemoryOutOfBounds, PluginLoadError, Unreachable
 from .limits import SandboxLimits, memory_use_hint, out_of_fuel, out_of_memory, out_of_stack, past_deadline
 
 log = logging.getLogger("routeiq.runtime")
@@ -110,10 +111,16 @@ class WasmVM:
         module: wasmtime.Module,
         limits: SandboxLimits,
         epoch_tick_ms: int,
+        interruptible: bool = False,
     ) -> None:
         self.limits = limits
         self._tick_ms = epoch_tick_ms
-        self._deadline_ticks = max(1, -(-limits.timeout_ms // epoch_tick_ms)) + 1
+        # An interruptible VM is asked at every epoch tick whether to go on (its wall-clock
+        # deadline, or a stop from another thread); others trap when their ticks run out.
+        self.interruptible = interruptible
+        self._deadline_ticks = 1 if interruptible else max(1, -(-limits.timeout_ms // epoch_tick_ms)) + 1
+        self._stop: threading.Event | None = None  # set by another thread: stop the running call
+        self._stopped_by = ""  # "deadline" | "cancelled": why the epoch callback ended a call
         self.store = wasmtime.Store(engine)
         self.store.set_limits(
             memory_size=limits.memory_bytes,
@@ -143,6 +150,9 @@ class WasmVM:
         self._mem_size = 0
         self._view: memoryview = memoryview(b"")
         self._allocator: GuestFunction | None = None
+
+        if interruptible:
+            self._install_epoch_callback()
 
         self._linker = wasmtime.Linker(engine)
         self._module = module
@@ -198,6 +208,43 @@ class WasmVM:
         if err:
             raise HostCallFailure(capi.error_message(err))
         capi.context_set_epoch_deadline(ctx, self._deadline_ticks)
+        if self.interruptible:
+            self._sandbox.armed_ns = time.monotonic_ns()
+
+    # ----------------------------------------------------------- interrupting
+    def _install_epoch_callback(self) -> None:
+        """wasmtime's epoch deadline callback: runs on the calling thread at each tick
+        the guest reaches; it extends the deadline by one tick, or ends the call with an
+        error that _failure turns into DeadlineExceeded or Interrupted."""
+        from wasmtime import _bindings as ffi
+
+        kind_continue = 0  # WASMTIME_UPDATE_DEADLINE_CONTINUE
+        vm = self
+
+        def on_deadline(_ctx: object, _data: object, delta: object, kind: object) -> int:
+            stop = vm._stop
+            if stop is not None and stop.is_set():
+                vm._stopped_by = "cancelled"
+            elif (time.monotonic_ns() - vm._sandbox.armed_ns) / 1e6 >= vm.limits.timeout_ms:
+                vm._stopped_by = "deadline"
+            else:
+                delta[0] = 1  # type: ignore[index]
+                kind[0] = kind_continue  # type: ignore[index]
+                return 0
+            error = ffi.wasmtime_error_new(f"stopped: {vm._stopped_by}".encode())
+            return ctypes.cast(error, ctypes.c_void_p).value or 0
+
+        callback_type = ffi._wasmtime_store_epoch_deadline_callback.argtypes[1]
+        finalizer_type = ffi._wasmtime_store_epoch_deadline_callback.argtypes[3]
+        thunk = callback_type(on_deadline)
+        self._callbacks.append(thunk)
+        ffi.wasmtime_store_epoch_deadline_callback(self.store.ptr(), thunk, None, finalizer_type())
+
+    def stop_on(self, event: threading.Event | None) -> None:
+        """An interruptible VM ends its running call at the next tick once `event` is set
+        (from any thread); None: no such stop. The caller sets it before each call."""
+        self._stop = event
+        self._stopped_by = ""
 
     @contextlib.contextmanager
     def outside_deadline(self) -> Iterator[None]:
@@ -225,6 +272,15 @@ class WasmVM:
         return error
 
     def _failure(self, callback: str, trap: int | None, err: int | None) -> GuestTrap:
+        stopped, self._stopped_by = self._stopped_by, ""
+        if stopped:  # the epoch callback ended the call (its error is in err or trap)
+            if trap:
+                capi.take_trap(trap)
+            elif err:
+                capi.error_message(err)
+            if stopped == "cancelled":
+                return Interrupted(f"{callback} was cancelled by the client; its VM is replaced", callback=callback)
+            return past_deadline(self.limits, callback, "epoch deadline")
         if trap:
             t = capi.take_trap(trap)
             if self._pending is not None:
