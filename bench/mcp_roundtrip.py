@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from importlib.metadata import version
 
-    if int(version("mcp").split(".")[0]) < 2:  # the bench extras' LiteLLM proxy brings mcp 1.x
+    if int(version("mcp").split(".")[0]) < 2:  # a .venv that got the LiteLLM proxy's mcp 1.x (before .venv-peers)
         print(f"mcp {version('mcp')} is installed, not requirements.lock's: reinstall it (.venv/bin/pip install --no-deps -r requirements.lock)", file=sys.stderr)
         return 2
     if not TOOL.exists():

@@ -21,6 +21,8 @@ from .procs import Child, Processes, free_port
 REPO = Path(__file__).resolve().parents[2]
 GUEST_BUILD = REPO / "guest-examples" / "rust" / "build"
 VENV_BIN = Path(sys.executable).parent
+# The LiteLLM proxy peer's own venv (./dev bench makes it: its mcp<2 pin clashes with the gateway's mcp 2).
+PEERS_BIN = Path(os.environ.get("ROUTEIQ_BENCH_PEERS_BIN") or VENV_BIN)
 MODEL = "bench"  # the model group clients ask for, in RouteIQ and in the LiteLLM proxy
 UPSTREAM_MODEL = "bench-mock"
 CHAT_PATH = "/v1/chat/completions"
@@ -214,7 +216,7 @@ def start_target(procs: Processes, kind: str, workdir: Path, chunks: int, reply_
         return Target(procs.scenario, url, kind, plugins, upstream, server, argv)
     if kind == "litellm":
         config, log_config = litellm_config(workdir, upstream.url)
-        argv = [str(VENV_BIN / "litellm"), "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
+        argv = [str(PEERS_BIN / "litellm"), "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
                 "--num_workers", "1", "--telemetry", "False", "--log_config", str(log_config)]
         server = procs.start("litellm", argv, url, "/health/liveliness", env=litellm_env(), timeout_s=120, cwd=workdir)
         return Target(procs.scenario, url, kind, (), upstream, server, argv)
