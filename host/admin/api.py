@@ -26,8 +26,9 @@ from routeiq.runtime.errors import PluginError
 from routeiq.services.audit import AuditLog
 from routeiq.strategies.artifacts import ArtifactError
 
-from .auth import AdminKey, allows, authenticate
+from .auth import AdminKey, allows
 from .body import BodyRefused, merge_patch, parse_json, read_limited
+from .sessions import ConsoleSessions, request_caller
 
 MERGE_PATCH_TYPES = ("application/merge-patch+json", "application/json")
 
@@ -51,13 +52,16 @@ def admin_routes(
     keys: Sequence[AdminKey],
     limits: AdminConfig,
     routing: SharedRouting | None = None,
+    sessions: ConsoleSessions | None = None,
 ) -> list[Route]:
 
     def guarded(role: str, handler: Handler) -> Handler:
         async def endpoint(request: Request) -> Response:
             header = request.headers.get("authorization", "")
             presented = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("x-routeiq-admin-key")
-            key = authenticate(keys, presented)
+            key, csrf_refusal = request_caller(request, keys, sessions, presented)
+            if csrf_refusal is not None:
+                return _error(403, csrf_refusal, "csrf_token_missing")
             if key is None:
                 return _error(401, "a valid admin API key is required", "unauthenticated")
             if not allows(key.role, role):
