@@ -28,7 +28,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from routeiq.admin.auth import AdminKey, hash_key
 from routeiq.admin.sessions import ConsoleSessions
 
-from support import eventually, plugin, with_manifest
+from support import eventually, grant_everything, plugin, with_manifest
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -105,11 +105,15 @@ def csp_violations(driver: WebDriver) -> list[str]:
     return [e["message"] for e in driver.get_log("browser") if "Content Security Policy" in e["message"] or "Uncaught" in e["message"]]
 
 
-def screenshot(driver: WebDriver, name: str) -> None:
+def screenshot(driver: WebDriver, name: str, top: bool = True) -> None:
+    """The page at laptop width, as tall as its content (at most 1800 px), into SCREENSHOTS."""
     if not SCREENSHOTS:
         return
-    height = min(int(driver.execute_script("return document.documentElement.scrollHeight")), 1800)
-    driver.set_window_size(1280, max(height, 700))
+    if top:
+        driver.execute_script("window.scrollTo(0, 0)")
+    height = max(700, min(int(driver.execute_script("return document.documentElement.scrollHeight")), 1800))
+    driver.set_window_size(1280, height)
+    wait(driver).until(lambda d: d.execute_script("return window.innerHeight") >= height - 150)
     Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(Path(SCREENSHOTS) / f"{name}.png"))
     driver.set_window_size(1280, 900)
@@ -169,7 +173,7 @@ def test_an_operator_does_the_admin_work_from_the_page(gateway: tuple[Any, str],
     window.send_keys("30")
     d.find_element(By.ID, "config-review").click()
     assert visible_text(d, "config-diff-text") == "- window_s: 60\n+ window_s: 30"
-    screenshot(d, "plugin-config")
+    screenshot(d, "plugin-config", top=False)
     d.find_element(By.ID, "config-apply").click()
     assert "Applied" in visible_text(d, "config-ok")
     assert eventually(lambda: json.loads(admin_api(base, "GET", "/admin/plugins/rate_limiter").json()["config"]) == {"limit": 100, "window_s": 30}, timeout=WAIT_S)
@@ -363,3 +367,23 @@ def test_sessions_expire_and_end_with_their_key(tmp_path: Path) -> None:
 def test_console_off_serves_nothing(make_app: Callable[..., Any], live: Callable[[Any], str], tmp_path: Path) -> None:
     base = live(make_app([], **console_config(tmp_path, enabled=False)))
     assert httpx.get(base + "/ui/login", timeout=30, trust_env=False).status_code == 404
+
+
+def test_audit_plugin_and_tools_pages_show_what_happened(make_app: Callable[..., Any], live: Callable[[Any], str], guests: dict[str, Path], tmp_path: Path) -> None:
+    # The probe may read the limiter's shared data, not write it.
+    policy = {**grant_everything(["probe"], kv={"read": ["rate_limiter"]}), "tools": {"unit_convert": {"unpinned": True}}}
+    mcp = {"tools": [{"name": "unit_convert", "wasm": str(guests["unit_convert"]), "allow": {"teams": ["ops"], "admin_role": "operator"}}]}
+    app = make_app([plugin("probe", guests["hostcall_probe"])], policy=policy, mcp=mcp, **console_config(tmp_path))
+    base = live(app)
+    # The probe writes into another plugin's shared-data namespace: refused and audited.
+    refused = httpx.get(base + "/probe", headers={"x-probe": "kv", "x-kv-put": "rate_limiter/forged=0", "x-request-id": "req-audit-1"}, timeout=30, trust_env=False)
+    assert refused.status_code == 200
+    with httpx.Client(base_url=base, timeout=30, trust_env=False) as client:
+        assert _login_cookie(client, KEYS["viewer"]).status_code == 303
+        audit = client.get("/ui/audit", params={"plugin": "probe", "reason": "kv_namespace"}).text
+        assert "req-audit-1" in audit and "proxy_set_shared_data" in audit and "1 record" in audit
+        assert "No refusal matches this filter" in client.get("/ui/audit", params={"reason": "ssrf"}).text
+        page = client.get("/ui/plugins/probe").text
+        assert re.search(r"<td>proxy_set_shared_data</td><td>kv_namespace</td><td>1</td>", page)
+        tools = client.get("/ui/tools").text
+        assert "unit_convert" in tools and "team ops, admin keys (operator or above)" in tools
