@@ -222,6 +222,21 @@ def test_an_operator_does_the_admin_work_from_the_page(gateway: tuple[Any, str],
     assert revoked.status_code == 401 and revoked.json()["error"]["code"] == "invalid_api_key"
     assert new_key not in d.page_source  # the next render has only its key_name
 
+    # Teams: create one; it is listed (and offered to new keys).
+    d.find_element(By.ID, "t-id").send_keys("ops-team")
+    d.find_element(By.ID, "t-budget").send_keys("10")
+    d.find_element(By.ID, "team-create").click()
+    wait(d).until(EC.presence_of_element_located((By.CSS_SELECTOR, "#team-rows tr[data-team='ops-team']")))
+    assert [t["team_id"] for t in httpx.get(base + "/team/list", headers={"authorization": f"Bearer {MASTER}"}, timeout=30, trust_env=False).json()] == ["ops-team"]
+
+    # Routing: the artifact upload answers with the API's refusal for a file that is not one.
+    bogus = tmp_path / "not-an-artifact.json"
+    bogus.write_text('{"strategy": "contextual_bandit"}')
+    d.get(base + "/ui/routing")
+    d.find_element(By.ID, "artifact-file").send_keys(str(bogus))
+    d.find_element(By.ID, "artifact-load").click()
+    assert visible_text(d, "artifact-error").startswith("artifact refused, the strategy in use stays:")
+
     for page, expect in (("routing", "mock-large"), ("tools", "No MCP tools"), ("audit", "Audit log")):
         d.get(f"{base}/ui/{page}")
         assert expect in d.find_element(By.TAG_NAME, "main").text

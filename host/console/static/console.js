@@ -32,7 +32,9 @@
   async function api(method, url, body, contentType) {
     const headers = { "x-csrf-token": csrf };
     let payload = body;
-    if (body !== undefined && !(body instanceof ArrayBuffer)) {
+    if (typeof body === "string") {
+      headers["content-type"] = contentType || "application/json"; // a file's text, sent as it is
+    } else if (body !== undefined && !(body instanceof ArrayBuffer)) {
       payload = JSON.stringify(body);
       headers["content-type"] = contentType || "application/json";
     } else if (body instanceof ArrayBuffer) {
@@ -534,7 +536,40 @@
         }
       });
     }
+    const teams = $("#team-form");
+    if (teams) {
+      teams.addEventListener("submit", async (event) => {
+        event.preventDefault();
+        show("#team-error", "");
+        const body = {};
+        for (const input of $$("input", teams)) {
+          const v = input.value.trim();
+          if (v) body[input.name] = input.name === "max_budget" ? Number(v) : v;
+        }
+        try {
+          const team = await api("POST", "/team/new", body);
+          flash(`Created team ${team.team_id}`, "ok");
+          teams.reset();
+          await refreshFrom("/ui/keys", ["#team-rows", "#teams"]);
+        } catch (err) {
+          show("#team-error", err.message);
+        }
+      });
+    }
     document.addEventListener("click", async (event) => {
+      const teamButton = event.target.closest("button[data-team-action]");
+      if (teamButton) {
+        const id = teamButton.closest("tr").dataset.team;
+        if (!window.confirm(`Delete team ${id} and its keys?`)) return;
+        try {
+          await api("POST", "/team/delete", { team_ids: [id] });
+          flash(`Deleted team ${id}`, "ok");
+          await refreshFrom("/ui/keys", ["#team-rows", "#key-rows", "#teams"]);
+        } catch (err) {
+          flash(`Refused: ${err.message}`, "error");
+        }
+        return;
+      }
       const button = event.target.closest("button[data-key-action]");
       if (!button) return;
       const row = button.closest("tr");
@@ -565,6 +600,23 @@
     });
   }
 
+  function artifactUpload() {
+    const form = $("#artifact-form");
+    if (!form) return;
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      show("#artifact-error", ""); show("#artifact-ok", "");
+      const file = $("#artifact-file").files[0];
+      if (!file) { show("#artifact-error", "Choose an artifact file first."); return; }
+      try {
+        const loaded = await api("PUT", "/admin/routing/artifact", await file.text());
+        show("#artifact-ok", `Loaded: sha256 ${loaded.sha256 || ""}`);
+      } catch (err) {
+        show("#artifact-error", err.message);
+      }
+    });
+  }
+
   function revealKey(key) {
     const box = $("#new-key");
     if (!box) return;
@@ -580,6 +632,7 @@
     pluginActions();
     configForm();
     keyActions();
+    artifactUpload();
     startLive();
   });
 })();
