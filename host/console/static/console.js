@@ -101,7 +101,7 @@
 
   function lineChart(box, points, fields, unit) {
     box.replaceChildren();
-    const W = 320, H = 120, L = 40, B = 18, T = 8, R = 8;
+    const W = 320, H = 120, L = 48, B = 18, T = 8, R = 10;
     const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "line", "aria-hidden": "true" });
     const values = points.flatMap((p) => fields.map((f) => p[f])).filter((v) => typeof v === "number");
     if (!points.length) {
@@ -115,12 +115,12 @@
     chart.append(svg("line", { x1: L, y1: H - B, x2: W - R, y2: H - B, class: "axis" }));
     chart.append(svg("line", { x1: L, y1: T, x2: L, y2: H - B, class: "axis" }));
     const top = svg("text", { x: L - 4, y: T + 8, "text-anchor": "end", class: "tick" });
-    top.textContent = fmt(max, unit);
+    top.textContent = fmt(max, unit === "%" ? "%" : "");
     chart.append(top);
     const zero = svg("text", { x: L - 4, y: H - B, "text-anchor": "end", class: "tick" });
     zero.textContent = "0";
     chart.append(zero);
-    for (const [at, anchor] of [[t0, "start"], [t1, "end"]]) {
+    for (const [at, anchor] of t1 > t0 ? [[t0, "start"], [t1, "end"]] : [[t0, "start"]]) {
       const label = svg("text", { x: x(at), y: H - 4, "text-anchor": anchor, class: "tick" });
       label.textContent = new Date(at * 1000).toLocaleTimeString();
       chart.append(label);
@@ -128,6 +128,7 @@
     fields.forEach((f, i) => {
       const pts = points.filter((p) => typeof p[f] === "number").map((p) => `${x(p.at).toFixed(1)},${y(p[f]).toFixed(1)}`);
       if (pts.length) chart.append(svg("polyline", { points: pts.join(" "), fill: "none", stroke: COLORS[i % COLORS.length], "stroke-width": 2 }));
+      if (pts.length === 1) { const [cx, cy] = pts[0].split(","); chart.append(svg("circle", { cx, cy, r: 3, fill: COLORS[i % COLORS.length] })); }
     });
     box.append(chart);
     const last = points[points.length - 1];
