@@ -402,3 +402,26 @@ def test_audit_plugin_and_tools_pages_show_what_happened(make_app: Callable[...,
         assert re.search(r"<td>proxy_set_shared_data</td><td>kv_namespace</td><td>1</td>", page)
         tools = client.get("/ui/tools").text
         assert "unit_convert" in tools and "team ops, admin keys (operator or above)" in tools
+
+
+def test_a_session_works_on_every_replica_and_logout_ends_it_on_all(make_app: Callable[..., Any], live: Callable[[Any], str], redis_url: str, tmp_path: Path) -> None:
+    """Two nodes sharing Redis and one session_secret: a login on one is a session on the
+    other, and a logout on one ends it on both."""
+    prefix = f"console-{os.getpid()}-{tmp_path.name}"
+    kv = {"backend": "redis", "url": redis_url, "prefix": prefix}
+    nodes = []
+    for name in ("a", "b"):
+        config = console_config(tmp_path / name, session_secret="replicas-share-this-secret")
+        nodes.append(live(make_app([], kv=kv, replicas={"node_name": f"node-{name}"}, **config)))
+    with httpx.Client(base_url=nodes[0], timeout=30, trust_env=False) as a:
+        assert _login_cookie(a, KEYS["operator"]).status_code == 303
+        cookie = a.cookies["routeiq_console"]
+        csrf = re.search(r'name="csrf-token" content="([^"]+)"', a.get("/ui/").text)
+        assert csrf is not None
+        # The overview lists every node sharing the operator state, with its version.
+        assert eventually(lambda: len(a.get("/ui/live").json()["nodes"]["nodes"]) == 2, timeout=WAIT_S)
+        assert a.get("/ui/live").json()["nodes"]["shared"] is True
+        on_b = {"cookie": f"routeiq_console={cookie}"}
+        assert httpx.get(nodes[1] + "/admin/plugins", headers=on_b, timeout=30, trust_env=False).status_code == 200
+        assert a.post("/ui/logout", data={"csrf": csrf.group(1)}).status_code == 303
+        assert httpx.get(nodes[1] + "/admin/plugins", headers=on_b, timeout=30, trust_env=False).status_code == 401
