@@ -54,10 +54,20 @@ def console_config(tmp_path: Path, **console: Any) -> dict[str, Any]:
     }
 
 
+# A schema with a rule the browser does not check (`not`) and a secret: the server's refusal
+# is shown at the field, and a secret left blank keeps its running value.
+TAGGER_SCHEMA = {
+    "type": "object",
+    "properties": {"tag": {"type": "string", "not": {"const": "forbidden"}}, "api_key": {"type": "string", "writeOnly": True}},
+}
+
+
 @pytest.fixture
 def gateway(make_app: Callable[..., Any], live: Callable[[Any], str], guests: dict[str, Path], tmp_path: Path) -> tuple[Any, str]:
+    tagger = tmp_path / "tagger-schema.wasm"
+    tagger.write_bytes(with_manifest(guests["tagger"].read_bytes(), {"name": "tagger", "version": "1.0.0", "capabilities": [], "config_schema": TAGGER_SCHEMA}))
     plugins = [
-        plugin("tagger", guests["tagger"], config={"tag": "console", "api_key": "sk-upstream-secret-value"}),
+        plugin("tagger", tagger, config={"tag": "console", "api_key": "sk-upstream-secret-value"}),
         plugin("rate_limiter", guests["rate_limiter"], config={"limit": 100, "window_s": 60}),
     ]
     app = make_app(plugins, **console_config(tmp_path))
@@ -149,6 +159,24 @@ def test_an_operator_does_the_admin_work_from_the_page(gateway: tuple[Any, str],
     # A secret in a plugin's config is never rendered back.
     d.get(base + "/ui/plugins/tagger")
     assert "sk-upstream-secret-value" not in d.page_source
+    secret = wait(d).until(EC.presence_of_element_located((By.ID, "cfg-api_key")))
+    assert secret.get_attribute("type") == "password" and secret.get_attribute("value") == "" and secret.get_attribute("placeholder") == "unchanged (secret)"
+    # What only the server checks is refused there and shown at its field; nothing applied.
+    tag = d.find_element(By.ID, "cfg-tag")
+    tag.clear()
+    tag.send_keys("forbidden")
+    d.find_element(By.ID, "config-review").click()
+    assert visible_text(d, "config-diff-text") == '- tag: "console"\n+ tag: "forbidden"'  # the secret is not part of it
+    d.find_element(By.ID, "config-apply").click()
+    assert "should not be valid" in visible_text(d, "cfg-tag-error")
+    assert visible_text(d, "config-error").startswith("Refused by the server, nothing was applied: config.tag:")
+    tag.clear()
+    tag.send_keys("edited")
+    d.find_element(By.ID, "config-review").click()
+    d.find_element(By.ID, "config-apply").click()
+    visible_text(d, "config-ok")
+    expected = {"tag": "edited", "api_key": "sk-upstream-secret-value"}  # the secret kept
+    assert eventually(lambda: json.loads(admin_api(base, "GET", "/admin/plugins/tagger").json()["config"]) == expected, timeout=WAIT_S)
 
     # Config form from the manifest's schema: a violation is shown at its field, nothing sent.
     d.get(base + "/ui/plugins/rate_limiter")
