@@ -414,9 +414,10 @@ def test_console_off_serves_nothing(make_app: Callable[..., Any], live: Callable
 
 def test_audit_plugin_and_tools_pages_show_what_happened(make_app: Callable[..., Any], live: Callable[[Any], str], guests: dict[str, Path], tmp_path: Path) -> None:
     # The probe may read the limiter's shared data, not write it.
-    policy = {**grant_everything(["probe"], kv={"read": ["rate_limiter"]}), "tools": {"unit_convert": {"unpinned": True}}}
+    policy = {**grant_everything(["probe", "broken"], kv={"read": ["rate_limiter"]}), "tools": {"unit_convert": {"unpinned": True}}}
     mcp = {"tools": [{"name": "unit_convert", "wasm": str(guests["unit_convert"]), "allow": {"teams": ["ops"], "admin_role": "operator"}}]}
-    app = make_app([plugin("probe", guests["hostcall_probe"])], policy=policy, mcp=mcp, **console_config(tmp_path))
+    plugins = [plugin("probe", guests["hostcall_probe"]), plugin("broken", guests["hostile_import"], on_startup_failure="continue")]
+    app = make_app(plugins, policy=policy, mcp=mcp, **console_config(tmp_path))
     base = live(app)
     # The probe writes into another plugin's shared-data namespace: refused and audited.
     refused = httpx.get(base + "/probe", headers={"x-probe": "kv", "x-kv-put": "rate_limiter/forged=0", "x-request-id": "req-audit-1"}, timeout=30, trust_env=False)
@@ -428,6 +429,10 @@ def test_audit_plugin_and_tools_pages_show_what_happened(make_app: Callable[...,
         assert "No refusal matches this filter" in client.get("/ui/audit", params={"reason": "ssrf"}).text
         page = client.get("/ui/plugins/probe").text
         assert re.search(r"<td>proxy_set_shared_data</td><td>kv_namespace</td><td>1</td>", page)
+        # A plugin left out at startup is listed as failed, with its error.
+        listed = client.get("/ui/plugins")
+        assert listed.status_code == 200 and "state-failed" in listed.text and "env.proxy_does_not_exist" in listed.text
+        assert client.get("/ui/").status_code == 200
         tools = client.get("/ui/tools").text
         assert "unit_convert" in tools and "team ops, admin keys (operator or above)" in tools
 

@@ -1,6 +1,8 @@
 """/admin routes. Roles: viewer (read), operator (config, quarantine), admin (modules).
 
-Authenticate with `Authorization: Bearer <key>` (or `x-routeiq-admin-key`). The OpenAPI
+Authenticate with `Authorization: Bearer <key>` (or `x-routeiq-admin-key`), or with the
+operator console's session cookie, which needs its CSRF token (`x-csrf-token`) on every
+request that changes something (docs/console.md). The OpenAPI
 description is at /admin/openapi.json. Bodies are read under admin.max_config_bytes /
 admin.max_module_bytes (413 past them) and JSON is parsed strictly (400), so nothing
 malformed is applied or persisted."""

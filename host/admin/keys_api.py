@@ -1,7 +1,8 @@
 """Key management shaped like LiteLLM's proxy (`/key/*`, `/team/*`, `/spend/*`), so its
 scripts and habits carry over.
 
-Authenticated with the master key (`keys.master_key`, as LiteLLM) or an `admin.keys` key:
+Authenticated with the master key (`keys.master_key`, as LiteLLM) or an `admin.keys` key
+(or the console's session cookie with its CSRF token on changes, docs/console.md):
 viewer for reads, operator for changes. Bodies are strict JSON objects; errors are
 OpenAI-shaped (`{"error": {"message", "type", "param", "code"}}`) and name the field. A key
 is returned once, by /key/generate and /key/regenerate; everything else shows its

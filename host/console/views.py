@@ -11,7 +11,6 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from routeiq.dispatch.hook_stats import BUCKETS_S
 from routeiq.gateway.plugin_set import PluginSet
 from routeiq.gateway.replica_sync import ReplicaSync
 from routeiq.identity.keys import KeyStore
@@ -76,6 +75,9 @@ def plugin_summary(plugins: PluginSet) -> list[dict[str, Any]]:
     for entry in plugins.describe():
         row = {k: entry.get(k) for k in ("name", "kind", "state", "abi_version", "sha256", "fail_open", "traps", "quarantines", "quarantine_reason", "capabilities", "pinned_by", "last_error")}
         row["route_instances"] = entry.get("route_instances", [])
+        # A plugin left out at startup (on_startup_failure: continue) has only a name, a state and its error.
+        row["capabilities"] = row["capabilities"] or []
+        row["traps"] = row["traps"] or 0
         rows.append(row)
     return rows
 
@@ -213,7 +215,3 @@ def audit(sources: ConsoleSources, plugin: str = "", call: str = "", reason: str
     picked = [r for r in reversed(records) if (not plugin or r.plugin == plugin) and (not call or r.call == call) and (not reason or r.reason == reason)]
     rows = [{"time": r.time, "plugin": r.plugin, "call": r.call, "reason": r.reason, "detail": r.detail, "request_id": r.request_id} for r in picked[:limit]]
     return {"rows": rows, "total": len(picked), **choices}
-
-
-def latency_bounds_ms() -> list[float]:
-    return [b * 1000 for b in BUCKETS_S]
