@@ -116,6 +116,17 @@ def csp_violations(driver: WebDriver) -> list[str]:
     return [e["message"] for e in driver.get_log("browser") if "Content Security Policy" in e["message"] or "Uncaught" in e["message"]]
 
 
+def unlabeled_controls(driver: WebDriver) -> list[str]:
+    """Form controls of the page a screen reader cannot name (no <label>, no aria-label)."""
+    return list(
+        driver.execute_script(
+            "return [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]"
+            ".filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !(e.tagName === 'BUTTON' && e.textContent.trim()))"
+            ".map(e => e.outerHTML);"
+        )
+    )
+
+
 def screenshot(driver: WebDriver, name: str, top: bool = True) -> None:
     """The page at laptop width, from the top (or from where it is scrolled to) down to its
     end or 1600 px, into SCREENSHOTS (Chrome's own full-page capture, through CDP)."""
@@ -202,6 +213,7 @@ def test_an_operator_does_the_admin_work_from_the_page(gateway: tuple[Any, str],
     d.find_element(By.ID, "config-review").click()
     assert visible_text(d, "config-diff-text") == "- window_s: 60\n+ window_s: 30"
     screenshot(d, "plugin-config", top=False)
+    assert unlabeled_controls(d) == []  # the generated form, the actions, the upload
     d.find_element(By.ID, "config-apply").click()
     assert "Applied" in visible_text(d, "config-ok")
     assert eventually(lambda: json.loads(admin_api(base, "GET", "/admin/plugins/rate_limiter").json()["config"]) == {"limit": 100, "window_s": 30}, timeout=WAIT_S)
@@ -243,6 +255,7 @@ def test_an_operator_does_the_admin_work_from_the_page(gateway: tuple[Any, str],
     row = wait(d).until(EC.presence_of_element_located((By.XPATH, "//tbody[@id='key-rows']/tr[td[2][text()='from-the-console']]")))
     assert new_key not in row.text and "0.5" in row.get_attribute("innerHTML")
     screenshot(d, "keys")
+    assert unlabeled_controls(d) == []
     row.find_element(By.CSS_SELECTOR, "button[data-key-action='delete']").click()
     d.switch_to.alert.accept()
     wait(d).until(EC.invisibility_of_element_located((By.XPATH, "//tbody[@id='key-rows']/tr[td[2][text()='from-the-console']]")))
@@ -304,12 +317,9 @@ def test_a_viewer_sees_no_write_controls_and_is_refused_anyway(gateway: tuple[An
           .then(rs => done(rs.map(r => r.status)));"""
     )
     assert answers == [403, 403]
-    # Keyboard: every control has a label, and the nav is reachable by Tab.
-    unlabeled = d.execute_script(
-        "return [...document.querySelectorAll('input:not([type=hidden]), select, textarea')].filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')).map(e => e.outerHTML);"
-    )
-    assert unlabeled == []
+    # Keyboard: every control has a label, and Tab reaches the skip link first.
     d.get(base + "/ui/audit")
+    assert unlabeled_controls(d) == []
     Select(d.find_element(By.ID, "f-plugin"))  # the filters are labelled selects
     body = d.find_element(By.TAG_NAME, "body")
     body.send_keys("\ue004")  # Tab: the skip link first
