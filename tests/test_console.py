@@ -356,6 +356,8 @@ def test_sessions_csrf_headers_and_secrets_on_the_wire(make_app: Callable[..., A
         assert cookie["httponly"] and cookie["samesite"].lower() == "strict" and not cookie["secure"]  # plain http, not behind_tls
         assert KEYS["operator"] not in cookie.value and hash_key(KEYS["operator"]) not in cookie.value
 
+        unknown = client.get("/ui/no-such-page")
+        assert unknown.status_code == 404 and "content-security-policy" in unknown.headers
         page = client.get("/ui/plugins/tagger")
         assert page.status_code == 200
         csp = page.headers["content-security-policy"]

@@ -210,6 +210,9 @@ class Console:
         chosen = {"plugin": q.get("plugin", ""), "call": q.get("call", ""), "reason": q.get("reason", "")}
         return self.render(request, "audit.html", session, active="audit", audit=views.audit(self.sources, **chosen), chosen=chosen)
 
+    async def not_found(self, request: Request, session: Session) -> Response:
+        return self.render(request, "missing.html", session, 404, what=f"console page {request.url.path!r}", back="/ui/")
+
     async def live(self, request: Request, session: Session) -> Response:
         """What the pages refresh without a reload: the chart series, plugin states, breakers, nodes."""
         return JSONResponse(
@@ -244,6 +247,8 @@ class Console:
             Route(PREFIX + "/tools", self.page(self.tools), methods=["GET"]),
             Route(PREFIX + "/audit", self.page(self.audit), methods=["GET"]),
             Mount(PREFIX + "/static", app=StaticFiles(directory=HERE / "static"), name="console-static"),
+            # Any other /ui path is the console's 404, never passed on to the plugins and upstream.
+            Route(PREFIX + "/{rest:path}", self.page(self.not_found)),
         ]
 
 
