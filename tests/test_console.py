@@ -326,12 +326,14 @@ def test_a_viewer_sees_no_write_controls_and_is_refused_anyway(gateway: tuple[An
     assert d.switch_to.active_element.get_attribute("class") == "skip"
 
 
+def session_cookies(answer: httpx.Response) -> list[Any]:
+    """The routeiq_console Set-Cookies of an answer, parsed (flags included)."""
+    return [SimpleCookie(h)["routeiq_console"] for h in answer.headers.get_list("set-cookie") if h.startswith("routeiq_console=")]
+
+
 def session_cookie(answer: httpx.Response) -> Any:
-    """The routeiq_console Set-Cookie of an answer, parsed (flags included)."""
-    for header in answer.headers.get_list("set-cookie"):
-        if header.startswith("routeiq_console="):
-            return SimpleCookie(header)["routeiq_console"]
-    return None
+    found = session_cookies(answer)
+    return found[0] if found else None
 
 
 def _login_cookie(client: httpx.Client, key: str) -> httpx.Response:
@@ -354,6 +356,10 @@ def test_sessions_csrf_headers_and_secrets_on_the_wire(make_app: Callable[..., A
         assert done.status_code == 303
         cookie = session_cookie(done)
         assert cookie["httponly"] and cookie["samesite"].lower() == "strict" and not cookie["secure"]  # plain http, not behind_tls
+        # Only for the console and the APIs it calls: the LLM API, plugins and upstream never get it.
+        assert sorted(c["path"] for c in session_cookies(done)) == ["/admin", "/key", "/spend", "/team", "/ui"]
+        echoed = client.get("/echo/x").json()
+        assert not any(name == "cookie" and "routeiq_console" in value for name, value in echoed["headers"])
         assert KEYS["operator"] not in cookie.value and hash_key(KEYS["operator"]) not in cookie.value
 
         unknown = client.get("/ui/no-such-page")
@@ -460,7 +466,7 @@ def test_a_session_works_on_every_replica_and_logout_ends_it_on_all(make_app: Ca
         nodes.append(live(make_app([], kv=kv, replicas={"node_name": f"node-{name}"}, **config)))
     with httpx.Client(base_url=nodes[0], timeout=30, trust_env=False) as a:
         assert _login_cookie(a, KEYS["operator"]).status_code == 303
-        cookie = a.cookies["routeiq_console"]
+        cookie = a.cookies.get("routeiq_console", path="/ui")
         csrf = re.search(r'name="csrf-token" content="([^"]+)"', a.get("/ui/").text)
         assert csrf is not None
         # The overview lists every node sharing the operator state, with its version.

@@ -34,6 +34,10 @@ HERE = Path(__file__).parent
 PREFIX = "/ui"
 LOGIN_COOKIE = "routeiq_console_login"  # double-submit token of the login form (login CSRF)
 MAX_FORM_BYTES = 8192
+# The session cookie goes only where it is read: the console and the APIs it calls. Not to
+# "/": the LLM API and every other path run the plugins and reach the upstream, which must
+# never see an operator's session.
+SESSION_PATHS = (PREFIX, "/admin", "/key", "/team", "/spend")
 
 CSP = "; ".join(
     [
@@ -154,9 +158,8 @@ class Console:
             return self._login_page(request, "That is not an admin API key of this gateway (admin.keys).", 401)
         token, _session = self.sessions.issue(key)
         response = RedirectResponse(PREFIX + "/", status_code=303)
-        response.set_cookie(
-            SESSION_COOKIE, token, max_age=int(self.sessions.ttl_s), path="/", httponly=True, samesite="strict", secure=self._secure(request)
-        )
+        for path in SESSION_PATHS:
+            response.set_cookie(SESSION_COOKIE, token, max_age=int(self.sessions.ttl_s), path=path, httponly=True, samesite="strict", secure=self._secure(request))
         response.delete_cookie(LOGIN_COOKIE, path=PREFIX + "/login")
         return response
 
@@ -168,7 +171,8 @@ class Console:
                 return JSONResponse({"error": {"message": "logout needs the session's CSRF token", "code": "csrf_token_missing"}}, status_code=403)
             self.sessions.end(session)
         response = RedirectResponse(PREFIX + "/login", status_code=303)
-        response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=self._secure(request))
+        for path in SESSION_PATHS:
+            response.delete_cookie(SESSION_COOKIE, path=path, httponly=True, samesite="strict", secure=self._secure(request))
         return response
 
     # ------------------------------------------------------------ pages
