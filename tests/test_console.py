@@ -348,6 +348,15 @@ def test_sessions_csrf_headers_and_secrets_on_the_wire(make_app: Callable[..., A
     base = live(app)
     with httpx.Client(base_url=base, timeout=30, trust_env=False, follow_redirects=False) as client:
         assert client.get("/ui/").headers["location"] == "/ui/login"
+        # After login, back to the page that asked for it; never to another site.
+        assert client.get("/ui/audit?plugin=tagger").headers["location"] == "/ui/login?next=%2Fui%2Faudit%3Fplugin%3Dtagger"
+        for asked, lands in (("/ui/audit?plugin=tagger", "/ui/audit?plugin=tagger"), ("https://evil.example/", "/ui/"), ("/ui//evil.example", "/ui/")):
+            with httpx.Client(base_url=base, timeout=30, trust_env=False) as other:
+                form = other.get("/ui/login", params={"next": asked})
+                token = re.search(r'name="login_token" value="([^"]+)"', form.text)
+                assert token is not None
+                answer = other.post("/ui/login", data={"login_token": token.group(1), "key": KEYS["viewer"], "next": asked})
+                assert answer.status_code == 303 and answer.headers["location"] == lands, asked
         # A login without the form's token (login CSRF) or with a wrong key gets no session.
         assert client.post("/ui/login", data={"key": KEYS["admin"]}).status_code == 403
         wrong = _login_cookie(client, "not-a-key")

@@ -13,7 +13,7 @@ import json
 import secrets
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
@@ -84,6 +84,13 @@ class ConsoleRoutes(PrefixedRoutes):
         await super().handle(scope, receive, _with_security_headers(send, scope.get("path", "").startswith(PREFIX + "/static/")))
 
 
+def _console_path(back: str) -> str:
+    """Where to go after login: a console page, never another site (no open redirect)."""
+    if back.startswith(PREFIX + "/") and "//" not in back and "\\" not in back and len(back) < 2048 and back.isprintable():
+        return back
+    return PREFIX + "/"
+
+
 def _iso(ts: float | None) -> str:
     return dt.datetime.fromtimestamp(ts, dt.timezone.utc).isoformat() if ts else ""
 
@@ -121,7 +128,9 @@ class Console:
             if session is None:
                 if request.url.path.startswith(PREFIX + "/live"):
                     return JSONResponse({"error": {"message": "log in again (the console session ended)", "code": "unauthenticated"}}, status_code=401)
-                return RedirectResponse(PREFIX + "/login", status_code=303)
+                back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+                where = "" if back == PREFIX + "/" else "?" + urlencode({"next": back})
+                return RedirectResponse(PREFIX + "/login" + where, status_code=303)
             return await handler(request, session)
 
         return endpoint
@@ -140,11 +149,11 @@ class Console:
     async def login_form(self, request: Request) -> Response:
         if self.sessions.from_request(request) is not None:
             return RedirectResponse(PREFIX + "/", status_code=303)
-        return self._login_page(request, None, 200)
+        return self._login_page(request, None, 200, request.query_params.get("next", ""))
 
-    def _login_page(self, request: Request, error: str | None, status: int) -> Response:
+    def _login_page(self, request: Request, error: str | None, status: int, back: str = "") -> Response:
         token = secrets.token_urlsafe(24)
-        response = self.render(request, "login.html", None, status, login_token=token, error=error, no_keys=not self.keys)
+        response = self.render(request, "login.html", None, status, login_token=token, error=error, no_keys=not self.keys, next=_console_path(back))
         response.set_cookie(LOGIN_COOKIE, token, max_age=600, path=PREFIX + "/login", httponly=True, samesite="strict", secure=self._secure(request))
         return response
 
@@ -152,12 +161,12 @@ class Console:
         form = await self._form(request)
         expected = request.cookies.get(LOGIN_COOKIE, "")
         if not expected or not hmac.compare_digest(expected.encode(), form.get("login_token", "").encode()):
-            return self._login_page(request, "The login form expired; please try again.", 403)
+            return self._login_page(request, "The login form expired; please try again.", 403, form.get("next", ""))
         key = authenticate(self.keys, form.get("key", "").strip())
         if key is None:
-            return self._login_page(request, "That is not an admin API key of this gateway (admin.keys).", 401)
+            return self._login_page(request, "That is not an admin API key of this gateway (admin.keys).", 401, form.get("next", ""))
         token, _session = self.sessions.issue(key)
-        response = RedirectResponse(PREFIX + "/", status_code=303)
+        response = RedirectResponse(_console_path(form.get("next", "")), status_code=303)
         for path in SESSION_PATHS:
             response.set_cookie(SESSION_COOKIE, token, max_age=int(self.sessions.ttl_s), path=path, httponly=True, samesite="strict", secure=self._secure(request))
         response.delete_cookie(LOGIN_COOKIE, path=PREFIX + "/login")
