@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from starlette.applications import Starlette
@@ -16,6 +17,10 @@ from starlette.types import Receive, Scope, Send
 from routeiq.admin.api import admin_routes
 from routeiq.admin.auth import AdminKey
 from routeiq.admin.keys_api import key_routes
+from routeiq.admin.sessions import ConsoleSessions, session_secret
+from routeiq.console.pages import Console
+from routeiq.console.series import LiveSeries
+from routeiq.console.views import ConsoleSources
 from routeiq.config import ConfigError, LoadedConfig, RouteClusterUpstream, RouteUrlUpstream, UpstreamConfig, config_bytes
 from routeiq.dispatch.hook_stats import LatencyHistogram
 from routeiq.error_responses import exception_handlers, send_error
@@ -108,6 +113,7 @@ class Gateway:
         self.operator_state = OperatorState(config.resolve(config.model.admin.state_dir))
         self.admin_keys = [AdminKey(k.name, k.sha256, k.role) for k in config.model.admin.keys]
         self.request_latency = LatencyHistogram()  # timed by the ConcurrencyLimit middleware
+        self.request_outcomes: Counter[str] = Counter()  # answers by status class, counted there too
         where = str(config.path or "<config>")
         self.plugin_set = PluginSet(self.runtime, self.policy, self.services, self.logs, self.operator_state, self.events.emit, clock, where)
         watch = config.path is not None and config.model.server.watch_config
@@ -193,6 +199,30 @@ class Gateway:
             mcp_servers=self.mcp_upstreams,
         )
         self.metrics = GatewayCollector(self.plugin_set, self.services, self.breakers, self.request_latency, router, self.llm_telemetry, meter)
+        console = config.model.admin.console
+        # Console sessions are also accepted by the admin API (cookie + CSRF token).
+        state_dir = self.operator_state.directory
+        self.sessions = (
+            ConsoleSessions(self.admin_keys, lambda: session_secret(console.session_secret, state_dir), console.session_ttl_s, self.services.store)
+            if console.enabled
+            else None
+        )
+        self.console: Console | None = None
+        if console.enabled and self.sessions is not None:
+            self.live_series = LiveSeries(self.request_latency, self.request_outcomes, self.plugin_set, self.services.audit, console.poll_s)
+            sources = ConsoleSources(
+                plugins=self.plugin_set,
+                audit=self.services.audit,
+                breakers=self.breakers,
+                series=self.live_series,
+                router=self._router,
+                routing=self.routing,
+                replicas=self.replica_sync,
+                keys=self.identity.store if self.identity is not None else None,
+                ledger=self.identity.ledger if self.identity is not None else None,
+                tools=self.tool_set,
+            )
+            self.console = Console(sources, self.sessions, self.admin_keys, console)
 
     @property
     def llm(self) -> LlmApi | None:
@@ -295,9 +325,11 @@ class Gateway:
                 ADMIN_PREFIX,
                 admin_routes(
                     self.plugin_set, self.operator_changes, self.replica_sync, self.services.audit, self.admin_keys, self.config.model.admin, self.routing,
-                    more=tool_admin_routes(self.tool_registry, self.admin_keys, self.config.model.admin, self.replica_sync.node if self.replica_sync is not None else None),
+                    more=tool_admin_routes(self.tool_registry, self.admin_keys, self.config.model.admin, self.replica_sync.node if self.replica_sync is not None else None, self.sessions),
+                    sessions=self.sessions,
                 ),
             ),
+            *([self.console.route()] if self.console is not None else []),
             Mount("/", app=NativePlugins(self.filter, self.native)),
         ]
 
@@ -305,7 +337,7 @@ class Gateway:
         """LiteLLM-shaped key management (/key/, /team/, /spend/), tried only for those paths."""
         if self.identity is None:
             return []
-        routes = key_routes(self.identity.store, self.identity.ledger, self.identity.authenticator, self.admin_keys)
+        routes = key_routes(self.identity.store, self.identity.ledger, self.identity.authenticator, self.admin_keys, self.sessions)
         return [PrefixedRoutes(prefix, [r for r in routes if isinstance(r, Route) and r.path.startswith(prefix)]) for prefix in ("/key/", "/team/", "/spend/")]
 
     async def start_background(self) -> None:
@@ -323,8 +355,12 @@ class Gateway:
             self.replica_sync.start()
         if self.identity is not None:
             await self.identity.start()
+        if self.console is not None:
+            self.live_series.start()
 
     async def aclose(self) -> None:
+        if getattr(self, "console", None) is not None:
+            await self.live_series.stop()
         await self.mcp.stop()  # open MCP sessions end before the tools go
         for native, _ in self.native:
             try:
@@ -408,6 +444,7 @@ def create_app(
                 latency=gateway.request_latency,
                 telemetry=gateway.llm_telemetry,
                 access_log=config.model.server.access_log,
+                outcomes=gateway.request_outcomes,
             ),
         ],
         routes=gateway.routes(),

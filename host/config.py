@@ -569,12 +569,29 @@ class AdminKeyConfig(_Strict):
     role: Literal["viewer", "operator", "admin"] = Field(description="viewer < operator < admin.")
 
 
+class ConsoleConfig(_Strict):
+    """The operator console at /ui (docs/console.md): pages over the admin API, same keys and roles."""
+
+    enabled: bool = Field(True, description="Serve the console at /ui (login with an `admin.keys` key). False: /ui is not routed.")
+    session_ttl_s: int = Field(8 * 3600, ge=60, le=7 * 86400, description="A console session (cookie) ends this long after login (8 h); log in again then.")
+    session_secret: str | None = Field(
+        None,
+        description=(
+            "Signs console session cookies. Unset: a random secret kept in `admin.state_dir` (console-session.key), shared by the workers of one node; "
+            "replicas behind one load balancer need the same value (`os.environ/NAME`)."
+        ),
+    )
+    behind_tls: bool = Field(False, description="The gateway is reached through a TLS-terminating proxy: mark session cookies Secure even on plain-HTTP requests (they are whenever the request itself is https).")
+    poll_s: float = Field(5.0, gt=0, le=60, description="How often the console samples request rate, errors, latency, traps and denials for its charts (the last 15 minutes are kept, per worker).")
+
+
 class AdminConfig(_Strict):
     keys: list[AdminKeyConfig] = Field(default_factory=list, description="API keys of the /admin API (none: every admin call answers 401).")
     state_dir: str = Field(".routeiq-state", description="Operator changes (config, swapped modules, kept manifests, manual quarantines) that survive restarts; relative to the config file.")
     # Admin request bodies are refused (413) past these, before they are buffered.
     max_config_bytes: int = Field(1024 * 1024, ge=1, description="PUT/PATCH config body (and the merged result) above this (1 MiB): 413 body_too_large, refused before it is buffered.")
     max_module_bytes: int = Field(64 * 1024 * 1024, ge=1, description="POST module body above this (64 MiB): 413 body_too_large. server.max_request_body_bytes does not apply to /admin.")
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig, description="The operator console at /ui.")
 
 
 class StatsTagConfig(_Strict):

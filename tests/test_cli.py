@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from routeiq.admin.auth import hash_key
 from support import eventually, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,6 +52,7 @@ def wait_healthy(url: str, proc: subprocess.Popen[str], timeout: float = 30) -> 
 
 TOKEN = {"authorization": "Bearer demo-token"}  # the demo auth service's (ext_auth on /echo/private/)
 MASTER = {"authorization": "Bearer sk-demo-master-key"}  # demo.yaml keys.master_key, as in the README
+DEMO_ADMIN_KEY, DEMO_VIEWER_KEY = "riq-demo-admin-key", "riq-demo-viewer-key"  # demo.yaml admin.keys, as in the README
 
 
 def new_key(client: httpx.Client, **fields: object) -> str:
@@ -127,6 +130,14 @@ def test_demo_serve_shows_every_example(guests: dict[str, Path]) -> None:
 
             metrics = client.get("/metrics").text
             assert "routeiq_plugin_request_counter_requests_total" in metrics
+
+            # The console: the README's demo admin key logs in at /ui.
+            form = client.get("/ui/login")
+            token = re.search(r'name="login_token" value="([^"]+)"', form.text)
+            assert form.status_code == 200 and token is not None
+            login = client.post("/ui/login", data={"login_token": token.group(1), "key": DEMO_ADMIN_KEY})
+            assert login.status_code == 303 and login.headers["location"] == "/ui/"
+            assert "rate_limiter" in client.get("/ui/plugins").text
     finally:
         auth.send_signal(signal.SIGINT)
         proc.send_signal(signal.SIGINT)
@@ -173,3 +184,7 @@ def test_readme_quick_start_matches_demo_yaml() -> None:
     assert f"ext_auth guards {plugins['ext_auth']['paths']}:" in readme
     assert f"rate_limiter: {plugins['rate_limiter']['limit']} requests a minute per virtual key" in readme
     assert "header" not in plugins["rate_limiter"] and "header" not in plugins["token_budget"]  # no spoofable keying in the demo
+    # The console login the README gives: its keys are demo.yaml's admin keys, with those roles.
+    admin_keys = {k["sha256"]: k["role"] for k in demo["admin"]["keys"]}
+    assert admin_keys == {hash_key(DEMO_ADMIN_KEY): "admin", hash_key(DEMO_VIEWER_KEY): "viewer"}
+    assert f"`{DEMO_ADMIN_KEY}`" in readme and f"`{DEMO_VIEWER_KEY}`" in readme and "http://127.0.0.1:8080/ui" in readme

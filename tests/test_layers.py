@@ -24,6 +24,7 @@ TIERS: list[set[str]] = [
     {"gateway"},
     {"admin"},
     {"mcp"},  # MCP tools and /mcp: tools on the runtime and policy, callers by admin and virtual keys
+    {"console"},  # the operator console at /ui: pages over the admin API, sessions from admin
     {"app"},  # the composition root: builds the gateway and mounts admin, /metrics, /health
     {"toolkit", "config_reference", "demo_services"},
     {"keys_cli"},

@@ -11,14 +11,19 @@ written to."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
 import sys
 import sysconfig
+import time
 from pathlib import Path
 
+import httpx
 import pytest
+
+from support import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SKIP = shutil.ignore_patterns(".venv", ".cache", ".git", "node_modules", "build", "__pycache__", "*.wasm", "*.egg-info", ".routeiq-state", "tests", "bench")
@@ -77,3 +82,31 @@ def test_new_build_test_from_a_wheel_outside_the_repo(wheel_venv: Path, tmp_path
     assert (work / "my_plugin" / "build" / "my_plugin.wasm").exists()
     assert any((home / ".cache" / "routeiq" / "guests").iterdir()), "the build cache is not in the user cache dir"
     assert _files(package) == before, "a build wrote into the installed package"
+
+
+def test_the_console_is_served_from_the_wheel(wheel_venv: Path, tmp_path: Path) -> None:
+    """/ui's templates and static assets are package data: a gateway run from the wheel
+    serves the login page, the script and the stylesheet (no CDN, no source tree)."""
+    port = free_port()
+    config = tmp_path / "gw.yaml"
+    sha = hashlib.sha256(b"wheel-admin-key").hexdigest()
+    config.write_text(f"server: {{host: 127.0.0.1, port: {port}}}\nadmin:\n  state_dir: {tmp_path / 'state'}\n  keys: [{{name: ops, sha256: {sha}, role: admin}}]\n")
+    proc = subprocess.Popen([str(wheel_venv / "bin" / "routeiq"), "serve", "--config", str(config)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else "routeiq serve exited"
+            try:
+                login = httpx.get(base + "/ui/login", timeout=5, trust_env=False)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "the gateway from the wheel did not answer"
+                time.sleep(0.2)
+        assert login.status_code == 200 and 'name="login_token"' in login.text
+        script = httpx.get(base + "/ui/static/console.js", timeout=5, trust_env=False)
+        assert script.status_code == 200 and "x-csrf-token" in script.text
+        assert httpx.get(base + "/ui/static/console.css", timeout=5, trust_env=False).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

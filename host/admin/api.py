@@ -1,6 +1,8 @@
 """/admin routes. Roles: viewer (read), operator (config, quarantine), admin (modules).
 
-Authenticate with `Authorization: Bearer <key>` (or `x-routeiq-admin-key`). The OpenAPI
+Authenticate with `Authorization: Bearer <key>` (or `x-routeiq-admin-key`), or with the
+operator console's session cookie, which needs its CSRF token (`x-csrf-token`) on every
+request that changes something (docs/console.md). The OpenAPI
 description is at /admin/openapi.json. Bodies are read under admin.max_config_bytes /
 admin.max_module_bytes (413 past them) and JSON is parsed strictly (400), so nothing
 malformed is applied or persisted."""
@@ -29,6 +31,7 @@ from routeiq.strategies.artifacts import ArtifactError
 from .auth import AdminKey
 from .body import BodyRefused, merge_patch, parse_json, read_limited
 from .guard import admin_error, admin_guard
+from .sessions import ConsoleSessions
 
 MERGE_PATCH_TYPES = ("application/merge-patch+json", "application/json")
 
@@ -47,11 +50,12 @@ def admin_routes(
     limits: AdminConfig,
     routing: SharedRouting | None = None,
     more: Sequence[Route] = (),
+    sessions: ConsoleSessions | None = None,
 ) -> list[Route]:
     """`more`: admin routes of parts above this layer (the MCP tools'), served and described
     in /admin/openapi.json with these."""
 
-    guarded = admin_guard(keys)
+    guarded = admin_guard(keys, sessions)
 
     def plugin_or_404(request: Request):  # type: ignore[no-untyped-def]
         name = request.path_params["name"]

@@ -10,8 +10,9 @@ from starlette.responses import JSONResponse, Response
 
 from routeiq.gateway.operator_changes import StateNotStored
 
-from .auth import AdminKey, allows, authenticate
+from .auth import AdminKey, allows
 from .body import BodyRefused
+from .sessions import ConsoleSessions, request_caller
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -22,15 +23,18 @@ def admin_error(status: int, message: str, code: str) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": "admin_error", "code": code}}, status_code=status, headers=headers)
 
 
-def admin_guard(keys: Sequence[AdminKey]) -> Callable[[str, Handler], Handler]:
-    """`guard(role, handler)`: the handler behind an admin key of at least `role`; body
-    refusals and unrecorded changes (503 state_not_stored) answered in the admin shape."""
+def admin_guard(keys: Sequence[AdminKey], sessions: ConsoleSessions | None = None) -> Callable[[str, Handler], Handler]:
+    """`guard(role, handler)`: the handler behind an admin key of at least `role` (in a
+    header, or a console session whose writes carry its CSRF token); body refusals and
+    unrecorded changes (503 state_not_stored) answered in the admin shape."""
 
     def guarded(role: str, handler: Handler) -> Handler:
         async def endpoint(request: Request) -> Response:
             header = request.headers.get("authorization", "")
             presented = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("x-routeiq-admin-key")
-            key = authenticate(keys, presented)
+            key, csrf_refusal = request_caller(request, keys, sessions, presented)
+            if csrf_refusal is not None:
+                return admin_error(403, csrf_refusal, "csrf_token_missing")
             if key is None:
                 return admin_error(401, "a valid admin API key is required", "unauthenticated")
             if not allows(key.role, role):

@@ -1,7 +1,8 @@
 """Key management shaped like LiteLLM's proxy (`/key/*`, `/team/*`, `/spend/*`), so its
 scripts and habits carry over.
 
-Authenticated with the master key (`keys.master_key`, as LiteLLM) or an `admin.keys` key:
+Authenticated with the master key (`keys.master_key`, as LiteLLM) or an `admin.keys` key
+(or the console's session cookie with its CSRF token on changes, docs/console.md):
 viewer for reads, operator for changes. Bodies are strict JSON objects; errors are
 OpenAI-shaped (`{"error": {"message", "type", "param", "code"}}`) and name the field. A key
 is returned once, by /key/generate and /key/regenerate; everything else shows its
@@ -24,7 +25,8 @@ from routeiq.identity.keys import KEY_FIELDS, KeyRequestError, KeyStore, Virtual
 from routeiq.identity.spend import SpendLedger
 from routeiq.strict_json import JsonInputError, loads
 
-from .auth import AdminKey, allows, authenticate
+from .auth import AdminKey, allows
+from .sessions import ConsoleSessions, request_caller
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -59,12 +61,16 @@ def _day(text: str | None, param: str) -> str | None:
         raise _Refused(_error(400, f"{param}: use YYYY-MM-DD", "invalid_date", param)) from None
 
 
-def key_routes(store: KeyStore, ledger: SpendLedger, authenticator: KeyAuthenticator, admin_keys: Sequence[AdminKey]) -> list[Route]:
+def key_routes(
+    store: KeyStore, ledger: SpendLedger, authenticator: KeyAuthenticator, admin_keys: Sequence[AdminKey], sessions: ConsoleSessions | None = None
+) -> list[Route]:
     def guarded(role: str, handler: Handler) -> Handler:
         async def endpoint(request: Request) -> Response:
             presented = presented_key(request.headers.raw)
             if not authenticator.is_master(presented):
-                key = authenticate(admin_keys, presented)
+                key, csrf_refusal = request_caller(request, admin_keys, sessions, presented)
+                if csrf_refusal is not None:
+                    return _error(403, csrf_refusal, "csrf_token_missing")
                 if key is None:
                     return _error(401, "the master key (keys.master_key) or an admin API key is required", "unauthenticated")
                 if not allows(key.role, role):

@@ -6,6 +6,7 @@ counter (`LlmTelemetry.request_end`) and the access-log line (`server.access_log
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -15,12 +16,19 @@ from routeiq.llm.telemetry import RECORD_KEY, LlmTelemetry, RequestRecord
 
 from .access_log import access_line
 
-EXEMPT = ("/health", "/metrics")
+EXEMPT = ("/health", "/metrics", "/ui/live")  # the console polls /ui/live: not traffic
 
 
 class ConcurrencyLimit:
     def __init__(
-        self, app: ASGIApp, limit: int, latency: LatencyHistogram, retry_after_s: int = 1, telemetry: LlmTelemetry | None = None, access_log: bool = False
+        self,
+        app: ASGIApp,
+        limit: int,
+        latency: LatencyHistogram,
+        retry_after_s: int = 1,
+        telemetry: LlmTelemetry | None = None,
+        access_log: bool = False,
+        outcomes: Counter[str] | None = None,
     ) -> None:
         self.app = app
         self.limit = limit
@@ -30,6 +38,7 @@ class ConcurrencyLimit:
         self.latency = latency  # every request this worker served (seconds), owned by the gateway
         self.telemetry = telemetry  # None: no model_list
         self.access_log = access_log
+        self.outcomes = outcomes  # answers by status class ("2xx", "4xx", "5xx", ...), owned by the gateway
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in EXEMPT:
@@ -37,6 +46,8 @@ class ConcurrencyLimit:
             return
         if self.limit and self.in_flight >= self.limit:
             self.shed += 1
+            if self.outcomes is not None:
+                self.outcomes["5xx"] += 1
             await send_error(send, 503, f"the gateway is at its concurrency limit ({self.limit}); retry shortly", "server_error", "overloaded", [(b"retry-after", self.retry_after)])
             return
         self.in_flight += 1
@@ -61,6 +72,8 @@ class ConcurrencyLimit:
             elapsed = time.perf_counter() - began
             self.latency.observe(elapsed)
             status = int(head[0]["status"]) if head else unanswered
+            if self.outcomes is not None:
+                self.outcomes[f"{status // 100}xx"] += 1
             if record.llm and self.telemetry is not None:
                 self.telemetry.request_end(record, status)
             if self.access_log:

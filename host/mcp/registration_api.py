@@ -22,14 +22,15 @@ from starlette.routing import Route
 from routeiq.admin.auth import AdminKey
 from routeiq.admin.body import parse_json, read_limited
 from routeiq.admin.guard import admin_error, admin_guard
+from routeiq.admin.sessions import ConsoleSessions
 from routeiq.config import AdminConfig
 from routeiq.runtime.errors import PluginLoadError
 
 from .registration import RegistrationRefused, ToolRegistry, parse_settings
 
 
-def tool_admin_routes(registry: ToolRegistry, keys: Sequence[AdminKey], limits: AdminConfig, node: str | None) -> list[Route]:
-    guarded = admin_guard(keys)
+def tool_admin_routes(registry: ToolRegistry, keys: Sequence[AdminKey], limits: AdminConfig, node: str | None, sessions: ConsoleSessions | None = None) -> list[Route]:
+    guarded = admin_guard(keys, sessions)
     # base64 takes 4 bytes per 3; the settings are a config-sized document beside it.
     body_limit = limits.max_module_bytes * 4 // 3 + 4 + limits.max_config_bytes
 

@@ -265,7 +265,12 @@ impl HttpContext for Limiter {
 }
 
 routeiq_guest::manifest!(
-    r#"{"name": "rate_limiter", "version": "0.1.0", "description": "Fixed-window request limit per consumer (virtual key, else client address), counted in shared data", "capabilities": ["shared_kv"]}"#
+    r#"{"name": "rate_limiter", "version": "0.1.0", "description": "Fixed-window request limit per consumer (virtual key, else client address), counted in shared data", "capabilities": ["shared_kv"],
+    "config_schema": {"type": "object", "additionalProperties": false, "properties": {
+        "limit": {"type": "integer", "minimum": 0, "description": "Requests allowed per window and consumer (0: none)"},
+        "window_s": {"type": "integer", "minimum": 1, "description": "Window length in seconds"},
+        "header": {"type": "string", "minLength": 1, "description": "Opt-in, spoofable: count per this client header when there is no consumer"},
+        "key_prefix": {"type": "string", "minLength": 1, "maxLength": 32, "description": "Prefix of the shared-data counters"}}}}"#
 );
 
 routeiq_guest::main! {
