@@ -39,4 +39,6 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
            "RouteIQ sets it before importing litellm so that importing does not fetch a cost map from the network; an operator's own value is kept"),
     EnvVar("PYTHON", "`./dev`", "`python3`",
            "interpreter `./dev setup` creates `.venv` with (Python 3.11 or newer)"),
+    EnvVar("ROUTEIQ_BENCH_PEERS_BIN", "`bench/load` (the LiteLLM proxy peer)", "set by `./dev bench` to `.venv-peers/bin`; else the running interpreter's bin directory",
+           "where the benchmarks find the `litellm` proxy command: its own venv, whose pins (mcp 1.x) clash with the gateway's"),
 )
