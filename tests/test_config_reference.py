@@ -105,7 +105,7 @@ _OPERATOR_NAMED = {
 
 
 def _python_reads() -> dict[str, str]:
-    files = sorted((ROOT / "host").rglob("*.py"))
+    files = sorted([*(ROOT / "host").rglob("*.py"), *(ROOT / "bench").rglob("*.py")])
     constants = {name: value for f in files for name, value in _PY_CONST.findall(f.read_text())}
     found: dict[str, str] = {}
     for f in files:
