@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from importlib import metadata
 from pathlib import Path
 from typing import Callable
@@ -116,7 +115,8 @@ def build_python_guests(root: Path, progress: Callable[[str], None] = lambda _: 
     abi, cache = root / "abi", root / ".cache" / "guests"
     base = _base_digest(abi, version)
     out_dir = root / "guest-examples" / "python" / "build"
-    return [_build_one(abi, cache, guest, out_dir, progress, version, base) for guest in guest_dirs(root)]
+    guests = guest_dirs(root)
+    return [_build_one(abi, cache, guest, out_dir, progress, version, base, f" ({n} of {len(guests)})") for n, guest in enumerate(guests, 1)]
 
 
 def build_python_plugin(guest: Path, out_dir: Path, progress: Callable[[str], None] = lambda _: None, *, abi: Path, cache: Path) -> Path:
@@ -126,7 +126,9 @@ def build_python_plugin(guest: Path, out_dir: Path, progress: Callable[[str], No
     return _build_one(abi, cache, guest.resolve(), out_dir, progress, version, _base_digest(abi, version))
 
 
-def _build_one(abi: Path, cache: Path, guest: Path, out_dir: Path, progress: Callable[[str], None], version: str, base: "hashlib._Hash") -> Path:
+def _build_one(
+    abi: Path, cache: Path, guest: Path, out_dir: Path, progress: Callable[[str], None], version: str, base: "hashlib._Hash", place: str = ""
+) -> Path:
     wit_dir = abi / "wit"
     sdk_dir = abi / "sdk" / "python"
     cache.mkdir(parents=True, exist_ok=True)
@@ -137,8 +139,9 @@ def _build_one(abi: Path, cache: Path, guest: Path, out_dir: Path, progress: Cal
     cached = cache / f"py-{name}-{digest.hexdigest()[:20]}.wasm"
     manifest = _manifest(guest)
     if not cached.exists():
-        progress(f"building {name}.wasm with componentize-py {version} (about a minute)")
-        began = time.monotonic()
+        # Most of the time is componentize-py compiling CPython (with Cranelift) to run the
+        # snapshot, the same for every guest (bench/results/python_build.md).
+        progress(f"building {name}.wasm{place} with componentize-py {version} (~12 s of CPU, mostly compiling CPython for its snapshot)")
         tmp = cached.with_suffix(f".tmp{os.getpid()}")
         _componentize(wit_dir, sdk_dir, guest, tmp)
         wasm = tmp.read_bytes()
@@ -146,7 +149,6 @@ def _build_one(abi: Path, cache: Path, guest: Path, out_dir: Path, progress: Cal
             wasm = with_custom_section(wasm, MANIFEST_SECTION, manifest)
         tmp.write_bytes(wasm)
         tmp.replace(cached)
-        progress(f"built {name}.wasm ({len(wasm) / 1e6:.1f} MB) in {time.monotonic() - began:.1f} s")
     target = out_dir / f"{name}.wasm"
     # The build record is added on the way out of the cache (it is a function of the key).
     sdk = hashlib.sha256()
