@@ -189,10 +189,11 @@ def main(argv: list[str]) -> int:
         "",
         "## Build time (cold cache), median of interleaved runs",
         "",
-        "| build | wall (s) | CPU user+sys (s) | runs |",
-        "| --- | ---: | ---: | ---: |",
-        f"| `plugin new --lang python` template (routeiq_guest SDK) | {med('template', 0):.1f} | {med('template', 1):.1f} | {len(runs['template'])} |",
-        f"| floor: same world, bare export class, no SDK | {med('floor', 0):.1f} | {med('floor', 1):.1f} | {len(runs['floor'])} |",
+        "| build | wall (s), median | wall (s), fastest | CPU user+sys (s), median | each run: wall s / CPU s / load |",
+        "| --- | ---: | ---: | ---: | --- |",
+        *[f"| {title} | {med(label, 0):.1f} | {min(r[0] for r in runs[label]):.1f} | {med(label, 1):.1f} | "
+          + ", ".join(f"{w:.1f} / {c:.1f} / {ld:.1f}" for w, c, ld in runs[label]) + " |"
+          for label, title in (("template", "`plugin new --lang python` template (routeiq_guest SDK)"), ("floor", "floor: same world, bare export class, no SDK"))],
         "",
         "## Size (deterministic)",
         "",
@@ -208,8 +209,9 @@ def main(argv: list[str]) -> int:
         "",
         "## Targets",
         "",
-        f"- Build <= {BUILD_TARGET_S:g} s: {'met' if med('template', 0) <= BUILD_TARGET_S else 'NOT met'} on wall time at this load "
-        f"({med('template', 0):.1f} s); CPU {med('template', 1):.1f} s, of which the floor (no SDK) is {med('floor', 1):.1f} s.",
+        f"- Build <= {BUILD_TARGET_S:g} s: {'met' if med('template', 0) <= BUILD_TARGET_S else 'NOT met'} on the median wall time at this load "
+        f"({med('template', 0):.1f} s; fastest run {min(r[0] for r in runs['template']):.1f} s). The build needs {med('template', 1):.1f} s of CPU, "
+        f"the floor without the SDK {med('floor', 1):.1f} s: the wall time is that CPU divided by the share of the 2 cores the build gets.",
         f"- Size <= {SIZE_TARGET_MB:g} MB: {'met' if sizes['total'] <= SIZE_TARGET_MB else 'NOT met'} ({sizes['total']:.2f} MB; "
         f"the floor without the SDK is {floor_sizes['total']:.2f} MB).",
         f"- Resident size per VM below {RSS_BEFORE_MB:g} MB: RSS {memory['Rss']:.1f} MiB, PSS {memory['Pss']:.1f} MiB, private {memory['Anonymous']:.1f} MiB.",
