@@ -92,7 +92,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 # What makes a language's guests slow to build, shown before they build (on a terminal).
-_SLOW_HINTS = {"python": " (a component each: componentize-py compiles CPython for it, ~15-60 s per changed guest)"}
+_SLOW_HINTS = {"python": " (a component each: componentize-py compiles CPython for it, ~12 s of CPU per changed guest)"}
 
 
 def _build_guests(args: argparse.Namespace) -> int:
