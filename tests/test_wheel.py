@@ -77,3 +77,7 @@ def test_new_build_test_from_a_wheel_outside_the_repo(wheel_venv: Path, tmp_path
     assert (work / "my_plugin" / "build" / "my_plugin.wasm").exists()
     assert any((home / ".cache" / "routeiq" / "guests").iterdir()), "the build cache is not in the user cache dir"
     assert _files(package) == before, "a build wrote into the installed package"
+    # componentize-py's CPython writes its own .pyc files into what it mounts: it must get a copy.
+    foreign = [p for p in package.rglob("*.pyc") if sys.implementation.cache_tag not in p.name]
+    assert not foreign, f"the guest toolchain wrote bytecode into the installed package: {foreign[:3]}"
+    assert not list((work / "my_plugin").rglob("__pycache__")), "the build wrote bytecode into the plugin's sources"

@@ -50,12 +50,31 @@ def guest_dirs(root: Path) -> list[Path]:
 SKIP_PARTS = {"__pycache__", "build", ".cache", "node_modules"}  # outputs, not sources
 
 
+def _source_files(base: Path) -> list[Path]:
+    """The files of `base` a build sees and its cache key covers (the same list for both)."""
+    return [
+        path for path in sorted(base.rglob("*"))
+        if path.is_file() and path.suffix in SOURCE_SUFFIXES and not SKIP_PARTS & set(path.relative_to(base).parts)
+    ]
+
+
 def _hash_tree(digest: "hashlib._Hash", base: Path) -> None:
-    for path in sorted(base.rglob("*")):
-        if path.is_file() and path.suffix in SOURCE_SUFFIXES and not SKIP_PARTS & set(path.relative_to(base).parts):
-            digest.update(str(path.relative_to(base)).encode())
-            digest.update(b"\0")
-            digest.update(path.read_bytes())
+    for path in _source_files(base):
+        digest.update(str(path.relative_to(base)).encode())
+        digest.update(b"\0")
+        digest.update(path.read_bytes())
+
+
+def _stage(base: Path, into: Path) -> Path:
+    """A copy of `base`'s source files: componentize-py writes CPython 3.14 .pyc files into
+    the directories it mounts (and walks every file in them), so it gets this copy, never
+    the author's project or the installed SDK."""
+    for path in _source_files(base):
+        target = into / path.relative_to(base)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+    into.mkdir(parents=True, exist_ok=True)
+    return into
 
 
 def _leb128(n: int) -> bytes:
@@ -168,12 +187,14 @@ def _build_one(
 
 def _componentize(wit_dir: Path, sdk_dir: Path, guest: Path, output: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
-    # Without VIRTUAL_ENV componentize-py mounts whatever `python3` on PATH calls its
-    # site-packages: an empty one keeps the component to the guest and the SDK.
-    with tempfile.TemporaryDirectory(prefix="routeiq-componentize-") as empty:
-        (Path(empty) / "lib" / "site-packages").mkdir(parents=True)
-        env["VIRTUAL_ENV"] = empty
-        _run_componentize(wit_dir, sdk_dir, guest, output, env)
+    with tempfile.TemporaryDirectory(prefix="routeiq-componentize-") as tmp:
+        # Without VIRTUAL_ENV componentize-py mounts whatever `python3` on PATH calls its
+        # site-packages: an empty one keeps the component to the guest and the SDK.
+        empty = Path(tmp) / "venv"
+        (empty / "lib" / "site-packages").mkdir(parents=True)
+        env["VIRTUAL_ENV"] = str(empty)
+        staged = _stage(guest, Path(tmp) / "guest" / guest.name)  # same name: the messages name it
+        _run_componentize(wit_dir, _stage(sdk_dir, Path(tmp) / "sdk"), staged, output, env)
 
 
 def _run_componentize(wit_dir: Path, sdk_dir: Path, guest: Path, output: Path, env: dict[str, str]) -> None:
