@@ -2,7 +2,7 @@
 the machine, the date, the command, and each goal met or the measured gap (the hook
 matrix is pivoted, rows x columns, and also drawn as bench/results/hook_matrix.png).
 
-Usage: ./dev bench [--only hooks,footprint,chain,load,slow_callbacks,replicas,mcp] [--quick] [pytest args for the hooks stage]
+Usage: ./dev bench [--only hooks,footprint,python_build,chain,load,slow_callbacks,replicas,mcp] [--quick] [pytest args for the hooks stage]
 """
 
 from __future__ import annotations
@@ -262,7 +262,7 @@ def machine() -> str:
     return f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}, wasmtime-py {version('wasmtime')}"
 
 
-STAGES = ("hooks", "footprint", "chain", "load", "slow_callbacks", "replicas", "mcp")
+STAGES = ("hooks", "footprint", "python_build", "chain", "load", "slow_callbacks", "replicas", "mcp")
 
 
 def run_pytest_benchmarks(pytest_args: list[str]) -> int:
@@ -311,8 +311,40 @@ def run_pytest_benchmarks(pytest_args: list[str]) -> int:
     return 0
 
 
+def _run_stage(stage: str, quick: bool, pytest_args: list[str]) -> int:
+    if stage == "hooks":
+        return run_pytest_benchmarks(pytest_args)
+    if stage == "footprint":
+        import footprint
+
+        return footprint.main([])
+    if stage == "python_build":
+        import python_build
+
+        return python_build.main(["--rounds", "1"] if quick else [])
+    if stage == "chain":
+        import chain_cpu
+
+        return chain_cpu.main((["--rounds", "3", "--requests", "500"] if quick else []) + ["--md", str(RESULTS / "chain_cpu.md")])
+    if stage == "load":
+        from load import run_load
+
+        return run_load.main(["--quick"] if quick else [])
+    if stage == "slow_callbacks":
+        from load import slow_callbacks
+
+        return slow_callbacks.main(["--seconds", "3"] if quick else [])
+    if stage == "replicas":
+        import replica_convergence
+
+        return replica_convergence.main(["--rounds", "5"] if quick else [])
+    import mcp_roundtrip
+
+    return mcp_roundtrip.main(["--calls", "300"] if quick else [])
+
+
 def main(argv: list[str]) -> int:
-    """./dev bench [--only hooks,footprint,chain,load,slow_callbacks,replicas,mcp] [--quick] [pytest args for the hooks stage]"""
+    """./dev bench [--only hooks,footprint,python_build,chain,load,slow_callbacks,replicas,mcp] [--quick] [pytest args for the hooks stage]"""
     stages: list[str] | None = None
     quick = False
     pytest_args: list[str] = []
@@ -334,46 +366,18 @@ def main(argv: list[str]) -> int:
         print(f"unknown stage(s) {', '.join(sorted(unknown))}; stages: {', '.join(STAGES)}", file=sys.stderr)
         return 2
     sys.path.insert(0, str(HERE))
-    if "hooks" in stages:
-        code = run_pytest_benchmarks(pytest_args)
-        if code:
-            return code
-    if "footprint" in stages:
-        import footprint
+    from routeiq.progress import Progress
 
-        code = footprint.main([])
+    # Each stage prints its own tables; the progress lines say which of them is running.
+    progress = Progress()
+    chosen = [stage for stage in STAGES if stage in stages]
+    for n, stage in enumerate(chosen, 1):
+        progress.step(f"bench stage {stage}", count=(n, len(chosen)))
+        code = _run_stage(stage, quick, pytest_args)
         if code:
+            progress.summary(f"bench: stage {stage} failed (exit {code})")
             return code
-    if "chain" in stages:
-        import chain_cpu
-
-        code = chain_cpu.main((["--rounds", "3", "--requests", "500"] if quick else []) + ["--md", str(RESULTS / "chain_cpu.md")])
-        if code:
-            return code
-    if "load" in stages:
-        from load import run_load
-
-        code = run_load.main(["--quick"] if quick else [])
-        if code:
-            return code
-    if "slow_callbacks" in stages:
-        from load import slow_callbacks
-
-        code = slow_callbacks.main(["--seconds", "3"] if quick else [])
-        if code:
-            return code
-    if "replicas" in stages:
-        import replica_convergence
-
-        code = replica_convergence.main(["--rounds", "5"] if quick else [])
-        if code:
-            return code
-    if "mcp" in stages:
-        import mcp_roundtrip
-
-        code = mcp_roundtrip.main(["--calls", "300"] if quick else [])
-        if code:
-            return code
+    progress.summary(f"bench: {len(chosen)} stage(s) ({', '.join(chosen)})")
     import headline
 
     headline.update_readme()

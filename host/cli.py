@@ -16,7 +16,9 @@ if TYPE_CHECKING:
     from starlette.applications import Starlette
 
     from routeiq.config import LoadedConfig
+    from routeiq.progress import Progress
     from routeiq.toolkit.cases import CaseResult
+    from routeiq.toolkit.project import PluginProject
 
 _LOG_LEVELS = {"trace": 5, "debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR, "critical": logging.CRITICAL}
 
@@ -89,7 +91,12 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# What makes a language's guests slow to build, shown before they build (on a terminal).
+_SLOW_HINTS = {"python": " (a component each: componentize-py compiles CPython for it, ~12 s of CPU per changed guest)"}
+
+
 def _build_guests(args: argparse.Namespace) -> int:
+    from routeiq.progress import Progress
     from routeiq.toolchain.assemblyscript import build_assemblyscript_guests
     from routeiq.toolchain.c import build_c_guests
     from routeiq.toolchain.rust import ToolchainMissing, build_rust_guests
@@ -103,14 +110,21 @@ def _build_guests(args: argparse.Namespace) -> int:
     except ImportError:  # the Python component toolchain is optional
         pass
     wanted = args.lang or list(builders)
-    for lang in wanted:
+    progress = Progress()
+    counts: list[str] = []
+    for n, lang in enumerate(wanted, 1):
+        progress.step(f"{lang} guests{_SLOW_HINTS.get(lang, '')}", count=(n, len(wanted)))
         try:
-            built = builders[lang](root, progress=lambda msg: print(msg, flush=True))
+            built = builders[lang](root, progress=progress)
         except ToolchainMissing as exc:
             print(f"routeiq: {lang} guests: {exc}", file=sys.stderr)
             return 2
-        for artifact in built:
-            print(f"  {artifact.relative_to(root) if artifact.is_relative_to(root) else artifact}")
+        counts.append(f"{lang} {len(built)}")
+        if progress.interactive:
+            for artifact in built:
+                progress.line(f"  {artifact.relative_to(root) if artifact.is_relative_to(root) else artifact}")
+    ran = progress.steps - len(wanted)  # the toolchains report a step only when they build
+    progress.summary(f"build-guests: {', '.join(counts)} guests; {ran} build step(s) ran" + ("" if ran else " (all up to date)"))
     return 0
 
 
@@ -213,16 +227,32 @@ def _plugin_new(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plugin_build(args: argparse.Namespace) -> int:
-    from routeiq.toolchain.rust import ToolchainMissing
-    from routeiq.toolkit.project import ProjectError, build_project, load_project
+def _build_with_progress(project: "PluginProject", progress: "Progress") -> tuple[Path, bool]:
+    """The project's module, built or taken from the cache, and whether it was rebuilt
+    (the toolchains report a step only when they build something)."""
+    from routeiq.toolkit.project import build_project
 
+    before = progress.steps
+    out = build_project(project, progress=progress)
+    return out, progress.steps > before
+
+
+def _module_state(out: Path, rebuilt: bool) -> str:
+    return f"{'built' if rebuilt else 'up to date'}, {out.stat().st_size / 1e6:.1f} MB"
+
+
+def _plugin_build(args: argparse.Namespace) -> int:
+    from routeiq.progress import Progress
+    from routeiq.toolchain.rust import ToolchainMissing
+    from routeiq.toolkit.project import ProjectError, load_project
+
+    progress = Progress()
     try:
-        out = build_project(load_project(Path(args.dir)), progress=lambda m: print(f"... {m}", flush=True))
+        out, rebuilt = _build_with_progress(load_project(Path(args.dir)), progress)
     except (ProjectError, ToolchainMissing) as exc:
         print(f"routeiq: {exc}", file=sys.stderr)
         return 2
-    print(out)
+    progress.summary(f"{out} ({_module_state(out, rebuilt)})")
     return 0
 
 
@@ -239,27 +269,31 @@ def _plugin_inspect(args: argparse.Namespace) -> int:
 
 
 def _print_case(result: "CaseResult") -> None:
-    # As each case finishes, so a long run shows where it is.
-    print(f"{'PASS' if result.ok else 'FAIL'} {result.name}", flush=True)
+    # Results, not progress: printed as each case finishes, on a terminal or not (a CI
+    # log needs the failures), numbered so a long run shows where it is.
+    print(f"{'PASS' if result.ok else 'FAIL'} {result.name} ({result.number}/{result.total})", flush=True)
     for failure in result.failures:
         print(f"     {failure}", flush=True)
 
 
 def _plugin_test(args: argparse.Namespace) -> int:
+    from routeiq.progress import Progress
     from routeiq.runtime.errors import PluginError
+    from routeiq.toolchain.paths import module_cache
     from routeiq.toolchain.rust import ToolchainMissing
     from routeiq.toolkit.cases import CaseFileError, run_cases
-    from routeiq.toolkit.project import ProjectError, build_project, load_project
+    from routeiq.toolkit.project import ProjectError, load_project
 
+    progress = Progress()
     try:
         project = load_project(Path(args.dir))
-        module = build_project(project, progress=lambda m: print(f"... {m}", flush=True))
-        results = run_cases(module, project.tests, project.name, on_result=_print_case, progress=lambda m: print(f"... {m}", flush=True))
+        module, rebuilt = _build_with_progress(project, progress)
+        results = run_cases(module, project.tests, project.name, on_result=_print_case, progress=progress, cache_dir=module_cache())
     except (ProjectError, ToolchainMissing, CaseFileError, PluginError) as exc:
         print(f"routeiq: {exc}", file=sys.stderr)
         return 2
     failed = sum(not r.ok for r in results)
-    print(f"{len(results) - failed} passed, {failed} failed")
+    progress.summary(f"{len(results) - failed} passed, {failed} failed ({module.name} {_module_state(module, rebuilt)})")
     return 1 if failed else 0
 
 

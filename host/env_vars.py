@@ -34,7 +34,7 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
     EnvVar("XDG_CACHE_HOME", "runtime (module cache), `routeiq plugin build`", "`~/.cache`",
            "base of the default compiled-module cache directory, `$XDG_CACHE_HOME/routeiq/modules` (`runtime.cache_dir` overrides), and of the plugin build cache `$XDG_CACHE_HOME/routeiq/guests`"),
     EnvVar("ROUTEIQ_CACHE_DIR", "`routeiq plugin build`, `routeiq plugin test`", "`$XDG_CACHE_HOME/routeiq`",
-           "where plugin builds cache compiled guests (`guests/`, content-addressed) and zig its own cache (`zig/`); never the install location or a source checkout"),
+           "where plugin builds cache compiled guests (`guests/`, content-addressed), `plugin test` the modules compiled for the runtime (`modules/`), and zig its own cache (`zig/`); never the install location or a source checkout"),
     EnvVar("LITELLM_LOCAL_MODEL_COST_MAP", "litellm deployments", "`True` (set by RouteIQ when unset)",
            "RouteIQ sets it before importing litellm so that importing does not fetch a cost map from the network; an operator's own value is kept"),
     EnvVar("PYTHON", "`./dev`", "`python3`",

@@ -13,7 +13,7 @@ SOURCES = {"routeiq": ROOT / "host", "routeiq.abi": ROOT / "abi", "routeiq.strat
 
 # Lowest first. A module may import its own package and any package of a lower tier.
 TIERS: list[set[str]] = [
-    {"abi", "strict_json", "log_format", "env_vars", "error_responses", "litellm_settings", "__init__"},
+    {"abi", "strict_json", "log_format", "env_vars", "error_responses", "litellm_settings", "progress", "__init__"},
     {"runtime", "strategies"},
     {"policy", "toolchain", "distribution"},
     {"services", "identity"},

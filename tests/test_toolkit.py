@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from routeiq.toolchain.paths import module_cache
 from routeiq.toolkit.harness import PluginTestHarness, UpstreamReply
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,9 +44,19 @@ def test_rust_plugin_from_new_to_passing_tests(tmp_path: Path) -> None:
 @pytest.mark.parametrize("lang", ["c", "assemblyscript", "python"])
 def test_other_languages_from_new_to_passing_tests(tmp_path: Path, lang: str) -> None:
     assert routeiq("plugin", "new", "--lang", lang, "--dir", str(tmp_path), "my_plugin").returncode == 0
+    built = routeiq("plugin", "build", str(tmp_path / "my_plugin"))
+    assert built.returncode == 0, built.stdout + built.stderr
     tested = routeiq("plugin", "test", str(tmp_path / "my_plugin"))
     assert tested.returncode == 0, tested.stdout + tested.stderr
-    assert "2 passed, 0 failed" in tested.stdout
+    assert "2 passed, 0 failed (my_plugin.wasm up to date" in tested.stdout  # the fresh build, not a rebuild
+    module = tmp_path / "my_plugin" / "build" / "my_plugin.wasm"
+    # The compiled module is cached for the next run (a component takes seconds to compile).
+    cached = list(module_cache().glob(f"{hashlib.sha256(module.read_bytes()).hexdigest()}-*"))
+    assert cached, f"nothing cached in {module_cache()}"
+    stamp = cached[0].stat().st_mtime_ns
+    again = routeiq("plugin", "test", str(tmp_path / "my_plugin"))
+    assert again.returncode == 0 and "2 passed, 0 failed" in again.stdout
+    assert cached[0].stat().st_mtime_ns == stamp  # deserialized, not compiled and stored again
     info = json.loads(routeiq("plugin", "inspect", "--json", str(tmp_path / "my_plugin" / "build" / "my_plugin.wasm")).stdout)
     assert info["manifest"]["name"] == "my_plugin"
     assert info["kind"] == ("component" if lang == "python" else "core module")

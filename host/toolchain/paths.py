@@ -29,3 +29,9 @@ def user_cache_dir() -> Path:
 def guest_cache() -> Path:
     """Built guests (and SDK rlibs), keyed by content hash: safe to share between projects."""
     return user_cache_dir() / "guests"
+
+
+def module_cache() -> Path:
+    """Compiled modules and components (`plugin test`), keyed by their bytes and the engine
+    settings, so a test run after a build deserializes instead of compiling again."""
+    return user_cache_dir() / "modules"

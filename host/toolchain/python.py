@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from importlib import metadata
 from pathlib import Path
 from typing import Callable
@@ -51,12 +50,31 @@ def guest_dirs(root: Path) -> list[Path]:
 SKIP_PARTS = {"__pycache__", "build", ".cache", "node_modules"}  # outputs, not sources
 
 
+def _source_files(base: Path) -> list[Path]:
+    """The files of `base` a build sees and its cache key covers (the same list for both)."""
+    return [
+        path for path in sorted(base.rglob("*"))
+        if path.is_file() and path.suffix in SOURCE_SUFFIXES and not SKIP_PARTS & set(path.relative_to(base).parts)
+    ]
+
+
 def _hash_tree(digest: "hashlib._Hash", base: Path) -> None:
-    for path in sorted(base.rglob("*")):
-        if path.is_file() and path.suffix in SOURCE_SUFFIXES and not SKIP_PARTS & set(path.relative_to(base).parts):
-            digest.update(str(path.relative_to(base)).encode())
-            digest.update(b"\0")
-            digest.update(path.read_bytes())
+    for path in _source_files(base):
+        digest.update(str(path.relative_to(base)).encode())
+        digest.update(b"\0")
+        digest.update(path.read_bytes())
+
+
+def _stage(base: Path, into: Path) -> Path:
+    """A copy of `base`'s source files: componentize-py writes CPython 3.14 .pyc files into
+    the directories it mounts (and walks every file in them), so it gets this copy, never
+    the author's project or the installed SDK."""
+    for path in _source_files(base):
+        target = into / path.relative_to(base)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+    into.mkdir(parents=True, exist_ok=True)
+    return into
 
 
 def _leb128(n: int) -> bytes:
@@ -116,7 +134,8 @@ def build_python_guests(root: Path, progress: Callable[[str], None] = lambda _: 
     abi, cache = root / "abi", root / ".cache" / "guests"
     base = _base_digest(abi, version)
     out_dir = root / "guest-examples" / "python" / "build"
-    return [_build_one(abi, cache, guest, out_dir, progress, version, base) for guest in guest_dirs(root)]
+    guests = guest_dirs(root)
+    return [_build_one(abi, cache, guest, out_dir, progress, version, base, f" ({n} of {len(guests)})") for n, guest in enumerate(guests, 1)]
 
 
 def build_python_plugin(guest: Path, out_dir: Path, progress: Callable[[str], None] = lambda _: None, *, abi: Path, cache: Path) -> Path:
@@ -126,7 +145,9 @@ def build_python_plugin(guest: Path, out_dir: Path, progress: Callable[[str], No
     return _build_one(abi, cache, guest.resolve(), out_dir, progress, version, _base_digest(abi, version))
 
 
-def _build_one(abi: Path, cache: Path, guest: Path, out_dir: Path, progress: Callable[[str], None], version: str, base: "hashlib._Hash") -> Path:
+def _build_one(
+    abi: Path, cache: Path, guest: Path, out_dir: Path, progress: Callable[[str], None], version: str, base: "hashlib._Hash", place: str = ""
+) -> Path:
     wit_dir = abi / "wit"
     sdk_dir = abi / "sdk" / "python"
     cache.mkdir(parents=True, exist_ok=True)
@@ -137,8 +158,9 @@ def _build_one(abi: Path, cache: Path, guest: Path, out_dir: Path, progress: Cal
     cached = cache / f"py-{name}-{digest.hexdigest()[:20]}.wasm"
     manifest = _manifest(guest)
     if not cached.exists():
-        progress(f"building {name}.wasm with componentize-py {version} (about a minute)")
-        began = time.monotonic()
+        # Most of the time is componentize-py compiling CPython (with Cranelift) to run the
+        # snapshot, the same for every guest (bench/results/python_build.md).
+        progress(f"building {name}.wasm{place} with componentize-py {version} (~12 s of CPU, mostly compiling CPython for its snapshot)")
         tmp = cached.with_suffix(f".tmp{os.getpid()}")
         _componentize(wit_dir, sdk_dir, guest, tmp)
         wasm = tmp.read_bytes()
@@ -146,7 +168,6 @@ def _build_one(abi: Path, cache: Path, guest: Path, out_dir: Path, progress: Cal
             wasm = with_custom_section(wasm, MANIFEST_SECTION, manifest)
         tmp.write_bytes(wasm)
         tmp.replace(cached)
-        progress(f"built {name}.wasm ({len(wasm) / 1e6:.1f} MB) in {time.monotonic() - began:.1f} s")
     target = out_dir / f"{name}.wasm"
     # The build record is added on the way out of the cache (it is a function of the key).
     sdk = hashlib.sha256()
@@ -166,12 +187,14 @@ def _build_one(abi: Path, cache: Path, guest: Path, out_dir: Path, progress: Cal
 
 def _componentize(wit_dir: Path, sdk_dir: Path, guest: Path, output: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
-    # Without VIRTUAL_ENV componentize-py mounts whatever `python3` on PATH calls its
-    # site-packages: an empty one keeps the component to the guest and the SDK.
-    with tempfile.TemporaryDirectory(prefix="routeiq-componentize-") as empty:
-        (Path(empty) / "lib" / "site-packages").mkdir(parents=True)
-        env["VIRTUAL_ENV"] = empty
-        _run_componentize(wit_dir, sdk_dir, guest, output, env)
+    with tempfile.TemporaryDirectory(prefix="routeiq-componentize-") as tmp:
+        # Without VIRTUAL_ENV componentize-py mounts whatever `python3` on PATH calls its
+        # site-packages: an empty one keeps the component to the guest and the SDK.
+        empty = Path(tmp) / "venv"
+        (empty / "lib" / "site-packages").mkdir(parents=True)
+        env["VIRTUAL_ENV"] = str(empty)
+        staged = _stage(guest, Path(tmp) / "guest" / guest.name)  # same name: the messages name it
+        _run_componentize(wit_dir, _stage(sdk_dir, Path(tmp) / "sdk"), staged, output, env)
 
 
 def _run_componentize(wit_dir: Path, sdk_dir: Path, guest: Path, output: Path, env: dict[str, str]) -> None:

@@ -80,6 +80,8 @@ class CaseFile(_Strict):
 class CaseResult:
     name: str
     failures: list[str]
+    number: int = 1  # this case's place in the file (1-based), of `total`
+    total: int = 1
 
     @property
     def ok(self) -> bool:
@@ -146,17 +148,22 @@ def run_cases(
     name: str | None = None,
     on_result: Callable[[CaseResult], None] = lambda _: None,
     progress: Callable[[str], None] = lambda _: None,
+    cache_dir: Path | None = None,
 ) -> list[CaseResult]:
     """Run every case; `on_result` sees each result as soon as it is known (a long run
-    shows where it is), `progress` the slow steps before the first case."""
+    shows where it is), `progress` the slow steps before the first case. With `cache_dir`
+    the compiled module is cached there (a component compiles for several seconds; the
+    next run of the same bytes deserializes it instead)."""
     spec = load_cases(cases_path)
     results = []
-    slow = "; a component compiles for several seconds" if _is_component_file(module) else ""
+    slow = "; a component compiles for several seconds unless cached" if _is_component_file(module) else ""
     progress(f"loading {module.name} ({module.stat().st_size / 1e6:.1f} MB{slow}) and {len(spec.cases)} cases")
-    with PluginTestHarness(module, name=name, config=spec.config, vm_config=spec.vm_config, capabilities=spec.capabilities, fail_open=spec.fail_open) as h:
-        for case in spec.cases:
+    with PluginTestHarness(module, name=name, config=spec.config, vm_config=spec.vm_config, capabilities=spec.capabilities, fail_open=spec.fail_open, cache_dir=cache_dir) as h:
+        for number, case in enumerate(spec.cases, 1):
+            if number == 1:
+                progress(f"running {len(spec.cases)} cases")
             reply = UpstreamReply(case.upstream.status, case.upstream.headers, case.upstream.body, case.upstream.chunks)
             got = h.request(case.request.method, case.request.path, case.request.headers, case.request.body, reply)
-            results.append(CaseResult(case.name, _check(case, got, h)))
+            results.append(CaseResult(case.name, _check(case, got, h), number, len(spec.cases)))
             on_result(results[-1])
     return results

@@ -96,6 +96,7 @@ class PluginTestHarness:
         fail_open: bool = False,
         limits: SandboxLimits | None = None,
         env: Mapping[str, str] | None = None,
+        cache_dir: Path | None = None,
     ) -> None:
         path = Path(module)
         self.name = name or path.stem
@@ -106,7 +107,7 @@ class PluginTestHarness:
             policy = {"plugins": {self.name: {"unpinned": True, "capabilities": list(declared)}}}
         self.logbook = PluginLogBook()
         self.services = HostServices()
-        self.runtime = WasmRuntime(cache_dir=None)
+        self.runtime = WasmRuntime(cache_dir=cache_dir)  # None: compile every time, cache nothing
         spec = PluginSpec(
             name=self.name,
             wasm_path=path,
