@@ -126,7 +126,7 @@ class Gateway:
             self.operator_changes.started()
             self.native = self._load_native()
             # MCP tools: sandboxed like plugins, granted from the policy's `tools:`.
-            self.tool_set = ToolSet(config, self.runtime, self.policy, self.services, self.logs)
+            self.tool_set = ToolSet(config, self.runtime, self.policy, self.services, self.logs, self.tracing.tracer)
         except BaseException:
             self.close()
             raise

@@ -205,7 +205,7 @@ def _plugin_new(args: argparse.Namespace) -> int:
     from routeiq.toolkit.scaffold import scaffold
 
     try:
-        directory = scaffold(args.lang, args.name, Path(args.dir))
+        directory = scaffold(args.lang, args.name, Path(args.dir), args.kind)
     except ProjectError as exc:
         print(f"routeiq: {exc}", file=sys.stderr)
         return 2
@@ -250,11 +250,13 @@ def _plugin_test(args: argparse.Namespace) -> int:
     from routeiq.toolchain.rust import ToolchainMissing
     from routeiq.toolkit.cases import CaseFileError, run_cases
     from routeiq.toolkit.project import ProjectError, build_project, load_project
+    from routeiq.toolkit.tool_cases import is_tool_case_file, run_tool_cases
 
     try:
         project = load_project(Path(args.dir))
         module = build_project(project, progress=lambda m: print(f"... {m}", flush=True))
-        results = run_cases(module, project.tests, project.name, on_result=_print_case, progress=lambda m: print(f"... {m}", flush=True))
+        run = run_tool_cases if is_tool_case_file(project.tests) else run_cases
+        results = run(module, project.tests, project.name, on_result=_print_case, progress=lambda m: print(f"... {m}", flush=True))
     except (ProjectError, ToolchainMissing, CaseFileError, PluginError) as exc:
         print(f"routeiq: {exc}", file=sys.stderr)
         return 2
@@ -367,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     plugin_sub = plugin.add_subparsers(dest="plugin_command", required=True)
     new = plugin_sub.add_parser("new", help="scaffold a plugin project (source, manifest, README, tests)")
     new.add_argument("--lang", required=True, choices=["rust", "python", "assemblyscript", "c"])
+    new.add_argument("--kind", default="filter", choices=["filter", "tool"], help="an HTTP filter (default) or an MCP tool (rust, python, c)")
     new.add_argument("--dir", default=".", help="parent directory (default: .)")
     new.add_argument("name")
     new.set_defaults(func=_plugin_new)

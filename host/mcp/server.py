@@ -43,6 +43,19 @@ class Caller:
     admin: AdminKey | None = None
     consumer: Consumer | None = None
 
+    @property
+    def identity(self) -> str:
+        """Who, for the audit trail and traces: `admin:<key name>`, `key:<consumer id>`
+        (`key:master` for the master key) or `anonymous`."""
+        if self.admin is not None:
+            return f"admin:{self.admin.name}"
+        if self.consumer is not None:
+            if self.consumer.master:
+                return "key:master"
+            cid = self.consumer.id
+            return cid if cid.startswith("key:") else f"key:{cid}"
+        return "anonymous"
+
     def may_use(self, allow: McpAllowConfig) -> bool:
         """Default deny: only what the tool's `allow` names."""
         if allow.anyone:
@@ -176,11 +189,12 @@ class McpGateway:
 
     async def _call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
         tool = self.tools.tools.get(params.name)
+        caller = _caller_of(ctx)
         # A tool the caller may not use is answered like one that does not exist.
-        if tool is None or not _caller_of(ctx).may_use(tool.allow):
+        if tool is None or not caller.may_use(tool.allow):
             raise MCPError(types.INVALID_PARAMS, f"unknown tool {params.name!r}")
         try:
-            outcome = tool.call(params.arguments or {})
+            outcome = await tool.call(params.arguments or {}, caller.identity)
         except ToolInputError as exc:
             raise MCPError(types.INVALID_PARAMS, str(exc)) from None
         if outcome.is_error:

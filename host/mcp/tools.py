@@ -1,21 +1,23 @@
 """Wasm modules as MCP tools: one sandboxed VM per tool, JSON in and JSON out.
 
-The core-module ABI (abi/mcp_tool.md): the host copies the call's arguments (JSON) into a
-buffer from the guest's `proxy_on_memory_allocate`, calls `routeiq_tool_call(ptr, len)`,
-and takes what the guest passed to `routeiq_tool_set_output(ptr, len)`: status 0, the JSON
-result; any other status, an error message. Each call runs under the tool's fuel, deadline
-and memory limits with the host calls its policy grant allows (the filters' host-call
-layer); a trap discards the VM and the next call gets a fresh one."""
+The one execution path of a tool call, whatever the guest: check the arguments against
+input_schema, run the guest (a core module speaking abi/mcp_tool.md, tool_guest.py, or a
+routeiq:tool component, component_tool.py), wait for the callouts a paused core-module
+call dispatched (tool_callouts.py), check the output, count, trace and audit the call.
+Each piece of guest code runs under the tool's fuel, deadline and memory limits with the
+host calls its policy grant allows (the filters' host-call layer); a trap discards the VM
+and the next call gets a fresh one."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import wasmtime
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -23,28 +25,31 @@ from prometheus_client.registry import Collector
 
 from routeiq import strict_json
 from routeiq.abi.capabilities import Capability
-from routeiq.abi.proxy_wasm import LogLevel, Status
+from routeiq.abi.proxy_wasm import LogLevel
 from routeiq.config import ConfigError, LoadedConfig, McpAllowConfig, McpToolConfig, config_bytes
 from routeiq.dispatch.hook_stats import LatencyHistogram
-from routeiq.hostcalls.proxy_abi import build_host_functions
-from routeiq.hostcalls.state import ContextState, HostEnv, HostServices, LogSink, PluginIdentity
+from routeiq.hostcalls.state import ContextState, HostServices, LogSink, PluginIdentity
 from routeiq.policy.admission import Admission, AdmissionRefused, admit
 from routeiq.policy.config_schema import ConfigSchemaError, schema_errors, validate_config
 from routeiq.policy.model import PolicyModel
 from routeiq.runtime.errors import GuestTrap, PluginLoadError
 from routeiq.runtime.limits import SandboxLimits
-from routeiq.runtime.vm import GuestFunction, GuestMemoryError, HostFunction, WasmVM, check_imports
+from routeiq.runtime.component import is_component
+from routeiq.runtime.vm import GuestMemoryError
 from routeiq.runtime.wasm_runtime import WasmRuntime
-from routeiq.services.callout import CalloutTarget
+
+from .component_tool import ComponentToolGuest, check_tool_component
+from .tool_callouts import CallDeadline, ToolCallouts
+from .tool_guest import CALL_EXPORT, FINISH_IMPORT, TOOL_OK, TOOL_PAUSED, CoreToolGuest, ToolGuest
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger("routeiq.mcp")
 
-CALL_EXPORT = "routeiq_tool_call"
-OUTPUT_IMPORT = "routeiq_tool_set_output"
-TOOL_OK = 0
-# A tool call is one synchronous guest call: nothing can deliver a callout response or a
-# tick into it, so these capabilities are refused at load rather than silently useless.
-NOT_FOR_TOOLS = (Capability.HTTP_CALLOUT, Capability.TIMERS, Capability.SHARED_QUEUE)
+# Timers and queues need background delivery a tool call does not have: refused at load
+# rather than silently useless. (HTTP callouts pause the call: tool_callouts.py.)
+NOT_FOR_TOOLS = (Capability.TIMERS, Capability.SHARED_QUEUE)
 
 
 class ToolInputError(ValueError):
@@ -58,21 +63,7 @@ class ToolOutcome:
     is_error: bool
     text: str
     structured: Any = None
-    kind: str = "ok"  # ok | tool_error | bad_output | a GuestTrap kind (fuel_exhausted, ...)
-
-
-class _NoBackground:
-    """The VMScheduler of a tool VM: a call is one synchronous guest call, so there is no
-    background work to schedule (the capabilities that need it are refused at load)."""
-
-    def start_callout(self, origin: ContextState, call_id: int, target: CalloutTarget, body: bytes, timeout_ms: int) -> bool:
-        return False
-
-    def set_tick_period(self, period_ms: int) -> None:
-        return None
-
-    def queue_ready(self, queue_id: int) -> None:
-        return None
+    kind: str = "ok"  # ok | tool_error | bad_output | call_timeout | a GuestTrap kind (fuel_exhausted, ...)
 
 
 @dataclass
@@ -85,7 +76,8 @@ class ToolStats:
 
 
 class WasmTool:
-    """One configured tool: its admitted module and, between calls, one live VM."""
+    """One configured tool: its admitted module (a core module or a routeiq:tool
+    component) and, between calls, one live guest."""
 
     def __init__(
         self,
@@ -97,6 +89,7 @@ class WasmTool:
         log_sink: LogSink | None,
         log_level: LogLevel,
         max_output_bytes: int,
+        tracer: "Tracer | None" = None,
     ) -> None:
         self.name = entry.name
         self.allow: McpAllowConfig = entry.allow
@@ -104,9 +97,13 @@ class WasmTool:
         self.services = services
         self.log_sink = log_sink
         self.max_output_bytes = max_output_bytes
+        self.tracer = tracer
+        self.call_timeout_ms = entry.call_timeout_ms
         self.stats = ToolStats()
         self.identity = PluginIdentity(name=entry.name, plugin_config=config_bytes(entry.config), log_level=log_level)
         limits = SandboxLimits(fuel=entry.limits.fuel, memory_bytes=entry.limits.memory_mb * 1024 * 1024, timeout_ms=entry.limits.timeout_ms)
+        self.kind = "core"
+        self._tool_interface = ""
         self.admission, self.module, self.sha256 = self._load(entry, wasm_path, policy, limits)
         manifest = self.admission.manifest
         schema = manifest.input_schema
@@ -118,13 +115,12 @@ class WasmTool:
         self.output_schema: dict[str, Any] | None = manifest.output_schema
         self.description = entry.description or manifest.description or ""
         validate_config(manifest.config_schema, self.identity.plugin_config)
-        self._output: bytes | None = None
-        self._vm: WasmVM | None = None
-        self._env: HostEnv | None = None
-        self._call: GuestFunction | None = None
-        self._start_vm()  # a module that cannot start is refused now, not at its first call
+        self.callouts = ToolCallouts(self.name, services, self.admission.grant.limits.callout_max_response_bytes)
+        self._guest: ToolGuest | None = None
+        self._lock = asyncio.Lock()  # one call at a time on the tool's VM (a paused call holds it)
+        self._start_guest()  # a module that cannot start is refused now, not at its first call
 
-    def _load(self, entry: McpToolConfig, wasm_path: Path, policy: PolicyModel | None, limits: SandboxLimits) -> tuple[Admission, wasmtime.Module, str]:
+    def _load(self, entry: McpToolConfig, wasm_path: Path, policy: PolicyModel | None, limits: SandboxLimits) -> tuple[Admission, Any, str]:
         try:
             wasm = wasm_path.read_bytes()
         except OSError as exc:
@@ -132,18 +128,30 @@ class WasmTool:
         digest = hashlib.sha256(wasm).hexdigest()
         if entry.sha256 and entry.sha256.lower() != digest:
             raise PluginLoadError(f"tool {self.name!r}: sha256 mismatch for {wasm_path}: config pins {entry.sha256}, file is {digest}")
-        try:
-            wasmtime.Module.validate(self.runtime.engine, wasm)
-        except wasmtime.WasmtimeError as exc:
-            raise PluginLoadError(f"tool {self.name!r}: {wasm_path} is not a valid WebAssembly module: {str(exc).splitlines()[0]}") from None
+        component = is_component(wasm[:8])
+        if not component:
+            try:
+                wasmtime.Module.validate(self.runtime.engine, wasm)
+            except wasmtime.WasmtimeError as exc:
+                raise PluginLoadError(f"tool {self.name!r}: {wasm_path} is not a valid WebAssembly module: {str(exc).splitlines()[0]}") from None
         try:  # the policy decides (pin, manifest vs grant) before anything is compiled
             admission = admit(policy, self.name, wasm_path, wasm, digest, limits, section="tools")
         except AdmissionRefused as refused:
             self.services.audit.denied(self.name, "load", refused.reason, str(refused))
             raise
-        asked = [c.value for c in admission.manifest.capabilities if c in NOT_FOR_TOOLS]
+        refused_caps = NOT_FOR_TOOLS + ((Capability.HTTP_CALLOUT,) if component else ())
+        asked = [c.value for c in admission.manifest.capabilities if c in refused_caps]
         if asked:
-            raise PluginLoadError(f"tool {self.name!r} asks for {', '.join(asked)}, which tools cannot use yet (a call is one synchronous guest call; docs/mcp.md)")
+            where = "the routeiq:tool world has no callouts yet" if component else "a tool call cannot receive timer ticks or queue items"
+            raise PluginLoadError(f"tool {self.name!r} asks for {', '.join(asked)}, which tools cannot use ({where}; docs/mcp.md)")
+        if component:
+            self.kind = "component"
+            try:
+                loaded = self.runtime.component_cache.load_component(wasm, digest)
+            except wasmtime.WasmtimeError as exc:
+                raise PluginLoadError(f"tool {self.name!r}: {wasm_path} is not a valid component: {str(exc).splitlines()[0]}") from None
+            self._tool_interface = check_tool_component(loaded, self.runtime)
+            return admission, loaded, digest
         module = self.runtime.compile(wasm, digest)
         exports = {e.name: e.type for e in module.exports}
         call = exports.get(CALL_EXPORT)
@@ -154,47 +162,19 @@ class WasmTool:
         return admission, module, digest
 
     # ----------------------------------------------------------------- the VM
-    def _host_functions(self, env: HostEnv, vm: WasmVM) -> dict[tuple[str, str], HostFunction]:
-        table = build_host_functions(env)
-        limit = self.max_output_bytes
-
-        def set_output(ptr: int, size: int) -> int:
-            if size > limit:
-                return env.deny(OUTPUT_IMPORT, "output_size", f"{size} bytes is over mcp.max_output_bytes ({limit})", Status.BAD_ARGUMENT)
-            self._output = vm.read(ptr, size)
-            return Status.OK
-
-        table[("env", OUTPUT_IMPORT)] = HostFunction("env", OUTPUT_IMPORT, ("i32", "i32"), ("i32",), set_output)
-        return table
-
-    def _start_vm(self) -> None:
-        vm = WasmVM(self.runtime.engine, self.module, self.admission.limits, self.runtime.settings.epoch_tick_ms)
-        env = HostEnv(self.identity, self.log_sink, self.admission.grant, self.services, vm, _NoBackground())
-        try:
-            table = self._host_functions(env, vm)
-            check_imports(self.module, table)
-            vm.instantiate(table)
-            allocator = vm.function("proxy_on_memory_allocate") or vm.function("malloc")
-            assert allocator is not None  # checked at load
-            vm.set_allocator(allocator)
-            env.active = env.root
-            initialize = vm.function("_initialize") or vm.function("_start")
-            if initialize is not None:
-                initialize()
-            call = vm.function(CALL_EXPORT)
-            assert call is not None  # checked at load
-        except BaseException:
-            vm.close()
-            raise
-        finally:
-            env.active = None
-            env.flush_stdio()
-        self._vm, self._env, self._call = vm, env, call
+    def _start_guest(self) -> ToolGuest:
+        args = (self.runtime, self.module, self.admission, self.identity, self.services, self.log_sink, self.max_output_bytes, self.callouts)
+        if self.kind == "component":
+            guest: ToolGuest = ComponentToolGuest(*args, interface=self._tool_interface)
+        else:
+            guest = CoreToolGuest(*args)
+        self._guest = guest
+        return guest
 
     def _discard(self) -> None:
-        if self._vm is not None:
-            self._vm.close()
-        self._vm = self._env = self._call = None
+        if self._guest is not None:
+            self._guest.close()
+        self._guest = None
 
     # ------------------------------------------------------------------ calls
     def check_arguments(self, arguments: dict[str, Any]) -> None:
@@ -204,35 +184,50 @@ class WasmTool:
             more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
             raise ToolInputError(f"tool {self.name!r}: " + "; ".join(errors[:5]) + more)
 
-    def call(self, arguments: dict[str, Any]) -> ToolOutcome:
+    async def call(self, arguments: dict[str, Any], caller: str = "") -> ToolOutcome:
         """Run one call (ToolInputError before anything runs if the arguments do not fit).
-        Synchronous, on the event loop like a filter callback: the deadline bounds it."""
+        Guest code runs on the event loop like a filter callback, each piece bounded by
+        `timeout_ms`; a call waiting for its callouts yields the loop, the whole call
+        bounded by `call_timeout_ms`. Every call that ran is audited (no argument values)."""
         self.check_arguments(arguments)
-        self.stats.calls += 1
-        began = time.perf_counter_ns()
-        try:
-            return self._run(arguments)
-        finally:
-            self.stats.latency.observe_ns(time.perf_counter_ns() - began)
-
-    def _run(self, arguments: dict[str, Any]) -> ToolOutcome:
-        data = json.dumps(arguments, separators=(",", ":")).encode()
-        self._output = None
-        try:
-            if self._vm is None:
-                self._start_vm()
-            vm, env, call = self._vm, self._env, self._call
-            assert vm is not None and env is not None and call is not None
-            env.active = env.root
+        async with self._lock:
+            self.stats.calls += 1
+            began = time.perf_counter_ns()
+            span = self.tracer.start_span(f"tool {self.name}") if self.tracer is not None else None
             try:
-                ptr = vm.allocate(len(data)) if data else 0
-                if data and not ptr:
-                    raise GuestTrap(f"tool {self.name!r}: its allocator refused {len(data)} bytes", callback=CALL_EXPORT)
-                vm.write(ptr, data)
-                status = call(ptr, len(data))
+                outcome = await self._run(arguments)
             finally:
-                env.active = None
-                env.flush_stdio()
+                elapsed = time.perf_counter_ns() - began
+                self.stats.latency.observe_ns(elapsed)
+        if span is not None:
+            record_span(span, self.name, self.kind, caller, outcome)
+        self.services.audit.tool_call(self.name, caller, "error" if outcome.is_error else "ok", outcome.kind, elapsed / 1e6)
+        return outcome
+
+    async def _run(self, arguments: dict[str, Any]) -> ToolOutcome:
+        data = json.dumps(arguments, separators=(",", ":")).encode()
+        self.callouts.begin(time.monotonic() + self.call_timeout_ms / 1000)
+        context: ContextState | None = None
+        try:
+            guest = self._guest or self._start_guest()
+            guest.output, guest.finished = None, None
+            context = guest.env.new_context(stream=None)
+            status = guest.invoke(context, data)
+            if guest.finished is not None:
+                status = guest.finished
+            while status == TOOL_PAUSED and guest.finished is None:
+                if not context.pending_callouts:
+                    self.stats.errors += 1
+                    return ToolOutcome(True, f"tool {self.name!r} paused with no callout to wait for (it must call {FINISH_IMPORT})", kind="tool_error")
+                origin, call_id, result = await self.callouts.next_result()
+                context.pending_callouts.discard(call_id)
+                guest.deliver(origin, call_id, result)
+                if guest.finished is not None:
+                    status = guest.finished
+        except CallDeadline:
+            self.stats.traps += 1
+            self._discard()  # the call's state in the guest is abandoned with it
+            return ToolOutcome(True, f"tool {self.name!r} did not finish within call_timeout_ms ({self.call_timeout_ms} ms) while waiting for its callouts; raise mcp.tools[].call_timeout_ms", kind="call_timeout")
         except (GuestTrap, GuestMemoryError) as trap:  # GuestMemoryError: its allocator answered a pointer outside its memory
             kind = trap.kind if isinstance(trap, GuestTrap) else "memory_out_of_bounds"
             self.stats.traps += 1
@@ -242,7 +237,11 @@ class WasmTool:
         except PluginLoadError as exc:  # a fresh VM did not start
             self.stats.traps += 1
             return ToolOutcome(True, f"tool {self.name!r} is unavailable: {exc}", kind=exc.kind)
-        output = self._output or b""
+        finally:
+            self.callouts.end()
+            if context is not None and self._guest is not None:
+                self._guest.env.drop_context(context)
+        output = guest.output or b""
         if status != TOOL_OK:
             self.stats.errors += 1
             message = output.decode("utf-8", "replace") or f"the tool answered status {status}"
@@ -261,6 +260,20 @@ class WasmTool:
 
     def close(self) -> None:
         self._discard()
+
+
+def record_span(span: Any, tool: str, kind: str, caller: str, outcome: ToolOutcome) -> None:
+    """End a call's span with what an operator filters traces by (never argument values)."""
+    from opentelemetry.trace import Status as SpanStatus
+    from opentelemetry.trace import StatusCode
+
+    span.set_attribute("routeiq.tool", tool)
+    span.set_attribute("routeiq.tool.kind", kind)
+    span.set_attribute("routeiq.caller", caller)
+    span.set_attribute("routeiq.outcome", outcome.kind)
+    if outcome.is_error:
+        span.set_status(SpanStatus(StatusCode.ERROR, outcome.kind))
+    span.end()
 
 
 class ToolStartupError(ConfigError):
@@ -288,7 +301,9 @@ class ToolSet(Collector):
         yield refused
         yield latency
 
-    def __init__(self, config: LoadedConfig, runtime: WasmRuntime, policy: PolicyModel | None, services: HostServices, log_sink: LogSink | None = None) -> None:
+    def __init__(
+        self, config: LoadedConfig, runtime: WasmRuntime, policy: PolicyModel | None, services: HostServices, log_sink: LogSink | None = None, tracer: "Tracer | None" = None
+    ) -> None:
         mcp = config.model.mcp
         server_level = LogLevel[config.model.server.log_level.upper()]
         where = str(config.path or "<config>")
@@ -297,10 +312,10 @@ class ToolSet(Collector):
             for i, entry in enumerate(mcp.tools):
                 level = LogLevel[entry.log_level.upper()] if entry.log_level else server_level
                 try:
-                    tool = WasmTool(entry, config.resolve(entry.wasm), runtime, policy, services, log_sink, level, mcp.max_output_bytes)
+                    tool = WasmTool(entry, config.resolve(entry.wasm), runtime, policy, services, log_sink, level, mcp.max_output_bytes, tracer)
                 except (PluginLoadError, ConfigSchemaError) as exc:
                     raise ToolStartupError(f"{where}: mcp.tools[{i}] ({entry.name}): {exc}") from None
-                log.info("tool %s loaded (sha256 %s, %s)", entry.name, tool.sha256[:12], tool.admission.manifest_origin)
+                log.info("tool %s loaded (%s, sha256 %s, %s)", entry.name, tool.kind, tool.sha256[:12], tool.admission.manifest_origin)
                 self.tools[entry.name] = tool
         except BaseException:
             self.close()
