@@ -224,6 +224,9 @@ class WasmTool:
                 guest.deliver(origin, call_id, result)
                 if guest.finished is not None:
                     status = guest.finished
+        except asyncio.CancelledError:  # the request went away mid-wait: the guest's paused state goes too
+            self._discard()
+            raise
         except CallDeadline:
             self.stats.traps += 1
             self._discard()  # the call's state in the guest is abandoned with it

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from routeiq.abi.proxy_wasm import LogLevel
 from routeiq.config import LimitsConfig, McpToolConfig
@@ -36,7 +36,7 @@ from routeiq.policy.manifest import load_manifest
 from routeiq.policy.model import parse_policy
 from routeiq.runtime.wasm_runtime import WasmRuntime
 
-from .cases import CaseFileError, CaseResult
+from .cases import CaseResult, load_case_file
 
 
 class _Strict(BaseModel):
@@ -75,12 +75,7 @@ def is_tool_case_file(path: Path) -> bool:
 
 
 def load_tool_cases(path: Path) -> ToolCaseFile:
-    try:
-        return ToolCaseFile.model_validate(yaml.safe_load(path.read_text()))
-    except yaml.YAMLError as exc:
-        raise CaseFileError(f"{path}: invalid YAML: {exc}") from None
-    except ValidationError as exc:
-        raise CaseFileError("\n".join(f"{path}: {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())) from None
+    return load_case_file(path, ToolCaseFile)
 
 
 def _check(case: ToolCase, outcome: Any, refusal: str | None, logs: list[str]) -> list[str]:
