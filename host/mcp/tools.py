@@ -63,7 +63,10 @@ class ToolOutcome:
     is_error: bool
     text: str
     structured: Any = None
-    kind: str = "ok"  # ok | tool_error | bad_output | call_timeout | a GuestTrap kind (fuel_exhausted, ...)
+    kind: str = "ok"  # ok | tool_error | bad_output | call_timeout | cancelled | a GuestTrap kind (fuel_exhausted, ...)
+
+
+CANCELLED = ToolOutcome(True, "the call was cancelled", kind="cancelled")
 
 
 @dataclass
@@ -194,14 +197,15 @@ class WasmTool:
             self.stats.calls += 1
             began = time.perf_counter_ns()
             span = self.tracer.start_span(f"tool {self.name}") if self.tracer is not None else None
+            outcome = CANCELLED  # unless _run answers: the request went away mid-call
             try:
                 outcome = await self._run(arguments)
             finally:
                 elapsed = time.perf_counter_ns() - began
                 self.stats.latency.observe_ns(elapsed)
-        if span is not None:
-            record_span(span, self.name, self.kind, caller, outcome)
-        self.services.audit.tool_call(self.name, caller, "error" if outcome.is_error else "ok", outcome.kind, elapsed / 1e6)
+                if span is not None:
+                    record_span(span, self.name, self.kind, caller, outcome)
+                self.services.audit.tool_call(self.name, caller, "error" if outcome.is_error else "ok", outcome.kind, elapsed / 1e6)
         return outcome
 
     async def _run(self, arguments: dict[str, Any]) -> ToolOutcome:
