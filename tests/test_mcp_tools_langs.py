@@ -190,3 +190,10 @@ def test_every_call_is_audited_without_its_arguments_and_traced(tmp_path: Path, 
     spans = [s for s in exporter.get_finished_spans() if s.name == "tool c_checksum"]
     assert [dict(s.attributes)["routeiq.caller"] for s in spans] == ["admin:ops", "anonymous"]
     assert all(dict(s.attributes)["routeiq.outcome"] == "ok" and dict(s.attributes)["routeiq.tool.kind"] == "core" for s in spans)
+
+
+def test_a_filter_component_is_refused_as_a_tool_naming_the_entry(make_app: Callable[..., Any]) -> None:
+    filter_component = EXAMPLES / "python" / "build" / "py_tagger.wasm"  # a routeiq:filter component
+    entry = {"name": "py_tagger", "wasm": str(filter_component), "allow": {"anyone": True}}
+    with pytest.raises(ToolStartupError, match=r"mcp.tools\[0\] \(py_tagger\): component imports what a tool may not use: .*routeiq:filter/host@0.2.0"):
+        make_app([], policy={"tools": {"py_tagger": {"unpinned": True}}}, mcp={"tools": [entry]})

@@ -76,6 +76,7 @@ class ToolStats:
     errors: int = 0  # tool errors and bad outputs
     traps: int = 0  # the VM was discarded
     refused: int = 0  # arguments refused by input_schema
+    cancelled: int = 0  # the request went away mid-call (the VM was discarded)
 
 
 class WasmTool:
@@ -229,6 +230,7 @@ class WasmTool:
                 if guest.finished is not None:
                     status = guest.finished
         except asyncio.CancelledError:  # the request went away mid-wait: the guest's paused state goes too
+            self.stats.cancelled += 1
             self._discard()
             raise
         except CallDeadline:
@@ -297,9 +299,10 @@ class ToolSet(Collector):
         refused = CounterMetricFamily("routeiq_mcp_tool_arguments_refused", "MCP tool calls refused by the tool's input_schema", labels=["tool"])
         for name, tool in self.tools.items():
             stats = tool.stats
-            calls.add_metric([name, "ok"], stats.calls - stats.errors - stats.traps)
+            calls.add_metric([name, "ok"], stats.calls - stats.errors - stats.traps - stats.cancelled)
             calls.add_metric([name, "tool_error"], stats.errors)
             calls.add_metric([name, "trap"], stats.traps)
+            calls.add_metric([name, "cancelled"], stats.cancelled)
             refused.add_metric([name], stats.refused)
         latency = HistogramMetricFamily("routeiq_mcp_tool_call_seconds", "MCP tool call latency (calls that ran)", labels=["tool"])
         for name, tool in self.tools.items():
