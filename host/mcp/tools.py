@@ -150,10 +150,12 @@ class WasmTool:
             raise PluginLoadError(f"tool {self.name!r} asks for {', '.join(asked)}, which tools cannot use ({where}; docs/mcp.md)")
         if component:
             self.kind = "component"
+            cache = self.runtime.component_cache
             try:
-                loaded = self.runtime.component_cache.load_component(wasm, digest)
+                loaded = cache.load_component(wasm, digest)
             except wasmtime.WasmtimeError as exc:
                 raise PluginLoadError(f"tool {self.name!r}: {wasm_path} is not a valid component: {str(exc).splitlines()[0]}") from None
+            log.info("tool %s: component %s in %.2f s", self.name, "loaded from cache" if cache.last_hit else "compiled", cache.last_seconds)
             self._tool_interface = check_tool_component(loaded, self.runtime)
             return admission, loaded, digest
         module = self.runtime.compile(wasm, digest)
