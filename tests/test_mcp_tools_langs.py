@@ -197,3 +197,13 @@ def test_a_filter_component_is_refused_as_a_tool_naming_the_entry(make_app: Call
     entry = {"name": "py_tagger", "wasm": str(filter_component), "allow": {"anyone": True}}
     with pytest.raises(ToolStartupError, match=r"mcp.tools\[0\] \(py_tagger\): component imports what a tool may not use: .*routeiq:filter/host@0.2.0"):
         make_app([], policy={"tools": {"py_tagger": {"unpinned": True}}}, mcp={"tools": [entry]})
+
+
+def test_plugin_inspect_recognizes_tool_components_and_callout_tools() -> None:
+    from routeiq.toolkit.inspect import format_inspection, inspect_module
+
+    component = format_inspection(inspect_module(TEXT_STATS))
+    assert "MCP tool:  exports routeiq:tool/tool; manifest declares input_schema, output_schema" in component
+    assert "MCP tool" not in format_inspection(inspect_module(EXAMPLES / "python" / "build" / "py_tagger.wasm"))  # a filter
+    core = format_inspection(inspect_module(CURRENCY))
+    assert "env.routeiq_tool_finish" in core and "env.proxy_http_call                          http_callout" in core
