@@ -399,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_key_commands(sub)
 
-    demo_auth = sub.add_parser("demo-auth", help="run the demo's auth service (for the ext_auth example)")
+    demo_auth = sub.add_parser("demo-auth", help="run the demo's auth and rates service (for the ext_auth example and the currency_convert tool)")
     demo_auth.add_argument("--host", default="127.0.0.1")
     demo_auth.add_argument("--port", type=int, default=9101)
     demo_auth.set_defaults(func=_demo_auth)
