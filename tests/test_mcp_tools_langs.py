@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import httpx
+import wasmtime
 import pytest
 from mcp.client.session import ClientSession
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -207,3 +208,38 @@ def test_plugin_inspect_recognizes_tool_components_and_callout_tools() -> None:
     assert "MCP tool" not in format_inspection(inspect_module(EXAMPLES / "python" / "build" / "py_tagger.wasm"))  # a filter
     core = format_inspection(inspect_module(CURRENCY))
     assert "env.routeiq_tool_finish" in core and "env.proxy_http_call                          http_callout" in core
+
+
+def finish_tool(tmp_path: Path, name: str, finish: int | None, returns: int) -> Path:
+    """A WAT tool that sets output "nope", optionally calls routeiq_tool_finish(finish),
+    and returns `returns` (2: paused)."""
+    finish_call = f"(drop (call $finish (i32.const {finish})))" if finish is not None else ""
+    wat = f"""(module
+  (import "env" "routeiq_tool_set_output" (func $out (param i32 i32) (result i32)))
+  (import "env" "routeiq_tool_finish" (func $finish (param i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "nope")
+  (func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 1024)
+  (func (export "routeiq_tool_call") (param i32 i32) (result i32)
+    (drop (call $out (i32.const 16) (i32.const 4)))
+    {finish_call}
+    i32.const {returns}))"""
+    wasm = tmp_path / f"{name}.wasm"
+    wasm.write_bytes(wasmtime.wat2wasm(wat))
+    (tmp_path / f"{name}.manifest.json").write_text('{"input_schema": {"type": "object"}}')
+    return wasm
+
+
+def test_pausing_without_a_callout_and_finish_inside_the_call(make_app: Callable[..., Any], live: Callable[[Any], str], tmp_path: Path) -> None:
+    tools = [
+        tool("idle", finish_tool(tmp_path, "idle", None, 2)),  # paused, but nothing in flight
+        tool("finished", finish_tool(tmp_path, "finished", 1, 0)),  # finish(1) wins over returning 0
+    ]
+    app, base = start(make_app, live, tools, {"idle": {"unpinned": True}, "finished": {"unpinned": True}})
+
+    async def work(s: ClientSession) -> Any:
+        return await s.call_tool("idle", {}), await s.call_tool("finished", {})
+
+    idle, finished = session(base, work)
+    assert idle.is_error and "paused with no callout to wait for" in idle.content[0].text
+    assert finished.is_error and finished.content[0].text == "nope"
