@@ -136,7 +136,7 @@ class Gateway:
             self.operator_changes.started()
             self.native = self._load_native()
             # MCP tools: sandboxed like plugins, granted from the policy's `tools:`.
-            self.tool_set = ToolSet(config, self.runtime, self.policy, self.services, self.logs)
+            self.tool_set = ToolSet(config, self.runtime, self.policy, self.services, self.logs, self.tracing.tracer)
             # ...and the tools operators registered through /admin/tools (state dir, cluster record).
             self.tool_registry = ToolRegistry(self.tool_set, self.operator_changes, self.operator_state)
             self.tool_registry.load_saved()

@@ -219,7 +219,7 @@ def _plugin_new(args: argparse.Namespace) -> int:
     from routeiq.toolkit.scaffold import scaffold
 
     try:
-        directory = scaffold(args.lang, args.name, Path(args.dir))
+        directory = scaffold(args.lang, args.name, Path(args.dir), args.kind)
     except ProjectError as exc:
         print(f"routeiq: {exc}", file=sys.stderr)
         return 2
@@ -283,12 +283,14 @@ def _plugin_test(args: argparse.Namespace) -> int:
     from routeiq.toolchain.rust import ToolchainMissing
     from routeiq.toolkit.cases import CaseFileError, run_cases
     from routeiq.toolkit.project import ProjectError, load_project
+    from routeiq.toolkit.tool_cases import is_tool_case_file, run_tool_cases
 
     progress = Progress()
     try:
         project = load_project(Path(args.dir))
         module, rebuilt = _build_with_progress(project, progress)
-        results = run_cases(module, project.tests, project.name, on_result=_print_case, progress=progress, cache_dir=module_cache())
+        run = run_tool_cases if is_tool_case_file(project.tests) else run_cases
+        results = run(module, project.tests, project.name, on_result=_print_case, progress=progress, cache_dir=module_cache())
     except (ProjectError, ToolchainMissing, CaseFileError, PluginError) as exc:
         print(f"routeiq: {exc}", file=sys.stderr)
         return 2
@@ -401,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     plugin_sub = plugin.add_subparsers(dest="plugin_command", required=True)
     new = plugin_sub.add_parser("new", help="scaffold a plugin project (source, manifest, README, tests)")
     new.add_argument("--lang", required=True, choices=["rust", "python", "assemblyscript", "c"])
+    new.add_argument("--kind", default="filter", choices=["filter", "tool"], help="an HTTP filter (default) or an MCP tool (rust, python, c)")
     new.add_argument("--dir", default=".", help="parent directory (default: .)")
     new.add_argument("name")
     new.set_defaults(func=_plugin_new)
@@ -430,7 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_key_commands(sub)
 
-    demo_auth = sub.add_parser("demo-auth", help="run the demo's auth service (for the ext_auth example)")
+    demo_auth = sub.add_parser("demo-auth", help="run the demo's auth and rates service (for the ext_auth example and the currency_convert tool)")
     demo_auth.add_argument("--host", default="127.0.0.1")
     demo_auth.add_argument("--port", type=int, default=9101)
     demo_auth.set_defaults(func=_demo_auth)

@@ -379,7 +379,7 @@ class AuditConfig(_Strict):
     path: str | None = Field(
         None,
         description=(
-            "Also write denied host calls here as JSON lines (null: log only). Every denial is counted (/metrics, admin); "
+            "Also write denied host calls and MCP tool calls (event `tool_call`: tool, caller, outcome; never arguments) here as JSON lines (null: log only). Every denial is counted (/metrics, admin); "
             "the log warning is rate-limited to one per plugin/call/reason every 10 s."
         ),
     )
@@ -730,10 +730,11 @@ class McpToolConfig(_Strict):
     JSON schemas come from the module's manifest; its capabilities from the policy's `tools:`."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="The tool's MCP name (unique among tools) and its policy entry (`tools.<name>`); also its shared-data namespace.")
-    wasm: str = Field(description="Path to the tool module (a core module exporting `routeiq_tool_call`), relative to the config file.")
+    wasm: str = Field(description="Path to the tool module (a core module exporting `routeiq_tool_call`, or a routeiq:tool component), relative to the config file.")
     sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$", description="Expected sha256 of the module (refused when it differs).")
     description: str | None = Field(None, description="Overrides the manifest's description.")
-    limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Sandbox limits of each call (the policy may cap them lower); `fuel`, `memory_mb` and `timeout_ms` apply.")
+    limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Sandbox limits of each piece of guest code a call runs (the call, each callout response; the policy may cap them lower); `fuel`, `memory_mb` and `timeout_ms` apply.")
+    call_timeout_ms: int = Field(10_000, ge=1, le=600_000, description="Wall clock of a whole call, waiting for its HTTP callouts included (each callout's timeout is capped by what is left); over it: a tool error `call_timeout` and a fresh VM.")
     config: Union[str, dict[str, Any], list[Any], None] = Field(None, description="Tool configuration bytes (as `plugins[].config`), readable as the plugin configuration buffer. Checked against the manifest's config_schema.")
     log_level: LOG_LEVELS | None = Field(None, description="The tool's log level (null: `server.log_level`).")
     allow: McpAllowConfig = Field(default_factory=McpAllowConfig, description="Who may list and call it (nobody unless given).")

@@ -16,6 +16,7 @@ import httpx
 
 from routeiq.admin.auth import hash_key
 from support import eventually, free_port
+from test_mcp import session
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,13 +69,19 @@ def test_demo_serve_shows_every_example(guests: dict[str, Path]) -> None:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_listening(9101, auth)
-        wait_healthy(url, proc)
+        wait_healthy(url, proc, timeout=300)  # the first start compiles the Python tool component (cached after)
         with httpx.Client(base_url=url, timeout=10, trust_env=False) as client:
             health = client.get("/health").json()
             assert [p["name"] for p in health["plugins"]] == ["tagger", "ext_auth", "rate_limiter", "pii_guard", "token_budget", "redactor", "chunk_counter", "request_counter"]
             assert all(p["state"] == "ready" for p in health["plugins"])
             assert client.get("/mcp/tools").status_code == 401  # keys are on in the demo: /mcp needs one
-            assert [t["name"] for t in client.get("/mcp/tools", headers=MASTER).json()["tools"]] == ["unit_convert"]  # README, docs/mcp.md
+            listed = [t["name"] for t in client.get("/mcp/tools", headers=MASTER).json()["tools"]]
+            assert listed == ["unit_convert", "currency_convert", "text_stats", "c_checksum"]  # README, docs/mcp.md
+            # The README's MCP client: currency_convert asks the demo rates service (cluster `rates`).
+            fx = session(url, lambda s: s.call_tool("currency_convert", {"amount": 10, "from": "EUR", "to": "USD"}), key="sk-demo-master-key")
+            assert not fx.is_error and fx.structured_content["currency"] == "USD" and fx.structured_content["amount"] > 10
+            stats = session(url, lambda s: s.call_tool("text_stats", {"text": "To be, or not to be."}), key="sk-demo-master-key")
+            assert stats.structured_content["words"] == 6 and stats.structured_content["top_words"][0] == {"word": "to", "count": 2}
 
             echoed = client.get("/echo/hello").json()
             assert ["x-routeiq-tagged", "demo"] in echoed["headers"]

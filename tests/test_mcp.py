@@ -183,9 +183,9 @@ def test_a_tool_whose_manifest_needs_more_than_its_grant_is_refused_at_startup(m
         make_app([], policy=None, mcp={"tools": [tool("bare", greedy)]})
     granted = make_app([], policy=policy_for(bare={"unpinned": True, "capabilities": ["shared_kv"]}), mcp={"tools": [tool("bare", greedy)]})
     assert "bare" in granted.state.gateway.tool_set.tools
-    callout = bare_tool(tmp_path, '{"capabilities": ["http_callout"], %s}' % schema)
-    with pytest.raises(ToolStartupError, match="asks for http_callout, which tools cannot use yet"):
-        make_app([], policy=policy_for(bare={"unpinned": True, "capabilities": ["http_callout"]}), mcp={"tools": [tool("bare", callout)]})
+    ticking = bare_tool(tmp_path, '{"capabilities": ["timers"], %s}' % schema)
+    with pytest.raises(ToolStartupError, match="asks for timers, which tools cannot use .a tool call cannot receive timer ticks"):
+        make_app([], policy=policy_for(bare={"unpinned": True, "capabilities": ["timers"]}), mcp={"tools": [tool("bare", ticking)]})
     broken = bare_tool(tmp_path, '{"input_schema": {"type": "object", "properties": {"x": {"type": 5}}}}')
     with pytest.raises(ToolStartupError, match=r"not a valid JSON Schema: input_schema.properties.x.type"):
         make_app([], policy=policy_for("bare"), mcp={"tools": [tool("bare", broken)]})

@@ -62,6 +62,31 @@ def test_other_languages_from_new_to_passing_tests(tmp_path: Path, lang: str) ->
     assert info["kind"] == ("component" if lang == "python" else "core module")
 
 
+@pytest.mark.parametrize("lang", ["rust", "c", "python"])
+def test_a_tool_from_new_to_passing_tests(tmp_path: Path, lang: str) -> None:
+    created = routeiq("plugin", "new", "--kind", "tool", "--lang", lang, "--dir", str(tmp_path), "greeter")
+    assert created.returncode == 0, created.stderr
+    project = tmp_path / "greeter"
+    tested = routeiq("plugin", "test", str(project))
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "PASS greets" in tested.stdout and "3 passed, 0 failed" in tested.stdout
+    info = json.loads(routeiq("plugin", "inspect", "--json", str(project / "build" / "greeter.wasm")).stdout)
+    assert info["manifest"]["input_schema"]["required"] == ["name"]
+
+    # A wrong expectation fails, saying what differed.
+    cases = (project / "tests.yaml").read_text().replace('greeting: "Hi, Ada!"', 'greeting: "Bye, Ada!"')
+    (project / "tests.yaml").write_text(cases)
+    failing = routeiq("plugin", "test", str(project))
+    assert failing.returncode == 1
+    assert "FAIL greets" in failing.stdout and "result.greeting: 'Hi, Ada!', expected 'Bye, Ada!'" in failing.stdout
+
+
+def test_a_tool_in_a_language_without_tool_support_is_refused(tmp_path: Path) -> None:
+    refused = routeiq("plugin", "new", "--kind", "tool", "--lang", "assemblyscript", "--dir", str(tmp_path), "greeter")
+    assert refused.returncode == 2 and "--kind tool supports --lang rust, python, c" in refused.stderr
+    assert not (tmp_path / "greeter").exists()
+
+
 def test_build_errors_are_shown(tmp_path: Path) -> None:
     routeiq("plugin", "new", "--lang", "rust", "--dir", str(tmp_path), "broken")
     lib = tmp_path / "broken" / "src" / "lib.rs"

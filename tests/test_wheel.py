@@ -57,8 +57,10 @@ def _files(directory: Path) -> dict[str, float]:
     return {str(p.relative_to(directory)): p.stat().st_mtime for p in directory.rglob("*") if "__pycache__" not in p.parts}
 
 
-@pytest.mark.parametrize("lang", ["rust", "c", "assemblyscript", "python"])
-def test_new_build_test_from_a_wheel_outside_the_repo(wheel_venv: Path, tmp_path: Path, lang: str) -> None:
+# Filters in every language; MCP tools in C (the tool header) and Python (the routeiq:tool
+# world and its SDK), what the wheel must carry beyond the filters' files.
+@pytest.mark.parametrize("kind, lang", [("filter", "rust"), ("filter", "c"), ("filter", "assemblyscript"), ("filter", "python"), ("tool", "c"), ("tool", "python")])
+def test_new_build_test_from_a_wheel_outside_the_repo(wheel_venv: Path, tmp_path: Path, kind: str, lang: str) -> None:
     home, work = tmp_path / "home", tmp_path / "work"
     home.mkdir()
     work.mkdir()
@@ -71,13 +73,13 @@ def test_new_build_test_from_a_wheel_outside_the_repo(wheel_venv: Path, tmp_path
     def routeiq(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([str(wheel_venv / "bin" / "routeiq"), *args], capture_output=True, text=True, cwd=work, env=env, timeout=900)
 
-    created = routeiq("plugin", "new", "--lang", lang, "my_plugin")
+    created = routeiq("plugin", "new", "--kind", kind, "--lang", lang, "my_plugin")
     assert created.returncode == 0, created.stdout + created.stderr
     built = routeiq("plugin", "build", "my_plugin")
     assert built.returncode == 0, built.stdout + built.stderr
     tested = routeiq("plugin", "test", "my_plugin")
     assert tested.returncode == 0, tested.stdout + tested.stderr
-    assert "2 passed, 0 failed" in tested.stdout
+    assert ("3 passed, 0 failed" if kind == "tool" else "2 passed, 0 failed") in tested.stdout
     assert "my_plugin.wasm up to date" in tested.stdout, "plugin test rebuilt what plugin build had just built"
     assert (work / "my_plugin" / "build" / "my_plugin.wasm").exists()
     assert any((home / ".cache" / "routeiq" / "guests").iterdir()), "the build cache is not in the user cache dir"

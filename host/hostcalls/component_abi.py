@@ -117,6 +117,22 @@ CALLS: dict[str, Call] = {
     "get-llm-response": Call("routeiq_get_llm_response", (), R("bytes")),
 }
 
+# The routeiq:tool world's `host` (abi/wit/tool/routeiq-tool.wit): the calls a tool may
+# make, with the filter world's signatures (same meanings, same gates); names differ only
+# where the tool world drops the filter's vocabulary.
+TOOL_CALLS: dict[str, Call] = {
+    "log": CALLS["log"],
+    "get-log-level": CALLS["get-log-level"],
+    "get-config": CALLS["get-plugin-config"],
+    "get-current-time-nanoseconds": CALLS["get-current-time-nanoseconds"],
+    "get-shared-data": CALLS["get-shared-data"],
+    "set-shared-data": CALLS["set-shared-data"],
+    "define-metric": CALLS["define-metric"],
+    "increment-metric": CALLS["increment-metric"],
+    "record-metric": CALLS["record-metric"],
+    "get-metric": CALLS["get-metric"],
+}
+
 # Component-only: not a proxy-wasm call (a core module traps itself).
 ABORT = "abort"
 ABORT_SIGNATURE = ((("enum", ABORT_REASONS), "str"), None)
@@ -193,12 +209,13 @@ def _abort(env: HostEnv) -> Callable[[int, str], None]:
     return abort
 
 
-def build_component_imports(env: HostEnv) -> list[HostImport]:
-    """The `host` functions for one component VM, gated by the plugin's grant."""
+def build_component_imports(env: HostEnv, calls: dict[str, Call] = CALLS) -> list[HostImport]:
+    """The `host` functions for one component VM, gated by the plugin's grant (`calls`:
+    the world's host interface, the filter world's unless given)."""
     meanings = host_calls(env, AUDIT_NAMES)
     granted = env.grant.capabilities
     imports = []
-    for wit, call in CALLS.items():
+    for wit, call in calls.items():
         capability = GATED_CALLS.get(call.meaning)
         if capability is not None and capability not in granted:
             impl = _denied(env, wit, capability, call.result[1] is not None)

@@ -1,7 +1,7 @@
 """Tool calls off the event loop, with MCP progress and cancellation.
 
-A Wasm tool call is one blocking guest call; it runs on a worker thread (the guest releases
-the GIL), so the event loop keeps serving and can hear the client meanwhile. While it runs,
+A Wasm tool call's guest code runs on worker threads (the guest releases the GIL;
+WasmTool.call), so the event loop keeps serving and can hear the client meanwhile. While it runs,
 a client that sent a `progressToken` gets `notifications/progress` every
 `mcp.progress_interval_ms` (elapsed milliseconds out of the tool's `timeout_ms`: the host
 cannot know how far a guest got, but it can say the call is alive and how long it may
@@ -12,6 +12,7 @@ replaced, as after a trap)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from typing import Any, Awaitable, Callable
@@ -21,12 +22,12 @@ from .tools import ToolOutcome, WasmTool
 Progress = Callable[[float, float | None, str | None], Awaitable[None]]
 
 
-async def run_tool_call(tool: WasmTool, arguments: dict[str, Any], progress: Progress | None, interval_s: float) -> ToolOutcome:
-    """`tool.call` on a worker thread; raises ToolInputError as `call` does, and
-    CancelledError (after stopping the guest) when the caller is cancelled."""
+async def run_tool_call(tool: WasmTool, arguments: dict[str, Any], caller: str, progress: Progress | None, interval_s: float) -> ToolOutcome:
+    """`tool.call` (its guest code on worker threads); raises ToolInputError as `call`
+    does, and CancelledError (after stopping the guest) when the caller is cancelled."""
     stop = threading.Event()
     began = time.monotonic()
-    running = asyncio.ensure_future(asyncio.to_thread(tool.call, arguments, stop))
+    running = asyncio.ensure_future(tool.call(arguments, caller, stop))
     try:
         while True:
             done, _ = await asyncio.wait({running}, timeout=interval_s if progress is not None else None)
@@ -36,5 +37,10 @@ async def run_tool_call(tool: WasmTool, arguments: dict[str, Any], progress: Pro
             elapsed_ms = (time.monotonic() - began) * 1000
             await progress(elapsed_ms, float(tool.admission.limits.timeout_ms), f"tool {tool.name} running for {elapsed_ms:.0f} ms")
     except asyncio.CancelledError:
-        stop.set()  # the guest stops at its next tick; its thread then ends by itself
+        stop.set()  # the guest stops at its next tick
+        running.cancel()  # a call waiting on callouts stops waiting; one in guest code waits for it to leave
+        # Shielded: a repeated cancel of this task must not cancel the call again (it
+        # ends by itself once its guest has stopped).
+        with contextlib.suppress(BaseException):
+            await asyncio.shield(running)
         raise

@@ -45,6 +45,19 @@ class Caller:
     admin: AdminKey | None = None
     consumer: Consumer | None = None
 
+    @property
+    def identity(self) -> str:
+        """Who, for the audit trail and traces: `admin:<key name>`, `key:<consumer id>`
+        (`key:master` for the master key) or `anonymous`."""
+        if self.admin is not None:
+            return f"admin:{self.admin.name}"
+        if self.consumer is not None:
+            if self.consumer.master:
+                return "key:master"
+            cid = self.consumer.id
+            return cid if cid.startswith("key:") else f"key:{cid}"
+        return "anonymous"
+
     def may_use(self, allow: McpAllowConfig) -> bool:
         """Default deny: only what the tool's `allow` names."""
         if allow.anyone:
@@ -191,8 +204,9 @@ class McpGateway:
 
     async def _call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
         tool = self._all_tools().get(params.name)
+        caller = _caller_of(ctx)
         # A tool the caller may not use is answered like one that does not exist.
-        if tool is None or not _caller_of(ctx).may_use(tool.allow):
+        if tool is None or not caller.may_use(tool.allow):
             raise MCPError(types.INVALID_PARAMS, f"unknown tool {params.name!r}")
         meta = getattr(ctx, "meta", None) or {}
         progress = ctx.session.report_progress if meta.get("progress_token") is not None else None
@@ -203,7 +217,7 @@ class McpGateway:
             except ToolInputError as exc:
                 raise MCPError(types.INVALID_PARAMS, str(exc)) from None
         try:
-            outcome = await run_tool_call(tool, params.arguments or {}, progress, self.progress_interval_s)
+            outcome = await run_tool_call(tool, params.arguments or {}, caller.identity, progress, self.progress_interval_s)
         except ToolInputError as exc:
             raise MCPError(types.INVALID_PARAMS, str(exc)) from None
         if outcome.is_error:

@@ -1,14 +1,20 @@
 """Wasm modules as MCP tools: one sandboxed VM per tool, JSON in and JSON out.
 
-The core-module ABI (abi/mcp_tool.md): the host copies the call's arguments (JSON) into a
-buffer from the guest's `proxy_on_memory_allocate`, calls `routeiq_tool_call(ptr, len)`,
-and takes what the guest passed to `routeiq_tool_set_output(ptr, len)`: status 0, the JSON
-result; any other status, an error message. Each call runs under the tool's fuel, deadline
-and memory limits with the host calls its policy grant allows (the filters' host-call
-layer); a trap discards the VM and the next call gets a fresh one."""
+The one execution path of a tool call, whatever the guest: check the arguments against
+input_schema, run the guest (a core module speaking abi/mcp_tool.md, tool_guest.py, or a
+routeiq:tool component, component_tool.py), wait for the callouts a paused core-module
+call dispatched (tool_callouts.py), check the output, count, trace and audit the call.
+Guest code runs on a worker thread (the guest releases the GIL), so the event loop keeps
+serving, sends progress and hears a cancel meanwhile (long_calls.py); a cancel stops a
+core-module guest at its next epoch tick.
+Each piece of guest code runs under the tool's fuel, deadline and memory limits with the
+host calls its policy grant allows (the filters' host-call layer); a trap discards the VM
+and the next call gets a fresh one."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -16,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import wasmtime
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -24,28 +30,31 @@ from prometheus_client.registry import Collector
 
 from routeiq import strict_json
 from routeiq.abi.capabilities import Capability
-from routeiq.abi.proxy_wasm import LogLevel, Status
+from routeiq.abi.proxy_wasm import LogLevel
 from routeiq.config import ConfigError, LoadedConfig, McpAllowConfig, McpToolConfig, config_bytes
 from routeiq.dispatch.hook_stats import LatencyHistogram
-from routeiq.hostcalls.proxy_abi import build_host_functions
-from routeiq.hostcalls.state import ContextState, HostEnv, HostServices, LogSink, PluginIdentity
+from routeiq.hostcalls.state import ContextState, HostServices, LogSink, PluginIdentity
 from routeiq.policy.admission import Admission, AdmissionRefused, admit
 from routeiq.policy.config_schema import ConfigSchemaError, schema_errors, validate_config
 from routeiq.policy.model import PolicyModel
 from routeiq.runtime.errors import GuestTrap, PluginLoadError
 from routeiq.runtime.limits import SandboxLimits
-from routeiq.runtime.vm import GuestFunction, GuestMemoryError, HostFunction, WasmVM, check_imports
+from routeiq.runtime.component import is_component
+from routeiq.runtime.vm import GuestMemoryError
 from routeiq.runtime.wasm_runtime import WasmRuntime
-from routeiq.services.callout import CalloutTarget
+
+from .component_tool import ComponentToolGuest, check_tool_component
+from .tool_callouts import CallDeadline, ToolCallouts
+from .tool_guest import CALL_EXPORT, FINISH_IMPORT, TOOL_OK, TOOL_PAUSED, CoreToolGuest, ToolGuest
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger("routeiq.mcp")
 
-CALL_EXPORT = "routeiq_tool_call"
-OUTPUT_IMPORT = "routeiq_tool_set_output"
-TOOL_OK = 0
-# A tool call is one synchronous guest call: nothing can deliver a callout response or a
-# tick into it, so these capabilities are refused at load rather than silently useless.
-NOT_FOR_TOOLS = (Capability.HTTP_CALLOUT, Capability.TIMERS, Capability.SHARED_QUEUE)
+# Timers and queues need background delivery a tool call does not have: refused at load
+# rather than silently useless. (HTTP callouts pause the call: tool_callouts.py.)
+NOT_FOR_TOOLS = (Capability.TIMERS, Capability.SHARED_QUEUE)
 
 
 class ToolInputError(ValueError):
@@ -59,21 +68,10 @@ class ToolOutcome:
     is_error: bool
     text: str
     structured: Any = None
-    kind: str = "ok"  # ok | tool_error | bad_output | a GuestTrap kind (fuel_exhausted, ...)
+    kind: str = "ok"  # ok | tool_error | bad_output | call_timeout | cancelled | a GuestTrap kind (fuel_exhausted, ...)
 
 
-class _NoBackground:
-    """The VMScheduler of a tool VM: a call is one synchronous guest call, so there is no
-    background work to schedule (the capabilities that need it are refused at load)."""
-
-    def start_callout(self, origin: ContextState, call_id: int, target: CalloutTarget, body: bytes, timeout_ms: int) -> bool:
-        return False
-
-    def set_tick_period(self, period_ms: int) -> None:
-        return None
-
-    def queue_ready(self, queue_id: int) -> None:
-        return None
+CANCELLED = ToolOutcome(True, "the call was cancelled", kind="cancelled")
 
 
 def check_arguments(name: str, schema: dict[str, Any], arguments: dict[str, Any], stats: "ToolStats") -> None:
@@ -91,13 +89,14 @@ class ToolStats:
     calls: int = 0
     errors: int = 0  # tool errors and bad outputs
     traps: int = 0  # the VM was discarded
-    cancelled: int = 0  # stopped by the client (notifications/cancelled); the VM was discarded too
-    unavailable: int = 0  # upstream MCP server tools: the server was not reached (host/mcp/upstream.py)
     refused: int = 0  # arguments refused by input_schema
+    cancelled: int = 0  # stopped by the client or its request went away (the VM was discarded)
+    unavailable: int = 0  # upstream MCP server tools: the server was not reached (host/mcp/upstream.py)
 
 
 class WasmTool:
-    """One configured tool: its admitted module and, between calls, one live VM."""
+    """One configured tool: its admitted module (a core module or a routeiq:tool
+    component) and, between calls, one live guest."""
 
     def __init__(
         self,
@@ -109,6 +108,7 @@ class WasmTool:
         log_sink: LogSink | None,
         log_level: LogLevel,
         max_output_bytes: int,
+        tracer: "Tracer | None" = None,
     ) -> None:
         self.name = entry.name
         self.allow: McpAllowConfig = entry.allow
@@ -116,9 +116,13 @@ class WasmTool:
         self.services = services
         self.log_sink = log_sink
         self.max_output_bytes = max_output_bytes
+        self.tracer = tracer
+        self.call_timeout_ms = entry.call_timeout_ms
         self.stats = ToolStats()
         self.identity = PluginIdentity(name=entry.name, plugin_config=config_bytes(entry.config), log_level=log_level)
         limits = SandboxLimits(fuel=entry.limits.fuel, memory_bytes=entry.limits.memory_mb * 1024 * 1024, timeout_ms=entry.limits.timeout_ms)
+        self.kind = "core"
+        self._tool_interface = ""
         self.admission, self.module, self.sha256 = self._load(entry, wasm_path, policy, limits)
         manifest = self.admission.manifest
         schema = manifest.input_schema
@@ -130,16 +134,14 @@ class WasmTool:
         self.output_schema: dict[str, Any] | None = manifest.output_schema
         self.description = entry.description or manifest.description or ""
         validate_config(manifest.config_schema, self.identity.plugin_config)
-        self._output: bytes | None = None
-        self._vm: WasmVM | None = None
-        self._env: HostEnv | None = None
-        self._call: GuestFunction | None = None
-        self._busy = threading.Lock()  # one call at a time on the tool's VM (calls run on threads)
+        self.callouts = ToolCallouts(self.name, services, self.admission.grant.limits.callout_max_response_bytes)
+        self._guest: ToolGuest | None = None
+        self._lock = asyncio.Lock()  # one call at a time on the tool's VM (a paused call holds it)
         self._running_stop: threading.Event | None = None  # the stop of the call on the VM now
         self.retired = False  # replaced or unregistered: no new call starts on it
-        self._start_vm()  # a module that cannot start is refused now, not at its first call
+        self._start_guest()  # a module that cannot start is refused now, not at its first call
 
-    def _load(self, entry: McpToolConfig, wasm_path: Path, policy: PolicyModel | None, limits: SandboxLimits) -> tuple[Admission, wasmtime.Module, str]:
+    def _load(self, entry: McpToolConfig, wasm_path: Path, policy: PolicyModel | None, limits: SandboxLimits) -> tuple[Admission, Any, str]:
         try:
             wasm = wasm_path.read_bytes()
         except OSError as exc:
@@ -147,18 +149,32 @@ class WasmTool:
         digest = hashlib.sha256(wasm).hexdigest()
         if entry.sha256 and entry.sha256.lower() != digest:
             raise PluginLoadError(f"tool {self.name!r}: sha256 mismatch for {wasm_path}: config pins {entry.sha256}, file is {digest}")
-        try:
-            wasmtime.Module.validate(self.runtime.engine, wasm)
-        except wasmtime.WasmtimeError as exc:
-            raise PluginLoadError(f"tool {self.name!r}: {wasm_path} is not a valid WebAssembly module: {str(exc).splitlines()[0]}") from None
+        component = is_component(wasm[:8])
+        if not component:
+            try:
+                wasmtime.Module.validate(self.runtime.engine, wasm)
+            except wasmtime.WasmtimeError as exc:
+                raise PluginLoadError(f"tool {self.name!r}: {wasm_path} is not a valid WebAssembly module: {str(exc).splitlines()[0]}") from None
         try:  # the policy decides (pin, manifest vs grant) before anything is compiled
             admission = admit(policy, self.name, wasm_path, wasm, digest, limits, section="tools")
         except AdmissionRefused as refused:
             self.services.audit.denied(self.name, "load", refused.reason, str(refused))
             raise
-        asked = [c.value for c in admission.manifest.capabilities if c in NOT_FOR_TOOLS]
+        refused_caps = NOT_FOR_TOOLS + ((Capability.HTTP_CALLOUT,) if component else ())
+        asked = [c.value for c in admission.manifest.capabilities if c in refused_caps]
         if asked:
-            raise PluginLoadError(f"tool {self.name!r} asks for {', '.join(asked)}, which tools cannot use yet (a call is one synchronous guest call; docs/mcp.md)")
+            where = "the routeiq:tool world has no callouts yet" if component else "a tool call cannot receive timer ticks or queue items"
+            raise PluginLoadError(f"tool {self.name!r} asks for {', '.join(asked)}, which tools cannot use ({where}; docs/mcp.md)")
+        if component:
+            self.kind = "component"
+            cache = self.runtime.component_cache
+            try:
+                loaded = cache.load_component(wasm, digest)
+            except wasmtime.WasmtimeError as exc:
+                raise PluginLoadError(f"tool {self.name!r}: {wasm_path} is not a valid component: {str(exc).splitlines()[0]}") from None
+            log.info("tool %s: component %s in %.2f s", self.name, "loaded from cache" if cache.last_hit else "compiled", cache.last_seconds)
+            self._tool_interface = check_tool_component(loaded, self.runtime)
+            return admission, loaded, digest
         module = self.runtime.compile(wasm, digest)
         exports = {e.name: e.type for e in module.exports}
         call = exports.get(CALL_EXPORT)
@@ -169,95 +185,85 @@ class WasmTool:
         return admission, module, digest
 
     # ----------------------------------------------------------------- the VM
-    def _host_functions(self, env: HostEnv, vm: WasmVM) -> dict[tuple[str, str], HostFunction]:
-        table = build_host_functions(env)
-        limit = self.max_output_bytes
-
-        def set_output(ptr: int, size: int) -> int:
-            if size > limit:
-                return env.deny(OUTPUT_IMPORT, "output_size", f"{size} bytes is over mcp.max_output_bytes ({limit})", Status.BAD_ARGUMENT)
-            self._output = vm.read(ptr, size)
-            return Status.OK
-
-        table[("env", OUTPUT_IMPORT)] = HostFunction("env", OUTPUT_IMPORT, ("i32", "i32"), ("i32",), set_output)
-        return table
-
-    def _start_vm(self) -> None:
-        # Interruptible: a call runs on a worker thread, and a client's cancel stops it at the next epoch tick.
-        vm = WasmVM(self.runtime.engine, self.module, self.admission.limits, self.runtime.settings.epoch_tick_ms, interruptible=True)
-        env = HostEnv(self.identity, self.log_sink, self.admission.grant, self.services, vm, _NoBackground())
-        try:
-            table = self._host_functions(env, vm)
-            check_imports(self.module, table)
-            vm.instantiate(table)
-            allocator = vm.function("proxy_on_memory_allocate") or vm.function("malloc")
-            assert allocator is not None  # checked at load
-            vm.set_allocator(allocator)
-            env.active = env.root
-            initialize = vm.function("_initialize") or vm.function("_start")
-            if initialize is not None:
-                initialize()
-            call = vm.function(CALL_EXPORT)
-            assert call is not None  # checked at load
-        except BaseException:
-            vm.close()
-            raise
-        finally:
-            env.active = None
-            env.flush_stdio()
-        self._vm, self._env, self._call = vm, env, call
+    def _start_guest(self) -> ToolGuest:
+        args = (self.runtime, self.module, self.admission, self.identity, self.services, self.log_sink, self.max_output_bytes, self.callouts)
+        if self.kind == "component":
+            guest: ToolGuest = ComponentToolGuest(*args, interface=self._tool_interface)
+        else:
+            guest = CoreToolGuest(*args)
+        self._guest = guest
+        return guest
 
     def _discard(self) -> None:
-        if self._vm is not None:
-            self._vm.close()
-        self._vm = self._env = self._call = None
+        if self._guest is not None:
+            self._guest.close()
+        self._guest = None
 
     # ------------------------------------------------------------------ calls
     def check_arguments(self, arguments: dict[str, Any]) -> None:
         check_arguments(self.name, self.input_schema, arguments, self.stats)
 
-    def call(self, arguments: dict[str, Any], stop: threading.Event | None = None) -> ToolOutcome:
+    async def call(self, arguments: dict[str, Any], caller: str = "", stop: threading.Event | None = None) -> ToolOutcome:
         """Run one call (ToolInputError before anything runs if the arguments do not fit).
-        Blocking (calls wait for the tool's VM): the gateway runs it on a worker thread.
-        Setting `stop` ends the call at the next epoch tick (outcome kind `cancelled`)."""
+        Each piece of guest code runs on a worker thread, bounded by `timeout_ms`; a call
+        waiting for its callouts waits on the loop, the whole call bounded by
+        `call_timeout_ms`. Setting `stop` (from any thread) ends a core-module guest at its
+        next epoch tick (outcome `cancelled`). Every call that ran is audited (no argument
+        values)."""
         self.check_arguments(arguments)
-        with self._busy:
+        stop = stop if stop is not None else threading.Event()
+        async with self._lock:
             if self.retired:  # it was swapped out while this call waited for its VM
                 return ToolOutcome(True, f"tool {self.name!r} was replaced or unregistered while the call waited; call it again", kind="tool_error")
             self.stats.calls += 1
-            if stop is None:
-                stop = threading.Event()
-            self._running_stop = stop
             if stop.is_set():  # cancelled while it waited for the VM
                 self.stats.cancelled += 1
                 return ToolOutcome(True, f"tool {self.name!r}: the call was cancelled before it ran", kind="cancelled")
             began = time.perf_counter_ns()
+            span = self.tracer.start_span(f"tool {self.name}") if self.tracer is not None else None
+            outcome = CANCELLED  # unless _run answers: the request went away mid-call
+            self._running_stop = stop
             try:
-                return self._run(arguments, stop)
+                outcome = await self._run(arguments, stop)
             finally:
                 self._running_stop = None
-                self.stats.latency.observe_ns(time.perf_counter_ns() - began)
+                if self.retired:  # swapped out or shut down while it ran: free its VM now
+                    self._discard()
+                elapsed = time.perf_counter_ns() - began
+                self.stats.latency.observe_ns(elapsed)
+                if span is not None:
+                    record_span(span, self.name, self.kind, caller, outcome)
+                self.services.audit.tool_call(self.name, caller, "error" if outcome.is_error else "ok", outcome.kind, elapsed / 1e6)
+        return outcome
 
-    def _run(self, arguments: dict[str, Any], stop: threading.Event | None = None) -> ToolOutcome:
+    async def _run(self, arguments: dict[str, Any], stop: threading.Event) -> ToolOutcome:
         data = json.dumps(arguments, separators=(",", ":")).encode()
-        self._output = None
+        self.callouts.begin(time.monotonic() + self.call_timeout_ms / 1000)
+        context: ContextState | None = None
         try:
-            if self._vm is None:
-                self._start_vm()
-            vm, env, call = self._vm, self._env, self._call
-            assert vm is not None and env is not None and call is not None
-            env.active = env.root
-            vm.stop_on(stop)
-            try:
-                ptr = vm.allocate(len(data)) if data else 0
-                if data and not ptr:
-                    raise GuestTrap(f"tool {self.name!r}: its allocator refused {len(data)} bytes", callback=CALL_EXPORT)
-                vm.write(ptr, data)
-                status = call(ptr, len(data))
-            finally:
-                vm.stop_on(None)
-                env.active = None
-                env.flush_stdio()
+            guest = self._guest or self._start_guest()
+            guest.output, guest.finished = None, None
+            context = guest.env.new_context(stream=None)
+            status = await _guest_piece(guest, stop, guest.invoke, context, data)
+            if guest.finished is not None:
+                status = guest.finished
+            while status == TOOL_PAUSED and guest.finished is None:
+                if not context.pending_callouts:
+                    self.stats.errors += 1
+                    return ToolOutcome(True, f"tool {self.name!r} paused with no callout to wait for (it must call {FINISH_IMPORT})", kind="tool_error")
+                origin, call_id, result = await self.callouts.next_result()
+                context.pending_callouts.discard(call_id)
+                await _guest_piece(guest, stop, guest.deliver, origin, call_id, result)
+                if guest.finished is not None:
+                    status = guest.finished
+        except asyncio.CancelledError:  # the request went away mid-wait: the guest's paused state goes too
+            self.stats.cancelled += 1
+            self._discard()
+            raise
+        except CallDeadline:
+            self.stats.traps += 1
+            self._discard()  # the call's state in the guest is abandoned with it
+            return ToolOutcome(True, f"tool {self.name!r} did not finish within call_timeout_ms ({self.call_timeout_ms} ms) while waiting for its callouts; raise mcp.tools[].call_timeout_ms", kind="call_timeout")
         except (GuestTrap, GuestMemoryError) as trap:  # GuestMemoryError: its allocator answered a pointer outside its memory
             kind = trap.kind if isinstance(trap, GuestTrap) else "memory_out_of_bounds"
             if kind == "cancelled":
@@ -270,7 +276,11 @@ class WasmTool:
         except PluginLoadError as exc:  # a fresh VM did not start
             self.stats.traps += 1
             return ToolOutcome(True, f"tool {self.name!r} is unavailable: {exc}", kind=exc.kind)
-        output = self._output or b""
+        finally:
+            self.callouts.end()
+            if context is not None and self._guest is not None:
+                self._guest.env.drop_context(context)
+        output = guest.output or b""
         if status != TOOL_OK:
             self.stats.errors += 1
             message = output.decode("utf-8", "replace") or f"the tool answered status {status}"
@@ -289,23 +299,60 @@ class WasmTool:
 
     def retire(self) -> None:
         """Out of service (hot swap, unregistration): a call running on it finishes on its
-        VM, which is then freed (on a thread, so the event loop never waits for it)."""
+        VM, which that call then frees; an idle VM is freed now."""
         self.retired = True
-
-        def free() -> None:
-            with self._busy:
-                self._discard()
-
-        threading.Thread(target=free, name=f"routeiq-retire-{self.name}", daemon=True).start()
+        if not self._lock.locked():
+            self._discard()
 
     def close(self) -> None:
-        """At shutdown: a running call is stopped at its next tick, then the VM is freed."""
+        """At shutdown: a running call is stopped at its next tick and frees its VM."""
         self.retired = True
         running = self._running_stop
         if running is not None:
             running.set()
-        with self._busy:
+        if not self._lock.locked():
             self._discard()
+
+
+async def _guest_piece(guest: ToolGuest, stop: threading.Event, piece: Callable[..., Any], *args: Any) -> Any:
+    """`piece(*args)` on a worker thread. Cancelled meanwhile, it stops the guest and waits
+    for the thread to leave it before the CancelledError goes on (whoever handles that may
+    free the VM, which must not happen under a running guest)."""
+    running = asyncio.ensure_future(asyncio.to_thread(_on_guest, guest, stop, piece, *args))
+    try:
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        stop.set()  # a core module stops at its next epoch tick, a component at its deadline
+        # Shielded, and again after each further cancel (anyio repeats them): the thread
+        # must have left the guest before anyone may free it.
+        while not running.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(running)
+        raise
+
+
+def _on_guest(guest: ToolGuest, stop: threading.Event, piece: Callable[..., Any], *args: Any) -> Any:
+    """One piece of guest code (the call, or a callout's delivery) on a worker thread,
+    stoppable through `stop`."""
+    guest.stop_on(stop)
+    try:
+        return piece(*args)
+    finally:
+        guest.stop_on(None)
+
+
+def record_span(span: Any, tool: str, kind: str, caller: str, outcome: ToolOutcome) -> None:
+    """End a call's span with what an operator filters traces by (never argument values)."""
+    from opentelemetry.trace import Status as SpanStatus
+    from opentelemetry.trace import StatusCode
+
+    span.set_attribute("routeiq.tool", tool)
+    span.set_attribute("routeiq.tool.kind", kind)
+    span.set_attribute("routeiq.caller", caller)
+    span.set_attribute("routeiq.outcome", outcome.kind)
+    if outcome.is_error:
+        span.set_status(SpanStatus(StatusCode.ERROR, outcome.kind))
+    span.end()
 
 
 class ToolStartupError(ConfigError):
@@ -336,12 +383,14 @@ class ToolSet(Collector):
         yield refused
         yield latency
 
-    def __init__(self, config: LoadedConfig, runtime: WasmRuntime, policy: PolicyModel | None, services: HostServices, log_sink: LogSink | None = None) -> None:
+    def __init__(
+        self, config: LoadedConfig, runtime: WasmRuntime, policy: PolicyModel | None, services: HostServices, log_sink: LogSink | None = None, tracer: "Tracer | None" = None
+    ) -> None:
         mcp = config.model.mcp
         server_level = LogLevel[config.model.server.log_level.upper()]
         where = str(config.path or "<config>")
         self._runtime, self._policy, self._services, self._log_sink = runtime, policy, services, log_sink
-        self._server_level, self._max_output_bytes = server_level, mcp.max_output_bytes
+        self._server_level, self._max_output_bytes, self._tracer = server_level, mcp.max_output_bytes, tracer
         # The config file's entries, by name: what unregistering an admin override returns to.
         self.file_entries: dict[str, tuple[McpToolConfig, Path]] = {e.name: (e, config.resolve(e.wasm)) for e in mcp.tools}
         self.tools: dict[str, WasmTool] = {}
@@ -353,7 +402,7 @@ class ToolSet(Collector):
                     tool = self.build(entry, config.resolve(entry.wasm))
                 except (PluginLoadError, ConfigSchemaError) as exc:
                     raise ToolStartupError(f"{where}: mcp.tools[{i}] ({entry.name}): {exc}") from None
-                log.info("tool %s loaded (sha256 %s, %s)", entry.name, tool.sha256[:12], tool.admission.manifest_origin)
+                log.info("tool %s loaded (%s, sha256 %s, %s)", entry.name, tool.kind, tool.sha256[:12], tool.admission.manifest_origin)
                 self.tools[entry.name] = tool
         except BaseException:
             self.close()
@@ -363,7 +412,7 @@ class ToolSet(Collector):
         """Load one tool as configured tools are (pin, policy, manifest, schemas, VM start);
         raises PluginLoadError or ConfigSchemaError with the reason. Not yet served."""
         level = LogLevel[entry.log_level.upper()] if entry.log_level else self._server_level
-        return WasmTool(entry, wasm_path, self._runtime, self._policy, self._services, self._log_sink, level, self._max_output_bytes)
+        return WasmTool(entry, wasm_path, self._runtime, self._policy, self._services, self._log_sink, level, self._max_output_bytes, self._tracer)
 
     def put(self, tool: WasmTool) -> None:
         """Serve `tool` under its name from now on; the one it replaces is retired."""

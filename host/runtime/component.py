@@ -162,6 +162,7 @@ class ComponentSandbox:
         epoch_tick_ms: int,
         filter_interface: str = FILTER_INTERFACE,
         environment: Sequence[tuple[str, str]] = (),
+        host_interface: str = HOST_INTERFACE,
     ) -> None:
         self.limits = limits
         self._tick_ms = epoch_tick_ms
@@ -169,6 +170,7 @@ class ComponentSandbox:
         self._deadline_ticks = max(1, -(-limits.timeout_ms // epoch_tick_ms)) + 1
         self._component = component
         self._filter_interface = filter_interface
+        self._host_interface = host_interface  # the world's import (routeiq:tool links a subset)
         self.store = wasmtime.Store(engine)
         self.store.set_limits(
             memory_size=limits.memory_bytes,
@@ -195,7 +197,7 @@ class ComponentSandbox:
     def _link(self, host_imports: Iterable[HostImport]) -> None:
         root = self._linker.root()
         try:
-            host = root.add_instance(HOST_INTERFACE)
+            host = root.add_instance(self._host_interface)
             try:
                 host_addr = ctypes.cast(host.ptr(), ctypes.c_void_p).value
                 for imp in host_imports:
@@ -212,7 +214,7 @@ class ComponentSandbox:
         name = imp.name.encode()
         err = add_func(instance_addr, name, len(name), thunk, None, None)
         if err:
-            raise PluginLoadError(f"cannot link {HOST_INTERFACE}#{imp.name}: {capi.error_message(err)}")
+            raise PluginLoadError(f"cannot link {self._host_interface}#{imp.name}: {capi.error_message(err)}")
 
     def _make_thunk(self, imp: HostImport) -> Callable[..., int]:
         decoders = []

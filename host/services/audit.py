@@ -1,4 +1,5 @@
-"""The audit trail of refused host calls: JSON lines, a bounded in-memory view, counts."""
+"""The audit trail of refused host calls and of MCP tool calls: JSON lines, a bounded
+in-memory view, counts."""
 
 from __future__ import annotations
 
@@ -25,6 +26,19 @@ class AuditRecord:
     request_id: str
 
 
+@dataclass(frozen=True)
+class ToolCallRecord:
+    """One MCP tool call that ran: who called which tool and how it ended (never its
+    arguments or result: they may carry a user's data)."""
+
+    time: float
+    tool: str
+    caller: str
+    outcome: str  # ok | error
+    kind: str  # ok, tool_error, bad_output, call_timeout, or the trap (fuel_exhausted, ...)
+    duration_ms: float
+
+
 class AuditLog:
     """Every denial is counted, kept (the most recent `keep`) and, with a path, written as
     a JSON line. The log *warning* is rate-limited per (plugin, call, reason): a plugin
@@ -36,6 +50,7 @@ class AuditLog:
         self.path = path
         self.warn_interval_s = warn_interval_s
         self._recent: deque[AuditRecord] = deque(maxlen=keep)
+        self._tool_calls: deque[ToolCallRecord] = deque(maxlen=keep)
         self.counts: Counter[tuple[str, str, str]] = Counter()  # (plugin, call, reason)
         self._last_warning: dict[tuple[str, str, str], tuple[float, int]] = {}  # key -> (when, count then)
         self._lock = threading.Lock()
@@ -67,6 +82,19 @@ class AuditLog:
         folded = count - last[1] - 1 if last is not None else 0
         more = f" (and {folded} more like it in the last {now - last[0]:.0f} s)" if folded and last is not None else ""
         log.warning("denied %s to plugin %s (%s): %s [request %s]%s", call, plugin, reason, detail, request_id or "-", more)
+
+    def tool_call(self, tool: str, caller: str, outcome: str, kind: str, duration_ms: float) -> None:
+        """Record a tool call in the same trail (and file) as the denials."""
+        record = ToolCallRecord(time.time(), tool, caller, outcome, kind, round(duration_ms, 3))
+        with self._lock:
+            self._tool_calls.append(record)
+            if self._lines is not None:
+                line = json.dumps({"event": "tool_call", **asdict(record)})
+                self._lines.put(logging.makeLogRecord({"msg": line, "levelno": logging.INFO}))
+
+    def tool_calls(self, tool: str | None = None) -> list[ToolCallRecord]:
+        with self._lock:
+            return [r for r in self._tool_calls if tool is None or r.tool == tool]
 
     def close(self) -> None:
         """Write out what is queued and close the file (the gateway's shutdown)."""

@@ -30,6 +30,10 @@ COMPONENTIZE_PY = "componentize-py"
 COMPONENTIZE_PY_PIN = "componentize-py==0.25.1"
 WORLD = "routeiq-filter"
 ENTRY_MODULE = "routeiq_guest.entry"  # imports the guest's `app` and exports it
+# A guest with `tool.py` (instead of `app.py`) is an MCP tool: the routeiq:tool world.
+TOOL_WORLD = "routeiq-tool"
+TOOL_WIT = ("wit", "tool")  # under abi/
+TOOL_ENTRY_MODULE = "routeiq_tool.entry"  # imports the guest's `tool` and exports it
 SOURCE_SUFFIXES = (".py", ".json", ".wit")
 
 _RUN = "import sys; from componentize_py import script; sys.argv[0] = 'componentize-py'; sys.exit(script())"
@@ -44,7 +48,12 @@ def componentize_version() -> str | None:
 
 def guest_dirs(root: Path) -> list[Path]:
     base = root / "guest-examples" / "python"
-    return sorted(p for p in base.iterdir() if (p / "app.py").exists()) if base.exists() else []
+    return sorted(p for p in base.iterdir() if (p / "app.py").exists() or is_tool_dir(p)) if base.exists() else []
+
+
+def is_tool_dir(guest: Path) -> bool:
+    """A tool guest: `tool.py` (its `call(arguments)`), built against the routeiq:tool world."""
+    return (guest / "tool.py").exists() and not (guest / "app.py").exists()
 
 
 SKIP_PARTS = {"__pycache__", "build", ".cache", "node_modules"}  # outputs, not sources
@@ -162,7 +171,10 @@ def _build_one(
         # snapshot, the same for every guest (bench/results/python_build.md).
         progress(f"building {name}.wasm{place} with componentize-py {version} (~12 s of CPU, mostly compiling CPython for its snapshot)")
         tmp = cached.with_suffix(f".tmp{os.getpid()}")
-        _componentize(wit_dir, sdk_dir, guest, tmp)
+        if is_tool_dir(guest):
+            _componentize(abi.joinpath(*TOOL_WIT), sdk_dir, guest, tmp, TOOL_WORLD, TOOL_ENTRY_MODULE)
+        else:
+            _componentize(wit_dir, sdk_dir, guest, tmp)
         wasm = tmp.read_bytes()
         if manifest is not None:
             wasm = with_custom_section(wasm, MANIFEST_SECTION, manifest)
@@ -185,7 +197,7 @@ def _build_one(
     return target
 
 
-def _componentize(wit_dir: Path, sdk_dir: Path, guest: Path, output: Path) -> None:
+def _componentize(wit_dir: Path, sdk_dir: Path, guest: Path, output: Path, world: str = WORLD, entry: str = ENTRY_MODULE) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
     with tempfile.TemporaryDirectory(prefix="routeiq-componentize-") as tmp:
         # Without VIRTUAL_ENV componentize-py mounts whatever `python3` on PATH calls its
@@ -194,14 +206,14 @@ def _componentize(wit_dir: Path, sdk_dir: Path, guest: Path, output: Path) -> No
         (empty / "lib" / "site-packages").mkdir(parents=True)
         env["VIRTUAL_ENV"] = str(empty)
         staged = _stage(guest, Path(tmp) / "guest" / guest.name)  # same name: the messages name it
-        _run_componentize(wit_dir, _stage(sdk_dir, Path(tmp) / "sdk"), staged, output, env)
+        _run_componentize(wit_dir, _stage(sdk_dir, Path(tmp) / "sdk"), staged, output, env, world, entry)
 
 
-def _run_componentize(wit_dir: Path, sdk_dir: Path, guest: Path, output: Path, env: dict[str, str]) -> None:
+def _run_componentize(wit_dir: Path, sdk_dir: Path, guest: Path, output: Path, env: dict[str, str], world: str = WORLD, entry: str = ENTRY_MODULE) -> None:
     cmd = [
         sys.executable, "-c", _RUN,
-        "--quiet", "-d", str(wit_dir), "-w", WORLD,
-        "componentize", ENTRY_MODULE,
+        "--quiet", "-d", str(wit_dir), "-w", world,
+        "componentize", entry,
         "-p", str(guest), "-p", str(sdk_dir),
         "-o", str(output),
     ]

@@ -170,6 +170,7 @@ def build_rust_crate(
 
 def build_rust_guests(root: Path, progress: Callable[[str], None] = lambda _: None) -> list[Path]:
     """Build the SDK and every crate under guest-examples/rust into guest-examples/rust/build."""
+    root = Path(root).resolve()  # the path remapping that makes builds reproducible needs absolute paths
     shared = hashlib.sha256()
     if (root / "guest-examples" / "rust" / SHARED_DIR).exists():
         _hash_tree(shared, root / "guest-examples" / "rust" / SHARED_DIR)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -93,8 +93,16 @@ class CaseFileError(ValueError):
 
 
 def load_cases(path: Path) -> CaseFile:
+    return load_case_file(path, CaseFile)
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def load_case_file(path: Path, model: type[ModelT]) -> ModelT:
+    """A case file read into `model`; errors name the file and each field."""
     try:
-        return CaseFile.model_validate(yaml.safe_load(path.read_text()))
+        return model.model_validate(yaml.safe_load(path.read_text()))
     except yaml.YAMLError as exc:
         raise CaseFileError(f"{path}: invalid YAML: {exc}") from None
     except ValidationError as exc:

@@ -32,6 +32,9 @@ def inspect_module(path: Path) -> dict[str, Any]:
         info["manifest"] = {"error": str(exc)}
     if is_component(wasm):
         info["kind"] = "component"
+        # Which world, without compiling it (tens of seconds): the export's interface name
+        # is in the binary as is. Loading checks the world for real (routeiq.mcp.component_tool).
+        info["mcp_tool"] = b"routeiq:tool/tool@" in wasm
         return info
     info["kind"] = "core module"
     engine = wasmtime.Engine()
@@ -55,7 +58,7 @@ def inspect_module(path: Path) -> dict[str, Any]:
             note = capability.value
         elif name in BODY_CALLS:
             note = "request_body / response_body when used on body buffers"
-        elif name == "routeiq_tool_set_output":
+        elif name in ("routeiq_tool_set_output", "routeiq_tool_finish"):
             note = "MCP tools only (abi/mcp_tool.md)"
         else:
             note = "always allowed"
@@ -78,9 +81,10 @@ def format_inspection(info: dict[str, Any]) -> str:
     if info["kind"] == "core module":
         lines.append(f"  ABI:       proxy-wasm {info['abi_version'] or '(no proxy_abi_version_* export: not loadable)'}")
         lines.append(f"  callbacks: {', '.join(info['callbacks']) or 'none'}")
-        if info.get("mcp_tool"):
-            schemas = [k for k in ("input_schema", "output_schema") if k in info.get("manifest", {})]
-            lines.append(f"  MCP tool:  exports routeiq_tool_call; manifest declares {', '.join(schemas) or 'no schemas (input_schema is required)'} (docs/mcp.md)")
+    if info.get("mcp_tool"):
+        schemas = [k for k in ("input_schema", "output_schema") if k in info.get("manifest", {})]
+        export = "routeiq_tool_call" if info["kind"] == "core module" else "routeiq:tool/tool"
+        lines.append(f"  MCP tool:  exports {export}; manifest declares {', '.join(schemas) or 'no schemas (input_schema is required)'} (docs/mcp.md)")
     manifest = info.get("manifest", {})
     if "error" in manifest:
         lines.append(f"  manifest:  ERROR {manifest['error']}")

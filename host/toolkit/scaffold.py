@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from .project import LANGUAGES, PROJECT_FILE, ProjectError, templates_root
+from .tool_scaffold import tool_files
 
 README = """# {name}
 
@@ -146,7 +147,8 @@ def _example_files(lang: str, name: str) -> dict[str, str | bytes]:
     return files
 
 
-def scaffold(lang: str, name: str, parent: Path) -> Path:
+def scaffold(lang: str, name: str, parent: Path, kind: str = "filter") -> Path:
+    """A filter project (`kind` "filter") or an MCP tool project (`kind` "tool")."""
     if lang not in LANGUAGES:
         raise ProjectError(f"--lang must be one of {', '.join(LANGUAGES)}")
     if not name.isidentifier():
@@ -156,11 +158,13 @@ def scaffold(lang: str, name: str, parent: Path) -> Path:
         raise ProjectError(f"{directory} already exists")
     values = {"name": name, "dash": name.replace("_", "-"), "lang": lang}
     files: dict[str, str | bytes] = {"README.md": README.format(**values), "tests.yaml": TESTS.format(**values)}
-    if lang in TEMPLATES:
+    if kind == "tool":
+        files = dict(tool_files(lang, name))
+    elif lang in TEMPLATES:
         files.update({rel: text.format(**values) for rel, text in TEMPLATES[lang].items()})
     else:
         files.update(_example_files(lang, name))
-    files[PROJECT_FILE] = f"name: {name}\nlang: {lang}\n"
+    files[PROJECT_FILE] = f"name: {name}\nlang: {lang}\n" + ("kind: tool\n" if kind == "tool" else "")
     for rel, content in files.items():
         path = directory / rel
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -313,6 +313,10 @@ pub extern "C" fn proxy_on_http_call_response(
     body_size: usize,
     num_trailers: usize,
 ) {
+    // A tool (crate::tool::tool_with_callouts!) takes every response itself.
+    if let Some(handler) = crate::tool::callout_handler() {
+        return handler(context_id, token_id, num_headers, body_size, num_trailers);
+    }
     let target = STATE.with(|s| s.callouts.borrow_mut().remove(&token_id));
     let target = match target {
         Some(0) => context_id,

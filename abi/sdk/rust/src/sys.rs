@@ -17,6 +17,8 @@ extern "C" {
 
     // MCP tools (docs/mcp.md): the JSON answer of `routeiq_tool_call`
     pub fn routeiq_tool_set_output(data: *const u8, size: usize) -> u32;
+    // ... and the end of a call paused for callouts (0: the output is the result)
+    pub fn routeiq_tool_finish(status: u32) -> u32;
     pub fn proxy_get_log_level(return_level: *mut u32) -> u32;
     pub fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
     pub fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
