@@ -447,6 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     parser.add_argument("--plot", metavar="PNG", help="write the frontier plot here (needs matplotlib)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines (default when stderr is not a terminal)")
+    parser.add_argument("--progress", action="store_true", help="progress lines on stderr even when it is not a terminal")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     registry = StrategyRegistry.with_builtins()
     names = [n.strip() for n in args.strategies.split(",") if n.strip()] if args.strategies else None
@@ -454,7 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--folds must be at least 2")
     if args.bootstrap < 100:
         parser.error("--bootstrap must be at least 100")
-    progress = sys.stderr.isatty() and not args.quiet
+    progress = (sys.stderr.isatty() or args.progress) and not args.quiet
     try:
         for n in names or []:
             registry.get(n)

@@ -38,9 +38,10 @@ def example_matrices(examples: Sequence[TrainingExample]) -> tuple[list[str], li
 
 
 def match(deployment: Deployment, index: Mapping[str, int]) -> int | None:
-    """A deployment serves a learned model if its group or provider model is that name."""
-    for name in (deployment.model, deployment.provider_model):
-        if name in index:
+    """A deployment serves a learned model if its group or provider model is that name, or
+    the provider model without its litellm provider prefix ("openai/x" serves "x")."""
+    for name in (deployment.model, deployment.provider_model, deployment.provider_model.partition("/")[2]):
+        if name and name in index:
             return index[name]
     return None
 
@@ -123,7 +124,7 @@ class LearnedStrategy(RoutingStrategy):
             raise StrategyOptionError("min_quality", "give min_quality or max_cost_per_request, not both")
         self.explore = float(_number(options, "explore", 0.0, 0.5, 0.0) or 0.0)
         self.online_rate = float(_number(options, "online_rate", 0.0, 1.0, 0.05, open_lo=True) or 0.05)
-        self.max_shift = float(_number(options, "max_shift", 0.0, 1.0, 0.1) or 0.0)
+        self.max_shift = float(_number(options, "max_shift", 0.0, 1.0, 0.03) or 0.0)
         self.models: list[str] = []
         self.index: dict[str, int] = {}
         self.featurizer: TextFeaturizer | None = None

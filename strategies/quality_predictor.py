@@ -18,8 +18,9 @@ out-of-fold predictions, never on the rows being scored:
 - `match_best`: the lam with the lowest cost that still reaches the best single model's quality.
 
 Online: feedback moves a per-model correction of the predicted quality by at most
-`online_rate` x the surprise per answer, clamped to +-`max_shift` (a burst of bad feedback can
-only move a model by `max_shift`, so it can only move the queries whose margin was smaller);
+`online_rate` (0.05) x the surprise per answer, clamped to +-`max_shift` (0.03): a burst of
+bad feedback can only move a model by `max_shift`, so only the queries it won by less than
+that change hands (tests/test_routing_quality.py measures it);
 see learned.py for the exploration floor.
 """
 
