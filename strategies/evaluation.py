@@ -280,6 +280,8 @@ def verdict(ci: Mapping[str, Any]) -> str:
         return "cheaper, lower quality"
     if cheaper:
         return "same quality (within the interval), cheaper"
+    if ci["cost_ratio_ci"][0] > 1.0:
+        return "same quality (within the interval), costlier"
     return "within the noise"
 
 
