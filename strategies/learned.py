@@ -268,6 +268,8 @@ class LearnedStrategy(RoutingStrategy):
 
     def feedback(self, outcome: Outcome, score: float) -> None:
         """Move the answering model's online correction toward the client's score."""
+        if type(self)._learn_online is LearnedStrategy._learn_online:
+            return  # learns offline only: no prediction to pay for
         column = match(outcome.deployment, self.index)
         if column is None or self.featurizer is None:
             return
