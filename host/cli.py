@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from routeiq import __version__
 
@@ -352,10 +354,27 @@ def _route_train(args: argparse.Namespace) -> int:
     except (DataError, OSError) as exc:
         print(f"routeiq: {args.data}: {exc}", file=sys.stderr)
         return 2
-    strategy = registry.create(args.strategy)
+    options: dict[str, Any] = {}
+    for item in args.option or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"routeiq: --option {item!r}: want KEY=VALUE (VALUE as JSON, e.g. C=0.5)", file=sys.stderr)
+            return 2
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value  # a bare word: a string
+    try:
+        strategy = registry.create(args.strategy, **options)
+    except (TypeError, ValueError) as exc:
+        print(f"routeiq: --option: {exc}", file=sys.stderr)
+        return 2
+    began = time.monotonic()
+    if sys.stderr.isatty():
+        print(f"training {args.strategy} on {len(examples)} examples ...", file=sys.stderr, flush=True)
     strategy.fit(examples)
     digest = save_artifact(strategy, args.out)
-    print(f"trained {args.strategy} on {len(examples)} examples -> {args.out} (sha256 {digest})")
+    print(f"trained {args.strategy} on {len(examples)} examples in {time.monotonic() - began:.0f}s -> {args.out} (sha256 {digest})")
     return 0
 
 
@@ -397,6 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     route_train.add_argument("--strategy", required=True)
     route_train.add_argument("--data", required=True, help="routing data (jsonl, see docs)")
     route_train.add_argument("--out", required=True, help="artifact file to write (router.artifact)")
+    route_train.add_argument("--option", action="append", metavar="KEY=VALUE", help="a strategy option (VALUE as JSON), repeatable")
     route_train.set_defaults(func=_route_train)
 
     plugin = sub.add_parser("plugin", help="plugin author tools: new, build, inspect, test")

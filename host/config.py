@@ -471,7 +471,7 @@ class RoutingReplicationConfig(_Strict):
 
 class RouterConfig(_Strict):
     strategy: str = Field("weighted_round_robin", description="A strategy name from `routeiq route-eval` / strategies/.")
-    strategy_options: dict[str, Any] = Field(default_factory=dict, description="Keyword options of that strategy.")
+    strategy_options: dict[str, Any] = Field(default_factory=dict, description="Keyword options of that strategy; they also apply on top of a trained `router.artifact`. Learned strategies take an operator knob: `min_quality: q` (the cheapest deployment predicted to reach quality q, 0..1) or `max_cost_per_request: X` (the best predicted quality among deployments predicted to cost at most X, in the training data's cost units), and `explore` (0..0.5, share of requests sent to a uniformly chosen deployment); `quality_predictor` also `operating_point` (`max_quality` or `match_best`), `online_rate` and `max_shift` (docs/routing.md).")
     artifact: str | None = Field(None, description="Trained strategy state saved by `routeiq route-train` (JSON with sha256, verified on load).")
     custom_routers: str | None = Field(None, description="Directory of custom strategy modules (interface checked at load).")
     auto_model: str = Field("auto", description="A request for this model name may be routed to any deployment.")

@@ -69,14 +69,16 @@ def verify_artifact(doc: Any, where: str = "artifact") -> dict[str, Any]:
     return doc
 
 
-def strategy_from(doc: Mapping[str, Any], cls: type[RoutingStrategy]) -> RoutingStrategy:
-    """A new `cls` strategy with a verified artifact's options and learned state."""
-    strategy = cls(**doc.get("options", {}))
+def strategy_from(doc: Mapping[str, Any], cls: type[RoutingStrategy], overrides: Mapping[str, Any] | None = None) -> RoutingStrategy:
+    """A new `cls` strategy with a verified artifact's options (updated by `overrides`, the
+    config's router.strategy_options: a quality target or budget set after training) and its
+    learned state."""
+    strategy = cls(**{**doc.get("options", {}), **dict(overrides or {})})
     strategy.load_state(doc["state"])
     return strategy
 
 
-def load_artifact(path: str | Path, registry: StrategyRegistry) -> RoutingStrategy:
+def load_artifact(path: str | Path, registry: StrategyRegistry, overrides: Mapping[str, Any] | None = None) -> RoutingStrategy:
     """Verify the sha256, then build the named strategy from the registry and load its state."""
     path = Path(path)
     try:
@@ -86,4 +88,9 @@ def load_artifact(path: str | Path, registry: StrategyRegistry) -> RoutingStrate
     doc = verify_artifact(doc, str(path))
     if doc["name"] not in registry:
         raise ArtifactError(f"{path}: strategy {doc['name']!r} is not registered")
-    return strategy_from(doc, registry.get(doc["name"]))
+    try:
+        return strategy_from(doc, registry.get(doc["name"]), overrides)
+    except ValueError:  # StrategyOptionError: the caller names the field
+        raise
+    except (KeyError, TypeError) as exc:
+        raise ArtifactError(f"{path}: the {doc['name']!r} state does not load: {type(exc).__name__}: {exc}") from None

@@ -32,6 +32,9 @@ class ContextualBandit(LearnedStrategy):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
+        # the bandit learns online by design: a whole training row's weight per answer by
+        # default (bounded by 1), lower to damp bursts
+        self.rate = float(options.get("online_rate", 1.0)) if "online_rate" in options else 1.0
         self.featurizer = self._new_featurizer().cold()  # replaced by a fitted one in `fit`
         d = self.featurizer.size + 1
         self.params = self._prepare({
@@ -112,6 +115,8 @@ class ContextualBandit(LearnedStrategy):
         return len(self.models) - 1
 
     def _update(self, outcome: Outcome, reward: float) -> None:
+        """A weighted Sherman-Morrison step: each answer counts `online_rate` of a training row,
+        so a burst of feedback moves an arm by a bounded amount per answer."""
         assert self.featurizer is not None  # cold-started in __init__
         x: Any = outcome.decision.context
         if not isinstance(x, np.ndarray) or x.shape != (self.featurizer.size,):
@@ -120,9 +125,10 @@ class ContextualBandit(LearnedStrategy):
         m = self._arm(outcome)
         p = self.params
         a = p["A_inv"][m]
+        w = self.rate
         ax = a @ x
-        p["A_inv"][m] = a - np.outer(ax, ax) / (1.0 + x @ ax)
-        p["b"][m] += (reward - p["mu"][m]) * x
+        p["A_inv"][m] = a - w * np.outer(ax, ax) / (1.0 + w * (x @ ax))
+        p["b"][m] += w * (reward - p["mu"][m]) * x
         p["_theta"][m] = p["A_inv"][m] @ p["b"][m]
 
     def feedback(self, outcome: Outcome, score: float) -> None:

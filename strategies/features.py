@@ -2,7 +2,8 @@
 
 A query becomes one dense vector: tf-idf weighted hashed word uni/bi-grams (+ optional character
 n-grams), L2-normalised, followed by a few standardised hand-made features (question word,
-length, digits, ...). Hashing uses crc32 because Python's `hash` is salted per process and the
+length, digits, ...) and, with `task_cues`, markers of the task family (code, maths, multiple
+choice, logic puzzles, reading passages). Hashing uses crc32 because Python's `hash` is salted per process and the
 vector must be the same in training, in an artifact and in the gateway.
 """
 
@@ -34,6 +35,44 @@ HAND_FEATURES = (
     "capitalised",
     "punctuation",
 )
+
+
+# Task-family markers: which kind of model answers well depends far more on these than on
+# the topic words (mixed-domain traffic: puzzles, maths, code, knowledge, reading).
+_CODE = re.compile(r"```|\bdef |\breturn\b|\bimport |\bclass |#include|\bfunction\b|=>|\bprint\(|[{};]\s*$|\bpython\b|\bcode\b|\bprogram\b", re.M | re.I)
+_MATH = re.compile(r"[=+*/^<>]|\\frac|\\sqrt|\$|\b(?:solve|calculate|compute|sum|product|probability|equation|percent|integer|remainder|total)\b", re.I)
+_CHOICE = re.compile(r"(?:^|\s)\(?[A-E][\.\)]\s|\boptions?\s*:|\banswer choices\b|\bchoose\b", re.M | re.I)
+_PUZZLE = re.compile(r"\b(?:clue|clues|house|houses|true or false|statements?|deduce|puzzle|lies|tells the truth)\b", re.I)
+_PASSAGE = re.compile(r"\b(?:passage|context|article|paragraph|according to)\b", re.I)
+TASK_FEATURES = (
+    "code_marks",
+    "math_marks",
+    "choice_marks",
+    "puzzle_marks",
+    "passage_marks",
+    "digit_share",
+    "log_lines",
+    "log_words",
+    "qa_prefix",
+    "question_mark",
+)
+
+
+def task_features(text: str) -> list[float]:
+    """Cues of the task family: counts are log-scaled so one long prompt does not dominate."""
+    n = max(len(text), 1)
+    return [
+        math.log1p(len(_CODE.findall(text))),
+        math.log1p(len(_MATH.findall(text))),
+        math.log1p(len(_CHOICE.findall(text))),
+        math.log1p(len(_PUZZLE.findall(text))),
+        math.log1p(len(_PASSAGE.findall(text))),
+        sum(1 for c in text if c.isdigit()) / n,
+        math.log1p(text.count("\n")),
+        math.log1p(len(text.split())),
+        1.0 if text.lstrip().startswith(("Q:", "Question:")) else 0.0,
+        1.0 if "?" in text else 0.0,
+    ]
 
 
 def tokens(text: str) -> list[str]:
@@ -73,13 +112,21 @@ class TextFeaturizer:
     char_ngrams: tuple[int, ...] = ()  # e.g. (3, 4, 5); empty = words only
     word_bigrams: bool = True
     hand_weight: float = 0.1  # scale of the standardised hand features relative to the text part
+    task_cues: bool = False  # append TASK_FEATURES to the hand features
     idf: np.ndarray = field(default_factory=lambda: np.zeros(0))
     hand_mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
     hand_std: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @property
+    def n_hand(self) -> int:
+        return len(HAND_FEATURES) + (len(TASK_FEATURES) if self.task_cues else 0)
+
+    @property
     def size(self) -> int:
-        return self.dim + len(HAND_FEATURES)
+        return self.dim + self.n_hand
+
+    def hand(self, text: str) -> list[float]:
+        return hand_features(text) + (task_features(text) if self.task_cues else [])
 
     def _grams(self, text: str) -> Iterable[str]:
         toks = tokens(text)
@@ -106,11 +153,45 @@ class TextFeaturizer:
             for h in self._counts(q):
                 df[h] += 1.0
         self.idf = np.log((1.0 + len(queries)) / (1.0 + df)) + 1.0
-        hand = np.array([hand_features(q) for q in queries], dtype=float).reshape(len(queries), -1)
-        self.hand_mean = hand.mean(axis=0) if len(queries) else np.zeros(len(HAND_FEATURES))
-        std = hand.std(axis=0) if len(queries) else np.ones(len(HAND_FEATURES))
+        hand = np.array([self.hand(q) for q in queries], dtype=float).reshape(len(queries), -1)
+        return self._fit_hand(hand)
+
+    def _fit_hand(self, hand: np.ndarray) -> "TextFeaturizer":
+        self.hand_mean = hand.mean(axis=0) if len(hand) else np.zeros(self.n_hand)
+        std = hand.std(axis=0) if len(hand) else np.ones(self.n_hand)
         self.hand_std = np.where(std < 1e-6, 1.0, std)  # a feature constant in training must not blow up
         return self
+
+    # -- sparse path, for training on thousands of rows -------------------------------------
+    def raw(self, queries: Sequence[str]) -> "RawFeatures":
+        """What does not depend on training data (hashed counts, hand features): computed once
+        per data set, then `fit_raw` / `transform_raw` per fold, so folds stay honest cheaply."""
+        from scipy import sparse
+
+        indptr, indices, data = [0], [], []
+        for q in queries:
+            counts = self._counts(q)
+            indices.extend(counts.keys())
+            data.extend(counts.values())
+            indptr.append(len(indices))
+        counts_m = sparse.csr_matrix((np.asarray(data, dtype=float), np.asarray(indices, dtype=np.int64), np.asarray(indptr)), shape=(len(queries), self.dim))
+        hand = np.array([self.hand(q) for q in queries], dtype=float).reshape(len(queries), self.n_hand)
+        return RawFeatures(counts_m, hand)
+
+    def fit_raw(self, raw: "RawFeatures") -> "TextFeaturizer":
+        n = raw.counts.shape[0]
+        df = np.asarray((raw.counts > 0).sum(axis=0)).ravel().astype(float)
+        self.idf = np.log((1.0 + n) / (1.0 + df)) + 1.0
+        return self._fit_hand(raw.hand)
+
+    def transform_raw(self, raw: "RawFeatures") -> Any:
+        """Sparse (rows x size) matrix, equal row by row to `transform`."""
+        from scipy import sparse
+        from sklearn.preprocessing import normalize
+
+        text = normalize(raw.counts.multiply(self.idf[None, :]).tocsr(), norm="l2")
+        hand = (raw.hand - self.hand_mean) / self.hand_std * self.hand_weight
+        return sparse.hstack([text, sparse.csr_matrix(hand)], format="csr")
 
     def cold(self) -> "TextFeaturizer":
         """Usable without training data (online learners): unit idf, hand features unscaled."""
@@ -128,7 +209,7 @@ class TextFeaturizer:
             idx = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
             vals = np.fromiter(counts.values(), dtype=float, count=len(counts)) * self.idf[idx]
             vec[idx] = vals / (np.linalg.norm(vals) or 1.0)
-        vec[self.dim :] = (np.asarray(hand_features(query)) - self.hand_mean) / self.hand_std * self.hand_weight
+        vec[self.dim :] = (np.asarray(self.hand(query)) - self.hand_mean) / self.hand_std * self.hand_weight
         return vec
 
     def transform_many(self, queries: Sequence[str]) -> np.ndarray:
@@ -140,6 +221,7 @@ class TextFeaturizer:
             "char_ngrams": list(self.char_ngrams),
             "word_bigrams": self.word_bigrams,
             "hand_weight": self.hand_weight,
+            "task_cues": self.task_cues,
             "idf": self.idf.tolist(),
             "hand_mean": self.hand_mean.tolist(),
             "hand_std": self.hand_std.tolist(),
@@ -152,7 +234,19 @@ class TextFeaturizer:
             char_ngrams=tuple(int(n) for n in state["char_ngrams"]),
             word_bigrams=bool(state["word_bigrams"]),
             hand_weight=float(state["hand_weight"]),
+            task_cues=bool(state.get("task_cues", False)),  # artifacts from before task cues
             idf=np.asarray(state["idf"], dtype=float),
             hand_mean=np.asarray(state["hand_mean"], dtype=float),
             hand_std=np.asarray(state["hand_std"], dtype=float),
         )
+
+
+@dataclass(frozen=True)
+class RawFeatures:
+    """Hashed gram counts (sparse) and raw hand features of a list of queries."""
+
+    counts: Any  # scipy.sparse.csr_matrix (rows x dim)
+    hand: np.ndarray  # rows x n_hand
+
+    def rows(self, index: np.ndarray) -> "RawFeatures":
+        return RawFeatures(self.counts[index], self.hand[index])

@@ -23,16 +23,20 @@ class KNNStrategy(LearnedStrategy):
 
     def _prepare(self, params: Params) -> Params:
         assert self.featurizer is not None
+        from scipy import sparse
+
         X = self.featurizer.transform_many(params["queries"])
-        text = X[:, : self.featurizer.dim]  # similarity on the text part only
-        return {**params, "_text": np.ascontiguousarray(text)}
+        # similarity on the text part only; sparse (a query has tens of grams in 2048 buckets),
+        # so a decision costs the neighbours' non-zeros, not rows x buckets (5x on 2,000 rows)
+        text = sparse.csr_matrix(X[:, : self.featurizer.dim])
+        return {**params, "_text": text}
 
     def _predict(self, params: Params, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         assert self.featurizer is not None
         k = int(self.hyper("k", 10))
         shrink = float(self.hyper("shrink", 3.0))
         P, C, text = params["perf"], params["cost"], params["_text"]
-        sims = np.clip(X[:, : self.featurizer.dim] @ text.T, 0.0, None)
+        sims = np.clip(np.asarray((text @ X[:, : self.featurizer.dim].T).T), 0.0, None)
         k = min(k, len(P))
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < len(P) else np.tile(np.arange(len(P)), (len(X), 1))
         w = np.take_along_axis(sims, top, axis=1)  # (q, k)

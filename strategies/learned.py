@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import itertools
 import math
+import zlib
 from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
-from .base import Decision, Deployment, RoutingRequest, RoutingStrategy, TrainingExample
+from .base import Decision, Deployment, Outcome, RoutingRequest, RoutingStrategy, TrainingExample
 from .features import TextFeaturizer
 from . import tradeoff
 
@@ -37,9 +38,10 @@ def example_matrices(examples: Sequence[TrainingExample]) -> tuple[list[str], li
 
 
 def match(deployment: Deployment, index: Mapping[str, int]) -> int | None:
-    """A deployment serves a learned model if its group or provider model is that name."""
-    for name in (deployment.model, deployment.provider_model):
-        if name in index:
+    """A deployment serves a learned model if its group or provider model is that name, or
+    the provider model without its litellm provider prefix ("openai/x" serves "x")."""
+    for name in (deployment.model, deployment.provider_model, deployment.provider_model.partition("/")[2]):
+        if name and name in index:
             return index[name]
     return None
 
@@ -49,12 +51,55 @@ def _encode(value: Any) -> Any:
 
 
 def _decode(value: Any) -> Any:
-    return np.asarray(value, dtype=float) if isinstance(value, list) and not (value and isinstance(value[0], str)) else value
+    if not isinstance(value, list) or (value and isinstance(value[0], str)):
+        return value
+    try:
+        return np.asarray(value, dtype=float)
+    except ValueError:  # ragged (e.g. calibration curves of different lengths): kept as lists
+        return value
+
+
+class StrategyOptionError(ValueError):
+    """A bad `router.strategy_options` entry; `field` names it."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+def _number(options: Mapping[str, Any], key: str, lo: float, hi: float, default: float | None, *, open_lo: bool = False) -> float | None:
+    value = options.get(key, default)
+    if value is None:
+        return None
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value > hi or value < lo or (open_lo and value == lo):
+        bounds = f"{'(' if open_lo else '['}{lo:g}, {hi:g}]"
+        raise StrategyOptionError(key, f"must be a number in {bounds}, got {value!r}")
+    return float(value)
+
+
+def explored(request_id: str, share: float, n: int) -> int | None:
+    """The candidate position this request explores, or None: a deterministic `share` of
+    request ids (crc32, so every node and a replay agree) goes to a uniform candidate."""
+    if share <= 0 or n < 2:
+        return None
+    h = zlib.crc32(request_id.encode())
+    if (h & 0xFFFF) / 0x10000 >= share:
+        return None
+    return (h >> 16) % n
 
 
 class LearnedStrategy(RoutingStrategy):
     """Options: lam / bonus (fixed trade-off; default: chosen in `fit` by inner CV), tune (bool),
-    inner_folds, seed, and featurizer options dim, char_ngrams, word_bigrams, hand_weight."""
+    inner_folds, seed, and featurizer options dim, char_ngrams, word_bigrams, hand_weight.
+
+    Operator knobs (at most one of the two; both in the training data's quality and cost units):
+    `min_quality` q: the cheapest deployment predicted to reach q (none does: the one predicted
+    best); `max_cost_per_request` X: the best predicted quality among deployments predicted to
+    cost at most X per request (none does: the cheapest). `explore` (0..0.5): the share of
+    requests sent to a uniformly chosen candidate, so every deployment keeps getting feedback
+    (the exploration floor); `online_rate` (0..1] / `max_shift` bound what feedback can move."""
 
     learned = True
     # may tuning pin the best single model (bonus=inf)? Not for online learners: feedback
@@ -64,9 +109,22 @@ class LearnedStrategy(RoutingStrategy):
     # of the same name fixes it). Empty by default: on a few hundred noisy rows, searching more
     # knobs on the same inner folds selected noise and did worse in nested CV.
     search: ClassVar[Mapping[str, Sequence[Any]]] = {}
+    # the option names a strategy accepts (None: not checked)
+    option_names: ClassVar[frozenset[str] | None] = None
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
+        if self.option_names is not None:
+            unknown = sorted(set(options) - self.option_names)
+            if unknown:
+                raise StrategyOptionError(unknown[0], f"unknown option of strategy {self.name!r}; known: {', '.join(sorted(self.option_names))}")
+        self.min_quality = _number(options, "min_quality", 0.0, 1.0, None)
+        self.max_cost = _number(options, "max_cost_per_request", 0.0, math.inf, None, open_lo=True)
+        if self.min_quality is not None and self.max_cost is not None:
+            raise StrategyOptionError("min_quality", "give min_quality or max_cost_per_request, not both")
+        self.explore = float(_number(options, "explore", 0.0, 0.5, 0.0) or 0.0)
+        self.online_rate = float(_number(options, "online_rate", 0.0, 1.0, 0.05, open_lo=True) or 0.05)
+        self.max_shift = float(_number(options, "max_shift", 0.0, 1.0, 0.03) or 0.0)
         self.models: list[str] = []
         self.index: dict[str, int] = {}
         self.featurizer: TextFeaturizer | None = None
@@ -87,6 +145,10 @@ class LearnedStrategy(RoutingStrategy):
     def _prepare(self, params: Params) -> Params:
         """Derive run-time caches from learned or loaded params (e.g. re-featurised neighbours)."""
         return params
+
+    @classmethod
+    def option_error(cls, field: str, reason: str) -> StrategyOptionError:
+        return StrategyOptionError(field, reason)
 
     def _new_featurizer(self) -> TextFeaturizer:
         o = self.options
@@ -157,6 +219,12 @@ class LearnedStrategy(RoutingStrategy):
         """Prediction for a deployment of a model never learned: the average matched one."""
         return (float(perf[known].mean()), float(cost[known].mean())) if known else (0.0, 0.0)
 
+    def predict_many(self, queries: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(predicted performance, predicted cost), one row per query, one column per model."""
+        if self.featurizer is None:
+            raise RuntimeError(f"{self.name}: predict before fit()/load_state()")
+        return self._predict(self.params, self.featurizer.transform_many(queries))
+
     def choose(self, request: RoutingRequest, candidates: Sequence[Deployment]) -> Decision:
         if self.featurizer is None:
             # not trained (no fit, no artifact): nothing learned, so rank by the configured
@@ -168,10 +236,21 @@ class LearnedStrategy(RoutingStrategy):
         known = [c for c in cols if c is not None]
         neutral_perf, neutral_cost = self._neutral(x, perf, cost, known)
         keyed = []
-        scores: dict[str, float] = {}  # finite utilities, for logs
+        scores: dict[str, float] = {}  # finite utilities (or predicted quality with a knob), for logs
         for pos, (d, c) in enumerate(zip(candidates, cols)):
             p = float(perf[c]) if c is not None else neutral_perf
             k = float(cost[c]) if c is not None else neutral_cost
+            if self.min_quality is not None:
+                # reaching q first, cheapest first; then the rest, best predicted first
+                reach = p >= self.min_quality - 1e-12
+                keyed.append((not reach, k if reach else -p, -p if reach else k, d.cost_per_1k_tokens, pos))
+                scores[d.id] = p
+                continue
+            if self.max_cost is not None:
+                within = k <= self.max_cost + 1e-12
+                keyed.append((not within, -p if within else k, k, d.cost_per_1k_tokens, pos))
+                scores[d.id] = p
+                continue
             u = p - self.lam * k
             is_default = c is not None and c == self.default
             if is_default and math.isfinite(self.bonus):
@@ -181,7 +260,31 @@ class LearnedStrategy(RoutingStrategy):
             # best utility first; ties: lower predicted cost, lower configured price, given order
             keyed.append((not pinned, -u, k, d.cost_per_1k_tokens, pos))
         order = sorted(range(len(candidates)), key=lambda i: keyed[i])
+        pick = explored(request.request_id, self.explore, len(candidates))
+        if pick is not None:
+            order.remove(pick)
+            order.insert(0, pick)
         return Decision(tuple(candidates[i] for i in order), self.name, scores, x)
+
+    def feedback(self, outcome: Outcome, score: float) -> None:
+        """Move the answering model's online correction toward the client's score."""
+        if type(self)._learn_online is LearnedStrategy._learn_online:
+            return  # learns offline only: no prediction to pay for
+        column = match(outcome.deployment, self.index)
+        if column is None or self.featurizer is None:
+            return
+        x: Any = outcome.decision.context
+        if not isinstance(x, np.ndarray) or x.shape != (self.featurizer.size,):
+            x = self.featurizer.transform(outcome.request.query)
+        perf, _ = self._predict(self.params, x[None, :])
+        self._learn_online(column, float(perf[0, column]), float(np.clip(score, 0.0, 1.0)))
+
+    def observe(self, outcome: Outcome) -> None:
+        if not outcome.success:  # an error is a zero-quality answer
+            self.feedback(outcome, 0.0)
+
+    def _learn_online(self, column: int, predicted: float, score: float) -> None:
+        """Online update of one model from one score (default: offline only)."""
 
     # -- persistence -------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from .cost_capped_quality import CostCappedQuality
 from .knn import KNNStrategy
 from .least_latency import LeastLatency
 from .matrix_factorization import MatrixFactorization
+from .quality_predictor import QualityPredictor
 from .weighted_round_robin import WeightedRoundRobin
 
 BUILTINS: Mapping[str, type[RoutingStrategy]] = MappingProxyType(
@@ -29,6 +30,7 @@ BUILTINS: Mapping[str, type[RoutingStrategy]] = MappingProxyType(
             MatrixFactorization,
             BradleyTerry,
             ContextualBandit,
+            QualityPredictor,
         )
     }
 )

@@ -46,14 +46,14 @@ def deployments() -> list[dict[str, Any]]:
 class Node:
     """One `routeiq serve` process (a replica) with its workers."""
 
-    def __init__(self, tmp_path: Path, name: str, redis_url: str | None, prefix: str, strategy: str, workers: int = 2) -> None:
+    def __init__(self, tmp_path: Path, name: str, redis_url: str | None, prefix: str, strategy: str, workers: int = 2, router: dict[str, Any] | None = None) -> None:
         self.workers = workers
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         config: dict[str, Any] = {
             "server": {"host": "127.0.0.1", "port": port, "workers": workers},
             "model_list": deployments(),
-            "router": {"strategy": strategy, "replication": {"feedback_wait_s": 10}},
+            "router": {"strategy": strategy, "replication": {"feedback_wait_s": 10}, **(router or {})},
             "runtime": {"cache_dir": str(tmp_path / "cache")},
             "admin": {"state_dir": str(tmp_path / name / "state"), "keys": [{"name": "ops", "sha256": hash_key(ADMIN), "role": "admin"}]},
         }
@@ -164,6 +164,31 @@ def test_feedback_on_another_node_reaches_every_worker_and_a_late_node_catches_u
     c = nodes("c", redis_url, prefix, "contextual_bandit")
     caught_up = c.routing(lambda d: d["state_sha256"] == learned)
     assert all(replicated(d)["applied"]["feedback"] == 1 and replicated(d)["applied"]["outcomes"] == 1 for d in caught_up.values())
+
+
+def test_quality_predictor_feedback_is_shared_and_bounded_on_every_worker(nodes: Callable[..., Node], redis_url: str, tmp_path: Path) -> None:
+    prefix = f"qp{time.monotonic_ns()}"
+    predictor = create("quality_predictor", dim=256)
+    words = ("rome", "paris", "math", "cats", "dogs", "rain", "tea", "chess")
+    predictor.fit([TrainingExample(f"tell me about {w} {i}", {"mock-a": (0.9, 1.0), "mock-b": (0.3, 1.0)}) for i, w in enumerate(words * 3)])
+    artifact = tmp_path / "qp.json"
+    save_artifact(predictor, artifact)
+    # a fast learner, so that a short burst reaches the clamp: max_shift is what bounds it
+    router = {"artifact": str(artifact), "strategy_options": {"online_rate": 1.0, "max_shift": 0.05}}
+    a = nodes("a", redis_url, prefix, "quality_predictor", router=router)
+    b = nodes("b", redis_url, prefix, "quality_predictor", router=router)
+    ready = lambda d: replicated(d)["status"] == "ok"
+    assert all(d["state"]["params"]["bias"] == [0.0, 0.0] for node in (a, b) for d in node.routing(ready, state=True).values())
+    served = []
+    for _ in range(8):  # a burst of "useless" scores, given on the node that did not answer
+        answer = a.post("/v1/chat/completions", json=CHAT)
+        assert answer.status_code == 200
+        served.append(answer.headers["x-routeiq-deployment"])
+        assert b.post("/v1/feedback", json={"request_id": answer.headers["x-request-id"], "score": 0.0}).status_code == 200
+    assert set(served) == {"a"}  # mock-a was predicted better, and stays so: the burst is bounded
+    clamped = lambda d: d["state"]["params"]["bias"][0] == pytest.approx(-0.05)
+    states = {pid: doc["state_sha256"] for node in (a, b) for pid, doc in node.routing(clamped, state=True).items()}
+    assert len(states) == 4 and len(set(states.values())) == 1, states
 
 
 def test_outcomes_move_least_latency_ewmas_on_every_worker(nodes: Callable[..., Node], redis_url: str) -> None:

@@ -14,7 +14,7 @@ from routeiq.strategies.base import Decision, Deployment, Outcome, RoutingReques
 from routeiq.strategies.custom import CustomStrategyError, load_custom_strategies
 from routeiq.strategies.registry import BUILTINS, StrategyRegistry, UnknownStrategyError, create, names
 
-LEARNED = ("knn", "matrix_factorization", "bradley_terry", "contextual_bandit")
+LEARNED = ("knn", "matrix_factorization", "bradley_terry", "contextual_bandit", "quality_predictor")
 MATH = ["integral", "derivative", "matrix", "equation", "algebra", "polynomial", "theorem", "prime"]
 HISTORY = ["empire", "war", "king", "treaty", "revolution", "dynasty", "battle", "pharaoh"]
 

@@ -60,15 +60,22 @@ def build_llm(
             raise ConfigError(f"{where}: router.custom_routers: {exc}") from None
     if router_cfg.strategy not in registry.names():
         raise ConfigError(f"{where}: router.strategy: unknown strategy {router_cfg.strategy!r}; known: {', '.join(sorted(registry.names()))}")
+    from routeiq.strategies.learned import StrategyOptionError
+
     try:
         strategy = registry.create(router_cfg.strategy, **router_cfg.strategy_options)
-    except TypeError as exc:
+    except StrategyOptionError as exc:
+        raise ConfigError(f"{where}: router.strategy_options.{exc.field}: {exc.reason}") from None
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: router.strategy_options: {exc}") from None
     if router_cfg.artifact:
         from routeiq.strategies.artifacts import ArtifactError, load_artifact
 
         try:
-            trained = load_artifact(config.base_dir / router_cfg.artifact, registry)
+            # the operator's options (a quality target, a budget) apply on top of the trained state
+            trained = load_artifact(config.base_dir / router_cfg.artifact, registry, overrides=router_cfg.strategy_options)
+        except StrategyOptionError as exc:
+            raise ConfigError(f"{where}: router.strategy_options.{exc.field}: {exc.reason}") from None
         except ArtifactError as exc:
             raise ConfigError(f"{where}: router.artifact: {exc}") from None
         if trained.name != strategy.name:
@@ -85,7 +92,7 @@ def build_llm(
         {alias: t if isinstance(t, str) else t.model for alias, t in router_cfg.model_group_alias.items()},
         frozenset(alias for alias, t in router_cfg.model_group_alias.items() if not isinstance(t, str) and t.hidden),
     )
-    router = LlmRouter(deployments, strategy, breakers, router_cfg.auto_model, fallback_groups=fallbacks, max_fallbacks=router_cfg.max_fallbacks, aliases=aliases, budgets=RpmBudgets({d.id: d.rpm for d in deployments if d.rpm}, clock))
+    router = LlmRouter(deployments, strategy, breakers, router_cfg.auto_model, strategy_options=router_cfg.strategy_options, fallback_groups=fallbacks, max_fallbacks=router_cfg.max_fallbacks, aliases=aliases, budgets=RpmBudgets({d.id: d.rpm for d in deployments if d.rpm}, clock))
     deadlines = Deadlines(router_cfg.timeout_s, router_cfg.first_byte_timeout_s or router_cfg.timeout_s, router_cfg.stream_idle_timeout_s)
     if telemetry is not None:
         telemetry.models = frozenset(router.models)  # the reloaded groups are the labels now

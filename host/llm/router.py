@@ -94,7 +94,11 @@ class LlmRouter:
         max_fallbacks: int = 5,
         aliases: Aliases | None = None,
         budgets: RpmBudgets | None = None,
+        strategy_options: Mapping[str, Any] | None = None,
     ) -> None:
+        # router.strategy_options: kept so an artifact installed later (PUT
+        # /admin/routing/artifact, another node's) routes with the operator's knobs too
+        self.strategy_options: Mapping[str, Any] = dict(strategy_options or {})
         self.fallback_groups = fallback_groups or Fallbacks({}, {}, {})
         self.max_fallbacks = max_fallbacks
         self.aliases = aliases or Aliases({})

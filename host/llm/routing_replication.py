@@ -106,7 +106,7 @@ def install_artifact(router: LlmRouter, doc: Mapping[str, Any]) -> None:
     current = router.strategy
     if doc["name"] != current.name:
         raise ArtifactError(f"the artifact holds a {doc['name']!r} strategy but router.strategy is {current.name!r}")
-    router.strategy = strategy_from(doc, type(current))
+    router.strategy = strategy_from(doc, type(current), router.strategy_options)
 
 
 class RoutingReplication:
@@ -455,7 +455,7 @@ class SharedRouting:
         if verified["name"] != router.strategy.name:
             raise ArtifactError(f"the artifact holds a {verified['name']!r} strategy but router.strategy is {router.strategy.name!r}")
         try:  # built before storing: an artifact whose state does not load is refused, not kept
-            strategy_from(verified, type(router.strategy))
+            strategy_from(verified, type(router.strategy), router.strategy_options)
         except Exception as exc:
             raise ArtifactError(f"the strategy refused the artifact's state: {type(exc).__name__}: {exc}") from None
         sha256 = str(doc["sha256"])
