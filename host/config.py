@@ -734,7 +734,7 @@ class McpToolConfig(_Strict):
     sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$", description="Expected sha256 of the module (refused when it differs).")
     description: str | None = Field(None, description="Overrides the manifest's description.")
     limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Sandbox limits of each piece of guest code a call runs (the call, each callout response; the policy may cap them lower); `fuel`, `memory_mb` and `timeout_ms` apply.")
-    call_timeout_ms: int = Field(10_000, ge=1, le=600_000, description="Wall clock of a whole call, waiting for its HTTP callouts included (each callout's timeout is capped by what is left); over it: a tool error `call_timeout` and a fresh VM.")
+    call_timeout_ms: int = Field(10_000, ge=1, le=600_000, description="Wall clock of a whole call, waiting for its HTTP callouts included (each callout's timeout is capped by what is left of it plus 250 ms, so the call's own deadline answers first); over it: a tool error `call_timeout` and a fresh VM.")
     config: Union[str, dict[str, Any], list[Any], None] = Field(None, description="Tool configuration bytes (as `plugins[].config`), readable as the plugin configuration buffer. Checked against the manifest's config_schema.")
     log_level: LOG_LEVELS | None = Field(None, description="The tool's log level (null: `server.log_level`).")
     allow: McpAllowConfig = Field(default_factory=McpAllowConfig, description="Who may list and call it (nobody unless given).")
